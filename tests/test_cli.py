@@ -1,0 +1,39 @@
+"""The command line, run in-process through main(argv) and once as a real subprocess."""
+
+import subprocess
+import sys
+
+import pytest
+
+import instyle
+from instyle.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"instyle {instyle.__version__}"
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "demo" in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "usage: instyle" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "instyle", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("instyle ")
+
+
+def test_demo_prints_the_comparison_table_and_writes_csv(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1e19 * randn fp32" in out and "speed-up" in out
+    assert (tmp_path / "norm_comparison.csv").read_text().startswith("kind,case")
