@@ -1,0 +1,152 @@
+"""Stylizing images with a trained generator: ``load_model(name_or_path).stylize(image)``.
+
+``stylize`` returns what it was given: a PIL image for a PIL image, a tensor for a tensor
+((3, H, W) or (N, 3, H, W) in [0, 1]). Large images go through whole-image instance-norm
+statistics and overlapping tiles (:mod:`instyle.tiling`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from torch import Tensor
+
+from .color import preserve_color
+from .image import ImageError, load_image, resize_long_side, save_image, to_pil
+from .modelfile import ModelFileError, load_generator
+from .tiling import auto_tile, stylize_tiled
+from .train import resolve_autocast_dtype, resolve_device
+
+STYLES_DIR = Path(__file__).parent / "styles"
+
+
+def list_models() -> list[str]:
+    """Names of the styles bundled with instyle."""
+    return sorted(p.stem for p in STYLES_DIR.glob("*.safetensors"))
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists():
+        return path
+    bundled = STYLES_DIR / f"{name_or_path}.safetensors"
+    if bundled.exists():
+        return bundled
+    available = ", ".join(list_models()) or "none bundled"
+    raise ModelFileError(f"--model {name_or_path}: no such file or bundled style (bundled: {available})")
+
+
+class StyleModel:
+    """A generator ready for inference, with its metadata."""
+
+    def __init__(self, generator: torch.nn.Module, metadata: dict, name: str) -> None:
+        self.generator = generator
+        self.metadata = metadata
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StyleModel({self.name!r}, arch={self.generator.config.get('arch')!r})"
+
+    @torch.no_grad()
+    def stylize(
+        self,
+        image,
+        *,
+        strength: float = 1.0,
+        preserve: str = "none",
+        max_size: int | None = None,
+        tile: int | None = None,
+        device: str = "auto",
+        dtype: str = "fp32",
+    ):
+        """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        as_pil = not isinstance(image, Tensor)
+        x = load_image(image) if as_pil else image
+        unbatched = x.dim() == 3
+        batch = x.unsqueeze(0) if unbatched else x
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected an RGB image (3, H, W) or batch (N, 3, H, W), got shape {tuple(x.shape)}")
+        if max_size is not None:
+            batch = torch.stack([resize_long_side(img, max_size) for img in batch])
+        dev = resolve_device(device)
+        autocast = resolve_autocast_dtype(dtype, dev)
+        generator = self.generator.to(dev)
+        content = batch.to(dev, torch.float32)
+        out = []
+        for single in content.split(1):
+            h, w = single.shape[-2:]
+            chosen = tile if tile is not None else auto_tile(h, w, _memory_budget(dev))
+            with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+                if chosen and chosen < max(h, w):
+                    y = stylize_tiled(generator, single, tile=chosen)
+                else:
+                    y = generator(single)
+            out.append(y.float())
+        stylized = torch.cat(out)
+        if not torch.isfinite(stylized).all():
+            raise RuntimeError(f"model {self.name} produced NaN or inf values; nothing was written")
+        stylized = preserve_color(stylized, content, preserve)
+        if strength < 1.0:
+            stylized = strength * stylized + (1 - strength) * content
+        stylized = stylized.clamp(0, 1).cpu()
+        if as_pil:
+            return to_pil(stylized[0])
+        return stylized[0] if unbatched else stylized
+
+
+def _memory_budget(device: torch.device) -> int:
+    """Bytes an untiled forward may use: a quarter of free memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        pages = 4 << 30
+    return pages // 4
+
+
+def load_model(name_or_path: str | os.PathLike) -> StyleModel:
+    """A bundled style by name (``instyle.list_models()``) or a model file path."""
+    path = resolve_model_path(name_or_path)
+    generator, metadata = load_generator(path)
+    return StyleModel(generator, metadata, metadata.get("style_name") or path.stem)
+
+
+@dataclass
+class FileResult:
+    source: Path
+    output: Path | None
+    seconds: float
+    error: str | None = None
+
+
+def output_path_for(source: Path, outdir: Path, model_name: str, suffix: str) -> Path:
+    return outdir / f"{source.stem}_{model_name}{suffix}"
+
+
+def stylize_files(
+    model: StyleModel, sources: Iterable[Path], outdir: Path, *, suffix: str = ".png", **options
+) -> Iterator[FileResult]:
+    """Stylize each file into ``outdir``; a failing file is reported and the rest still run."""
+    sources = [Path(p) for p in sources]
+    outdir.mkdir(parents=True, exist_ok=True)
+    inputs = {p.resolve() for p in sources}
+    for source in sources:
+        start = time.perf_counter()
+        target = output_path_for(source, outdir, model.name, suffix)
+        try:
+            if target.resolve() in inputs:
+                raise ImageError(f"{target}: refusing to overwrite an input file")
+            result = model.stylize(load_image(source), **options)
+            save_image(result, target)
+            yield FileResult(source, target, time.perf_counter() - start)
+        except (ImageError, ValueError, RuntimeError, OSError) as error:
+            yield FileResult(source, None, time.perf_counter() - start, str(error))

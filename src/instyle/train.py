@@ -1,0 +1,409 @@
+"""Training a feed-forward stylization generator against the VGG descriptor network.
+
+``train(TrainConfig(...))`` runs the loop and returns a ``TrainResult``; it prints nothing
+(the CLI passes ``on_step`` for its progress bar). Everything a resume needs is saved:
+model, optimizer, scheduler, step, and the RNG states; the data order depends only on
+``(seed, step)``, so N steps straight equal k steps + resume + N - k steps.
+
+Multi-process: launched under ``torchrun``, each rank takes its slice of the same global
+batch and DistributedDataParallel averages the gradients, so the loss curve matches one
+process with the same global batch (instance norm is per sample).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import __version__
+from .image import default_content_images, iter_image_files, load_image, resize_long_side
+from .losses import PerceptualLoss
+from .modelfile import save_model, sha256_file
+from .models import build_generator
+from .models.vgg import VGGFeatures
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """One source of defaults: the CLI derives its flags from these fields."""
+
+    style: str = ""
+    content: str | None = None  # folder of photos; None: scikit-image's bundled photos
+    output: str = "model.safetensors"
+    arch: str = "transformer"
+    norm: str = "instance"
+    width: float = 0.5  # IN models keep their quality at half the filters (fast-neural-style)
+    num_residual: int = 5
+    iterations: int = 2000
+    batch_size: int = 4
+    image_size: int = 256
+    style_size: int = 384
+    content_weight: float = 1.0
+    style_weight: float = 1e5
+    tv_weight: float = 1e-6
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+    lr: float = 1e-3
+    lr_final_fraction: float = 0.1  # cosine decay to lr * this
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 autocast + channels_last on CUDA, fp32 on CPU
+    num_content: int | None = None  # use only the first N content images (training-set size studies)
+    checkpoint_every: int = 200
+    sample_every: int = 500
+    log_dir: str | None = None  # CSV log, loss curve, samples and checkpoint; default: OUTPUT's folder / OUTPUT_stem.train
+    resume: bool = False
+    vgg_weights: str | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["content_layers"] = list(self.content_layers)
+        data["style_layers"] = list(self.style_layers)
+        return data
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    step: int
+    losses: dict[str, float]
+    output: Path
+    log_dir: Path
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a fault (NaN loss, bad input); the last good checkpoint is intact."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; the step finished and a checkpoint was written."""
+
+    def __init__(self, signum: int, checkpoint: Path, step: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; checkpoint at {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+        self.step = step
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def resolve_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--dtype`` (None: plain fp32)."""
+    table = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16}
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if name not in table:
+        raise ValueError(f"--dtype must be one of auto, fp32, bf16, fp16; got {name!r}")
+    return table[name]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def load_content_set(content: str | None, image_size: int, limit: int | None = None) -> list[Tensor]:
+    """Content photos as (3, H, W) tensors whose short side is at least ``image_size``."""
+    if content is None:
+        images = [img for _, img in default_content_images()]
+    else:
+        paths = list(iter_image_files([content], recursive=True))
+        if not paths:
+            raise TrainingError(f"--content {content}: no images found")
+        images = [load_image(p) for p in paths]
+    if limit is not None:
+        images = images[:limit]
+    if not images:
+        raise TrainingError("no content images to train on")
+    prepared = []
+    for img in images:
+        short = min(img.shape[-2:])
+        # Downscale large photos so crops see whole objects; upscale small ones to fit a crop.
+        target_short = max(image_size, min(short, int(image_size * 1.5)))
+        long_side = round(max(img.shape[-2:]) * target_short / short)
+        prepared.append(resize_long_side(img, long_side))
+    return prepared
+
+
+def sample_batch(images: list[Tensor], batch_size: int, size: int, generator: torch.Generator) -> Tensor:
+    """Random crops with random horizontal flips: (batch_size, 3, size, size)."""
+    crops = []
+    for _ in range(batch_size):
+        img = images[int(torch.randint(len(images), (1,), generator=generator))]
+        h, w = img.shape[-2:]
+        top = int(torch.randint(h - size + 1, (1,), generator=generator))
+        left = int(torch.randint(w - size + 1, (1,), generator=generator))
+        crop = img[:, top : top + size, left : left + size]
+        if bool(torch.rand((), generator=generator) < 0.5):
+            crop = crop.flip(-1)
+        crops.append(crop)
+    return torch.stack(crops)
+
+
+def batch_for_step(images: list[Tensor], config: TrainConfig, step: int) -> Tensor:
+    """The global batch of ``step``: a function of (seed, step) alone, for exact resume."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    return sample_batch(images, config.batch_size, config.image_size, generator)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def atomic_torch_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, garbage, or a pickle that wants to run code
+        raise TrainingError(f"cannot load checkpoint {path}: {error}") from error
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _cosine_lr(config: TrainConfig) -> Callable[[int], float]:
+    final = config.lr_final_fraction
+
+    def factor(step: int) -> float:
+        progress = min(step / max(config.iterations, 1), 1.0)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train(
+    config: TrainConfig,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    handle_signals: bool = True,
+) -> TrainResult:
+    if not config.style:
+        raise TrainingError("a style image is required (--style IMG)")
+    rank, world = _distributed()
+    if config.batch_size % world:
+        raise TrainingError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
+    device = resolve_device(config.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    autocast_dtype = resolve_autocast_dtype(config.dtype, device)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    output = Path(config.output)
+    log_dir = Path(config.log_dir) if config.log_dir else output.with_name(output.stem + ".train")
+    checkpoint_path = log_dir / CHECKPOINT_NAME
+    if rank == 0:
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    style_image = load_image(config.style)
+    style_image = resize_long_side(style_image, config.style_size)
+    content_images = load_content_set(config.content, config.image_size, config.num_content)
+
+    torch.manual_seed(config.seed)
+    model = build_generator(config.arch, norm=config.norm, width=config.width, num_residual=config.num_residual)
+    model = model.to(device, memory_format=memory_format)
+    extractor = VGGFeatures(
+        tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"
+    ).to(device, memory_format=memory_format)
+    loss_fn = PerceptualLoss(
+        extractor,
+        content_layers=config.content_layers,
+        style_layers=config.style_layers,
+        content_weight=config.content_weight,
+        style_weight=config.style_weight,
+        tv_weight=config.tv_weight,
+    )
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss_fn.set_style(style_image.unsqueeze(0).to(device))
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_lr(config))
+    step = 0
+    history: list[dict[str, float]] = []
+    if config.resume:
+        if not checkpoint_path.exists():
+            raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        history = list(state.get("history", []))
+        _set_rng_state(state["rng"])
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def save_checkpoint() -> None:
+        if rank != 0:
+            return
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "history": history,
+                "rng": _rng_state(),
+                "config": json.dumps(config.to_json()),
+            },
+            checkpoint_path,
+        )
+
+    stop_signal: list[int] = []
+    previous_handlers = {}
+    if handle_signals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous_handlers[signum] = signal.signal(signum, lambda s, _frame: stop_signal.append(s))
+
+    start = time.perf_counter()
+    local = config.batch_size // world
+    losses: dict[str, float] = {}
+    try:
+        while step < config.iterations:
+            batch = batch_for_step(content_images, config, step)[rank * local : (rank + 1) * local]
+            batch = batch.to(device, memory_format=memory_format)
+            step_start = time.perf_counter()
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                stylized = train_model(batch)
+                total, terms = loss_fn(stylized, batch)
+            if not torch.isfinite(total):
+                raise TrainingError(
+                    f"loss became {float(total)} at step {step + 1}; stopped without saving "
+                    f"(last good checkpoint: {checkpoint_path if checkpoint_path.exists() else 'none'})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses = {"total": float(total), **{k: float(v) for k, v in terms.items()}}
+            if world > 1:
+                packed = torch.tensor(list(losses.values()), dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(packed)
+                losses = dict(zip(losses, (packed / world).tolist()))
+            seconds = time.perf_counter() - step_start
+            losses["images_per_s"] = config.batch_size / max(seconds, 1e-9)
+            history.append({"step": step, **losses})
+            if on_step is not None and rank == 0:
+                on_step(step, losses)
+            if step % config.checkpoint_every == 0 or step == config.iterations:
+                save_checkpoint()
+            if rank == 0 and config.sample_every and step % config.sample_every == 0:
+                _save_samples(model, content_images, log_dir / f"samples_{step:06d}.png", device)
+            if stop_signal:
+                save_checkpoint()
+                raise TrainingInterrupted(stop_signal[0], checkpoint_path, step)
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+
+    if rank == 0:
+        _write_log(history, log_dir)
+        metadata = {
+            "training": config.to_json(),
+            "style_name": Path(config.style).stem,
+            "style_sha256": sha256_file(config.style),
+            "final_losses": {k: v for k, v in losses.items() if k != "images_per_s"},
+            "iterations": step,
+            "device": device.type,
+            "instyle_version": __version__,
+        }
+        save_model(model, output, metadata)
+    if world > 1:
+        torch.distributed.barrier()
+    return TrainResult(model, step, losses, output, log_dir, time.perf_counter() - start, history)
+
+
+@torch.no_grad()
+def _save_samples(model: torch.nn.Module, images: list[Tensor], path: Path, device: torch.device) -> None:
+    from .image import save_image
+
+    was_training = model.training
+    model.eval()
+    row = [resize_long_side(img, 256) for img in images[:4]]
+    outputs = [model(img.unsqueeze(0).to(device)).float().cpu()[0] for img in row]
+    height = min(img.shape[1] for img in row)
+    tiles = [torch.cat([a[:, :height], b[:, :height]], dim=1) for a, b in zip(row, outputs)]
+    save_image(torch.cat(tiles, dim=2), path)
+    model.train(was_training)
+
+
+def _write_log(history: list[dict[str, float]], log_dir: Path) -> None:
+    """The CSV log and the loss-curve PNG."""
+    if not history:
+        return
+    keys = list(history[0])
+    with open(log_dir / "log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [h["step"] for h in history]
+    for key in keys:
+        if key not in ("step", "images_per_s"):
+            ax.plot(steps, [h[key] for h in history], label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(log_dir / "loss_curve.png", dpi=100)
+    plt.close(fig)
+
+
+def config_fields() -> list:
+    return list(fields(TrainConfig))
