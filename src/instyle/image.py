@@ -121,16 +121,30 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Tensor:
 def _open_and_decode(opener, size: int, name: str, limit: int, head: bytes) -> np.ndarray:
     if size == 0:
         raise ImageError(name, "empty file (0 bytes)")
-    try:
-        image = Image.open(opener(), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(name, f"too many pixels ({exc})") from exc
-    except _DECODE_ERRORS as exc:
-        raise ImageError(name, _unidentified_reason(head)) from exc
-    with image:
-        if image.format not in _ALLOWED_REPORTED:  # a plugin reporting another name
-            raise ImageError(name, f"format {image.format} is not allowed (allowed: {_allowed_list()})")
-        return _decode(image, name, limit)
+    with warnings.catch_warnings():
+        # Pillow warns past its own limit (Image.MAX_IMAGE_PIXELS) and refuses past twice that;
+        # instyle's limit, checked in _decode from the header, is the one that decides.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(opener(), formats=ALLOWED_FORMATS)  # reads the header only
+        except Image.DecompressionBombError as exc:
+            raise ImageError(name, _bomb_reason(exc, limit)) from exc
+        except Image.UnidentifiedImageError as exc:
+            raise ImageError(name, _unidentified_reason(head)) from exc
+        except _DECODE_ERRORS as exc:
+            raise ImageError(name, f"cannot read the image header ({exc})") from exc
+        with image:
+            if image.format not in _ALLOWED_REPORTED:  # a plugin reporting another name
+                raise ImageError(name, f"format {image.format} is not allowed (allowed: {_allowed_list()})")
+            return _decode(image, name, limit)
+
+
+def _bomb_reason(exc: Exception, limit: int) -> str:
+    """Pillow's own refusal (past 2 x Image.MAX_IMAGE_PIXELS), raised before our header check."""
+    pillow_max = Image.MAX_IMAGE_PIXELS
+    if pillow_max is not None and limit > 2 * pillow_max:
+        return f"too many pixels for Pillow, whatever max_pixels says; raise PIL.Image.MAX_IMAGE_PIXELS ({exc})"
+    return f"too many pixels: over the limit of {limit} ({exc})"
 
 
 def _unidentified_reason(head: bytes) -> str:
@@ -163,7 +177,7 @@ def _decode(image: Image.Image, name: str, limit: int) -> np.ndarray:
             image.load()  # a file opened by Image.open is at its first frame
             image = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as exc:
-        raise ImageError(name, f"too many pixels ({exc})") from exc
+        raise ImageError(name, _bomb_reason(exc, limit)) from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(name, f"cannot decode {image.format or 'image'} data ({exc})") from exc
     return _pil_to_rgb(image, name)
