@@ -1,8 +1,8 @@
 """Reading, writing and resizing images: float RGB tensors in [0, 1], shape (3, H, W).
 
-Loading survives what real folders of photos contain (see docs ROBUSTNESS.md, "Images"): EXIF
-rotation, transparency, 16-bit and float pixels, CMYK, animations, decompression bombs, and files
-that are not images at all. Every failure to read an image is one `ImageError` naming the source.
+Loading survives what real folders of photos contain: EXIF rotation, transparency, 16-bit and
+float pixels, CMYK, animations, decompression bombs, and files that are not images at all.
+Every failure to read an image is one `ImageError` naming the source.
 Decoding is Pillow's; this module only decides what to accept and how to map pixels to [0, 1].
 """
 
@@ -31,6 +31,8 @@ __all__ = [
     "ALLOWED_FORMATS",
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "max_pixels_limit",
     "load_image",
     "save_image",
     "to_pil",
@@ -92,7 +94,9 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Tensor:
     `source` is a path, the bytes of an encoded file, a PIL image or a numpy array (H, W),
     (H, W, 1|3|4) of uint8, uint16, bool or float in [0, 1]. Files must be PNG, JPEG, WebP, BMP,
     TIFF or GIF by their header (the extension is not trusted) and hold at most `max_pixels`
-    pixels, checked from the header before any pixel is decoded. Raises ImageError.
+    pixels, checked from the header before any pixel is decoded (`max_pixels` None: the
+    INSTYLE_MAX_PIXELS environment variable, else 50 MP). A PIL image is taken as the caller
+    opened it (no format check, its current frame). Raises ImageError.
     """
     if isinstance(source, np.ndarray):
         return _to_tensor(_array_to_rgb(source, "<array>"))
@@ -170,9 +174,7 @@ def _decode(image: Image.Image, name: str, limit: int) -> np.ndarray:
     if width == 0 or height == 0:
         raise ImageError(name, f"image has no pixels ({width}x{height})")
     try:
-        # Pillow warns on its own limit (Image.MAX_IMAGE_PIXELS); the limit above has already
-        # decided, so its warning would only repeat a decision, or contradict an explicit one.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # as in _open_and_decode: the check above decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()  # a file opened by Image.open is at its first frame
             image = ImageOps.exif_transpose(image)
@@ -344,8 +346,8 @@ def resize_long_side(image: Tensor, size: int) -> Tensor:
     (the short side rounded, at least 1). Antialiased bicubic, clamped to [0, 1]."""
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ValueError(f"size must be a positive int, got {size!r}")
-    if image.dim() not in (3, 4):
-        raise ValueError(f"expected (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}")
+    if image.dim() not in (3, 4) or not image.is_floating_point():
+        raise ValueError(f"expected a float (3, H, W) or (N, 3, H, W), got {image.dtype} {tuple(image.shape)}")
     height, width = image.shape[-2:]
     scale = size / max(height, width)
     new_h = max(1, round(height * scale)) if height < width else size
@@ -378,7 +380,7 @@ def iter_image_files(
             found = [path]
         elif path.is_dir():
             found = _folder_images(path, recursive)
-        elif glob.has_magic(text):
+        elif any(char in text for char in "*?["):
             matches = sorted(glob.glob(text, recursive=recursive))
             if not matches:
                 raise FileNotFoundError(f"{text}: no files match")
