@@ -214,6 +214,14 @@ def test_animated_first_frame(tmp_path, ext):
     torch.testing.assert_close(image, _rgb(RED)[:, None, None].expand(3, 8, 8), atol=0.02, rtol=0)
 
 
+def test_multi_picture_jpeg_loads_first_picture(tmp_path):
+    # Phone cameras write MPO (JPEG + extra pictures); Pillow reports it as "MPO", not "JPEG".
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (16, 8), RED).save(path, "MPO", save_all=True, append_images=[Image.new("RGB", (16, 8), BLUE)])
+    assert _pillow(path).format == "MPO"
+    torch.testing.assert_close(load_image(path)[:, 4, 4], _rgb(RED), atol=0.02, rtol=0)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (2, 7), (7, 2)])
 @pytest.mark.parametrize("ext", ["png", "jpg", "bmp", "tiff", "gif", "webp"])
 def test_tiny_images_load(tmp_path, size, ext):
