@@ -1,6 +1,6 @@
 """Perceptual losses for style transfer: Gram matrices, content, style and total-variation terms.
 
-Every statistic and loss is computed in fp32 whatever the feature dtype (bf16 autocast included), and every
+Every statistic and loss is computed in at least fp32 whatever the feature dtype (bf16 autocast included), and every
 loss is a mean over the batch, so the weights mean the same thing for the optimiser (N = 1) and for trainers.
 """
 
@@ -44,13 +44,19 @@ def _no_autocast(tensor: torch.Tensor):
     return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
+def _upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32; fp32 and fp64 unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, C) Gram matrix divided by C*H*W, in fp32 (also under autocast)."""
+    """(N, C, H, W) -> (N, C, C) Gram matrix divided by C*H*W, in fp32 for half-precision input and under autocast
+    (fp64 stays fp64)."""
     if features.dim() != 4:
         raise ValueError(f"gram_matrix expects features of shape (N, C, H, W), got {tuple(features.shape)}")
     n, c, h, w = features.shape
     with _no_autocast(features):
-        f = features.float().reshape(n, c, h * w)
+        f = _upcast(features).reshape(n, c, h * w)
         return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
@@ -59,7 +65,7 @@ def mean_std(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     if features.dim() != 4:
         raise ValueError(f"mean_std expects features of shape (N, C, H, W), got {tuple(features.shape)}")
     with _no_autocast(features):
-        var, mean = torch.var_mean(features.float().flatten(2), dim=2, correction=0)  # two-pass, (N, C)
+        var, mean = torch.var_mean(_upcast(features).flatten(2), dim=2, correction=0)  # two-pass, (N, C)
         return torch.stack([mean, (var + eps).sqrt()], dim=1)
 
 
@@ -74,8 +80,8 @@ def style_statistic(features: torch.Tensor, stat: str = "gram") -> torch.Tensor:
 
 def _mse(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     with _no_autocast(input):
-        input = input.float()
-        return F.mse_loss(input, target.float().expand_as(input))
+        input = _upcast(input)
+        return F.mse_loss(input, target.to(input.dtype).expand_as(input))
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -104,7 +110,7 @@ def total_variation(images: torch.Tensor, p: int = 1) -> torch.Tensor:
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     with _no_autocast(images):
-        x = images.float()
+        x = _upcast(images)
         dh = x[..., 1:, :] - x[..., :-1, :]
         dw = x[..., :, 1:] - x[..., :, :-1]
         if p == 1:
@@ -236,7 +242,7 @@ class PerceptualLoss(nn.Module):
         """Cache content targets for calls without ``content`` (the optimiser's single content image)."""
         features = self._features(images, self.content_layers)
         for name in self.content_layers:
-            self.register_buffer(f"content_target_{name}", features[name].detach().float(), persistent=False)
+            self.register_buffer(f"content_target_{name}", _upcast(features[name].detach()), persistent=False)
         self._has_content = True
 
     def style_target(self, layer: str) -> torch.Tensor:

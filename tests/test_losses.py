@@ -1,0 +1,276 @@
+"""Perceptual losses against float64 references, on a tiny stand-in encoder (no download needed)."""
+
+import math
+
+import pytest
+import torch
+
+from instyle.losses import (
+    PerceptualLoss,
+    content_loss,
+    gram_matrix,
+    mean_std,
+    style_loss,
+    style_statistic,
+    total_variation,
+)
+
+
+def gram_ref(features: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = features.shape
+    f = features.double().reshape(n, c, h * w)
+    return torch.einsum("nik,njk->nij", f, f) / (c * h * w)
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# --- the functions ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 8, 5, 7),  # odd spatial size
+        (1, 64, 32, 32),  # a realistic early layer
+        (3, 16, 1, 1),  # a single position
+    ],
+)
+def test_gram_matrix_matches_float64(shape):
+    features = torch.randn(shape)
+    gram = gram_matrix(features)
+    assert gram.dtype == torch.float32 and gram.shape == (shape[0], shape[1], shape[1])
+    torch.testing.assert_close(gram.double(), gram_ref(features), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gram, gram.transpose(1, 2))  # BLAS sums (i, j) and (j, i) in different orders
+
+
+def test_gram_matrix_is_fp32_for_bf16_features_and_under_autocast():
+    features = torch.randn(2, 32, 16, 16).bfloat16()
+    expected = gram_ref(features)  # of the bf16 values, exactly representable in fp64
+    gram = gram_matrix(features)
+    assert gram.dtype == torch.float32
+    torch.testing.assert_close(gram.double(), expected, rtol=1e-5, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gram_autocast = gram_matrix(features.float())
+    assert gram_autocast.dtype == torch.float32
+    torch.testing.assert_close(gram_autocast.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_std_matches_float64_with_shifted_means():
+    features = 1e3 + torch.randn(2, 4, 16, 16)  # a one-pass E[x^2] - E[x]^2 loses most digits here
+    stats = mean_std(features, eps=0.0)
+    flat = features.double().flatten(2)
+    torch.testing.assert_close(stats[:, 0].double(), flat.mean(2), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(stats[:, 1].double(), flat.std(2, correction=0), rtol=1e-3, atol=1e-4)
+    assert style_statistic(features, "mean_std").shape == (2, 2, 4)
+    with pytest.raises(ValueError, match="style_stat"):
+        style_statistic(features, "histogram")
+
+
+def test_content_loss_is_mse_and_broadcasts_the_target():
+    features, target = torch.randn(3, 4, 5, 5), torch.randn(1, 4, 5, 5)
+    expected = (features.double() - target.double()).square().mean()
+    torch.testing.assert_close(content_loss(features, target).double(), expected)
+    assert float(content_loss(features, features)) == 0
+    with pytest.raises(ValueError, match="content features"):
+        content_loss(features, torch.randn(1, 4, 6, 5))
+
+
+def test_style_loss_broadcasts_one_target_over_the_batch():
+    one = torch.randn(1, 8, 6, 6)
+    target = gram_matrix(torch.randn(1, 8, 9, 9))
+    single = style_loss(one, target)
+    batch = style_loss(one.expand(3, -1, -1, -1), target)
+    torch.testing.assert_close(batch, single)
+    expected = (gram_ref(one) - target.double()).square().mean()
+    torch.testing.assert_close(single.double(), expected, rtol=1e-5, atol=1e-12)
+    assert float(style_loss(one, gram_matrix(one))) == 0
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_total_variation_matches_a_loop(p):
+    images = rand(2, 3, 5, 6)
+    x = images.double()
+    dh = [abs(float(x[n, c, i + 1, j] - x[n, c, i, j])) ** p for n in range(2) for c in range(3) for i in range(4) for j in range(6)]
+    dw = [abs(float(x[n, c, i, j + 1] - x[n, c, i, j])) ** p for n in range(2) for c in range(3) for i in range(5) for j in range(5)]
+    expected = sum(dh) / len(dh) + sum(dw) / len(dw)
+    assert math.isclose(float(total_variation(images, p=p)), expected, rel_tol=1e-5)
+    assert float(total_variation(torch.full((1, 3, 4, 4), 0.3), p=p)) == 0
+    with pytest.raises(ValueError, match="p must be 1 or 2"):
+        total_variation(images, p=3)
+
+
+# --- PerceptualLoss --------------------------------------------------------------------------------------------
+def make_loss(encoder, **kw):
+    options = dict(content_layers=["relu2_1"], style_layers=["relu1_1", "relu2_1", "relu3_1"], content_weight=1.0,
+                   style_weight=10.0, tv_weight=0.1)  # fmt: skip
+    options.update(kw)
+    return PerceptualLoss(encoder, **options)
+
+
+def test_total_is_the_weighted_sum_of_the_terms(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder, layer_weights={"relu3_1": 2.0})
+    style, content, x = rand(1, 3, 24, 24, seed=1), rand(2, 3, 16, 16, seed=2), rand(2, 3, 16, 16, seed=3)
+    loss_fn.set_style(style)
+    total, terms = loss_fn(x.requires_grad_(), content, per_layer=True)
+    assert set(terms) == {"content", "style", "tv", "content/relu2_1", "style/relu1_1", "style/relu2_1", "style/relu3_1"}
+
+    fx, fc, fs = tiny_encoder(x), tiny_encoder(content), tiny_encoder(style)
+    expected_content = (fx["relu2_1"].double() - fc["relu2_1"].double()).square().mean()
+    expected_style = sum(
+        w * (gram_ref(fx[name]) - gram_ref(fs[name])).square().mean()
+        for name, w in (("relu1_1", 1.0), ("relu2_1", 1.0), ("relu3_1", 2.0))
+    )
+    expected_tv = total_variation(x.double())
+    torch.testing.assert_close(terms["content"].double(), expected_content, rtol=1e-5, atol=0)
+    torch.testing.assert_close(terms["style"].double(), 10.0 * expected_style, rtol=1e-4, atol=0)
+    torch.testing.assert_close(terms["tv"].double(), 0.1 * expected_tv, rtol=1e-5, atol=0)
+    torch.testing.assert_close(total, terms["content"] + terms["style"] + terms["tv"])
+    assert total.requires_grad and not any(t.requires_grad for t in terms.values())
+
+
+def test_style_targets_are_computed_once(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder)
+    loss_fn.set_style(rand(1, 3, 20, 20))
+    assert tiny_encoder.calls == 1
+    x, content = rand(1, 3, 16, 16, seed=1).requires_grad_(), rand(1, 3, 16, 16, seed=2)
+    for _ in range(3):
+        loss_fn(x, content).total.backward()
+    assert tiny_encoder.calls == 1 + 3 * 2  # input and content per call, never the style again
+    loss_fn.set_content(content)
+    loss_fn(x)
+    assert tiny_encoder.calls == 1 + 3 * 2 + 1 + 1
+    assert all(not b.requires_grad for b in loss_fn.buffers())
+    assert not any(k.startswith(("style_target", "content_target")) for k in loss_fn.state_dict())
+
+
+def test_cached_content_equals_content_per_call(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder)
+    loss_fn.set_style(rand(1, 3, 20, 20))
+    x, content = rand(1, 3, 16, 16, seed=1), rand(1, 3, 16, 16, seed=2)
+    per_call = loss_fn(x, content).total
+    loss_fn.set_content(content)
+    torch.testing.assert_close(loss_fn(x).total, per_call, rtol=0, atol=0)
+
+
+def test_a_batch_loss_is_the_mean_of_the_per_image_losses(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder)
+    loss_fn.set_style(rand(1, 3, 20, 20))
+    x, content = rand(3, 3, 16, 16, seed=1), rand(3, 3, 16, 16, seed=2)
+    batch = loss_fn(x, content).total
+    singles = torch.stack([loss_fn(x[i : i + 1], content[i : i + 1]).total for i in range(3)])
+    torch.testing.assert_close(batch, singles.mean(), rtol=1e-5, atol=0)
+
+
+def test_blended_styles_average_their_statistics(tiny_encoder):
+    a, b = rand(1, 3, 20, 20, seed=1), rand(1, 3, 28, 24, seed=2)  # different sizes
+    loss_fn = make_loss(tiny_encoder)
+    loss_fn.set_style([a, b], weights=[3, 1])
+    fa, fb = tiny_encoder(a), tiny_encoder(b)
+    for name in loss_fn.style_layers:
+        expected = 0.75 * gram_ref(fa[name]) + 0.25 * gram_ref(fb[name])
+        torch.testing.assert_close(loss_fn.style_target(name).double(), expected, rtol=1e-5, atol=1e-8)
+    x = rand(1, 3, 16, 16, seed=3)
+    only_a = make_loss(tiny_encoder)
+    only_a.set_style(a)
+    loss_fn.set_style([a, b], weights=[1, 0])
+    torch.testing.assert_close(loss_fn(x, x).total, only_a(x, x).total)
+
+
+def test_set_style_rejects_bad_weights(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder)
+    style = rand(2, 3, 16, 16)
+    for weights, message in (([1], "2 style images but 1 weights"), ([1, -1], ">= 0"), ([0, 0], "not all zero")):
+        with pytest.raises(ValueError, match=message):
+            loss_fn.set_style(style, weights=weights)
+
+
+def test_mean_std_statistic_is_zero_on_the_style_itself(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder, style_stat="mean_std", content_weight=0.0, tv_weight=0.0)
+    style = rand(1, 3, 16, 16)
+    loss_fn.set_style(style)
+    assert loss_fn.style_target("relu1_1").shape == (1, 2, 8)
+    assert float(loss_fn(style).total) == 0
+    assert float(loss_fn(rand(1, 3, 16, 16, seed=5)).total) > 0
+
+
+def test_optimising_an_image_lowers_the_loss(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder)
+    loss_fn.set_style(rand(1, 3, 24, 24, seed=1))
+    loss_fn.set_content(rand(1, 3, 16, 16, seed=2))
+    x = rand(1, 3, 16, 16, seed=3).requires_grad_()
+    optimizer = torch.optim.Adam([x], lr=0.05)
+    first = None
+    for _ in range(40):
+        total, _ = loss_fn(x)
+        first = float(total.detach()) if first is None else first
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert float(loss_fn(x).total) < 0.5 * first
+
+
+def test_bf16_autocast_gives_fp32_losses_close_to_fp32(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder)
+    loss_fn.set_style(rand(1, 3, 24, 24, seed=1))
+    x, content = rand(2, 3, 16, 16, seed=2), rand(2, 3, 16, 16, seed=3)
+    expected = loss_fn(x, content).total
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss_fn(x, content).total
+    assert got.dtype == torch.float32 and math.isfinite(float(got))
+    assert abs(float(got) - float(expected)) < 0.05 * float(expected)
+
+
+def test_targets_move_with_the_module(tiny_encoder):
+    loss_fn = make_loss(tiny_encoder)
+    loss_fn.set_style(rand(1, 3, 16, 16))
+    loss_fn.to(torch.float64)
+    assert loss_fn.style_target("relu1_1").dtype == torch.float64
+    x, content = rand(1, 3, 16, 16, dtype=torch.float64), rand(1, 3, 16, 16, seed=2, dtype=torch.float64)
+    assert loss_fn(x, content).total.dtype == torch.float64
+
+
+def test_configuration_errors_are_named(tiny_encoder):
+    with pytest.raises(ValueError, match=r"does not compute layer\(s\) \['relu4_2'\]"):
+        make_loss(tiny_encoder, content_layers=["relu4_2"])
+    with pytest.raises(ValueError, match="style_weight must be a finite number >= 0"):
+        make_loss(tiny_encoder, style_weight=-1)
+    with pytest.raises(ValueError, match="tv_weight"):
+        make_loss(tiny_encoder, tv_weight=float("nan"))
+    with pytest.raises(ValueError, match="style_stat"):
+        make_loss(tiny_encoder, style_stat="gramm")
+    with pytest.raises(ValueError, match=r"layer_weights names layer\(s\) \['relu9_9'\]"):
+        make_loss(tiny_encoder, layer_weights={"relu9_9": 1.0})
+    loss_fn = make_loss(tiny_encoder)
+    with pytest.raises(RuntimeError, match="set_style"):
+        loss_fn(rand(1, 3, 16, 16), rand(1, 3, 16, 16))
+    loss_fn.set_style(rand(1, 3, 16, 16))
+    with pytest.raises(RuntimeError, match="no content targets"):
+        loss_fn(rand(1, 3, 16, 16))
+
+
+def test_repr_shows_the_configuration(tiny_encoder):
+    text = repr(make_loss(tiny_encoder))
+    assert "content_layers=('relu2_1',)" in text and "style_weight=10" in text and "style_stat='gram'" in text
+
+
+@pytest.mark.network
+def test_with_the_real_vgg(default_vgg_weights, shared_data):
+    """The loss the trainers build: default layers, VGG on real weights, a painting against itself and a photo."""
+    import numpy as np
+    from PIL import Image
+
+    from instyle.models import VGGFeatures
+
+    def load(path):
+        image = Image.open(path).convert("RGB").resize((128, 128))
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+    content_layers, style_layers = ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    vgg = VGGFeatures(content_layers + style_layers, weights=default_vgg_weights)
+    loss_fn = PerceptualLoss(vgg, content_layers, style_layers, content_weight=1.0, style_weight=1e5, tv_weight=1e-6)
+    starry, photo = load(shared_data / "styles" / "starry_night.jpg"), load(shared_data / "content" / "chicago.jpg")
+    loss_fn.set_style(starry)
+    total_self, terms_self = loss_fn(starry, starry)
+    total_photo, terms_photo = loss_fn(photo, photo)
+    assert float(terms_self["style"]) == 0 and float(terms_self["content"]) == 0
+    assert float(terms_photo["style"]) > 0 and float(total_photo) > float(total_self)
