@@ -73,8 +73,7 @@ def test_half_precision_state_dict_is_upcast(tmp_path):
 
 
 def test_layer_named_file_needs_a_recorded_convention(tmp_path):
-    named = {f"{n}.{p}": t for n, p, t in ((k.split(".")[0], k.split(".")[1], v) for k, v in
-             VGGFeatures(["relu5_3"], weights=None).state_dict().items())}  # fmt: skip
+    named = VGGFeatures(["relu5_3"], weights=None).state_dict()  # keys conv1_1.weight, ...
     save_file(named, str(tmp_path / "named.safetensors"))
     with pytest.raises(WeightsError, match="convention"):
         load_vgg_weights(tmp_path / "named.safetensors")

@@ -208,6 +208,7 @@ def _convert_hed_h5(h5_path: Path) -> dict[str, torch.Tensor]:
     Layout of the ``.weights.h5`` (Keras 3): ``/blockK/layers/conv2d[_i]/vars/{0,1}``, where the ``_i`` suffix
     numbers the convolutions of a block in order (``conv2d``, ``conv2d_1``, ``conv2d_2``); ``vars/0`` is the
     kernel (3, 3, in, out) and ``vars/1`` the bias. The side-output heads (``dsn*``, ``fuse``) are dropped.
+    The order is checked end to end by tests/test_weights.py, which rebuilds HED and finds a photo's edges.
     """
     import h5py  # only needed for this one-off conversion
 
