@@ -20,7 +20,7 @@ from .color import preserve_color
 from .image import ImageError, load_image, resize_long_side, save_image, to_pil
 from .modelfile import ModelFileError, load_generator
 from .tiling import auto_tile, stylize_tiled
-from .train import resolve_autocast_dtype, resolve_device
+from .runtime import resolve_autocast_dtype, resolve_device
 
 STYLES_DIR = Path(__file__).parent / "styles"
 

@@ -31,6 +31,7 @@ from .losses import PerceptualLoss
 from .modelfile import save_model, sha256_file
 from .models import build_generator
 from .models.vgg import VGGFeatures
+from .runtime import resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -97,24 +98,6 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
         self.checkpoint = checkpoint
         self.step = step
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def resolve_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--dtype`` (None: plain fp32)."""
-    table = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16}
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    if name not in table:
-        raise ValueError(f"--dtype must be one of auto, fp32, bf16, fp16; got {name!r}")
-    return table[name]
 
 
 # ---------------------------------------------------------------------------- data
