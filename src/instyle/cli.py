@@ -77,6 +77,163 @@ def _add_weights_parser(sub) -> None:
         p.set_defaults(func=_cmd_weights)
 
 
+def _add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str]) -> None:
+    """Derive --flags from a config dataclass: one source of defaults for CLI and library.
+    A field's ``metadata`` may give ``choices`` and ``help``."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})".strip()
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", default=default, help=help_text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs="+", default=default, metavar="LAYER", help=help_text)
+        else:
+            kind = type(default)
+            if default is None:  # Optional[int] / Optional[str]
+                kind = int if "int" in str(hints[f.name]) else str
+            parser.add_argument(flag, type=kind, default=default, choices=f.metadata.get("choices"), help=help_text)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from .train import TrainConfig, TrainingError, TrainingInterrupted, train
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values["content_layers"] = tuple(values["content_layers"])
+    values["style_layers"] = tuple(values["style_layers"])
+    config = TrainConfig(**values)
+    bar = tqdm(total=config.iterations, unit="step", dynamic_ncols=True, disable=None)
+
+    def on_step(step: int, losses: dict[str, float]) -> None:
+        bar.n = step
+        bar.set_postfix(
+            total=f"{losses['total']:.3g}",
+            content=f"{losses.get('content', 0):.3g}",
+            style=f"{losses.get('style', 0):.3g}",
+            img_s=f"{losses['images_per_s']:.1f}",
+            refresh=False,
+        )
+        bar.update(0)
+
+    try:
+        result = train(config, on_step=on_step)
+    except TrainingInterrupted as stop:
+        bar.close()
+        print(f"instyle train: {stop}; resume with --resume", file=sys.stderr)
+        return 128 + stop.signum
+    except (TrainingError, OSError, ValueError) as error:
+        bar.close()
+        print(f"instyle train: error: {error}", file=sys.stderr)
+        return 1
+    bar.close()
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items() if k != "images_per_s")
+    print(f"wrote {result.output} after {result.step} steps in {result.seconds:.0f} s ({losses}); log in {result.log_dir}")
+    return 0
+
+
+def _cmd_stylize(args: argparse.Namespace) -> int:
+    from .image import iter_image_files
+    from .modelfile import ModelFileError
+    from .stylize import load_model, stylize_files
+
+    try:
+        model = load_model(args.model)
+    except ModelFileError as error:
+        print(f"instyle stylize: error: {error}", file=sys.stderr)
+        return 2
+    sources = list(iter_image_files(args.inputs, recursive=args.recursive))
+    if not sources:
+        print(f"instyle stylize: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
+        return 2
+    options = dict(
+        strength=args.strength,
+        preserve=args.preserve_color,
+        max_size=args.max_size,
+        tile=args.tile,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    failed = 0
+    for result in stylize_files(model, sources, Path(args.output), suffix=args.suffix, **options):
+        if result.error:
+            failed += 1
+            print(f"FAILED {result.source}: {result.error}", file=sys.stderr)
+        else:
+            print(f"{result.source} -> {result.output} ({result.seconds * 1000:.0f} ms)")
+    return 1 if failed else 0
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import os
+
+    from tqdm import tqdm
+
+    from .image import ImageError, save_image
+    from .optimize import OptimizeConfig, optimize
+    from .weights import WeightsError
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(OptimizeConfig) if hasattr(args, f.name)}
+    for name in ("content_layers", "style_layers"):
+        values[name] = tuple(values[name])
+    if args.style_blend is not None:
+        try:
+            values["style_blend"] = tuple(float(w) for w in args.style_blend.split(","))
+        except ValueError:
+            print(f"instyle optimize: error: --style-blend {args.style_blend!r}: expected numbers like 0.7,0.3", file=sys.stderr)
+            return 2
+    output = Path(args.output)
+    if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        print(f"instyle optimize: error: -o {output}: use a .png, .jpg or .webp file name", file=sys.stderr)
+        return 2
+    inputs = {Path(p).resolve() for p in [args.content, *args.style]}
+    if output.resolve() in inputs:
+        print(f"instyle optimize: error: -o {output} would overwrite an input", file=sys.stderr)
+        return 2
+    config = OptimizeConfig(**values)
+    bar = tqdm(total=config.iterations * config.scales, unit="it", dynamic_ncols=True, disable=None)
+
+    def on_iteration(scale: int, iteration: int, losses: dict[str, float]) -> None:
+        bar.n = min(scale * config.iterations + iteration, bar.total)
+        bar.set_postfix(
+            content=f"{losses['content']:.3g}", style=f"{losses['style']:.3g}", tv=f"{losses['tv']:.3g}", refresh=False
+        )
+        bar.update(0)
+
+    try:
+        result = optimize(args.content, list(args.style), config, on_iteration=on_iteration)
+        save_image(result.image, output)
+    except (ImageError, WeightsError, ValueError, RuntimeError, OSError) as error:
+        bar.close()
+        print(f"instyle optimize: error: {error}", file=sys.stderr)
+        return 1
+    bar.close()
+    sidecar = output.with_name(output.name + ".json")
+    summary = {"content": str(args.content), "style": [str(s) for s in args.style], "output": str(output)}
+    summary.update(result.summary())
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, sidecar)
+    print(
+        f"wrote {output} ({result.image.shape[2]}x{result.image.shape[1]}) in {result.seconds:.1f} s: "
+        f"content {result.initial_losses['content']:.4g} -> {result.final_losses['content']:.4g}, "
+        f"style {result.initial_losses['style']:.4g} -> {result.final_losses['style']:.4g}; settings in {sidecar}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instyle", description="Instance normalization and fast neural style transfer for PyTorch."
@@ -88,6 +245,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out", help="output folder (default: out)")
     demo.set_defaults(func=_cmd_demo)
     _add_weights_parser(sub)
+
+    from .optimize import OptimizeConfig
+
+    optimize = sub.add_parser("optimize", help="the slow, exact Gatys et al. optimisation of one image")
+    optimize.add_argument("content", help="the content image")
+    optimize.add_argument("style", nargs="+", help="one or more style images")
+    optimize.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
+    optimize.add_argument("--style-blend", default=None, help="weights per style image, e.g. 0.7,0.3")
+    _add_config_flags(optimize, OptimizeConfig, skip={"style_blend"})
+    optimize.set_defaults(func=_cmd_optimize)
+
+    from .train import TrainConfig
+
+    train = sub.add_parser("train", help="train a feed-forward style model from one painting")
+    train.add_argument("--style", required=True, help="the style image")
+    train.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    _add_config_flags(train, TrainConfig, skip={"style", "output"})
+    train.set_defaults(func=_cmd_train)
+
+    stylize = sub.add_parser("stylize", help="stylize images with a trained or bundled model")
+    stylize.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    stylize.add_argument("--model", required=True, help="bundled style name or model file")
+    stylize.add_argument("-o", "--output", default="out", help="output folder (default: out)")
+    stylize.add_argument("--recursive", action="store_true", help="descend into folders")
+    stylize.add_argument("--max-size", type=int, default=None, help="resize so the long side is at most this")
+    stylize.add_argument("--strength", type=float, default=1.0, help="blend with the content, 0..1 (default 1)")
+    stylize.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
+    stylize.add_argument("--tile", type=int, default=None, help="tile size (default: automatic when needed)")
+    stylize.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    stylize.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    stylize.add_argument("--suffix", default=".png", choices=(".png", ".jpg", ".webp"), help="output format")
+    stylize.set_defaults(func=_cmd_stylize)
     return parser
 
 

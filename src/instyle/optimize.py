@@ -33,21 +33,21 @@ class OptimizeConfig:
 
     size: int = 512  # long side of the output
     iterations: int = 500  # per scale
-    optimizer: str = "lbfgs"  # lbfgs | adam
+    optimizer: str = field(default="lbfgs", metadata={"choices": ("lbfgs", "adam")})
     lr: float = 1.0  # lbfgs step; adam uses lr * 0.02 on [0, 1] pixels
-    init: str = "content"  # content | noise
+    init: str = field(default="content", metadata={"choices": ("content", "noise"), "help": "start image"})
     content_weight: float = 5.0
     style_weight: float = 100.0
     tv_weight: float = 1e2
     style_scale: float = 1.0  # style image long side = size * style_scale
     style_blend: tuple[float, ...] | None = None  # one weight per style image; default equal
     scales: int = 1  # coarse-to-fine: the first scale is size / 2^(scales - 1)
-    preserve_color: str = "none"
+    preserve_color: str = field(default="none", metadata={"choices": PRESERVE_COLOR})
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     seed: int = 0
     device: str = "auto"
-    dtype: str = "fp32"
+    dtype: str = field(default="fp32", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
     vgg_weights: str | None = None
 
 

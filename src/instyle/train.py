@@ -29,7 +29,6 @@ from . import __version__
 from .image import default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model, sha256_file
-from .models import build_generator
 from .models.vgg import VGGFeatures
 from .runtime import resolve_autocast_dtype, resolve_device
 
@@ -43,8 +42,8 @@ class TrainConfig:
     style: str = ""
     content: str | None = None  # folder of photos; None: scikit-image's bundled photos
     output: str = "model.safetensors"
-    arch: str = "transformer"
-    norm: str = "instance"
+    arch: str = field(default="transformer", metadata={"choices": ("transformer", "texture")})
+    norm: str = field(default="instance", metadata={"choices": ("instance", "batch", "none")})
     width: float = 0.5  # IN models keep their quality at half the filters (fast-neural-style)
     num_residual: int = 5
     iterations: int = 2000
@@ -60,7 +59,8 @@ class TrainConfig:
     lr_final_fraction: float = 0.1  # cosine decay to lr * this
     seed: int = 0
     device: str = "auto"
-    dtype: str = "auto"  # auto: bf16 autocast + channels_last on CUDA, fp32 on CPU
+    # auto: bf16 autocast + channels_last on CUDA, fp32 on CPU
+    dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
     num_content: int | None = None  # use only the first N content images (training-set size studies)
     checkpoint_every: int = 200
     sample_every: int = 500
@@ -227,6 +227,8 @@ def train(
     style_image = load_image(config.style)
     style_image = resize_long_side(style_image, config.style_size)
     content_images = load_content_set(config.content, config.image_size, config.num_content)
+
+    from .models import build_generator
 
     torch.manual_seed(config.seed)
     model = build_generator(config.arch, norm=config.norm, width=config.width, num_residual=config.num_residual)

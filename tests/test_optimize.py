@@ -1,0 +1,102 @@
+"""The Gatys optimisation: units on a tiny stand-in encoder, bad input through the CLI, and
+one end-to-end run of `instyle optimize` on the real VGG weights."""
+
+import json
+
+import pytest
+import torch
+
+from instyle.cli import main
+from instyle.image import save_image
+from instyle.optimize import OptimizeConfig, optimize
+
+LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
+
+
+def _images(seed):
+    g = torch.Generator().manual_seed(seed)
+    content = torch.rand(3, 40, 60, generator=g)
+    style = torch.rand(3, 32, 32, generator=g) ** 3
+    return content, style
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_losses_fall_and_aspect_ratio_is_kept(tiny_encoder, optimizer):
+    content, style = _images(0)
+    config = OptimizeConfig(size=30, iterations=15, optimizer=optimizer, init="noise", **LAYERS)
+    result = optimize(content, style, config, extractor=tiny_encoder)
+    assert result.image.shape == (3, 20, 30)
+    assert 0 <= result.image.min() and result.image.max() <= 1
+    assert result.final_losses["total"] < result.initial_losses["total"]
+    summary = result.summary()
+    assert summary["settings"]["optimizer"] == optimizer and summary["size"] == [20, 30]
+
+
+def test_coarse_to_fine_and_style_blend(tiny_encoder):
+    content, style = _images(1)
+    _, other = _images(2)
+    seen = []
+    result = optimize(
+        content, [style, other], extractor=tiny_encoder, size=32, iterations=5, scales=2,
+        style_blend=(0.7, 0.3), on_iteration=lambda scale, it, losses: seen.append(scale), **LAYERS,
+    )  # fmt: skip
+    assert result.image.shape[-1] == 32
+    assert set(seen) == {0, 1}
+    assert {h["scale"] for h in result.history} == {16, 32}
+
+
+def test_same_seed_same_result(tiny_encoder):
+    content, style = _images(3)
+    run = lambda: optimize(content, style, extractor=tiny_encoder, size=24, iterations=5, init="noise", **LAYERS).image  # noqa: E731
+    assert torch.equal(run(), run())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"optimizer": "sgd"}, "optimizer must be lbfgs or adam"),
+        ({"init": "zeros"}, "init must be content or noise"),
+        ({"style_blend": (1.0, 2.0)}, "style_blend has 2 weights for 1 style images"),
+        ({"preserve_color": "lab"}, "preserve_color must be one of"),
+        ({"style_scale": 0.0}, "style_scale must be positive"),
+    ],
+)
+def test_bad_settings_are_refused(tiny_encoder, overrides, message):
+    content, style = _images(4)
+    with pytest.raises(ValueError, match=message):
+        optimize(content, style, extractor=tiny_encoder, size=24, iterations=2, **{**LAYERS, **overrides})
+
+
+def test_cli_bad_inputs_exit_non_zero_naming_the_path(tmp_path, capsys):
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 16, 16), style)
+    missing = tmp_path / "missing.jpg"
+    assert main(["optimize", str(missing), str(style), "-o", str(tmp_path / "out.png")]) == 1
+    assert str(missing) in capsys.readouterr().err
+    text = tmp_path / "notes.png"
+    text.write_text("<html>not an image</html>")
+    assert main(["optimize", str(style), str(text), "-o", str(tmp_path / "out.png")]) == 1
+    assert str(text) in capsys.readouterr().err
+    assert main(["optimize", str(style), str(style), "-o", str(style)]) == 2
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert main(["optimize", str(style), str(style), "-o", str(tmp_path / "out.gif")]) == 2
+    assert main(["optimize", str(style), str(style), "-o", str(tmp_path / "o.png"), "--style-blend", "a,b"]) == 2
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.network
+def test_end_to_end_on_real_weights(default_vgg_weights, shared_data, tmp_path, capsys):
+    out = tmp_path / "chicago_starry.png"
+    argv = [
+        "optimize", str(shared_data / "content" / "chicago.jpg"), str(shared_data / "styles" / "starry_night.jpg"),
+        "-o", str(out), "--size", "96", "--iterations", "20",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size == (96, 64)  # 712 x 474 keeps its aspect ratio
+    sidecar = json.loads((tmp_path / "chicago_starry.png.json").read_text())
+    assert sidecar["weights_sha256"] and sidecar["settings"]["iterations"] == 20
+    assert sidecar["final_losses"]["style"] < sidecar["initial_losses"]["style"] / 5
+    assert sidecar["seconds"] > 0
