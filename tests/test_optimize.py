@@ -100,3 +100,13 @@ def test_end_to_end_on_real_weights(default_vgg_weights, shared_data, tmp_path, 
     assert sidecar["weights_sha256"] and sidecar["settings"]["iterations"] == 20
     assert sidecar["final_losses"]["style"] < sidecar["initial_losses"]["style"] / 5
     assert sidecar["seconds"] > 0
+
+
+def test_cli_max_pixels_refuses_large_images_before_decoding(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("INSTYLE_MAX_PIXELS", raising=False)
+    big = tmp_path / "big.png"
+    save_image(torch.rand(3, 40, 50), big)  # 2000 pixels
+    code = main(["optimize", str(big), str(big), "-o", str(tmp_path / "o.png"), "--max-pixels", "1000"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(big) in err and "1000" in err

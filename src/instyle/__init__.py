@@ -11,6 +11,29 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
+# Functions named like their modules are imported eagerly: a lazy attribute would be
+# shadowed by the submodule once anything imports it.
+from .optimize import OptimizeConfig, optimize  # noqa: E402
+from .train import TrainConfig, train  # noqa: E402
+
+# The heavier parts load on first use, so that `import instyle` stays as light as torch.
+_LAZY = {
+    "load_model": ("instyle.stylize", "load_model"),
+    "list_models": ("instyle.stylize", "list_models"),
+    "load_image": ("instyle.image", "load_image"),
+    "save_image": ("instyle.image", "save_image"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'instyle' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "functional",
@@ -23,4 +46,9 @@ __all__ = [
     "ConditionalInstanceNorm2d",
     "AdaIN",
     "make_norm",
+    "optimize",
+    "OptimizeConfig",
+    "train",
+    "TrainConfig",
+    *_LAZY,
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -234,6 +235,13 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels", type=int, default=None,
+        help="refuse images with more pixels, checked before decoding (default: $INSTYLE_MAX_PIXELS or 50000000)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instyle", description="Instance normalization and fast neural style transfer for PyTorch."
@@ -254,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
     optimize.add_argument("--style-blend", default=None, help="weights per style image, e.g. 0.7,0.3")
     _add_config_flags(optimize, OptimizeConfig, skip={"style_blend"})
+    _add_max_pixels(optimize)
     optimize.set_defaults(func=_cmd_optimize)
 
     from .train import TrainConfig
@@ -262,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--style", required=True, help="the style image")
     train.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     _add_config_flags(train, TrainConfig, skip={"style", "output"})
+    _add_max_pixels(train)
     train.set_defaults(func=_cmd_train)
 
     stylize = sub.add_parser("stylize", help="stylize images with a trained or bundled model")
@@ -276,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--device", default="auto", help="auto, cpu or cuda")
     stylize.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
     stylize.add_argument("--suffix", default=".png", choices=(".png", ".jpg", ".webp"), help="output format")
+    _add_max_pixels(stylize)
     stylize.set_defaults(func=_cmd_stylize)
     return parser
 
@@ -283,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "max_pixels", None) is not None:
+        from .image import MAX_PIXELS_ENV
+
+        if args.max_pixels < 1:
+            print(f"instyle: error: --max-pixels must be positive, got {args.max_pixels}", file=sys.stderr)
+            return 2
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
