@@ -1,0 +1,52 @@
+"""Provenance shared by the benchmark scripts: device, versions, date, appended to a CSV."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} cpu, {torch.get_num_threads()} threads"
+
+
+def provenance(device: torch.device) -> dict[str, str]:
+    import instyle
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    return {
+        "date": datetime.date.today().isoformat(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "instyle": instyle.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def append_csv(path: Path, rows: list[dict]) -> Path:
+    """Append rows (dicts with the same keys) to ``path``, writing a header for a new file."""
+    if not rows:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or os.path.getsize(path) == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    return path
