@@ -204,18 +204,19 @@ class _ChanAccumulator:
         self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
         self.count = total
 
-    def result(self) -> tuple[Tensor, Tensor]:
-        """(mean, biased var), each (C,) float32, as instance norm computes them."""
+    def result(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(mean, biased var), each (C,), as instance norm computes them."""
         assert self.mean is not None and self.m2 is not None
-        return self.mean.float(), (self.m2 / self.count).float()
+        return self.mean.to(dtype), (self.m2 / self.count).to(dtype)
 
 
 def whole_image_in_stats(
     model: nn.Module, image: Tensor, tile: int = 512, *, halo: int | None = None
 ) -> list[tuple[Tensor, Tensor]]:
-    """Each input-statistics norm layer's (mean, biased var), each (C,) float32, over the
-    whole of ``image`` (1, 3, H, W), computed in tiles of ``tile`` pixels plus ``halo``
-    (default :func:`tile_halo`); in the model's forward order. The model is left unchanged."""
+    """Each input-statistics norm layer's (mean, biased var) over the whole of ``image``
+    (1, 3, H, W), in the model's forward order; each (C,), float32 (float64 for a float64
+    image). Computed in tiles of ``tile`` pixels plus ``halo`` (default :func:`tile_halo`).
+    The model is left unchanged."""
     stride, _ = _tiling_attrs(model)
     _check_args(image, tile, 0, halo, stride)
     if image.shape[0] != 1:
@@ -256,7 +257,7 @@ def _whole_image_stats(
                     raise RuntimeError("a norm layer did not run while computing its statistics")
         finally:
             handle.remove()
-        mean, var = acc.result()
+        mean, var = acc.result(torch.float64 if image.dtype == torch.float64 else torch.float32)
         layer.frozen_stats = (mean.to(image.device), var.to(image.device))
         stats.append(layer.frozen_stats)
     return stats

@@ -50,12 +50,12 @@ class TransformerNet(nn.Module):
 
     def __init__(self, *, norm: str = "instance", width: float = 1.0, num_residual: int = 5) -> None:
         super().__init__()
-        base = round(32 * width)
-        if not isinstance(width, (int, float)) or base < 1:
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or round(32 * width) < 1:
             raise ValueError(f"width must be a number with 32 * width >= 1, got {width!r}")
-        if not isinstance(num_residual, int) or num_residual < 0:
+        if isinstance(num_residual, bool) or not isinstance(num_residual, int) or num_residual < 0:
             raise ValueError(f"num_residual must be a non-negative integer, got {num_residual!r}")
         self._config = {"arch": self.arch, "norm": norm, "width": float(width), "num_residual": num_residual}
+        base = round(32 * width)
         c1, c2, c3 = base, 2 * base, 4 * base
         self.down = nn.Sequential(
             ConvNormAct(3, c1, 9, norm=norm),
