@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from instyle.models import NormAct, TextureNet, TransformerNet
-from instyle.tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled, tile_halo, whole_image_in_stats
+from instyle.tiling import BYTES_PER_PIXEL, _spans, auto_tile, stylize_tiled, tile_halo, whole_image_in_stats
 
 
 def tiny_model(norm: str = "instance", num_residual: int = 1) -> TransformerNet:
@@ -169,3 +169,20 @@ def test_auto_tile():
         auto_tile(4096, 4096, 100 * 100 * BYTES_PER_PIXEL)
     with pytest.raises(ValueError, match="budget_bytes"):
         auto_tile(4096, 4096, 0)
+
+
+@pytest.mark.parametrize("size, tile, overlap, halo", [
+    (256, 96, 32, 32),  # the CI case
+    (50, 4, 0, 0),  # windows shorter than the minimum get widened
+    (103, 8, 6, 1),  # odd overlap and halo: bands and window starts round
+    (7, 64, 16, 64),  # one tile larger than the image
+])  # fmt: skip
+def test_spans_cover_the_image(size, tile, overlap, halo):
+    spans = _spans(size, tile, overlap, halo, stride=4)
+    assert [s.core0 for s in spans] == list(range(0, size, tile))  # cores partition [0, size)
+    assert spans[-1].core1 == size and all(a.core1 == b.core0 for a, b in zip(spans, spans[1:]))
+    for s in spans:
+        assert s.window0 % 4 == 0  # strided grids line up with the untiled ones
+        assert 0 <= s.window0 <= max(s.out0 - halo, 0) and min(s.out1 + halo, size) <= s.window1 <= size
+        assert s.out0 <= s.core0 < s.core1 <= s.out1
+        assert s.window1 - s.window0 >= min(16, size)

@@ -70,7 +70,7 @@ def _spans(size: int, tile: int, overlap: int, halo: int, stride: int) -> list[_
         window1 = min(out1 + halo, size)
         if window1 - window0 < min_window:
             window0 = max((window1 - min_window) // stride * stride, 0)
-            window1 = min(window0 + min_window, size)
+            window1 = max(window1, min(window0 + min_window, size))
         spans.append(_Span(window0, window1, out0, out1, core0, core1))
     return spans
 
