@@ -158,6 +158,13 @@ def test_stray_instance_norm_is_refused():
         stylize_tiled(model, ramp_image(64, 64), tile=32, overlap=16)
 
 
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_group_and_layer_norm_are_refused(norm):
+    model = TransformerNet(norm=norm, width=0.25, num_residual=1)
+    with pytest.raises(TypeError, match="group or layer norm: down.0.norm_act.norm"):
+        stylize_tiled(model, ramp_image(64, 64), tile=32, overlap=16)
+
+
 def test_auto_tile():
     assert auto_tile(512, 512, 512 * 512 * BYTES_PER_PIXEL) is None  # fits whole
     budget = 1 << 30

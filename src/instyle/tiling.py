@@ -140,6 +140,11 @@ def _inference(model: nn.Module) -> Iterator[list[NormAct]]:
     ]  # fmt: skip
     if stray:
         raise TypeError(f"tiled inference needs every InstanceNorm2d inside a NormAct; not: {', '.join(stray)}")
+    # Group and layer norm also normalize over the whole feature map, with statistics
+    # that NormAct cannot freeze; tiles would silently get their own.
+    whole_map = [name for name, m in model.named_modules() if isinstance(m, (nn.GroupNorm, nn.LayerNorm))]
+    if whole_map:
+        raise TypeError(f"tiled inference does not support group or layer norm: {', '.join(whole_map)}")
     model.eval()
     try:
         with torch.no_grad():
