@@ -89,6 +89,16 @@ def test_transformer_rejects_bad_options(bad):
         TransformerNet(**bad)
 
 
+@pytest.mark.parametrize("bad, message", [
+    ({"num_scales": 0}, "num_scales must be an integer >= 1"),
+    ({"channels": True}, "channels must be an integer >= 1"),
+    ({"noise_channels": 0, "content_channels": 0}, "noise_channels or content_channels"),
+])  # fmt: skip
+def test_texture_rejects_bad_options(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TextureNet(**bad)
+
+
 def test_unknown_norm_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown norm 'weird'"):
         TransformerNet(norm="weird")

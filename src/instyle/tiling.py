@@ -334,7 +334,9 @@ def _freeze(
     for (layer, _), (mean, var) in zip(order, stats):
         channels = layer.norm.num_features
         if mean.shape != (channels,) or var.shape != (channels,):
-            raise ValueError(f"stats entry shapes {tuple(mean.shape)}, {tuple(var.shape)} do not match {channels} channels")
+            raise ValueError(
+                f"stats entry shapes {tuple(mean.shape)}, {tuple(var.shape)} do not match {channels} channels"
+            )
         layer.frozen_stats = (mean.to(image.device), var.to(image.device))
 
 
@@ -364,8 +366,9 @@ def auto_tile(
     side = math.isqrt(budget_bytes // bytes_per_pixel)  # largest square window
     tile = (side - overlap - 2 * halo - stride) // stride * stride  # the window may round out by < stride
     if tile < stride or tile < overlap:
+        smallest = (max(stride, overlap) + overlap + 2 * halo + stride) ** 2 * bytes_per_pixel
         raise ValueError(
             f"budget_bytes={budget_bytes} allows a {side}-pixel window, too small for overlap={overlap} "
-            f"and halo={halo}; the smallest needs {(max(stride, overlap) + overlap + 2 * halo + stride) ** 2 * bytes_per_pixel} bytes"
+            f"and halo={halo}; the smallest tile needs {smallest} bytes"
         )
     return tile

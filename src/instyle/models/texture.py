@@ -73,9 +73,13 @@ class TextureNet(nn.Module):
         negative_slope: float = 0.01,
     ) -> None:
         super().__init__()
-        for name, value, low in (("num_scales", num_scales, 1), ("channels", channels, 1),
-                                 ("noise_channels", noise_channels, 0), ("content_channels", content_channels, 0)):  # fmt: skip
-            if not isinstance(value, int) or value < low:
+        for name, value, low in [
+            ("num_scales", num_scales, 1),
+            ("channels", channels, 1),
+            ("noise_channels", noise_channels, 0),
+            ("content_channels", content_channels, 0),
+        ]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if noise_channels + content_channels == 0:
             raise ValueError("TextureNet needs noise_channels or content_channels (or both) > 0")
