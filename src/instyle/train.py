@@ -231,7 +231,10 @@ def train(
     from .models import build_generator
 
     torch.manual_seed(config.seed)
-    model = build_generator(config.arch, norm=config.norm, width=config.width, num_residual=config.num_residual)
+    options = {"norm": config.norm}
+    if config.arch == "transformer":
+        options.update(width=config.width, num_residual=config.num_residual)
+    model = build_generator(config.arch, **options)
     model = model.to(device, memory_format=memory_format)
     extractor = VGGFeatures(
         tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"

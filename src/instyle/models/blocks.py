@@ -1,0 +1,150 @@
+"""Blocks shared by the generators: ``NormAct`` (norm, optional residual, activation, with
+the fused instance-norm path) and ``ConvNormAct`` (pad, conv, ``NormAct``).
+
+``NormAct`` is also where :mod:`instyle.tiling` freezes whole-image statistics: while
+``frozen_stats`` holds ``(mean, var)`` (each (C,)), the layer normalizes with them instead
+of the input's own statistics.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as TF
+
+from .. import functional as F
+from ..nn import InstanceNorm2d, make_norm
+
+__all__ = ["NormAct", "ConvNormAct", "check_image", "kwargs_from_config"]
+
+ACTIVATIONS = (None, "relu", "leaky_relu")
+
+
+class NormAct(nn.Module):
+    """``act(norm(x) + residual)``.
+
+    With an instyle ``InstanceNorm2d`` that uses input statistics this is one call of
+    :func:`instyle.functional.instance_norm` (ReLU and residual fused); any other norm runs
+    as norm, then ``+ residual``, then the activation. LeakyReLU is never fused.
+    """
+
+    def __init__(self, norm: nn.Module, activation: str | None = "relu", negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.norm = norm
+        self.activation = activation
+        self.negative_slope = negative_slope
+        # (mean, var) of the whole image, each (C,), set only by instyle.tiling; not state.
+        self.frozen_stats: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def uses_input_stats(self) -> bool:
+        """Whether the norm normalizes with the statistics of its own input (so that its
+        output at one pixel depends on the whole feature map)."""
+        norm = self.norm
+        return isinstance(norm, nn.InstanceNorm2d) and (norm.training or not norm.track_running_stats)
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        norm = self.norm
+        fused = "relu" if self.activation == "relu" else None
+        if self.frozen_stats is not None:
+            mean, var = self.frozen_stats
+            y = F.instance_norm(
+                x, mean, var, norm.weight, norm.bias, False, 0.0, norm.eps,
+                activation=fused, residual=residual, backend=getattr(norm, "backend", "auto"),
+            )  # fmt: skip
+        elif isinstance(norm, InstanceNorm2d) and not norm.track_running_stats:
+            y = F.instance_norm(
+                x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps,
+                activation=fused, residual=residual, backend=norm.backend,
+            )  # fmt: skip
+        else:
+            y = norm(x)
+            if residual is not None:
+                y = y + residual
+            if fused == "relu":
+                y = torch.relu(y)
+        if self.activation == "leaky_relu":
+            y = TF.leaky_relu(y, self.negative_slope)
+        return y
+
+    def extra_repr(self) -> str:
+        text = f"activation={self.activation!r}"
+        if self.activation == "leaky_relu":
+            text += f", negative_slope={self.negative_slope}"
+        if self.frozen_stats is not None:
+            text += ", frozen_stats=True"
+        return text
+
+
+class ConvNormAct(nn.Module):
+    """[nearest upsample] -> pad -> conv -> ``NormAct``; ``forward(x, residual=None)``.
+
+    The conv has no bias when a norm follows (the norm's shift makes it redundant).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        *,
+        upsample: int = 1,
+        norm: str = "instance",
+        activation: str | None = "relu",
+        negative_slope: float = 0.01,
+        padding_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.padding = kernel_size // 2
+        self.padding_mode = padding_mode
+        norm_layer = make_norm(norm, out_channels)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, bias=isinstance(norm_layer, nn.Identity)
+        )
+        self.norm_act = NormAct(norm_layer, activation, negative_slope)
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self.upsample != 1:
+            x = TF.interpolate(x, scale_factor=self.upsample, mode="nearest")
+        if self.padding:
+            p = self.padding
+            x = TF.pad(x, (p, p, p, p), mode=self.padding_mode)
+        return self.norm_act(self.conv(x), residual)
+
+    def extra_repr(self) -> str:
+        return f"upsample={self.upsample}, padding={self.padding}, padding_mode={self.padding_mode!r}"
+
+
+def check_image(x: Tensor, channels: int, name: str = "input") -> None:
+    """Raise a clear error unless ``x`` is a float (N, channels, H, W) tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor in [0, 1], got {x.dtype}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} has an empty spatial size {tuple(x.shape[2:])}")
+
+
+def kwargs_from_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor keywords in ``config`` (a model's ``config`` dict), checked against
+    ``cls``'s ``arch`` and signature so that a wrong or stale config fails with one message."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+    arch = config.get("arch", cls.arch)
+    if arch != cls.arch:
+        raise ValueError(f"config is for arch {arch!r}, not {cls.arch!r}")
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {key: value for key, value in config.items() if key != "arch"}
+    unknown = sorted(set(kwargs) - set(params) - {"self"})
+    if unknown:
+        raise ValueError(f"{cls.__name__} config has unknown keys: {', '.join(unknown)}")
+    return kwargs

@@ -1,0 +1,117 @@
+"""The image transformation network of Johnson et al. 2016 ("Perceptual Losses for
+Real-Time Style Transfer and Super-Resolution"), with instance norm (Ulyanov et al. 2016).
+
+Layers (channels for ``width=1``): c9s1-32, d64, d128, ``num_residual`` x R128,
+u64, u32, c9s1-3. Departures from the paper and from pytorch/examples fast_neural_style:
+
+- input and output are RGB in [0, 1]; the output goes through a sigmoid (the paper's
+  scaled tanh on 0-255 pixels, in [0, 1] units, is ``(tanh(x) + 1) / 2 = sigmoid(2x)``);
+- upsampling is nearest + conv (Odena et al. 2016), not transposed convolution;
+- any H, W: stride-2 convs round up, the output is cropped back to the input's size, and
+  inputs smaller than ``MIN_SIZE`` are edge-padded first;
+- the conv before each norm has no bias (the norm's shift makes it redundant).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as TF
+
+from .blocks import ConvNormAct, check_image, kwargs_from_config
+
+__all__ = ["TransformerNet", "ResidualBlock"]
+
+
+class ResidualBlock(nn.Module):
+    """x + IN(conv(relu(IN(conv(x))))), the second norm fused with the residual add."""
+
+    def __init__(self, channels: int, norm: str = "instance") -> None:
+        super().__init__()
+        self.conv1 = ConvNormAct(channels, channels, 3, norm=norm, activation="relu")
+        self.conv2 = ConvNormAct(channels, channels, 3, norm=norm, activation=None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(self.conv1(x), residual=x)
+
+
+class TransformerNet(nn.Module):
+    """Feed-forward stylization network: (N, 3, H, W) in [0, 1] -> (N, 3, H, W) in [0, 1].
+
+    ``width`` scales every channel count (32 * width, 64 * width, 128 * width);
+    ``norm`` is any name of :func:`instyle.nn.make_norm` ("instance", "batch", "none", ...).
+    """
+
+    arch = "transformer_net"
+    # Edge-pad inputs below this size: the 9x9 reflection pad needs at least 5 pixels.
+    MIN_SIZE = 5
+
+    def __init__(self, *, norm: str = "instance", width: float = 1.0, num_residual: int = 5) -> None:
+        super().__init__()
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or round(32 * width) < 1:
+            raise ValueError(f"width must be a number with 32 * width >= 1, got {width!r}")
+        if isinstance(num_residual, bool) or not isinstance(num_residual, int) or num_residual < 0:
+            raise ValueError(f"num_residual must be a non-negative integer, got {num_residual!r}")
+        self._config = {"arch": self.arch, "norm": norm, "width": float(width), "num_residual": num_residual}
+        base = round(32 * width)
+        c1, c2, c3 = base, 2 * base, 4 * base
+        self.down = nn.Sequential(
+            ConvNormAct(3, c1, 9, norm=norm),
+            ConvNormAct(c1, c2, 3, stride=2, norm=norm),
+            ConvNormAct(c2, c3, 3, stride=2, norm=norm),
+        )
+        self.residual = nn.Sequential(*(ResidualBlock(c3, norm) for _ in range(num_residual)))
+        self.up = nn.Sequential(
+            ConvNormAct(c3, c2, 3, upsample=2, norm=norm),
+            ConvNormAct(c2, c1, 3, upsample=2, norm=norm),
+        )
+        self.head = ConvNormAct(c1, 3, 9, norm="none", activation=None)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments plus ``arch``: JSON-serializable, for model files."""
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TransformerNet:
+        return cls(**kwargs_from_config(cls, config))
+
+    @property
+    def tile_stride(self) -> int:
+        """Total downsampling factor: tiles must start at multiples of it to line up."""
+        return 4
+
+    @property
+    def receptive_radius(self) -> int:
+        """An upper bound on how far (in input pixels) an output pixel's value reaches, when
+        every norm is pointwise (eval-mode batch norm, frozen instance-norm statistics)."""
+        radius, scale = 0, 1  # scale: input pixels per feature pixel
+        for layer in self._convs():
+            if layer.upsample != 1:
+                radius += scale  # nearest: fine pixel j reads coarse pixel j // 2
+                scale //= layer.upsample
+            radius += layer.padding * scale
+            if layer.conv.stride[0] != 1:
+                radius += scale  # rounding of the strided grid
+                scale *= layer.conv.stride[0]
+        return radius
+
+    def _convs(self) -> list[ConvNormAct]:
+        return [m for m in self.modules() if isinstance(m, ConvNormAct)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_image(x, 3)
+        h, w = x.shape[-2:]
+        if h < self.MIN_SIZE or w < self.MIN_SIZE:
+            x = TF.pad(x, (0, max(0, self.MIN_SIZE - w), 0, max(0, self.MIN_SIZE - h)), mode="replicate")
+        hp, wp = x.shape[-2:]
+        y = self.up(self.residual(self.down(x)))  # (N, C1, 4 * ceil(hp / 4), 4 * ceil(wp / 4))
+        # Crop before the head so that its reflection pad mirrors the image's own border.
+        y = self.head(y[..., :hp, :wp])
+        return torch.sigmoid(y[..., :h, :w])
+
+    def extra_repr(self) -> str:
+        c = self._config
+        return f"norm={c['norm']!r}, width={c['width']}, num_residual={c['num_residual']}"
