@@ -54,9 +54,20 @@ LOOP_TILE = 2048
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. Kernels. No @triton.jit helpers are called from them (see _for_device), hence the two
-#    lines that derive a power of two from float bits appear in more than one kernel.
+# 1. Kernels.
 # ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pow2(k):
+    """2^k as fp32 from its exponent bits, exact for integer k in [-126, 127]."""
+    return ((k + 127) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _exponent_above(bits):
+    """The e with 2^(e-1) <= v < 2^e for a non-negative fp32 v given by its int32 bits."""
+    return ((bits >> 23) & 0xFF) - 126
 
 
 @triton.jit
@@ -114,8 +125,8 @@ def _instance_norm_fwd_kernel(
             count = (s_end - s_start).to(tl.float32)
             bits = tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True)
             # 2^e > max|x| from the float's exponent bits; e >= -63 keeps eps / 2^2e finite.
-            e = tl.minimum(tl.maximum(((bits >> 23) & 0xFF) - 126, -63), 126)
-            inv_scale = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2^-e, exact
+            e = tl.minimum(tl.maximum(_exponent_above(bits), -63), 126)
+            inv_scale = _pow2(-e)  # 2^-e, exact
             u = x * inv_scale[:, None]
             mean_u = tl.sum(u, axis=1) / count
             d = tl.where(mask, u - mean_u[:, None], 0.0)
@@ -131,13 +142,13 @@ def _instance_norm_fwd_kernel(
                 x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
                 tile_count = tl.minimum(s_end - s0, BLOCK_S).to(tl.float32)
                 bits = tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True)
-                e_new = tl.maximum(e, tl.minimum(((bits >> 23) & 0xFF) - 126, 126))
+                e_new = tl.maximum(e, tl.minimum(_exponent_above(bits), 126))
                 # Rescale the running sums to 2^e_new: exact, or negligible where it underflows.
-                rescale = ((127 + tl.maximum(e - e_new, -126)) << 23).to(tl.float32, bitcast=True)
+                rescale = _pow2(tl.maximum(e - e_new, -126))
                 mean_u = mean_u * rescale
                 m2_u = m2_u * rescale * rescale
                 e = e_new
-                inv_scale = ((127 - e) << 23).to(tl.float32, bitcast=True)
+                inv_scale = _pow2(-e)
                 u = x * inv_scale[:, None]
                 tile_mean = tl.sum(u, axis=1) / tile_count
                 d = tl.where(mask, u - tile_mean[:, None], 0.0)
@@ -156,8 +167,8 @@ def _instance_norm_fwd_kernel(
         tl.store(PartExp + part, e, mask=c_mask)
     else:
         if MODE == FUSED:
-            scale = ((127 + e) << 23).to(tl.float32, bitcast=True)  # 2^e
-            inv_scale = ((127 - e) << 23).to(tl.float32, bitcast=True)
+            scale = _pow2(e)  # 2^e
+            inv_scale = _pow2(-e)
             var_u = m2_u / count
             rstd_u = tl.rsqrt(var_u + eps * inv_scale * inv_scale)
             # eps == 0 on a constant plane: define the output as 0 (+ bias), not NaN.
@@ -231,15 +242,15 @@ def _instance_norm_stats_combine_kernel(
     count_k = tl.where(mask, tl.minimum(chunk, S - k * chunk), 0).to(tl.float32)  # (BLOCK_P, BLOCK_SPLITS)
     # Bring every chunk to the plane's largest power of two, then Chan's formula for k chunks.
     e = tl.max(e_k, axis=1)
-    rescale = ((127 + tl.maximum(e_k - e[:, None], -126)) << 23).to(tl.float32, bitcast=True)
+    rescale = _pow2(tl.maximum(e_k - e[:, None], -126))
     mean_k = mean_k * rescale
     m2_k = m2_k * rescale * rescale
     mean_u = tl.sum(count_k * mean_k, axis=1) / S
     d = tl.where(mask, mean_k - mean_u[:, None], 0.0)
     m2_u = tl.sum(m2_k, axis=1) + tl.sum(count_k * d * d, axis=1)
 
-    scale = ((127 + e) << 23).to(tl.float32, bitcast=True)
-    inv_scale = ((127 - e) << 23).to(tl.float32, bitcast=True)
+    scale = _pow2(e)
+    inv_scale = _pow2(-e)
     var_u = m2_u / S
     rstd_u = tl.rsqrt(var_u + eps * inv_scale * inv_scale)
     rstd_u = tl.where(rstd_u < 1.0e38, rstd_u, 0.0)
@@ -459,22 +470,22 @@ def _readable(t: Tensor) -> Tensor:
     return t if _flat_strides(t) is not None else t.contiguous()
 
 
-def _for_device(kernel, device: torch.device):
-    """The kernel as run on ``device``: CPU tensors go through Triton's interpreter.
-
-    Choosing per call (rather than by TRITON_INTERPRET when this module was imported) lets a
-    test process import instyle first and turn the interpreter on later.
-    """
-    if device.type == "cpu":
-        return _interpreted(kernel)
-    return kernel
-
-
 @functools.cache
-def _interpreted(kernel):
+def interpreter_ready() -> bool:
+    """Whether these kernels run in Triton's interpreter (CPU tensors). Triton reads
+    TRITON_INTERPRET when it and this module are imported, not per call, so setting it later
+    has no effect: both triton.language's own @jit helpers and our kernels must be interpreted."""
     from triton.runtime.interpreter import InterpretedFunction
 
-    return InterpretedFunction(kernel.fn)
+    return isinstance(tl.cdiv, InterpretedFunction) and isinstance(_instance_norm_fwd_kernel, InterpretedFunction)
+
+
+def _check_device(x: Tensor) -> None:
+    if x.device.type != "cuda" and not interpreter_ready():
+        raise RuntimeError(
+            f"instance_norm (triton): a {x.device.type} tensor needs Triton's interpreter; set TRITON_INTERPRET=1 "
+            "before triton is first imported (a CUDA tensor needs nothing)"
+        )
 
 
 def _dummy(device: torch.device) -> Tensor:
@@ -495,6 +506,7 @@ def instance_norm_fwd(
     min_programs: int = -1,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, mean, rstd, var): y like ``x``; the rest (N, C) fp32 (var biased, or the running var)."""
+    _check_device(x)
     x = _prepare(x)
     n, c = x.shape[:2]
     s = x[0, 0].numel() if n * c else 0
@@ -528,7 +540,7 @@ def instance_norm_fwd(
     args = [x, y, r if r is not None else dummy, weight if weight is not None else dummy,
             bias if bias is not None else dummy, mean, rstd, var]
     shape_args = [c, s, sxn, sxc, sxs, srn, src, srs, plan.chunk, plan.splits, eps]
-    fwd = _for_device(_instance_norm_fwd_kernel, x.device)
+    fwd = _instance_norm_fwd_kernel
     if not use_input_stats:
         fwd[grid](*args, dummy, dummy, dummy, *shape_args, MODE=APPLY.value, **common)
     elif plan.splits == 1:
@@ -539,7 +551,7 @@ def instance_norm_fwd(
         fwd[grid](*args, part_mean, part_m2, part_exp, *shape_args, MODE=PARTIAL.value, **common)
         block_splits = triton.next_power_of_2(plan.splits)
         block_p = max(1, min(64, 2048 // block_splits))
-        combine = _for_device(_instance_norm_stats_combine_kernel, x.device)
+        combine = _instance_norm_stats_combine_kernel
         combine[(triton.cdiv(n * c, block_p),)](
             part_mean, part_m2, part_exp, mean, rstd, var, n * c, s, plan.chunk, plan.splits, eps,
             BLOCK_P=block_p, BLOCK_SPLITS=block_splits, num_warps=4,
@@ -563,6 +575,7 @@ def instance_norm_bwd(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dx, dr, sum_dy, sum_dy_xhat): dx like ``x``; dr = dy * relu' like ``x`` if ``write_dr``
     (else empty); the per-plane sums (N, C) fp32 give the bias and weight gradients."""
+    _check_device(x)
     x = _prepare(x)
     n, c = x.shape[:2]
     s = x[0, 0].numel() if n * c else 0
@@ -593,7 +606,7 @@ def instance_norm_bwd(
         SINGLE_TILE=plan.single_tile or plan.chunk <= plan.block_s,
         num_warps=plan.num_warps,
     )
-    bwd = _for_device(_instance_norm_bwd_kernel, x.device)
+    bwd = _instance_norm_bwd_kernel
     if plan.splits == 1:
         bwd[grid](*args, MODE=FUSED.value, **common)
     else:
@@ -720,9 +733,10 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def supports(input: Tensor, activation: str | None = None, residual: Tensor | None = None) -> bool:
-    """CUDA tensors, or CPU tensors when TRITON_INTERPRET=1; fp16/bf16/fp32; 3-D to 5-D."""
+    """CUDA tensors, or CPU tensors in Triton's interpreter (TRITON_INTERPRET=1 set before triton
+    was imported); fp16/bf16/fp32; 3-D to 5-D."""
     if input.device.type == "cpu":
-        on_device = os.environ.get("TRITON_INTERPRET", "0") == "1"
+        on_device = os.environ.get("TRITON_INTERPRET", "0") == "1" and interpreter_ready()
     else:
         on_device = input.device.type == "cuda"
     return (
