@@ -470,14 +470,20 @@ def _readable(t: Tensor) -> Tensor:
     return t if _flat_strides(t) is not None else t.contiguous()
 
 
-@functools.cache
-def interpreter_ready() -> bool:
+def _kernels_interpreted() -> bool:
     """Whether these kernels run in Triton's interpreter (CPU tensors). Triton reads
     TRITON_INTERPRET when it and this module are imported, not per call, so setting it later
     has no effect: both triton.language's own @jit helpers and our kernels must be interpreted."""
     from triton.runtime.interpreter import InterpretedFunction
 
     return isinstance(tl.cdiv, InterpretedFunction) and isinstance(_instance_norm_fwd_kernel, InterpretedFunction)
+
+
+_INTERPRETED = _kernels_interpreted()
+
+
+def interpreter_ready() -> bool:
+    return _INTERPRETED
 
 
 def _check_device(x: Tensor) -> None:
