@@ -13,8 +13,10 @@ Four layers, each on its own screen:
 Addressing. A tensor (N, C, *spatial) is read as (N, C, S) through three strides; the spatial
 dims must collapse to one stride, which holds for NCHW and channels_last (NHWC) alike, so both
 are read in place. A program owns a tile of BLOCK_C channels of one sample by BLOCK_S spatial
-positions: BLOCK_C is 1 for large NCHW planes, several channels for small planes, and wide for
-channels_last, where the channels are the contiguous dim. All element offsets are int64.
+positions: BLOCK_C is 1 for large NCHW planes and several channels for small ones; for
+channels_last, where the channels are the contiguous dim, at least one 32-byte sector of channels.
+Planes up to MAX_SINGLE_TILE elements stay in registers (x read once, forward and backward);
+larger ones are looped in LOOP_TILE tiles. All element offsets are int64.
 
 Statistics are fp32. Each tile is divided by a power of two 2^e >= max|x| (exact) and its mean
 and sum of squared deviations (M2) are computed in two passes over registers; tiles combine by
@@ -399,21 +401,28 @@ class _Plan(NamedTuple):
     num_warps: int
 
 
-def _plan(n: int, c: int, s: int, channels_contiguous: bool, max_tile: int, min_programs: int) -> _Plan:
+def _plan(
+    n: int, c: int, s: int, channels_contiguous: bool, max_tile: int, min_programs: int, elem_size: int = 4
+) -> _Plan:
     """Tile sizes, chunking and warps for (N, C, S); max_tile / min_programs 0 mean the defaults."""
     max_single = max_tile or MAX_SINGLE_TILE
     loop_tile = max(1, max_tile // 4) if max_tile else LOOP_TILE
     c_p2, s_p2 = triton.next_power_of_2(c), triton.next_power_of_2(s)
     if channels_contiguous and c > 1:
-        # channels_last: the channels are the contiguous dim, so tiles are wide in C.
-        block_c = min(c_p2, 64, max_single)
-        single_tile = block_c * s_p2 <= max_single
-        block_s = s_p2 if single_tile else max(1, loop_tile // block_c)
+        # channels_last: the channels are the contiguous dim. Keep whole planes in registers with
+        # as few as one 32-byte sector of channels per position; else loop over wide tiles.
+        sector_c = min(c_p2, max(1, 32 // elem_size))
+        single_tile = sector_c * s_p2 <= max_single
+        if single_tile:
+            block_c, block_s = min(c_p2, 64, max(sector_c, max_single // s_p2)), s_p2
+        else:
+            block_c = min(c_p2, 64, loop_tile)
+            block_s = max(1, loop_tile // block_c)
     else:
         single_tile = s_p2 <= max_single
         block_s = s_p2 if single_tile else loop_tile
         # Small planes: several channels per program, so each program moves a useful amount.
-        block_c = min(c_p2, max(1, (max_single if single_tile else loop_tile) // block_s))
+        block_c = min(c_p2, max(1, min(max_single, LOOP_TILE) // block_s)) if single_tile else 1
     programs = n * triton.cdiv(c, block_c)
     splits, chunk = 1, s
     if not single_tile and programs < min_programs:
@@ -528,7 +537,7 @@ def instance_norm_fwd(
     if min_programs < 0:
         min_programs = _default_min_programs(x.device)
     sxn, sxc, sxs = _flat_strides(x)
-    plan = _plan(n, c, s, sxc == 1, max_tile, min_programs)
+    plan = _plan(n, c, s, sxc == 1, max_tile, min_programs, x.element_size())
     r = _readable(residual) if residual is not None else None
     srn, src, srs = _flat_strides(r) if r is not None else (0, 0, 0)
     dummy = _dummy(x.device)
@@ -595,7 +604,7 @@ def instance_norm_bwd(
     dy = _readable(dy)
     sxn, sxc, sxs = _flat_strides(x)
     sdn, sdc, sds = _flat_strides(dy)
-    plan = _plan(n, c, s, sxc == 1, max_tile, min_programs)
+    plan = _plan(n, c, s, sxc == 1, max_tile, min_programs, x.element_size())
     sum_dy, sum_dy_xhat = (torch.empty((n * c, plan.splits), device=x.device, dtype=torch.float32) for _ in "ab")
     dummy = _dummy(x.device)
     grid = (n * triton.cdiv(c, plan.block_c), plan.splits)
