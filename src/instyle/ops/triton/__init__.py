@@ -1,0 +1,1 @@
+"""Triton kernels. Every ``import triton`` in instyle lives in this package."""

@@ -1,0 +1,765 @@
+"""Triton instance norm, forward and backward, with its fusions:
+``y = act(weight * (x - mean) * rstd + bias + residual)``.
+
+Four layers, each on its own screen:
+
+1. kernels: ``_instance_norm_fwd_kernel``, ``_instance_norm_stats_combine_kernel``,
+   ``_instance_norm_bwd_kernel``;
+2. launchers ``instance_norm_fwd`` / ``instance_norm_bwd`` (layout, tile plan, grid);
+3. the custom ops ``instyle::instance_norm_fwd`` / ``instyle::instance_norm_bwd`` with fake
+   implementations and autograd, so ``torch.compile(fullgraph=True)`` sees one opaque op;
+4. the backend function ``instance_norm_triton`` registered as ``backend="triton"``.
+
+Addressing. A tensor (N, C, *spatial) is read as (N, C, S) through three strides; the spatial
+dims must collapse to one stride, which holds for NCHW and channels_last (NHWC) alike, so both
+are read in place. A program owns a tile of BLOCK_C channels of one sample by BLOCK_S spatial
+positions: BLOCK_C is 1 for large NCHW planes and several channels for small ones; for
+channels_last, where the channels are the contiguous dim, at least one 32-byte sector of channels.
+Planes up to MAX_SINGLE_TILE elements stay in registers (x read once, forward and backward);
+larger ones are looped in LOOP_TILE tiles. All element offsets are int64.
+
+Statistics are fp32. Each tile is divided by a power of two 2^e >= max|x| (exact) and its mean
+and sum of squared deviations (M2) are computed in two passes over registers; tiles combine by
+Chan's formula, rescaling the running sums when a later tile raises e. So planes of 1e19..1e37
+give correct outputs (the variance itself is only reported as inf when it overflows fp32, as the
+reference does). When the (n, c) tiles are too few to fill the device, each plane is split into
+chunks over grid axis 1; the chunks' partial (mean, M2, e) are combined by Chan's formula in a
+second kernel, and a third pass normalizes. The backward kernel writes per-(plane, chunk) sums of
+dy and dy * x_hat, from which the weight and bias gradients are summed in torch: deterministic,
+no atomics.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ...functional import register_backend
+from ..reference import update_running_stats
+
+__all__ = ["instance_norm_triton", "instance_norm_fwd", "instance_norm_bwd", "supports"]
+
+# Modes of the forward and backward kernels (grid axis 1 runs over the chunks of a plane).
+FUSED = tl.constexpr(0)  # one chunk per plane: reduce, then normalize (or compute dx) in one program
+PARTIAL = tl.constexpr(1)  # reduce this chunk only and write its partial statistics / sums
+APPLY = tl.constexpr(2)  # normalize (or compute dx) this chunk from statistics computed before
+
+# Largest tile (elements) a program keeps in registers, and the tile of a plane that is looped.
+MAX_SINGLE_TILE = 8192
+LOOP_TILE = 2048
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Kernels.
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pow2(k):
+    """2^k as fp32 from its exponent bits, exact for integer k in [-126, 127]."""
+    return ((k + 127) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _exponent_above(bits):
+    """The e with 2^(e-1) <= v < 2^e for a non-negative fp32 v given by its int32 bits."""
+    return ((bits >> 23) & 0xFF) - 126
+
+
+@triton.jit
+def _instance_norm_fwd_kernel(
+    X,  # pointer to the input (N, C, S), strides stride_xn, stride_xc, stride_xs
+    Y,  # pointer to the output, same strides as X
+    R,  # pointer to the residual, strides stride_rn, stride_rc, stride_rs (if HAS_RESIDUAL)
+    W,  # pointer to the weight (C,) (if HAS_WEIGHT)
+    B,  # pointer to the bias (C,) (if HAS_BIAS)
+    Mean,  # pointer to the per-plane mean (N * C,) fp32: written in FUSED, read in APPLY
+    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) (N * C,) fp32: as Mean
+    Var,  # pointer to the per-plane biased variance (N * C,) fp32: written in FUSED
+    PartMean,  # pointer to partial means in units of 2^PartExp (N * C, splits) fp32 (PARTIAL)
+    PartM2,  # pointer to partial sums of squared deviations, same units squared (PARTIAL)
+    PartExp,  # pointer to the partial exponents e, 2^e >= max|x| over the chunk, int32 (PARTIAL)
+    C,  # number of channels
+    S,  # number of spatial positions per plane
+    stride_xn,  # stride of X (and Y) along N
+    stride_xc,  # stride of X (and Y) along C
+    stride_xs,  # stride of X (and Y) along the flattened spatial dims
+    stride_rn,  # stride of R along N
+    stride_rc,  # stride of R along C
+    stride_rs,  # stride of R along the flattened spatial dims
+    chunk,  # spatial positions per program along grid axis 1, a multiple of BLOCK_S
+    splits,  # number of chunks per plane (grid axis 1)
+    eps,  # added to the variance
+    MODE: tl.constexpr,  # FUSED, PARTIAL or APPLY
+    HAS_WEIGHT: tl.constexpr,  # scale by W
+    HAS_BIAS: tl.constexpr,  # add B
+    HAS_RESIDUAL: tl.constexpr,  # add R
+    RELU: tl.constexpr,  # apply max(0, .) last
+    BLOCK_C: tl.constexpr,  # channels per program
+    BLOCK_S: tl.constexpr,  # spatial positions per tile
+    SINGLE_TILE: tl.constexpr,  # the chunk fits in one tile: read x once
+):
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    c_tiles = tl.cdiv(C, BLOCK_C)
+    n = pid // c_tiles
+    cs = (pid % c_tiles) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,) channels
+    c_mask = cs < C
+    planes = n * C + cs  # (BLOCK_C,) index into Mean / Rstd / Var
+    x_row = n.to(tl.int64) * stride_xn + cs.to(tl.int64)[:, None] * stride_xc  # (BLOCK_C, 1)
+    r_row = n.to(tl.int64) * stride_rn + cs.to(tl.int64)[:, None] * stride_rc
+    s_start = split * chunk
+    s_end = tl.minimum(s_start + chunk, S)
+    offs = tl.arange(0, BLOCK_S)
+
+    if MODE != APPLY:
+        # (count, mean_u, m2_u, e): statistics of the chunk in units of 2^e.
+        if SINGLE_TILE:
+            s = s_start + offs
+            mask = c_mask[:, None] & (s < s_end)[None, :]
+            x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
+            count = (s_end - s_start).to(tl.float32)
+            bits = tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True)
+            # 2^e > max|x| from the float's exponent bits; e >= -63 keeps eps / 2^2e finite.
+            e = tl.minimum(tl.maximum(_exponent_above(bits), -63), 126)
+            inv_scale = _pow2(-e)  # 2^-e, exact
+            u = x * inv_scale[:, None]
+            mean_u = tl.sum(u, axis=1) / count
+            d = tl.where(mask, u - mean_u[:, None], 0.0)
+            m2_u = tl.sum(d * d, axis=1)
+        else:
+            count = 0.0
+            mean_u = tl.zeros([BLOCK_C], dtype=tl.float32)
+            m2_u = tl.zeros([BLOCK_C], dtype=tl.float32)
+            e = tl.full([BLOCK_C], -63, tl.int32)
+            for s0 in range(s_start, s_end, BLOCK_S):
+                s = s0 + offs
+                mask = c_mask[:, None] & (s < s_end)[None, :]
+                x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
+                tile_count = tl.minimum(s_end - s0, BLOCK_S).to(tl.float32)
+                bits = tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True)
+                e_new = tl.maximum(e, tl.minimum(_exponent_above(bits), 126))
+                # Rescale the running sums to 2^e_new: exact, or negligible where it underflows.
+                rescale = _pow2(tl.maximum(e - e_new, -126))
+                mean_u = mean_u * rescale
+                m2_u = m2_u * rescale * rescale
+                e = e_new
+                inv_scale = _pow2(-e)
+                u = x * inv_scale[:, None]
+                tile_mean = tl.sum(u, axis=1) / tile_count
+                d = tl.where(mask, u - tile_mean[:, None], 0.0)
+                tile_m2 = tl.sum(d * d, axis=1)
+                # Chan et al.: merge (count, mean_u, m2_u) with (tile_count, tile_mean, tile_m2).
+                new_count = count + tile_count
+                delta = tile_mean - mean_u
+                mean_u = mean_u + delta * (tile_count / new_count)
+                m2_u = m2_u + tile_m2 + delta * delta * (count * tile_count / new_count)
+                count = new_count
+
+    if MODE == PARTIAL:
+        part = planes.to(tl.int64) * splits + split
+        tl.store(PartMean + part, mean_u, mask=c_mask)
+        tl.store(PartM2 + part, m2_u, mask=c_mask)
+        tl.store(PartExp + part, e, mask=c_mask)
+    else:
+        if MODE == FUSED:
+            scale = _pow2(e)  # 2^e
+            inv_scale = _pow2(-e)
+            var_u = m2_u / count
+            rstd_u = tl.rsqrt(var_u + eps * inv_scale * inv_scale)
+            # eps == 0 on a constant plane: define the output as 0 (+ bias), not NaN.
+            rstd_u = tl.where(rstd_u < 1.0e38, rstd_u, 0.0)
+            mean = mean_u * scale
+            rstd = rstd_u * inv_scale
+            tl.store(Mean + planes, mean, mask=c_mask)
+            tl.store(Rstd + planes, rstd, mask=c_mask)
+            tl.store(Var + planes, var_u * scale * scale, mask=c_mask)
+        else:
+            mean = tl.load(Mean + planes, mask=c_mask, other=0.0)
+            rstd = tl.load(Rstd + planes, mask=c_mask, other=0.0)
+        a = rstd
+        if HAS_WEIGHT:
+            a = a * tl.load(W + cs, mask=c_mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            b = tl.load(B + cs, mask=c_mask, other=0.0).to(tl.float32)
+        else:
+            b = tl.zeros([BLOCK_C], dtype=tl.float32)
+
+        if SINGLE_TILE:
+            s = s_start + offs
+            mask = c_mask[:, None] & (s < s_end)[None, :]
+            if MODE == APPLY:
+                x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
+            y = (x - mean[:, None]) * a[:, None] + b[:, None]
+            if HAS_RESIDUAL:
+                r = tl.load(R + r_row + s.to(tl.int64)[None, :] * stride_rs, mask=mask, other=0.0)
+                y = y + r.to(tl.float32)
+            if RELU:
+                y = tl.maximum(y, 0.0)
+            tl.store(Y + x_row + s.to(tl.int64)[None, :] * stride_xs, y.to(Y.dtype.element_ty), mask=mask)
+        else:
+            for s0 in range(s_start, s_end, BLOCK_S):
+                s = s0 + offs
+                mask = c_mask[:, None] & (s < s_end)[None, :]
+                x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
+                y = (x - mean[:, None]) * a[:, None] + b[:, None]
+                if HAS_RESIDUAL:
+                    r = tl.load(R + r_row + s.to(tl.int64)[None, :] * stride_rs, mask=mask, other=0.0)
+                    y = y + r.to(tl.float32)
+                if RELU:
+                    y = tl.maximum(y, 0.0)
+                tl.store(Y + x_row + s.to(tl.int64)[None, :] * stride_xs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _instance_norm_stats_combine_kernel(
+    PartMean,  # pointer to partial means in units of 2^PartExp (P, splits) fp32
+    PartM2,  # pointer to partial sums of squared deviations (P, splits) fp32
+    PartExp,  # pointer to partial exponents (P, splits) int32
+    Mean,  # pointer to the per-plane mean (P,) fp32
+    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) (P,) fp32
+    Var,  # pointer to the per-plane biased variance (P,) fp32
+    P,  # number of planes, N * C
+    S,  # spatial positions per plane
+    chunk,  # spatial positions per chunk (the last chunk may be shorter)
+    splits,  # chunks per plane
+    eps,  # added to the variance
+    BLOCK_P: tl.constexpr,  # planes per program
+    BLOCK_SPLITS: tl.constexpr,  # next power of two >= splits
+):
+    planes = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    k = tl.arange(0, BLOCK_SPLITS)
+    p_mask = planes < P
+    mask = p_mask[:, None] & (k < splits)[None, :]
+    part = planes.to(tl.int64)[:, None] * splits + k[None, :]
+    mean_k = tl.load(PartMean + part, mask=mask, other=0.0)
+    m2_k = tl.load(PartM2 + part, mask=mask, other=0.0)
+    e_k = tl.load(PartExp + part, mask=mask, other=-63)
+    count_k = tl.where(mask, tl.minimum(chunk, S - k * chunk), 0).to(tl.float32)  # (BLOCK_P, BLOCK_SPLITS)
+    # Bring every chunk to the plane's largest power of two, then Chan's formula for k chunks.
+    e = tl.max(e_k, axis=1)
+    rescale = _pow2(tl.maximum(e_k - e[:, None], -126))
+    mean_k = mean_k * rescale
+    m2_k = m2_k * rescale * rescale
+    mean_u = tl.sum(count_k * mean_k, axis=1) / S
+    d = tl.where(mask, mean_k - mean_u[:, None], 0.0)
+    m2_u = tl.sum(m2_k, axis=1) + tl.sum(count_k * d * d, axis=1)
+
+    scale = _pow2(e)
+    inv_scale = _pow2(-e)
+    var_u = m2_u / S
+    rstd_u = tl.rsqrt(var_u + eps * inv_scale * inv_scale)
+    rstd_u = tl.where(rstd_u < 1.0e38, rstd_u, 0.0)
+    tl.store(Mean + planes, mean_u * scale, mask=p_mask)
+    tl.store(Rstd + planes, rstd_u * inv_scale, mask=p_mask)
+    tl.store(Var + planes, var_u * scale * scale, mask=p_mask)
+
+
+@triton.jit
+def _instance_norm_bwd_kernel(
+    X,  # pointer to the input (N, C, S), strides stride_xn, stride_xc, stride_xs
+    Y,  # pointer to the forward output, same strides as X (read if RELU)
+    DY,  # pointer to the output gradient, strides stride_dn, stride_dc, stride_ds
+    DX,  # pointer to the input gradient, same strides as X (written unless PARTIAL)
+    DR,  # pointer to the residual gradient, same strides as X (written if WRITE_DR)
+    W,  # pointer to the weight (C,) (if HAS_WEIGHT)
+    Mean,  # pointer to the per-plane mean (N * C,) fp32
+    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) (N * C,) fp32
+    SumDy,  # pointer to per-(plane, chunk) sums of dy' (N * C, splits) fp32, dy' = dy * relu'
+    SumDyXhat,  # pointer to per-(plane, chunk) sums of dy' * x_hat (N * C, splits) fp32
+    C,  # number of channels
+    S,  # number of spatial positions per plane
+    stride_xn,  # stride of X, Y, DX, DR along N
+    stride_xc,  # stride of X, Y, DX, DR along C
+    stride_xs,  # stride of X, Y, DX, DR along the flattened spatial dims
+    stride_dn,  # stride of DY along N
+    stride_dc,  # stride of DY along C
+    stride_ds,  # stride of DY along the flattened spatial dims
+    chunk,  # spatial positions per program along grid axis 1, a multiple of BLOCK_S
+    splits,  # number of chunks per plane (grid axis 1)
+    MODE: tl.constexpr,  # FUSED, PARTIAL (sums only) or APPLY (dx from the sums)
+    USE_INPUT_STATS: tl.constexpr,  # mean and rstd depend on x (training), else they are constants
+    HAS_WEIGHT: tl.constexpr,  # the forward scaled by W
+    RELU: tl.constexpr,  # the forward applied max(0, .): dy' = dy where y > 0
+    WRITE_DR: tl.constexpr,  # write dy' as the residual gradient
+    BLOCK_C: tl.constexpr,  # channels per program
+    BLOCK_S: tl.constexpr,  # spatial positions per tile
+    BLOCK_SPLITS: tl.constexpr,  # next power of two >= splits
+    SINGLE_TILE: tl.constexpr,  # the chunk fits in one tile: read x, y, dy once
+):
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    c_tiles = tl.cdiv(C, BLOCK_C)
+    n = pid // c_tiles
+    cs = (pid % c_tiles) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,) channels
+    c_mask = cs < C
+    planes = n * C + cs
+    x_row = n.to(tl.int64) * stride_xn + cs.to(tl.int64)[:, None] * stride_xc  # (BLOCK_C, 1)
+    dy_row = n.to(tl.int64) * stride_dn + cs.to(tl.int64)[:, None] * stride_dc
+    s_start = split * chunk
+    s_end = tl.minimum(s_start + chunk, S)
+    offs = tl.arange(0, BLOCK_S)
+    mean = tl.load(Mean + planes, mask=c_mask, other=0.0)
+    rstd = tl.load(Rstd + planes, mask=c_mask, other=0.0)
+    if HAS_WEIGHT:
+        w = tl.load(W + cs, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        w = tl.full([BLOCK_C], 1.0, tl.float32)
+    if MODE == APPLY:
+        k = tl.arange(0, BLOCK_SPLITS)
+        sums_mask = c_mask[:, None] & (k < splits)[None, :]
+        part = planes.to(tl.int64)[:, None] * splits + k[None, :]
+        sum_dy = tl.sum(tl.load(SumDy + part, mask=sums_mask, other=0.0), axis=1)
+        sum_dy_xhat = tl.sum(tl.load(SumDyXhat + part, mask=sums_mask, other=0.0), axis=1)
+
+    if SINGLE_TILE:
+        s = s_start + offs
+        mask = c_mask[:, None] & (s < s_end)[None, :]
+        x_offs = x_row + s.to(tl.int64)[None, :] * stride_xs
+        x = tl.load(X + x_offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + dy_row + s.to(tl.int64)[None, :] * stride_ds, mask=mask, other=0.0).to(tl.float32)
+        if RELU:
+            y = tl.load(Y + x_offs, mask=mask, other=0.0)
+            dy = tl.where(y > 0, dy, 0.0)
+        x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        if MODE != APPLY:
+            sum_dy = tl.sum(dy, axis=1)
+            sum_dy_xhat = tl.sum(dy * x_hat, axis=1)
+    else:
+        if MODE != APPLY:
+            sum_dy = tl.zeros([BLOCK_C], dtype=tl.float32)
+            sum_dy_xhat = tl.zeros([BLOCK_C], dtype=tl.float32)
+            for s0 in range(s_start, s_end, BLOCK_S):
+                s = s0 + offs
+                mask = c_mask[:, None] & (s < s_end)[None, :]
+                x_offs = x_row + s.to(tl.int64)[None, :] * stride_xs
+                x = tl.load(X + x_offs, mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + dy_row + s.to(tl.int64)[None, :] * stride_ds, mask=mask, other=0.0).to(tl.float32)
+                if RELU:
+                    y = tl.load(Y + x_offs, mask=mask, other=0.0)
+                    dy = tl.where(y > 0, dy, 0.0)
+                x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+                sum_dy += tl.sum(dy, axis=1)
+                sum_dy_xhat += tl.sum(dy * x_hat, axis=1)
+
+    if MODE != APPLY:
+        part = planes.to(tl.int64) * splits + split
+        tl.store(SumDy + part, sum_dy, mask=c_mask)
+        tl.store(SumDyXhat + part, sum_dy_xhat, mask=c_mask)
+
+    if MODE != PARTIAL:
+        # dx = rstd * w * (dy' - mean(dy') - x_hat * mean(dy' * x_hat)) in training;
+        # with running statistics mean and rstd are constants: dx = rstd * w * dy'.
+        a = rstd * w
+        c1 = sum_dy / S
+        c2 = sum_dy_xhat / S
+        if SINGLE_TILE:
+            if USE_INPUT_STATS:
+                dx = a[:, None] * (dy - c1[:, None] - x_hat * c2[:, None])
+            else:
+                dx = a[:, None] * dy
+            tl.store(DX + x_offs, dx.to(DX.dtype.element_ty), mask=mask)
+            if WRITE_DR:
+                tl.store(DR + x_offs, dy.to(DR.dtype.element_ty), mask=mask)
+        else:
+            for s0 in range(s_start, s_end, BLOCK_S):
+                s = s0 + offs
+                mask = c_mask[:, None] & (s < s_end)[None, :]
+                x_offs = x_row + s.to(tl.int64)[None, :] * stride_xs
+                x = tl.load(X + x_offs, mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + dy_row + s.to(tl.int64)[None, :] * stride_ds, mask=mask, other=0.0).to(tl.float32)
+                if RELU:
+                    y = tl.load(Y + x_offs, mask=mask, other=0.0)
+                    dy = tl.where(y > 0, dy, 0.0)
+                if USE_INPUT_STATS:
+                    x_hat = (x - mean[:, None]) * rstd[:, None]
+                    dx = a[:, None] * (dy - c1[:, None] - x_hat * c2[:, None])
+                else:
+                    dx = a[:, None] * dy
+                tl.store(DX + x_offs, dx.to(DX.dtype.element_ty), mask=mask)
+                if WRITE_DR:
+                    tl.store(DR + x_offs, dy.to(DR.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Launchers: layout, tile plan, grid. Plain functions of tensors; no autograd here.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Plan(NamedTuple):
+    block_c: int  # channels per program
+    block_s: int  # spatial positions per tile
+    single_tile: bool  # a program's chunk fits in one tile
+    splits: int  # chunks per plane (grid axis 1)
+    chunk: int  # spatial positions per chunk
+    num_warps: int
+
+
+def _plan(
+    n: int, c: int, s: int, channels_contiguous: bool, max_tile: int, min_programs: int, elem_size: int = 4
+) -> _Plan:
+    """Tile sizes, chunking and warps for (N, C, S); max_tile / min_programs 0 mean the defaults."""
+    max_single = max_tile or MAX_SINGLE_TILE
+    loop_tile = max(1, max_tile // 4) if max_tile else LOOP_TILE
+    c_p2, s_p2 = triton.next_power_of_2(c), triton.next_power_of_2(s)
+    if channels_contiguous and c > 1:
+        # channels_last: the channels are the contiguous dim. Keep whole planes in registers with
+        # as few as one 32-byte sector of channels per position; else loop over wide tiles.
+        sector_c = min(c_p2, max(1, 32 // elem_size))
+        single_tile = sector_c * s_p2 <= max_single
+        if single_tile:
+            block_c, block_s = min(c_p2, 64, max(sector_c, max_single // s_p2)), s_p2
+        else:
+            block_c = min(c_p2, 64, loop_tile)
+            block_s = max(1, loop_tile // block_c)
+    else:
+        single_tile = s_p2 <= max_single
+        block_s = s_p2 if single_tile else loop_tile
+        # Small planes: several channels per program, so each program moves a useful amount.
+        block_c = min(c_p2, max(1, min(max_single, LOOP_TILE) // block_s)) if single_tile else 1
+    programs = n * triton.cdiv(c, block_c)
+    splits, chunk = 1, s
+    if not single_tile and programs < min_programs:
+        tiles = triton.cdiv(s, block_s)
+        splits = min(triton.cdiv(min_programs, programs), tiles)
+        chunk = triton.cdiv(tiles, splits) * block_s
+        splits = triton.cdiv(s, chunk)
+    num_warps = min(16, max(4, block_c * block_s // 512))
+    return _Plan(block_c, block_s, single_tile, splits, chunk, num_warps)
+
+
+def _default_min_programs(device: torch.device) -> int:
+    """Programs needed to fill the device: two per streaming multiprocessor on CUDA."""
+    if device.type == "cuda":
+        return 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return 0  # the interpreter runs programs one after another: splitting only costs time
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _flat_strides(t: Tensor) -> tuple[int, int, int] | None:
+    """(stride_n, stride_c, stride_s) when the spatial dims of ``t`` collapse to one stride."""
+    sizes, strides = t.shape[2:], t.stride()[2:]
+    dims = [(size, stride) for size, stride in zip(sizes, strides) if size != 1]
+    for (_, outer), (inner_size, inner) in zip(dims, dims[1:]):
+        if outer != inner * inner_size:
+            return None
+    return t.stride(0), t.stride(1), (dims[-1][1] if dims else 1)
+
+
+def _is_dense(t: Tensor) -> bool:
+    """Non-overlapping and dense in some dim order, so ``empty_like`` keeps its strides."""
+    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride()) if size != 1)
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _prepare(x: Tensor) -> Tensor:
+    """``x`` itself when kernels can read it in place (NCHW, channels_last, ...), else a copy."""
+    if _is_dense(x) and _flat_strides(x) is not None:
+        return x
+    return x.contiguous()
+
+
+def _readable(t: Tensor) -> Tensor:
+    """A tensor read through (n, c, s) strides (residual, grad): copied only if it has none."""
+    return t if _flat_strides(t) is not None else t.contiguous()
+
+
+def _kernels_interpreted() -> bool:
+    """Whether these kernels run in Triton's interpreter (CPU tensors). Triton reads
+    TRITON_INTERPRET when it and this module are imported, not per call, so setting it later
+    has no effect: both triton.language's own @jit helpers and our kernels must be interpreted."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.cdiv, InterpretedFunction) and isinstance(_instance_norm_fwd_kernel, InterpretedFunction)
+
+
+_INTERPRETED = _kernels_interpreted()
+
+
+def interpreter_ready() -> bool:
+    return _INTERPRETED
+
+
+def _check_device(x: Tensor) -> None:
+    if x.device.type != "cuda" and not interpreter_ready():
+        raise RuntimeError(
+            f"instance_norm (triton): a {x.device.type} tensor needs Triton's interpreter; set TRITON_INTERPRET=1 "
+            "before triton is first imported (a CUDA tensor needs nothing)"
+        )
+
+
+def _dummy(device: torch.device) -> Tensor:
+    return torch.empty(1, device=device, dtype=torch.float32)
+
+
+def instance_norm_fwd(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    use_input_stats: bool,
+    eps: float,
+    relu: bool,
+    max_tile: int = 0,
+    min_programs: int = -1,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, mean, rstd, var): y like ``x``; the rest (N, C) fp32 (var biased, or the running var)."""
+    _check_device(x)
+    x = _prepare(x)
+    n, c = x.shape[:2]
+    s = x[0, 0].numel() if n * c else 0
+    y = torch.empty_like(x)
+    stats = [torch.empty((n, c), device=x.device, dtype=torch.float32) for _ in range(3)]
+    mean, rstd, var = stats
+    if not use_input_stats:
+        mean.copy_(running_mean.to(torch.float32).expand(n, c))
+        var.copy_(running_var.to(torch.float32).expand(n, c))
+        rstd.copy_(torch.rsqrt(var + eps))
+    if x.numel() == 0:
+        return y, mean, rstd, var
+    if min_programs < 0:
+        min_programs = _default_min_programs(x.device)
+    sxn, sxc, sxs = _flat_strides(x)
+    plan = _plan(n, c, s, sxc == 1, max_tile, min_programs, x.element_size())
+    r = _readable(residual) if residual is not None else None
+    srn, src, srs = _flat_strides(r) if r is not None else (0, 0, 0)
+    dummy = _dummy(x.device)
+    grid = (n * triton.cdiv(c, plan.block_c), plan.splits)
+    common = dict(
+        HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=r is not None,
+        RELU=relu,
+        BLOCK_C=plan.block_c,
+        BLOCK_S=plan.block_s,
+        SINGLE_TILE=plan.single_tile or plan.chunk <= plan.block_s,
+        num_warps=plan.num_warps,
+    )
+    args = [x, y, r if r is not None else dummy, weight if weight is not None else dummy,
+            bias if bias is not None else dummy, mean, rstd, var]
+    shape_args = [c, s, sxn, sxc, sxs, srn, src, srs, plan.chunk, plan.splits, eps]
+    fwd = _instance_norm_fwd_kernel
+    if not use_input_stats:
+        fwd[grid](*args, dummy, dummy, dummy, *shape_args, MODE=APPLY.value, **common)
+    elif plan.splits == 1:
+        fwd[grid](*args, dummy, dummy, dummy, *shape_args, MODE=FUSED.value, **common)
+    else:
+        part_mean, part_m2 = (torch.empty((n * c, plan.splits), device=x.device, dtype=torch.float32) for _ in "ab")
+        part_exp = torch.empty((n * c, plan.splits), device=x.device, dtype=torch.int32)
+        fwd[grid](*args, part_mean, part_m2, part_exp, *shape_args, MODE=PARTIAL.value, **common)
+        block_splits = triton.next_power_of_2(plan.splits)
+        block_p = max(1, min(64, 2048 // block_splits))
+        combine = _instance_norm_stats_combine_kernel
+        combine[(triton.cdiv(n * c, block_p),)](
+            part_mean, part_m2, part_exp, mean, rstd, var, n * c, s, plan.chunk, plan.splits, eps,
+            BLOCK_P=block_p, BLOCK_SPLITS=block_splits, num_warps=4,
+        )
+        fwd[grid](*args, dummy, dummy, dummy, *shape_args, MODE=APPLY.value, **common)
+    return y, mean, rstd, var
+
+
+def instance_norm_bwd(
+    dy: Tensor,
+    x: Tensor,
+    y: Tensor | None,
+    weight: Tensor | None,
+    mean: Tensor,
+    rstd: Tensor,
+    use_input_stats: bool,
+    relu: bool,
+    write_dr: bool,
+    max_tile: int = 0,
+    min_programs: int = -1,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dr, sum_dy, sum_dy_xhat): dx like ``x``; dr = dy * relu' like ``x`` if ``write_dr``
+    (else empty); the per-plane sums (N, C) fp32 give the bias and weight gradients."""
+    _check_device(x)
+    x = _prepare(x)
+    n, c = x.shape[:2]
+    s = x[0, 0].numel() if n * c else 0
+    dx = torch.empty_like(x)
+    dr = torch.empty_like(x) if write_dr else x.new_empty(0)
+    if x.numel() == 0:
+        zeros = torch.zeros((n, c), device=x.device, dtype=torch.float32)
+        return dx, dr, zeros, zeros.clone()
+    if min_programs < 0:
+        min_programs = _default_min_programs(x.device)
+    dy = _readable(dy)
+    sxn, sxc, sxs = _flat_strides(x)
+    sdn, sdc, sds = _flat_strides(dy)
+    plan = _plan(n, c, s, sxc == 1, max_tile, min_programs, x.element_size())
+    sum_dy, sum_dy_xhat = (torch.empty((n * c, plan.splits), device=x.device, dtype=torch.float32) for _ in "ab")
+    dummy = _dummy(x.device)
+    grid = (n * triton.cdiv(c, plan.block_c), plan.splits)
+    args = [x, y if relu else dummy, dy, dx, dr if write_dr else dummy, weight if weight is not None else dummy,
+            mean, rstd, sum_dy, sum_dy_xhat, c, s, sxn, sxc, sxs, sdn, sdc, sds, plan.chunk, plan.splits]
+    common = dict(
+        USE_INPUT_STATS=use_input_stats,
+        HAS_WEIGHT=weight is not None,
+        RELU=relu,
+        WRITE_DR=write_dr,
+        BLOCK_C=plan.block_c,
+        BLOCK_S=plan.block_s,
+        BLOCK_SPLITS=triton.next_power_of_2(plan.splits),
+        SINGLE_TILE=plan.single_tile or plan.chunk <= plan.block_s,
+        num_warps=plan.num_warps,
+    )
+    bwd = _instance_norm_bwd_kernel
+    if plan.splits == 1:
+        bwd[grid](*args, MODE=FUSED.value, **common)
+    else:
+        bwd[grid](*args, MODE=PARTIAL.value, **common)
+        bwd[grid](*args, MODE=APPLY.value, **common)
+    return dx, dr, sum_dy.sum(-1).view(n, c), sum_dy_xhat.sum(-1).view(n, c)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Custom ops: fake implementations and autograd, so torch.compile traces one opaque op.
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("instyle::instance_norm_fwd", mutates_args=())
+def _fwd_op(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    use_input_stats: bool,
+    eps: float,
+    relu: bool,
+    max_tile: int,
+    min_programs: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return instance_norm_fwd(
+        x, weight, bias, residual, running_mean, running_var, use_input_stats, eps, relu, max_tile, min_programs
+    )
+
+
+@_fwd_op.register_fake
+def _(x, weight, bias, residual, running_mean, running_var, use_input_stats, eps, relu, max_tile, min_programs):
+    n, c = x.shape[:2]
+    stats = [x.new_empty((n, c), dtype=torch.float32) for _ in range(3)]
+    return (torch.empty_like(_prepare(x)), *stats)
+
+
+@torch.library.custom_op("instyle::instance_norm_bwd", mutates_args=())
+def _bwd_op(
+    dy: Tensor,
+    x: Tensor,
+    y: Tensor | None,
+    weight: Tensor | None,
+    mean: Tensor,
+    rstd: Tensor,
+    use_input_stats: bool,
+    relu: bool,
+    write_dr: bool,
+    max_tile: int,
+    min_programs: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return instance_norm_bwd(dy, x, y, weight, mean, rstd, use_input_stats, relu, write_dr, max_tile, min_programs)
+
+
+@_bwd_op.register_fake
+def _(dy, x, y, weight, mean, rstd, use_input_stats, relu, write_dr, max_tile, min_programs):
+    x = _prepare(x)
+    n, c = x.shape[:2]
+    dr = torch.empty_like(x) if write_dr else x.new_empty(0)
+    sums = [x.new_empty((n, c), dtype=torch.float32) for _ in range(2)]
+    return (torch.empty_like(x), dr, *sums)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, residual, _, _, use_input_stats, _, relu, max_tile, min_programs = inputs
+    y, mean, rstd, var = output
+    ctx.mark_non_differentiable(mean, rstd, var)
+    ctx.save_for_backward(x, y if relu else None, weight, mean, rstd)
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.residual_dtype = residual.dtype if residual is not None else None
+    ctx.options = (use_input_stats, relu, max_tile, min_programs)
+
+
+def _backward(ctx, dy, _dmean, _drstd, _dvar):
+    x, y, weight, mean, rstd = ctx.saved_tensors
+    use_input_stats, relu, max_tile, min_programs = ctx.options
+    wants_dr = ctx.residual_dtype is not None and ctx.needs_input_grad[3]
+    dx, dr, sum_dy, sum_dy_xhat = _bwd_op(
+        dy, x, y, weight, mean, rstd, use_input_stats, relu, wants_dr and relu, max_tile, min_programs
+    )
+    dweight = sum_dy_xhat.sum(0).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+    dbias = sum_dy.sum(0).to(ctx.bias_dtype) if ctx.bias_dtype is not None and ctx.needs_input_grad[2] else None
+    dresidual = (dr if relu else dy).to(ctx.residual_dtype) if wants_dr else None
+    return dx, dweight, dbias, dresidual, None, None, None, None, None, None, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The backend: the contract of instance_norm_reference, registered as backend="triton".
+# ---------------------------------------------------------------------------------------------
+
+
+def instance_norm_triton(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    use_input_stats: bool,
+    momentum: float,
+    eps: float,
+    activation: str | None = None,
+    residual: Tensor | None = None,
+    *,
+    max_tile: int = 0,
+    min_programs: int = -1,
+) -> Tensor:
+    """Instance norm on Triton; ``max_tile`` (elements a program keeps in registers) and
+    ``min_programs`` (split planes across programs below this many) default to heuristics."""
+    y, mean, _, var = _fwd_op(
+        input, weight, bias, residual, running_mean, running_var, use_input_stats, eps,
+        activation == "relu", max_tile, min_programs,
+    )
+    if use_input_stats and running_mean is not None and running_var is not None and input.shape[0] > 0:
+        update_running_stats(running_mean, running_var, mean, var, input[0, 0].numel(), momentum)
+    return y
+
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def supports(input: Tensor, activation: str | None = None, residual: Tensor | None = None) -> bool:
+    """CUDA tensors, or CPU tensors in Triton's interpreter (TRITON_INTERPRET=1 set before triton
+    was imported); fp16/bf16/fp32; 3-D to 5-D."""
+    if input.device.type == "cpu":
+        on_device = os.environ.get("TRITON_INTERPRET", "0") == "1" and interpreter_ready()
+    else:
+        on_device = input.device.type == "cuda"
+    return (
+        on_device
+        and input.dtype in _DTYPES
+        and 3 <= input.dim() <= 5
+        and (residual is None or residual.device == input.device)
+    )
+
+
+register_backend("triton", instance_norm_triton, supports)
