@@ -205,7 +205,9 @@ def train(
     config: TrainConfig,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     handle_signals: bool = True,
+    extractor: torch.nn.Module | None = None,
 ) -> TrainResult:
+    """Train the generator ``config`` describes; ``extractor`` replaces the VGG (tests)."""
     if not config.style:
         raise TrainingError("a style image is required (--style IMG)")
     rank, world = _distributed()
@@ -236,9 +238,11 @@ def train(
         options.update(width=config.width, num_residual=config.num_residual)
     model = build_generator(config.arch, **options)
     model = model.to(device, memory_format=memory_format)
-    extractor = VGGFeatures(
-        tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"
-    ).to(device, memory_format=memory_format)
+    if extractor is None:
+        extractor = VGGFeatures(
+            tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"
+        )
+    extractor = extractor.to(device, memory_format=memory_format)
     loss_fn = PerceptualLoss(
         extractor,
         content_layers=config.content_layers,
@@ -273,6 +277,10 @@ def train(
     def save_checkpoint() -> None:
         if rank != 0:
             return
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingError(
+                f"weights became NaN or inf by step {step}; stopped without overwriting {checkpoint_path}"
+            )
         atomic_torch_save(
             {
                 "model": model.state_dict(),
@@ -313,7 +321,7 @@ def train(
             optimizer.step()
             scheduler.step()
             step += 1
-            losses = {"total": float(total), **{k: float(v) for k, v in terms.items()}}
+            losses = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
             if world > 1:
                 packed = torch.tensor(list(losses.values()), dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(packed)
@@ -340,6 +348,7 @@ def train(
             "training": config.to_json(),
             "style_name": Path(config.style).stem,
             "style_sha256": sha256_file(config.style),
+            "vgg_weights_sha256": getattr(extractor, "weights_sha256", None),
             "final_losses": {k: v for k, v in losses.items() if k != "images_per_s"},
             "iterations": step,
             "device": device.type,

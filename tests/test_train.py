@@ -1,0 +1,197 @@
+"""instyle train: exact resume, signals, NaN handling, model files, and DDP on CPU.
+
+In-process tests use the tiny stand-in encoder; the subprocess tests (real signals,
+torchrun) use the real VGG at a tiny size.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from instyle.image import save_image
+from instyle.modelfile import ModelFileError, load_generator, read_model_file
+from instyle.stylize import load_model
+from instyle.train import TrainConfig, TrainingError, TrainingInterrupted, load_checkpoint, train
+
+from .conftest import TinyEncoder
+
+LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        save_image(torch.rand(3, 40 + 4 * i, 48, generator=g), folder / f"p{i}.png")
+    save_image(torch.rand(3, 30, 30, generator=g) ** 2, tmp_path / "style.png")
+    return folder
+
+
+def _config(tmp_path, photos, name="model", **overrides):
+    base = dict(
+        style=str(tmp_path / "style.png"), content=str(photos), output=str(tmp_path / f"{name}.safetensors"),
+        width=0.125, num_residual=1, iterations=6, batch_size=2, image_size=32, style_size=32,
+        content_weight=1.0, style_weight=10.0, tv_weight=1.0, checkpoint_every=2, sample_every=0, **LAYERS,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_resume_after_a_signal_equals_training_straight(tmp_path, photos):
+    straight = train(_config(tmp_path, photos, "straight"), extractor=TinyEncoder(), handle_signals=True)
+
+    def interrupt_at_3(step, losses):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = _config(tmp_path, photos, "resumed")
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(config, on_step=interrupt_at_3, extractor=TinyEncoder())
+    assert stop.value.step == 3 and stop.value.signum == signal.SIGINT
+    assert load_checkpoint(stop.value.checkpoint)["step"] == 3
+    resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
+    assert resumed.step == 6
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name  # bitwise on CPU
+    assert [h["total"] for h in resumed.history] == [h["total"] for h in straight.history]
+
+
+def test_losses_fall_and_model_file_carries_its_metadata(tmp_path, photos):
+    config = _config(tmp_path, photos, iterations=30, lr=1e-2)
+    result = train(config, extractor=TinyEncoder())
+    first, last = result.history[0]["total"], result.history[-1]["total"]
+    assert last < first
+    model_config, metadata, tensors = read_model_file(config.output)
+    assert model_config["arch"] == "transformer_net" and model_config["norm"] == "instance"
+    assert model_config["width"] == 0.125 and model_config["num_residual"] == 1
+    assert metadata["style_name"] == "style" and len(metadata["style_sha256"]) == 64
+    assert metadata["training"]["iterations"] == 30 and metadata["final_losses"]["total"] > 0
+    assert metadata["instyle_version"]
+    log = list(csv.DictReader(open(result.log_dir / "log.csv")))
+    assert len(log) == 30 and {"total", "content", "style", "tv", "images_per_s"} <= set(log[0])
+    assert (result.log_dir / "loss_curve.png").stat().st_size > 1000
+    model = load_model(config.output)
+    image = torch.rand(3, 37, 41)
+    out = model.stylize(image)
+    assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, photos, monkeypatch):
+    from instyle import models
+
+    built = []
+    build = models.build_generator
+    monkeypatch.setattr(models, "build_generator", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+
+    def poison_after_2(step, losses):
+        if step == 2:  # the weights go bad before step 2's checkpoint is written
+            with torch.no_grad():
+                next(iter(built[0].parameters())).fill_(float("nan"))
+
+    config = _config(tmp_path, photos, iterations=8, checkpoint_every=1)
+    with pytest.raises(TrainingError, match=r"(loss became nan|NaN or inf).*checkpoint"):
+        train(config, on_step=poison_after_2, extractor=TinyEncoder())
+    state = load_checkpoint(tmp_path / "model.train" / "checkpoint.pt")
+    assert state["step"] == 1  # the step-2 save was refused, step 1's kept
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_bad_model_files_give_one_clear_error(tmp_path, photos):
+    config = _config(tmp_path, photos, iterations=2)
+    train(config, extractor=TinyEncoder())
+    good = tmp_path / "model.safetensors"
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ModelFileError, match="truncated.safetensors"):
+        load_generator(truncated)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty.safetensors"):
+        load_generator(empty)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(good)
+    with open(good, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        import json
+
+        header = json.loads(f.read(header_len))["__metadata__"]
+    name = next(iter(tensors))
+    bad = dict(tensors)
+    bad[name] = torch.full_like(bad[name], float("nan"))
+    save_file(bad, tmp_path / "nan.safetensors", metadata=header)
+    with pytest.raises(ModelFileError, match=f"weight {name} has NaN"):
+        load_generator(tmp_path / "nan.safetensors")
+    missing = dict(tensors)
+    missing.pop(name)
+    save_file(missing, tmp_path / "missing.safetensors", metadata=header)
+    with pytest.raises(ModelFileError, match="missing keys"):
+        load_generator(tmp_path / "missing.safetensors")
+    save_file(tensors, tmp_path / "future.safetensors", metadata={**header, "format_version": "99"})
+    with pytest.raises(ModelFileError, match="unknown format version 99"):
+        load_generator(tmp_path / "future.safetensors")
+
+
+def _cli_train_args(tmp_path, photos, output, *extra):
+    return [
+        "train", "--style", str(tmp_path / "style.png"), "--content", str(photos), "-o", str(output),
+        "--width", "0.125", "--num-residual", "1", "--batch-size", "2", "--image-size", "32",
+        "--style-size", "32", "--checkpoint-every", "1", "--sample-every", "0", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.network
+def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos, default_vgg_weights):
+    output = tmp_path / "m.safetensors"
+    checkpoint = tmp_path / "m.train" / "checkpoint.pt"
+    argv = _cli_train_args(tmp_path, photos, output, "--iterations", "100000")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "instyle", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in time"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "resume with --resume" in err
+    step = load_checkpoint(checkpoint)["step"]
+    assert step >= 1
+    resumed = subprocess.run(
+        [sys.executable, "-m", "instyle", *_cli_train_args(tmp_path, photos, output, "--iterations", str(step + 2), "--resume")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(checkpoint)["step"] == step + 2 and output.exists()
+
+
+@pytest.mark.network
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, photos, default_vgg_weights):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--iterations", "4", "--batch-size", "4"]
+    single = tmp_path / "single.safetensors"
+    run = subprocess.run(
+        [sys.executable, "-m", "instyle", *_cli_train_args(tmp_path, photos, single, *common)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    double = tmp_path / "ddp.safetensors"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "instyle",
+         *_cli_train_args(tmp_path, photos, double, *common)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    one = list(csv.DictReader(open(tmp_path / "single.train" / "log.csv")))
+    two = list(csv.DictReader(open(tmp_path / "ddp.train" / "log.csv")))
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):
+        assert float(b["total"]) == pytest.approx(float(a["total"]), rel=1e-4)
