@@ -153,7 +153,13 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     except ModelFileError as error:
         print(f"instyle stylize: error: {error}", file=sys.stderr)
         return 2
-    sources = list(iter_image_files(args.inputs, recursive=args.recursive))
+    sources, failed = [], 0
+    for pattern in args.inputs:  # a missing input is reported; the others still run
+        try:
+            sources += iter_image_files([pattern], recursive=args.recursive)
+        except FileNotFoundError as error:
+            failed += 1
+            print(f"FAILED {error}", file=sys.stderr)
     if not sources:
         print(f"instyle stylize: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
         return 2
@@ -165,7 +171,6 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
     )
-    failed = 0
     for result in stylize_files(model, sources, Path(args.output), suffix=args.suffix, **options):
         if result.error:
             failed += 1

@@ -144,7 +144,7 @@ def stylize_files(
         target = output_path_for(source, outdir, model.name, suffix)
         try:
             if target.resolve() in inputs:
-                raise ImageError(f"{target}: refusing to overwrite an input file")
+                raise ImageError(str(target), "refusing to overwrite an input file")
             result = model.stylize(load_image(source), **options)
             save_image(result, target)
             yield FileResult(source, target, time.perf_counter() - start)

@@ -1,0 +1,104 @@
+"""instyle stylize and load_model(...).stylize: files, folders, failures, options, tiling."""
+
+import pytest
+import torch
+from PIL import Image
+
+from instyle.cli import main
+from instyle.image import load_image, save_image
+from instyle.modelfile import ModelFileError, save_model
+from instyle.models import TransformerNet
+from instyle.stylize import list_models, load_model
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1)
+    with torch.no_grad():  # make the affine parameters non-trivial
+        for name, p in net.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    path = tmp_path / "tiny.safetensors"
+    save_model(net, path, {"style_name": "tiny"})
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    g = torch.Generator().manual_seed(1)
+    save_image(torch.rand(3, 33, 47, generator=g), folder / "a.png")
+    save_image(torch.rand(3, 20, 20, generator=g), folder / "b.jpg")
+    save_image(torch.rand(3, 24, 18, generator=g), folder / "sub" / "c.png")
+    return folder
+
+
+def test_python_api_returns_what_it_was_given(model_file):
+    model = load_model(model_file)
+    pil = Image.new("RGB", (31, 17), (200, 30, 60))
+    out = model.stylize(pil)
+    assert isinstance(out, Image.Image) and out.size == (31, 17)
+    tensor = torch.rand(3, 17, 31)
+    out = model.stylize(tensor)
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 17, 31)
+    batch = model.stylize(torch.rand(2, 3, 16, 16))
+    assert batch.shape == (2, 3, 16, 16)
+
+
+def test_strength_zero_is_the_content_and_max_size_resizes(model_file):
+    model = load_model(model_file)
+    image = torch.rand(3, 40, 60)
+    torch.testing.assert_close(model.stylize(image, strength=0.0), image, atol=1e-6, rtol=0)
+    assert model.stylize(image, max_size=30).shape == (3, 20, 30)
+    with pytest.raises(ValueError, match="strength must be in"):
+        model.stylize(image, strength=1.5)
+
+
+def test_tiled_equals_untiled_within_one_level(model_file):
+    model = load_model(model_file)
+    image = torch.rand(3, 150, 170, generator=torch.Generator().manual_seed(2))
+    whole = model.stylize(image, tile=10_000)
+    tiled = model.stylize(image, tile=64)
+    assert (whole - tiled).abs().max() <= 1 / 255
+
+
+def test_cli_folder_recursive_and_a_failing_file(model_file, photos, tmp_path, capsys):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    code = main(["stylize", str(photos), "--recursive", "--model", str(model_file), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1  # one file failed
+    assert "broken.png" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["a_tiny.png", "b_tiny.png", "c_tiny.png"]
+    assert load_image(out / "a_tiny.png").shape == (3, 33, 47)
+
+
+def test_cli_glob_options_and_inputs_never_overwritten(model_file, photos, capsys):
+    victim = photos / "a_tiny.png"  # an input named like the output of a.png
+    save_image(torch.zeros(3, 8, 8), victim)
+    before = victim.read_bytes()
+    code = main([
+        "stylize", str(photos / "*.png"), "--model", str(model_file), "-o", str(photos),
+        "--strength", "0.5", "--preserve-color", "luminance", "--max-size", "32",
+    ])  # fmt: skip
+    assert code == 1 and "refusing to overwrite an input" in capsys.readouterr().err
+    assert victim.read_bytes() == before
+
+
+def test_cli_bad_model_and_no_inputs(model_file, photos, tmp_path, capsys):
+    assert main(["stylize", str(photos), "--model", "no_such_style"]) == 2
+    assert "no_such_style" in capsys.readouterr().err
+    assert main(["stylize", str(tmp_path / "missing.png"), "--model", str(model_file)]) != 0
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a model")
+    assert main(["stylize", str(photos), "--model", str(garbage)]) == 2
+    assert "garbage.safetensors" in capsys.readouterr().err
+    with pytest.raises(ModelFileError):
+        load_model(garbage)
+
+
+def test_list_models_is_a_list_of_names():
+    names = list_models()
+    assert isinstance(names, list) and all(isinstance(n, str) for n in names)
