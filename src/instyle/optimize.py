@@ -20,7 +20,7 @@ from .color import PRESERVE_COLOR, preserve_color
 from .image import load_image, resize_long_side
 from .losses import PerceptualLoss
 from .models.vgg import VGGFeatures
-from .runtime import resolve_autocast_dtype, resolve_device
+from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 
 @dataclass
@@ -119,8 +119,7 @@ def optimize(
         extractor = VGGFeatures(
             tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"
         )
-    # channels_last is what oneDNN's and cuDNN's fast convolutions want.
-    memory_format = torch.channels_last if (device.type == "cuda" or autocast is not None) else torch.contiguous_format
+    memory_format = preferred_memory_format(device, autocast)
     extractor = extractor.to(device, memory_format=memory_format)
     weights_sha256 = getattr(extractor, "weights_sha256", "") or ""
 

@@ -30,7 +30,7 @@ from .image import default_content_images, iter_image_files, load_image, resize_
 from .losses import PerceptualLoss
 from .modelfile import save_model, sha256_file
 from .models.vgg import VGGFeatures
-from .runtime import resolve_autocast_dtype, resolve_device
+from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -59,7 +59,7 @@ class TrainConfig:
     lr_final_fraction: float = 0.1  # cosine decay to lr * this
     seed: int = 0
     device: str = "auto"
-    # auto: bf16 autocast + channels_last on CUDA, fp32 on CPU
+    # auto: bf16 autocast + channels_last on CUDA and on CPUs with native bf16, else fp32
     dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
     num_content: int | None = None  # use only the first N content images (training-set size studies)
     checkpoint_every: int = 200
@@ -218,7 +218,7 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     autocast_dtype = resolve_autocast_dtype(config.dtype, device)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    memory_format = preferred_memory_format(device, autocast_dtype)
 
     output = Path(config.output)
     log_dir = Path(config.log_dir) if config.log_dir else output.with_name(output.stem + ".train")
