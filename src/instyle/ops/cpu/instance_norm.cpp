@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 #include <algorithm>
+#include <type_traits>
 
 namespace {
 
@@ -23,26 +24,68 @@ constexpr int64_t kBlockElems = 8192;   // channels-last: rows * C per block
 enum DType { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 struct bf16 { uint16_t bits; };
+struct f16 { uint16_t bits; };
 
-inline float ld(const float* p) { return *p; }
-inline float ld(const bf16* p) {
-  uint32_t u = static_cast<uint32_t>(p->bits) << 16;
+inline uint32_t as_uint(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float as_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline float ld(const _Float16* p) { return static_cast<float>(*p); }
+
+// Conversions are branch-free bit arithmetic so that the loops vectorize (GCC 12 does not
+// vectorize _Float16 conversions without AVX512-FP16). Both round to nearest even.
+inline float ld(const float* p) { return *p; }
+inline float ld(const bf16* p) { return as_float(static_cast<uint32_t>(p->bits) << 16); }
+inline float ld(const f16* p) {
+  // F. Giesen's half_to_float_fast5: shift into place, rebias by multiplying with 2^112
+  // (exact, also for subnormal halves), mark inf/NaN.
+  const uint32_t h = p->bits;
+  const float f = as_float((h & 0x7fffu) << 13) * 5.192296858534828e+33f;
+  const uint32_t r = as_uint(f) | (f >= 65536.0f ? 0x7f800000u : 0u);
+  return as_float(r | ((h & 0x8000u) << 16));
+}
 
 inline void st(float* p, float v) { *p = v; }
 inline void st(bf16* p, float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  // round to nearest even; NaN stays a (quiet) NaN
-  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  uint32_t nan = (u >> 16) | 0x40u;
+  const uint32_t u = as_uint(v);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u;  // quiet NaN
   p->bits = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
-inline void st(_Float16* p, float v) { *p = static_cast<_Float16>(v); }
+inline void st(f16* p, float v) {
+  // after F. Giesen's float_to_half_fast3_rtne
+  const uint32_t u = as_uint(v);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  const uint32_t big = a > 0x7f800000u ? 0x7e00u : 0x7c00u;                  // NaN, or inf / overflow
+  const uint32_t sub = as_uint(as_float(a) + 0.5f) - 0x3f000000u;             // result is subnormal
+  const uint32_t normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;        // rebias, round
+  const uint32_t r = a >= 0x47800000u ? big : (a < 0x38800000u ? sub : normal);
+  p->bits = static_cast<uint16_t>(r | sign);
+}
+
+// Sum of f(i) for i < len in kLanes independent fp32 accumulators (several vector registers,
+// so the adds pipeline), folded in a fixed tree order: deterministic, and no -ffast-math.
+constexpr int kLanes = 64;
+template <class F>
+inline float lane_sum(int64_t len, F f) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) acc[j] += f(i + j);
+  }
+  float tail = 0.f;
+  for (; i < len; ++i) tail += f(i);
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0] + tail;
+}
 
 // rsqrt(var + eps), 0 where that is inf (eps == 0 on a constant plane), as the reference.
 inline float inv_std(float var, float eps) {
@@ -84,16 +127,11 @@ void fwd_planar(const T* X, const T* R, T* Y, const float* W, const float* B, fl
       for (int64_t c0 = 0; c0 < S; c0 += kChunk) {
         const int64_t len = std::min(kChunk, S - c0);
         const T* xc = x + c0;
-        float s = 0.f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < len; ++i) s += ld(xc + i) - k;
-        const float mb = s / static_cast<float>(len);
-        float q = 0.f;
-#pragma omp simd reduction(+ : q)
-        for (int64_t i = 0; i < len; ++i) {
-          float d = (ld(xc + i) - k) - mb;
-          q += d * d;
-        }
+        const float mb = lane_sum(len, [&](int64_t i) { return ld(xc + i) - k; }) / static_cast<float>(len);
+        const float q = lane_sum(len, [&](int64_t i) {
+          const float d = (ld(xc + i) - k) - mb;
+          return d * d;
+        });
         m.merge(static_cast<double>(len), mb, q);
       }
       mean = static_cast<float>(k + m.mean);
@@ -129,6 +167,22 @@ void fwd_planar(const T* X, const T* R, T* Y, const float* W, const float* B, fl
 }
 
 // ---------------------------------------------------------------- channels-last forward
+// dst[c] = val(c) for a row of C elements. float16 goes through the fp32 buffer `tmp` and a
+// separate conversion loop: GCC 12 does not vectorize a loop that reads float arrays and
+// converts to float16 in one go (it does for bfloat16 and float32).
+template <typename T, class F>
+inline void store_row(T* dst, int64_t C, float* tmp, F val) {
+  if constexpr (std::is_same_v<T, f16>) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) tmp[c] = val(c);
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) st(dst + c, tmp[c]);
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) st(dst + c, val(c));
+  }
+}
+
 inline int64_t block_rows(int64_t C, int64_t S) { return std::max<int64_t>(1, std::min(S, kBlockElems / C)); }
 
 template <typename T, bool RES, bool RELU>
@@ -165,22 +219,32 @@ void fwd_cl(const T* X, const T* R, T* Y, const float* W, const float* B, float*
         }
       }
     }
+    // merge the blocks of each sample in block order (Chan), vectorized over C
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t p = 0; p < N * C; ++p) {
-      const int64_t n = p / C, c = p % C;
-      Moments m;
+    for (int64_t n = 0; n < N; ++n) {
+      std::vector<double> mean(C, 0.0), m2(C, 0.0);
+      double count = 0;
       for (int64_t blk = 0; blk < nb; ++blk) {
-        const int64_t len = std::min(S, (blk + 1) * rows) - blk * rows;
-        const int64_t i = (n * nb + blk) * C + c;
-        m.merge(static_cast<double>(len), psum[i], pm2[i]);
+        const double len = static_cast<double>(std::min(S, (blk + 1) * rows) - blk * rows);
+        const double total = count + len, ratio = len / total, weight = count * len / total;
+        const float* s = psum.data() + (n * nb + blk) * C;
+        const float* q = pm2.data() + (n * nb + blk) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const double delta = s[c] - mean[c];
+          mean[c] += delta * ratio;
+          m2[c] += q[c] + delta * delta * weight;
+        }
+        count = total;
       }
-      const float mean = static_cast<float>(ld(X + n * S * C + c) + m.mean);
-      const float var = static_cast<float>(m.m2 / static_cast<double>(S));
-      Flag[p] = 0;
-      if ((!std::isfinite(mean) || !std::isfinite(var)) && all_finite(X + n * S * C + c, S, C)) Flag[p] = 1;
-      Mean[p] = mean;
-      Var[p] = var;
-      Rstd[p] = inv_std(var, eps);
+      const T* x0 = X + n * S * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t p = n * C + c;
+        Mean[p] = static_cast<float>(ld(x0 + c) + mean[c]);
+        Var[p] = static_cast<float>(m2[c] / static_cast<double>(S));
+        Rstd[p] = inv_std(Var[p], eps);
+        Flag[p] = (!std::isfinite(Mean[p]) || !std::isfinite(Var[p])) && all_finite(x0 + c, S, C);
+      }
     }
     for (int64_t p = 0; p < N * C; ++p)
       if (Flag[p]) return;  // Python redoes the statistics with scaled planes
@@ -199,18 +263,17 @@ void fwd_cl(const T* X, const T* R, T* Y, const float* W, const float* B, float*
     const float* mean = Mean + n * C;
     const float* a = A.data() + n * C;
     const float* b = Bv.data() + n * C;
+    std::vector<float> tmp(C);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t off = (n * S + r) * C;
       const T* xr = X + off;
       const T* rr = RES ? R + off : nullptr;
-      T* yr = Y + off;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
+      store_row(Y + off, C, tmp.data(), [&](int64_t c) {
         float v = (ld(xr + c) - mean[c]) * a[c] + b[c];
         if (RES) v += ld(rr + c);
         if (RELU) v = v < 0.f ? 0.f : v;
-        st(yr + c, v);
-      }
+        return v;
+      });
     }
   }
 }
@@ -232,16 +295,9 @@ void bwd_planar(const T* DY, const T* X, const T* Y, const float* Mean, const fl
     double sg = 0, sgx = 0;
     for (int64_t c0 = 0; c0 < S; c0 += kChunk) {
       const int64_t len = std::min(kChunk, S - c0);
-      float a = 0.f, b = 0.f;
-#pragma omp simd reduction(+ : a, b)
-      for (int64_t i = c0; i < c0 + len; ++i) {
-        float g = ld(dy + i);
-        if (RELU) g = ld(y + i) > 0.f ? g : 0.f;
-        a += g;
-        b += g * (ld(x + i) - mean);
-      }
-      sg += a;
-      sgx += b;
+      auto grad = [&](int64_t i) { return RELU ? (ld(y + c0 + i) > 0.f ? ld(dy + c0 + i) : 0.f) : ld(dy + c0 + i); };
+      sg += lane_sum(len, grad);
+      sgx += lane_sum(len, [&](int64_t i) { return grad(i) * (ld(x + c0 + i) - mean); });
     }
     Sg[p] = sg;
     Sgx[p] = sgx * rstd;  // sum(g * xhat)
@@ -290,21 +346,28 @@ void bwd_cl(const T* DY, const T* X, const T* Y, const float* Mean, const float*
     }
   }
   std::vector<float> K1(N * C), K2(N * C), K3(N * C);
-  for (int64_t p = 0; p < N * C; ++p) {
-    const int64_t n = p / C, c = p % C;
-    double sg = 0, sgx = 0;
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<double> sg(C, 0.0), sgx(C, 0.0);
     for (int64_t blk = 0; blk < nb; ++blk) {
-      sg += pg[(n * nb + blk) * C + c];
-      sgx += pgx[(n * nb + blk) * C + c];
+      const float* a = pg.data() + (n * nb + blk) * C;
+      const float* b = pgx.data() + (n * nb + blk) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        sg[c] += a[c];
+        sgx[c] += b[c];
+      }
     }
-    const float rstd = Rstd[p];
-    Sg[p] = sg;
-    Sgx[p] = sgx * rstd;
-    const float w = W ? W[c] : 1.f;
     const float inv_s = 1.0f / static_cast<float>(S);
-    K1[p] = rstd * w;
-    K2[p] = stats ? -K1[p] * rstd * static_cast<float>(Sgx[p]) * inv_s : 0.f;
-    K3[p] = stats ? -K1[p] * static_cast<float>(sg) * inv_s : 0.f;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t p = n * C + c;
+      const float rstd = Rstd[p];
+      Sg[p] = sg[c];
+      Sgx[p] = sgx[c] * rstd;
+      K1[p] = W ? rstd * W[c] : rstd;
+      K2[p] = stats ? -K1[p] * rstd * static_cast<float>(Sgx[p]) * inv_s : 0.f;
+      K3[p] = stats ? -K1[p] * static_cast<float>(sg[c]) * inv_s : 0.f;
+    }
   }
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (int64_t nbi = 0; nbi < N * nb; ++nbi) {
@@ -314,15 +377,13 @@ void bwd_cl(const T* DY, const T* X, const T* Y, const float* Mean, const float*
     const float* k1 = K1.data() + n * C;
     const float* k2 = K2.data() + n * C;
     const float* k3 = K3.data() + n * C;
+    std::vector<float> tmp(C);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t off = (n * S + r) * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        float g = ld(DY + off + c);
-        if (RELU) g = ld(Y + off + c) > 0.f ? g : 0.f;
-        st(DX + off + c, k1[c] * g + k2[c] * (ld(X + off + c) - mean[c]) + k3[c]);
-        if (DRES) st(DR + off + c, g);
-      }
+      auto grad = [&](int64_t c) { return RELU ? (ld(Y + off + c) > 0.f ? ld(DY + off + c) : 0.f) : ld(DY + off + c); };
+      store_row(DX + off, C, tmp.data(),
+                [&](int64_t c) { return k1[c] * grad(c) + k2[c] * (ld(X + off + c) - mean[c]) + k3[c]; });
+      if (DRES) store_row(DR + off, C, tmp.data(), grad);
     }
   }
 }
@@ -382,7 +443,7 @@ int instyle_instance_norm_fwd(int dtype, int cl, const void* x, const void* r, v
   switch (dtype) {
     case kF32: return fwd_t<float>(cl, x, r, y, w, b, mean, rstd, var, flag, N, C, S, stats, eps, relu, nt);
     case kBF16: return fwd_t<bf16>(cl, x, r, y, w, b, mean, rstd, var, flag, N, C, S, stats, eps, relu, nt);
-    case kF16: return fwd_t<_Float16>(cl, x, r, y, w, b, mean, rstd, var, flag, N, C, S, stats, eps, relu, nt);
+    case kF16: return fwd_t<f16>(cl, x, r, y, w, b, mean, rstd, var, flag, N, C, S, stats, eps, relu, nt);
   }
   return -1;
 }
@@ -395,7 +456,7 @@ void instyle_instance_norm_bwd(int dtype, int cl, const void* dy, const void* x,
   switch (dtype) {
     case kF32: bwd_t<float>(cl, dy, x, y, mean, rstd, w, dx, dr, sg, sgx, N, C, S, stats, relu, nt); break;
     case kBF16: bwd_t<bf16>(cl, dy, x, y, mean, rstd, w, dx, dr, sg, sgx, N, C, S, stats, relu, nt); break;
-    case kF16: bwd_t<_Float16>(cl, dy, x, y, mean, rstd, w, dx, dr, sg, sgx, N, C, S, stats, relu, nt); break;
+    case kF16: bwd_t<f16>(cl, dy, x, y, mean, rstd, w, dx, dr, sg, sgx, N, C, S, stats, relu, nt); break;
   }
 }
 
