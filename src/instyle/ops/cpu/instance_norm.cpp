@@ -279,7 +279,7 @@ void fwd_cl(const T* X, const T* R, T* Y, const float* W, const float* B, float*
 }
 
 // ---------------------------------------------------------------- planar backward
-// g = dy * [y > 0]; xm = x - mean; xhat = xm * rstd
+// g = dy * [y > 0]; xhat = (x - mean) * rstd (formed first: rstd^2 underflows for |x| ~ 1e25)
 // dx = rstd * w * (g - sum(g)/S - xhat * sum(g * xhat)/S)     (input statistics)
 // dx = rstd * w * g                                           (running statistics)
 // dw = sum_n sum(g * xhat); db = sum_n sum(g); dres = g
@@ -304,7 +304,7 @@ void bwd_planar(const T* DY, const T* X, const T* Y, const float* Mean, const fl
     const float w = W ? W[p % C] : 1.f;
     const float k1 = rstd * w;
     const float inv_s = 1.0f / static_cast<float>(S);
-    const float k2 = stats ? -k1 * rstd * static_cast<float>(Sgx[p]) * inv_s : 0.f;  // times xm
+    const float k2 = stats ? -k1 * static_cast<float>(Sgx[p]) * inv_s : 0.f;  // times xhat
     const float k3 = stats ? -k1 * static_cast<float>(sg) * inv_s : 0.f;
     T* dx = DX + p * S;
     T* dr = DRES ? DR + p * S : nullptr;
@@ -312,7 +312,7 @@ void bwd_planar(const T* DY, const T* X, const T* Y, const float* Mean, const fl
     for (int64_t i = 0; i < S; ++i) {
       float g = ld(dy + i);
       if (RELU) g = ld(y + i) > 0.f ? g : 0.f;
-      st(dx + i, k1 * g + k2 * (ld(x + i) - mean) + k3);
+      st(dx + i, k1 * g + k2 * ((ld(x + i) - mean) * rstd) + k3);
       if (DRES) st(dr + i, g);
     }
   }
@@ -365,7 +365,7 @@ void bwd_cl(const T* DY, const T* X, const T* Y, const float* Mean, const float*
       Sg[p] = sg[c];
       Sgx[p] = sgx[c] * rstd;
       K1[p] = W ? rstd * W[c] : rstd;
-      K2[p] = stats ? -K1[p] * rstd * static_cast<float>(Sgx[p]) * inv_s : 0.f;
+      K2[p] = stats ? -K1[p] * static_cast<float>(Sgx[p]) * inv_s : 0.f;  // times xhat
       K3[p] = stats ? -K1[p] * static_cast<float>(sg[c]) * inv_s : 0.f;
     }
   }
@@ -377,12 +377,13 @@ void bwd_cl(const T* DY, const T* X, const T* Y, const float* Mean, const float*
     const float* k1 = K1.data() + n * C;
     const float* k2 = K2.data() + n * C;
     const float* k3 = K3.data() + n * C;
+    const float* rstd = Rstd + n * C;
     std::vector<float> tmp(C);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t off = (n * S + r) * C;
       auto grad = [&](int64_t c) { return RELU ? (ld(Y + off + c) > 0.f ? ld(DY + off + c) : 0.f) : ld(DY + off + c); };
       store_row(DX + off, C, tmp.data(),
-                [&](int64_t c) { return k1[c] * grad(c) + k2[c] * (ld(X + off + c) - mean[c]) + k3[c]; });
+                [&](int64_t c) { return k1[c] * grad(c) + k2[c] * ((ld(X + off + c) - mean[c]) * rstd[c]) + k3[c]; });
       if (DRES) store_row(DR + off, C, tmp.data(), grad);
     }
   }
