@@ -272,3 +272,20 @@ def test_compiles_without_graph_breaks():
     model(x).sum().backward()
     torch.testing.assert_close(y, model(x))
     torch.testing.assert_close(grad, model.conv.weight.grad)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pure_torch_path_matches_kernels(layout, monkeypatch):
+    """Without a C++ compiler the backend runs the same math in torch ops."""
+    from instyle.ops.cpu import build
+
+    if build.load() is None:
+        pytest.skip("the C++ kernels are not built here")
+    x = _make((2, 3, 17, 23), layout)
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    native = _run(x, "cpu", True, True, True, grad_out)
+    monkeypatch.setattr(build, "_lib", None)
+    portable = _run(x, "cpu", True, True, True, grad_out)
+    torch.testing.assert_close(native[0], portable[0], atol=1e-5, rtol=1e-5)
+    for name in native[1]:
+        torch.testing.assert_close(native[1][name], portable[1][name], atol=1e-5, rtol=1e-5, msg=name)

@@ -44,9 +44,12 @@ def _compiler() -> str | None:
 
 
 def _cache_dir() -> Path:
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(get_default_build_root())
+    # torch.utils.cpp_extension's location, without importing it (it pulls in setuptools)
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root:
+        return Path(root)
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "torch_extensions"
 
 
 def _build(cxx: str) -> Path:
