@@ -87,6 +87,36 @@ inline float lane_sum(int64_t len, F f) {
   return acc[0] + tail;
 }
 
+// Two sums in one pass: f(i) returns both terms (backward: sum(g) and sum(g * (x - mean))).
+struct Pair {
+  float a, b;
+};
+template <class F>
+inline Pair lane_sum2(int64_t len, F f) {
+  float acc_a[kLanes] = {}, acc_b[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) {
+      const Pair t = f(i + j);
+      acc_a[j] += t.a;
+      acc_b[j] += t.b;
+    }
+  }
+  float tail_a = 0.f, tail_b = 0.f;
+  for (; i < len; ++i) {
+    const Pair t = f(i);
+    tail_a += t.a;
+    tail_b += t.b;
+  }
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) {
+      acc_a[j] += acc_a[j + w];
+      acc_b[j] += acc_b[j + w];
+    }
+  return {acc_a[0] + tail_a, acc_b[0] + tail_b};
+}
+
 // rsqrt(var + eps), 0 where that is inf (eps == 0 on a constant plane), as the reference.
 inline float inv_std(float var, float eps) {
   float r = 1.0f / std::sqrt(var + eps);
@@ -296,8 +326,12 @@ void bwd_planar(const T* DY, const T* X, const T* Y, const float* Mean, const fl
     for (int64_t c0 = 0; c0 < S; c0 += kChunk) {
       const int64_t len = std::min(kChunk, S - c0);
       auto grad = [&](int64_t i) { return RELU ? (ld(y + c0 + i) > 0.f ? ld(dy + c0 + i) : 0.f) : ld(dy + c0 + i); };
-      sg += lane_sum(len, grad);
-      sgx += lane_sum(len, [&](int64_t i) { return grad(i) * (ld(x + c0 + i) - mean); });
+      const Pair sums = lane_sum2(len, [&](int64_t i) {
+        const float g = grad(i);
+        return Pair{g, g * (ld(x + c0 + i) - mean)};
+      });
+      sg += sums.a;
+      sgx += sums.b;
     }
     Sg[p] = sg;
     Sgx[p] = sgx * rstd;  // sum(g * xhat)
