@@ -1,0 +1,8 @@
+"""The "cpu" backend of :func:`instyle.functional.instance_norm` (registered on import)."""
+
+from ...functional import register_backend
+from .instance_norm import instance_norm_cpu, supports
+
+register_backend("cpu", instance_norm_cpu, supports)
+
+__all__ = ["instance_norm_cpu", "supports"]

@@ -1,0 +1,250 @@
+"""The "cpu" backend: fused instance norm forward and analytic backward for CPU tensors.
+
+Layers, top to bottom:
+
+- ``instance_norm_cpu``: the backend function (functional.py's contract). Picks the layout,
+  converts parameters, updates running stats; float64 and empty inputs go to the reference.
+- ``InstanceNormCPUFunction``: the autograd function (saves x, mean, rstd, and y for ReLU).
+- ``instyle::instance_norm_cpu_fwd`` / ``_bwd``: custom ops, so ``torch.compile`` treats the
+  kernels as opaque calls without graph breaks. They call the C++ kernels of
+  ``instance_norm.cpp`` (built by :mod:`.build`) or, without a compiler, the same math in torch.
+
+Layouts: planar (N, C, S) for contiguous input and (N, S, C) for channels_last(_3d) input;
+the output is allocated with ``empty_like(x)``, so channels_last stays channels_last with
+no copy. Statistics are fp32 (shifted two-pass per chunk, Chan merge). Planes whose fp32
+statistics overflow on finite input (magnitudes beyond ~1e19) are redone with the
+reference's power-of-two plane scaling; only then is the output recomputed from those stats.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..reference import _memory_format, instance_norm_reference, update_running_stats
+from . import build
+
+__all__ = ["instance_norm_cpu", "supports", "InstanceNormCPUFunction"]
+
+_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+def supports(input: Tensor, activation: str | None = None, residual: Tensor | None = None) -> bool:
+    return input.device.type == "cpu" and (input.dtype in _DTYPE_CODES or input.dtype == torch.float64)
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _scaled_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, rstd, var) per plane, (N, C) fp32, via the reference's power-of-two plane scaling."""
+    dims = tuple(range(2, x.dim()))
+    xf = x.float()
+    amax = xf.abs().amax(dim=dims, keepdim=True)
+    _, exponent = torch.frexp(amax)
+    exponent = torch.where(torch.isfinite(amax), exponent, torch.zeros_like(exponent))
+    one = torch.ones_like(amax)
+    u = xf / torch.ldexp(one, exponent)  # exact: |u| <= 1
+    var_u, mean_u = torch.var_mean(u, dim=dims, correction=0, keepdim=True)
+    rstd_u = torch.rsqrt(var_u + eps * torch.ldexp(one, -2 * exponent))
+    rstd_u = torch.where(torch.isinf(rstd_u), torch.zeros_like(rstd_u), rstd_u)
+    # back to the input's units: mean * 2^e, var * 4^e (may be inf), rstd / 2^e (finite)
+    mean = torch.ldexp(mean_u, exponent)
+    var = torch.ldexp(torch.ldexp(var_u, exponent), exponent)
+    rstd = torch.ldexp(rstd_u, -exponent)
+    n, c = x.shape[:2]
+    return mean.reshape(n, c), rstd.reshape(n, c), var.reshape(n, c)
+
+
+def _stat_view(t: Tensor, x: Tensor) -> Tensor:
+    return t.reshape(t.shape + (1,) * (x.dim() - 2))
+
+
+def _apply_torch(x, weight, bias, residual, mean, rstd, relu):
+    """y = act((x - mean) * rstd * w + b + r) in torch ops, in x's layout (portable path)."""
+    c = x.shape[1]
+    scale = rstd if weight is None else rstd * weight
+    y = (x.float() - _stat_view(mean, x)) * _stat_view(scale, x)
+    if bias is not None:
+        y = y + bias.reshape((1, c) + (1,) * (x.dim() - 2))
+    if residual is not None:
+        y = y + residual.float()
+    if relu:
+        y = torch.relu(y)
+    return y.to(x.dtype).contiguous(memory_format=_memory_format(x))
+
+
+@torch.library.custom_op("instyle::instance_norm_cpu_fwd", mutates_args=())
+def _forward(
+    x: Tensor,  # (N, C, *spatial), contiguous or channels_last(_3d), fp32/bf16/fp16
+    weight: Optional[Tensor],  # (C,) fp32 or None
+    bias: Optional[Tensor],  # (C,) fp32 or None
+    residual: Optional[Tensor],  # like x (same dtype and layout) or None
+    mean: Optional[Tensor],  # (N, C) fp32: given statistics (running stats), or None
+    rstd: Optional[Tensor],  # (N, C) fp32, with mean
+    eps: float,
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Returns (y, mean, rstd, var), statistics (N, C) fp32; var is unset with given stats."""
+    n, c = x.shape[:2]
+    s = x.numel() // (n * c)
+    y = torch.empty_like(x)
+    var = x.new_empty((n, c), dtype=torch.float32)
+    stats = mean is None
+    mean = x.new_empty((n, c), dtype=torch.float32) if stats else mean.clone()
+    rstd = x.new_empty((n, c), dtype=torch.float32) if stats else rstd.clone()
+    lib = build.load()
+    if lib is None:
+        if stats:
+            mean, rstd, var = _scaled_stats(x, eps)
+        return _apply_torch(x, weight, bias, residual, mean, rstd, relu), mean, rstd, var
+    flags = torch.empty((n, c), dtype=torch.uint8)
+    args = [_DTYPE_CODES[x.dtype], int(not x.is_contiguous()), _ptr(x), _ptr(residual), _ptr(y), _ptr(weight)]
+    args += [_ptr(bias), _ptr(mean), _ptr(rstd), _ptr(var), _ptr(flags), n, c, s]
+    flagged = lib.instyle_instance_norm_fwd(*args, int(stats), eps, int(relu), torch.get_num_threads())
+    if flagged:
+        # fp32 statistics overflowed on finite planes: scaled statistics, then the output again
+        mean, rstd, var = _scaled_stats(x, eps)
+        args[7:11] = [_ptr(mean), _ptr(rstd), _ptr(var), _ptr(flags)]
+        lib.instyle_instance_norm_fwd(*args, 0, eps, int(relu), torch.get_num_threads())
+    return y, mean, rstd, var
+
+
+@_forward.register_fake
+def _(x, weight, bias, residual, mean, rstd, eps, relu):
+    n, c = x.shape[:2]
+    stat = x.new_empty((n, c), dtype=torch.float32)
+    return torch.empty_like(x), stat, torch.empty_like(stat), torch.empty_like(stat)
+
+
+@torch.library.custom_op("instyle::instance_norm_cpu_bwd", mutates_args=())
+def _backward(
+    dy: Tensor,  # like x
+    x: Tensor,  # the forward's input
+    y: Optional[Tensor],  # the forward's output, needed for the ReLU mask only
+    mean: Tensor,  # (N, C) fp32
+    rstd: Tensor,  # (N, C) fp32
+    weight: Optional[Tensor],  # (C,) fp32 or None
+    use_input_stats: bool,  # False: mean/rstd were constants (running stats)
+    relu: bool,
+    want_dres: bool,  # with relu: also return g = dy * [y > 0], the residual's gradient
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Returns (dx, dweight, dbias, dres); dweight/dbias (C,) fp32; dres empty unless asked."""
+    n, c = x.shape[:2]
+    s = x.numel() // (n * c)
+    lib = build.load()
+    if lib is None:
+        return _backward_torch(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres)
+    dx = torch.empty_like(x)
+    dres = torch.empty_like(x) if want_dres and relu else x.new_empty(0)
+    sum_g = torch.empty((n, c), dtype=torch.float64)
+    sum_gxhat = torch.empty((n, c), dtype=torch.float64)
+    lib.instyle_instance_norm_bwd(
+        _DTYPE_CODES[x.dtype], int(not x.is_contiguous()), _ptr(dy), _ptr(x), _ptr(y if relu else None),
+        _ptr(mean), _ptr(rstd), _ptr(weight), _ptr(dx), _ptr(dres) if dres.numel() else None,
+        _ptr(sum_g), _ptr(sum_gxhat), n, c, s, int(use_input_stats), int(relu), torch.get_num_threads(),
+    )  # fmt: skip
+    return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
+
+
+def _backward_torch(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres):
+    g = dy.float()
+    if relu:
+        g = torch.where(y > 0, g, torch.zeros_like(g))
+    dims = tuple(range(2, x.dim()))
+    xhat = (x.float() - _stat_view(mean, x)) * _stat_view(rstd, x)
+    sum_g = g.sum(dim=dims, dtype=torch.float64)
+    sum_gxhat = (g * xhat).sum(dim=dims, dtype=torch.float64)
+    k = rstd if weight is None else rstd * weight
+    dx = g
+    if use_input_stats:
+        s = x.numel() // (x.shape[0] * x.shape[1])
+        dx = g - _stat_view((sum_g / s).float(), x) - xhat * _stat_view((sum_gxhat / s).float(), x)
+    dx = (dx * _stat_view(k, x)).to(x.dtype).contiguous(memory_format=_memory_format(x))
+    dres = g.to(x.dtype).contiguous(memory_format=_memory_format(x)) if want_dres and relu else x.new_empty(0)
+    return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
+
+
+@_backward.register_fake
+def _(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres):
+    c = x.shape[1]
+    grad = x.new_empty((c,), dtype=torch.float32)
+    dres = torch.empty_like(x) if want_dres and relu else x.new_empty(0)
+    return torch.empty_like(x), grad, torch.empty_like(grad), dres
+
+
+class InstanceNormCPUFunction(torch.autograd.Function):
+    """y, mean, var = f(x, weight, bias, residual); mean and var (N, C) are not differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual, given_mean, given_rstd, eps, relu):
+        y, mean, rstd, var = torch.ops.instyle.instance_norm_cpu_fwd(
+            x, weight, bias, residual, given_mean, given_rstd, eps, relu
+        )
+        ctx.save_for_backward(x, weight, mean, rstd, y if relu else None)
+        ctx.use_input_stats = given_mean is None
+        ctx.relu = relu
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        x, weight, mean, rstd, y = ctx.saved_tensors
+        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+        dy = dy.contiguous(memory_format=_memory_format(x))
+        want_dres = need_r and ctx.relu
+        dx, dw, db, dres = torch.ops.instyle.instance_norm_cpu_bwd(
+            dy, x, y, mean, rstd, weight, ctx.use_input_stats, ctx.relu, want_dres
+        )
+        dr = (dres if ctx.relu else dy) if need_r else None
+        return (
+            dx if need_x else None,
+            dw if need_w else None,
+            db if need_b else None,
+            dr,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def instance_norm_cpu(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    use_input_stats: bool,
+    momentum: float,
+    eps: float,
+    activation: str | None = None,
+    residual: Tensor | None = None,
+) -> Tensor:
+    """Backend entry point (inputs already validated); float64 and empty inputs use the reference."""
+    if input.dtype not in _DTYPE_CODES or input.numel() == 0:
+        return instance_norm_reference(
+            input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, activation, residual
+        )
+    memory_format = _memory_format(input)
+    x = input.contiguous(memory_format=memory_format)  # no-op for NCHW and channels_last
+    n, c = x.shape[:2]
+    if residual is not None:
+        residual = residual.to(x.dtype).contiguous(memory_format=memory_format)
+    if weight is not None:
+        weight = weight.float().contiguous()
+    if bias is not None:
+        bias = bias.float().contiguous()
+    given_mean = given_rstd = None
+    if not use_input_stats:
+        given_mean = running_mean.float().expand(n, c).contiguous()
+        given_rstd = torch.rsqrt(running_var.float() + eps).expand(n, c).contiguous()
+    y, mean, var = InstanceNormCPUFunction.apply(
+        x, weight, bias, residual, given_mean, given_rstd, float(eps), activation == "relu"
+    )
+    if use_input_stats and running_mean is not None and running_var is not None:
+        update_running_stats(running_mean, running_var, mean, var, x.numel() // (n * c), momentum)
+    return y

@@ -1,0 +1,291 @@
+"""The "cpu" backend against the float64 reference (backend="reference" on float64 input)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from instyle.functional import instance_norm, select_backend
+
+pytestmark = pytest.mark.filterwarnings("ignore:instyle")
+
+SHAPES = [
+    pytest.param((2, 3, 5, 7), id="odd-plane"),  # odd H and W: vector tails only
+    pytest.param((3, 4, 37, 70), id="npot-plane"),  # 2590 elements: more than one 2048 chunk, ragged
+    pytest.param((2, 3, 1, 2), id="1x2-plane"),  # smallest plane with a defined variance
+    pytest.param((1, 5, 130, 67), id="one-sample"),  # N=1, odd C
+    pytest.param((2, 3, 9), id="3d"),  # (N, C, L)
+    pytest.param((2, 3, 4, 5, 6), id="5d"),  # (N, C, D, H, W)
+]
+
+# (dtype, output atol/rtol, gradient atol/rtol) for fp32; 16-bit tolerances are measured below.
+FP32_TOL = dict(atol=2e-5, rtol=2e-5)
+
+
+def _layouts(shape):
+    yield "contiguous"
+    if len(shape) in (4, 5):
+        yield "channels_last"
+
+
+def _make(shape, layout, dtype=torch.float32, shift=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + shift).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    return x
+
+
+def _cl_format(x):
+    return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+
+
+def _run(x, backend, affine, relu, residual, grad_out, eps=1e-5):
+    """Output and the gradients of (x, weight, bias, residual), all from the same grad_out."""
+    c = x.shape[1]
+    g = torch.Generator().manual_seed(1)
+    leaves = {"x": x.detach().clone(memory_format=torch.preserve_format).requires_grad_()}
+    weight = bias = res = None
+    if affine:
+        leaves["weight"] = weight = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).to(x.dtype).requires_grad_()
+        leaves["bias"] = bias = torch.randn(c, generator=g, dtype=torch.float64).to(x.dtype).requires_grad_()
+    if residual:
+        r = torch.randn(x.shape, generator=g, dtype=torch.float64).to(x.dtype)
+        leaves["residual"] = res = r.contiguous(memory_format=torch.preserve_format).requires_grad_()
+    y = instance_norm(
+        leaves["x"], weight=weight, bias=bias, eps=eps, activation="relu" if relu else None, residual=res,
+        backend=backend,
+    )  # fmt: skip
+    y.backward(grad_out.to(y.dtype))
+    return y, {k: v.grad for k, v in leaves.items()}
+
+
+def _reference64(x, affine, relu, residual, grad_out, eps=1e-5):
+    return _run(x.double(), "reference", affine, relu, residual, grad_out.double(), eps)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
+@pytest.mark.parametrize("residual", [False, True], ids=["", "residual"])
+def test_matches_float64_reference(shape, affine, relu, residual):
+    for layout in _layouts(shape):
+        x = _make(shape, layout)
+        grad_out = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        y, grads = _run(x, "cpu", affine, relu, residual, grad_out)
+        y64, grads64 = _reference64(x, affine, relu, residual, grad_out)
+        assert y.dtype == x.dtype
+        if layout == "channels_last":
+            assert y.is_contiguous(memory_format=_cl_format(x)), "channels_last in must give channels_last out"
+        torch.testing.assert_close(y.double(), y64, **FP32_TOL)
+        assert grads.keys() == grads64.keys()
+        for name in grads:
+            torch.testing.assert_close(grads[name].double(), grads64[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_auto_selects_cpu_backend():
+    x = torch.randn(2, 3, 4, 4)
+    assert select_backend("auto", x) == "cpu"
+    assert select_backend("auto", x.bfloat16()) == "cpu"
+
+
+def test_channels_last_output_is_not_a_copy_of_an_nchw_result():
+    x = _make((2, 8, 6, 5), "channels_last")
+    y = instance_norm(x, backend="cpu")
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    torch.testing.assert_close(y, instance_norm(x.contiguous(), backend="cpu"), atol=1e-6, rtol=1e-6)
+
+
+def test_non_contiguous_input():
+    x = _make((2, 3, 9, 14), "contiguous")[..., ::2]  # stride-2 view
+    torch.testing.assert_close(
+        instance_norm(x, backend="cpu").double(), instance_norm(x.double(), backend="reference"), **FP32_TOL
+    )
+
+
+def _torch_error(x, y64, affine):
+    """torch's own error in x.dtype against the float64 result (its group_norm: same math)."""
+    return (F.instance_norm(x).double() - y64).abs().max().item() if not affine else None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_half_precision_error_at_most_twice_torch(dtype, layout):
+    shape = (2, 6, 33, 47)
+    x = _make(shape, layout, dtype)
+    grad_out = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y, grads = _run(x, "cpu", True, True, True, grad_out)
+    y64, grads64 = _reference64(x, True, True, True, grad_out)
+    # torch's error in the same dtype, same fused computation done with torch ops in `dtype`
+    xt = x.detach().clone().requires_grad_()
+    g = torch.Generator().manual_seed(1)
+    w = (torch.rand(6, generator=g, dtype=torch.float64) + 0.5).to(dtype).requires_grad_()
+    b = torch.randn(6, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    r = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    yt = torch.relu(F.instance_norm(xt, weight=w, bias=b) + r)
+    yt.backward(grad_out.to(dtype))
+    torch_grads = {"x": xt.grad, "weight": w.grad, "bias": b.grad, "residual": r.grad}
+    y_err = (y.double() - y64).abs().max().item()
+    y_err_torch = (yt.double() - y64).abs().max().item()
+    assert y_err <= 2 * y_err_torch + 1e-6, (y_err, y_err_torch)
+    for name in grads:
+        err = (grads[name].double() - grads64[name]).abs().max().item()
+        err_torch = (torch_grads[name].double() - grads64[name]).abs().max().item()
+        assert err <= 2 * err_torch + 1e-6, (name, err, err_torch)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shift, atol", [(1e3, 1e-4), (1e4, 2e-3)])
+def test_shifted_means(layout, shift, atol):
+    x = _make((2, 3, 64, 48), layout, shift=shift) / 2  # randn + shift
+    y = instance_norm(x, backend="cpu")
+    y64 = instance_norm(x.double(), backend="reference")
+    assert (y.double() - y64).abs().max().item() < atol
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("magnitude", [1e19, 1e25, 1e30])
+def test_huge_magnitudes_are_not_zeros(layout, magnitude):
+    x = _make((2, 3, 10, 12), layout) * magnitude
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y, grads = _run(x, "cpu", True, False, False, grad_out)
+    y64, grads64 = _reference64(x, True, False, False, grad_out)
+    assert y.abs().amax().item() > 0.5
+    torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads["weight"].double(), grads64["weight"], atol=1e-4, rtol=1e-4)
+    # dx scales as 1/magnitude
+    torch.testing.assert_close(grads["x"].double() * magnitude, grads64["x"] * magnitude, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_nan_stays_in_its_plane(layout):
+    x = _make((2, 4, 9, 11), layout)
+    w, b = torch.rand(4) + 0.5, torch.randn(4)
+    clean = instance_norm(x, weight=w, bias=b, activation="relu", backend="cpu")
+    x_nan = x.clone(memory_format=torch.preserve_format)
+    x_nan[1, 2, 3, 4] = float("nan")
+    dirty = instance_norm(x_nan, weight=w, bias=b, activation="relu", backend="cpu")
+    assert torch.isnan(dirty[1, 2]).all()
+    others = torch.ones(2, 4, dtype=torch.bool)
+    others[1, 2] = False
+    assert torch.equal(dirty[others], clean[others])
+
+
+def test_empty_batch_with_affine_gives_zero_grads():
+    x = torch.randn(0, 3, 4, 4, requires_grad=True)
+    w = torch.ones(3, requires_grad=True)
+    b = torch.zeros(3, requires_grad=True)
+    y = instance_norm(x, weight=w, bias=b, backend="cpu")
+    assert y.shape == (0, 3, 4, 4)
+    y.sum().backward()
+    assert torch.equal(w.grad, torch.zeros(3)) and torch.equal(b.grad, torch.zeros(3))
+
+
+def test_constant_plane_gives_bias_and_eps_zero_no_nan():
+    x = torch.full((1, 2, 4, 4), 3.0)
+    b = torch.tensor([0.25, -1.0])
+    y = instance_norm(x, weight=torch.ones(2), bias=b, backend="cpu")
+    torch.testing.assert_close(y, b.view(1, 2, 1, 1).expand_as(y))
+    assert torch.isfinite(instance_norm(x, eps=0.0, backend="cpu")).all()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("momentum", [0.1, 1.0])
+def test_running_stats(layout, momentum):
+    x = _make((3, 4, 6, 5), layout, shift=2.0)
+    stats = {}
+    mean0, var0 = torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.5
+    for backend, dtype in (("cpu", torch.float32), ("reference", torch.float64)):
+        rm, rv = mean0.to(dtype), var0.to(dtype)
+        instance_norm(x.to(dtype), rm, rv, momentum=momentum, backend=backend)
+        stats[backend] = (rm, rv)
+    for ours, ref in zip(stats["cpu"], stats["reference"]):
+        torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_running_stats_in_eval_mode_with_grads():
+    x = _make((2, 4, 6, 5), "channels_last")
+    rm, rv = torch.randn(4), torch.rand(4) + 0.5
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    outs = []
+    for backend, dtype in (("cpu", torch.float32), ("reference", torch.float64)):
+        xx = x.detach().to(dtype).requires_grad_()
+        w = torch.linspace(0.5, 1.5, 4, dtype=dtype, requires_grad=True)
+        y = instance_norm(xx, rm.to(dtype), rv.to(dtype), w, use_input_stats=False, activation="relu", backend=backend)
+        y.backward(grad_out.to(dtype))
+        outs.append((y, xx.grad, w.grad))
+    for ours, ref in zip(*outs):
+        torch.testing.assert_close(ours.double(), ref.double(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_backward_twice_bitwise_identical_and_deterministic(layout):
+    x = _make((2, 5, 40, 70), layout)
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = _run(x, "cpu", True, True, True, grad_out)
+        second = _run(x, "cpu", True, True, True, grad_out)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            single = _run(x, "cpu", True, True, True, grad_out)
+        finally:
+            torch.set_num_threads(threads)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for other in (second, single):
+        assert torch.equal(first[0], other[0])
+        for name in first[1]:
+            assert torch.equal(first[1][name], other[1][name]), name
+
+
+def test_float64_delegates_to_reference():
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    assert torch.equal(instance_norm(x, backend="cpu"), instance_norm(x, backend="reference"))
+
+
+def test_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.weight = torch.nn.Parameter(torch.ones(4))
+            self.bias = torch.nn.Parameter(torch.zeros(4))
+
+        def forward(self, x):
+            return instance_norm(self.conv(x), weight=self.weight, bias=self.bias, activation="relu", backend="cpu")
+
+    model = Block()
+    x = torch.randn(2, 3, 8, 8)
+    instance_norm(x, backend="cpu")  # load the backends eagerly (their import is not traced)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, backend="aot_eager")
+    y = compiled(x)
+    y.sum().backward()
+    grad = model.conv.weight.grad.clone()
+    model.zero_grad()
+    model(x).sum().backward()
+    torch.testing.assert_close(y, model(x))
+    torch.testing.assert_close(grad, model.conv.weight.grad)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pure_torch_path_matches_kernels(layout, monkeypatch):
+    """Without a C++ compiler the backend runs the same math in torch ops."""
+    from instyle.ops.cpu import build
+
+    if build.load() is None:
+        pytest.skip("the C++ kernels are not built here")
+    x = _make((2, 3, 17, 23), layout)
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    native = _run(x, "cpu", True, True, True, grad_out)
+    monkeypatch.setattr(build, "_lib", None)
+    portable = _run(x, "cpu", True, True, True, grad_out)
+    torch.testing.assert_close(native[0], portable[0], atol=1e-5, rtol=1e-5)
+    for name in native[1]:
+        torch.testing.assert_close(native[1][name], portable[1][name], atol=1e-5, rtol=1e-5, msg=name)
