@@ -15,16 +15,29 @@ from . import __version__
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .compare import accuracy_rows, speed_rows
+    from .demo import run_demo
+    from .runtime import resolve_device
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"instyle {__version__}, torch {torch.__version__}, device cpu, {torch.get_num_threads()} threads\n")
-    print("Accuracy against a float64 oracle (max abs error; lower is better)")
+    device = resolve_device(args.device)
+    print(f"instyle {__version__}, torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads\n")
+    rows, grid = run_demo(out, size=args.size, device=str(device))
+    if rows:
+        print(f"Stylization of scikit-image's photos at {args.size} px (seconds per image)")
+        for row in rows:
+            print(f"  {row.style:<18}{row.photo:<12}{row.seconds:>8.3f} s  -> {row.output}")
+        print(f"grid: {grid}\n")
+    else:
+        print("no bundled styles in this installation: skipping the stylization grid\n")
+    if args.no_bench:
+        return 0
+    print("Instance norm: accuracy against a float64 oracle (max abs error; lower is better)")
     print(f"{'input':<22}{'torch':>14}{'instyle':>14}")
     accuracy = accuracy_rows()
     for row in accuracy:
         print(f"{row.case:<22}{row.torch_error:>14.3g}{row.instyle_error:>14.3g}")
-    print("\nForward time, median of 10 (ms)")
+    print("\nInstance norm: forward time, median of 10 (ms)")
     print(f"{'shape':<20}{'layout':<8}{'backend':<11}{'torch':>9}{'instyle':>9}{'speed-up':>10}")
     speed = speed_rows()
     for row in speed:
@@ -256,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the main demo on embedded defaults")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
+    demo.add_argument("--size", type=int, default=512, help="long side of the demo photos (default: 512)")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--no-bench", action="store_true", help="skip the instance-norm comparison")
     demo.set_defaults(func=_cmd_demo)
     _add_weights_parser(sub)
 
