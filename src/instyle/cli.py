@@ -116,6 +116,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str
             parser.add_argument(flag, type=kind, default=default, choices=f.metadata.get("choices"), help=help_text)
 
 
+def _progress(tqdm, **kwargs):
+    """A live bar on a terminal; in a log file, one line every 30 seconds."""
+    interactive = sys.stderr.isatty()
+    return tqdm(dynamic_ncols=True, mininterval=0.1 if interactive else 30, ascii=not interactive, **kwargs)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -127,7 +133,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values["content_layers"] = tuple(values["content_layers"])
     values["style_layers"] = tuple(values["style_layers"])
     config = TrainConfig(**values)
-    bar = tqdm(total=config.iterations, unit="step", dynamic_ncols=True, disable=None)
+    bar = _progress(tqdm, total=config.iterations, unit="step")
 
     def on_step(step: int, losses: dict[str, float]) -> None:
         bar.n = step
@@ -222,7 +228,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         print(f"instyle optimize: error: -o {output} would overwrite an input", file=sys.stderr)
         return 2
     config = OptimizeConfig(**values)
-    bar = tqdm(total=config.iterations * config.scales, unit="it", dynamic_ncols=True, disable=None)
+    bar = _progress(tqdm, total=config.iterations * config.scales, unit="it")
 
     def on_iteration(scale: int, iteration: int, losses: dict[str, float]) -> None:
         bar.n = min(scale * config.iterations + iteration, bar.total)
