@@ -266,6 +266,25 @@ def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .modelfile import read_model_file
+    from .stylize import list_models, resolve_model_path
+
+    names = list_models()
+    if not names:
+        print("no bundled styles in this installation")
+        return 0
+    print(f"{'name':<18}{'arch':<17}{'width':>6}{'iterations':>12}  trained on")
+    for name in names:
+        config, metadata, _ = read_model_file(resolve_model_path(name))
+        training = metadata.get("training", {})
+        print(
+            f"{name:<18}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{metadata.get('iterations', '?'):>12}"
+            f"  {metadata.get('device', '?')}, {training.get('image_size', '?')} px crops"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instyle", description="Instance normalization and fast neural style transfer for PyTorch."
@@ -280,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-bench", action="store_true", help="skip the instance-norm comparison")
     demo.set_defaults(func=_cmd_demo)
     _add_weights_parser(sub)
+
+    models = sub.add_parser("models", help="list the bundled styles")
+    models.set_defaults(func=_cmd_models)
 
     from .optimize import OptimizeConfig
 
