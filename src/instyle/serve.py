@@ -97,7 +97,7 @@ class StyleService:
     def __init__(
         self,
         styles: Mapping[str, StyleModel],
-        limits: ServeLimits = ServeLimits(),
+        limits: ServeLimits | None = None,
         *,
         device: str = "auto",
         dtype: str = "fp32",
@@ -105,7 +105,7 @@ class StyleService:
         if not styles:
             raise ValueError("StyleService needs at least one style")
         self.styles = dict(styles)
-        self.limits = limits
+        self.limits = limits if limits is not None else ServeLimits()
         self.device = device
         self.dtype = dtype
         # Every job runs on this one thread, one at a time. Gradio calls handlers from a pool of
