@@ -259,6 +259,32 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .modelfile import ModelFileError
+    from .serve import ServeLimits, StyleService, build_app, launch, load_styles
+
+    try:
+        limits = ServeLimits(
+            max_upload_bytes=int(args.max_upload_mb * 1e6),
+            max_pixels=args.max_pixels,
+            max_size=args.max_size or None,
+            queue_size=args.queue_size,
+        )
+        service = StyleService(load_styles(args.model), limits, device=args.device, dtype=args.dtype)
+        app = build_app(service)
+    except (ModelFileError, ValueError, ImportError) as error:
+        print(f"instyle serve: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        url = launch(app, host=args.host, port=args.port, max_upload_bytes=limits.max_upload_bytes)
+    except OSError as error:  # port taken, address not available
+        print(f"instyle serve: error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    print(f"instyle serve: {', '.join(service.styles)} on {url} (Ctrl-C stops)", flush=True)
+    app.block_thread()
+    return 0
+
+
 def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels", type=int, default=None,
@@ -337,6 +363,32 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--suffix", default=".png", choices=(".png", ".jpg", ".webp"), help="output format")
     _add_max_pixels(stylize)
     stylize.set_defaults(func=_cmd_stylize)
+
+    from .serve import DEFAULT_MAX_SIZE, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE_SIZE
+
+    serve = sub.add_parser("serve", help="a web page to stylize photos (needs instyle[web])")
+    serve.add_argument(
+        "--model", action="append", default=[], metavar="PATH",
+        help="a model file to offer besides the bundled styles (repeat for more)",
+    )  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.add_argument(
+        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 1e6,
+        help=f"refuse larger uploads (default: {DEFAULT_MAX_UPLOAD_BYTES / 1e6:g})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-size", type=int, default=DEFAULT_MAX_SIZE,
+        help=f"stylize at most this long side, resizing larger photos; 0: no limit (default: {DEFAULT_MAX_SIZE})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+        help=f"requests that may wait behind the running one (default: {DEFAULT_QUEUE_SIZE})",
+    )  # fmt: skip
+    serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    serve.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    _add_max_pixels(serve)
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 
