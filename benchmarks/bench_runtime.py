@@ -8,11 +8,16 @@ over torch eager fp32 measured in the same run and the largest difference from i
 
     python benchmarks/bench_runtime.py                      # 2 threads, 512 and 1024, two widths
     python benchmarks/bench_runtime.py --sizes 256 --repeats 3 --threads 1
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/bench_runtime.py   # torch's allocator on huge pages
+
+torch's CPU allocator runs without transparent huge pages unless THP_MEM_ALLOC_ENABLE=1 is
+set (as ``instyle stylize`` runs); the value is recorded in the CSV.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -88,7 +93,7 @@ def main(argv=None) -> int:
                     ms = statistics.median(times[mode]) * 1000
                     row = {
                         **info, "onnxruntime": onnxruntime.__version__, "exporter": args.exporter,
-                        "threads": args.threads, "width": width, "num_residual": num_residual, "size": size,
+                        "threads": args.threads, "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"), "width": width, "num_residual": num_residual, "size": size,
                         "mode": mode, "median_ms": round(ms, 1), "min_ms": round(min(times[mode]) * 1000, 1),
                         "repeats": args.repeats, "speedup_vs_torch_fp32": round(base * 1000 / ms, 3),
                         "max_abs_diff_vs_torch_fp32": f"{diffs[mode]:.2e}",

@@ -88,6 +88,18 @@ def test_graph_is_standard_onnx_with_dynamic_axes(exported):
         assert all(dims[i].dim_param and not dims[i].dim_value for i in (0, 2, 3))
 
 
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+def test_other_norms_export(norm, tmp_path):
+    # The norm registry's other layers: eval-mode BatchNormalization, GroupNorm (which torch
+    # writes with InstanceNormalization nodes), none.
+    torch.manual_seed(0)
+    net = TransformerNet(norm=norm, width=0.25, num_residual=1).eval()
+    path = export_generator(net, tmp_path / f"{norm}.onnx", exporter="torchscript")
+    x = torch.rand(1, 3, 37, 41)
+    with torch.no_grad():
+        assert (OnnxStyleModel(path, threads=1).run(x) - net(x)).abs().max().item() <= 1e-3
+
+
 def test_metadata_props(exported, model_file):
     meta = onnx_metadata(exported)
     import instyle

@@ -168,11 +168,15 @@ def export_generator(
     except Exception as error:  # the exporters raise many types; name the stage and the cause
         raise ExportError(f"{exporter} ONNX export failed: {type(error).__name__}: {error}") from error
 
+    # Every instance norm must be a standard node (GroupNorm may add more: torch writes it
+    # as reshape + InstanceNormalization), and no node may need a custom-op runtime.
     expected = _count_instance_norms(model)
     found = sum(node.op_type == "InstanceNormalization" for node in proto.graph.node)
-    if found != expected:
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if found < expected or custom:
         raise ExportError(
             f"{exporter} export wrote {found} InstanceNormalization nodes for {expected} instance-norm layers"
+            + (f" and custom ops {custom}" if custom else "")
         )
     props = {
         "instyle_version": instyle.__version__,
