@@ -39,7 +39,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     if bundled.exists():
         return bundled
     available = ", ".join(list_models()) or "none bundled"
-    raise ModelFileError(f"--model {name_or_path}: no such file or bundled style (bundled: {available})")
+    raise ModelFileError(f"model {name_or_path}: no such file or bundled style (bundled: {available})")
 
 
 class StyleModel:
