@@ -164,12 +164,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
     from .image import iter_image_files
+    from .export import ExportError
     from .modelfile import ModelFileError
     from .stylize import load_model, stylize_files
 
     try:
         model = load_model(args.model)
-    except ModelFileError as error:
+        if args.runtime == "onnxruntime":
+            model.onnx_model()  # export (once) and load before the first image
+    except (ModelFileError, ExportError) as error:
         print(f"instyle stylize: error: {error}", file=sys.stderr)
         return 2
     sources, failed = [], 0
@@ -189,6 +192,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         tile=args.tile,
         device=args.device,
         dtype=args.dtype,
+        runtime=args.runtime,
     )
     for result in stylize_files(model, sources, Path(args.output), suffix=args.suffix, **options):
         if result.error:
@@ -197,6 +201,26 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         else:
             print(f"{result.source} -> {result.output} ({result.seconds * 1000:.0f} ms)")
     return 1 if failed else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_model, onnx_metadata
+    from .modelfile import ModelFileError
+
+    try:
+        path = export_model(args.model, args.onnx, exporter=args.exporter)
+    except ModelFileError as error:
+        print(f"instyle export: error: {error}", file=sys.stderr)
+        return 2
+    except (ExportError, ValueError, OSError) as error:
+        print(f"instyle export: error: {error}", file=sys.stderr)
+        return 1
+    meta = onnx_metadata(path)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB, style {meta.get('style_name')}, {args.exporter} exporter): "
+        f"input {meta.get('input')}"
+    )
+    return 0
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
@@ -361,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--device", default="auto", help="auto, cpu or cuda")
     stylize.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
     stylize.add_argument("--suffix", default=".png", choices=(".png", ".jpg", ".webp"), help="output format")
+    stylize.add_argument(
+        "--runtime", default="torch", choices=("torch", "onnxruntime"),
+        help="onnxruntime: fp32 on the CPU, exported once to $INSTYLE_HOME/onnx; tiled images use torch (default: torch)",
+    )  # fmt: skip
     _add_max_pixels(stylize)
     stylize.set_defaults(func=_cmd_stylize)
 
@@ -389,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
     _add_max_pixels(serve)
     serve.set_defaults(func=_cmd_serve)
+
+    export = sub.add_parser("export", help="export a style model to ONNX (dynamic batch, height and width)")
+    export.add_argument("model", help="bundled style name or model file (.safetensors)")
+    export.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    export.add_argument(
+        "--exporter", default="dynamo", choices=("dynamo", "torchscript"),
+        help="torch.onnx.export's torch.export-based exporter or the legacy TorchScript one (default: dynamo)",
+    )  # fmt: skip
+    export.set_defaults(func=_cmd_export)
     return parser
 
 
