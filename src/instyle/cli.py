@@ -432,18 +432,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "max_pixels", None) is not None:
-        from .image import MAX_PIXELS_ENV
-
-        if args.max_pixels < 1:
-            print(f"instyle: error: --max-pixels must be positive, got {args.max_pixels}", file=sys.stderr)
-            return 2
-        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    from .image import MAX_PIXELS_ENV
+
+    previous_limit = os.environ.get(MAX_PIXELS_ENV)
+    if getattr(args, "max_pixels", None) is not None:
+        if args.max_pixels < 1:
+            print(f"instyle: error: --max-pixels must be positive, got {args.max_pixels}", file=sys.stderr)
+            return 2
+        # The image loader (and subprocesses such as torchrun workers) read the limit from here.
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:  # main() called in-process (tests, notebooks) leaves the environment as it found it
+        if previous_limit is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = previous_limit
