@@ -1,7 +1,8 @@
 """Stylization time (and tiled peak memory) of TransformerNet variants, baselines in the same run.
 
 Time rows, for each ``--sizes`` (square, random image, random weights: time does not depend
-on them), median of ``--repeats`` after one warm-up:
+on them), median of ``--repeats`` after one warm-up, cases interleaved
+(each repeat runs every case once):
 
 - ``baseline``: torch eager, full-width TransformerNet (width 1, 5 residual blocks) with
   ``torch.nn.InstanceNorm2d``: fp32 NCHW, and bf16 autocast + channels_last;
@@ -15,7 +16,7 @@ on them), median of ``--repeats`` after one warm-up:
 ``speedup`` is the same-size fp32 baseline's median over the row's. Memory rows: each
 (``--memory-size``, tile) runs ``StyleModel.stylize(..., tile=T)`` in a fresh subprocess and
 reports its peak RSS (``ru_maxrss``; only ever grows, hence one process per configuration).
-Every row carries the 1-minute load average at the time it was measured.
+Every row carries the 1-minute load average (mean over the repeats) when it was measured.
 
     python benchmarks/bench_stylize.py                       # CPU defaults
     python benchmarks/bench_stylize.py --device cuda --repeats 20
@@ -56,18 +57,6 @@ def build(width: float, num_residual: int, norm: str, device: torch.device, memo
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def time_call(fn, device: torch.device, repeats: int) -> list[float]:
-    fn()  # warm-up: oneDNN primitive creation, cuDNN autotuning, lazy imports
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def module_call(model, image, autocast: torch.dtype | None, memory_format, device):
@@ -113,20 +102,33 @@ def time_rows(args, device: torch.device, base: dict) -> list[dict]:
     for size in args.sizes:
         g = torch.Generator().manual_seed(size)
         image = torch.rand(1, 3, size, size, generator=g).to(device)
-        baseline_median = None
+        calls = []
         for path, width, num_residual, norm, autocast, memory_format in cases:
             model = build(width, num_residual, norm, device, memory_format)
             if path == "instyle-stylize":
-                fn = stylize_call(model, image, args.dtype, device)
+                calls.append(stylize_call(model, image, args.dtype, device))
             else:
-                fn = module_call(model, image, autocast, memory_format, device)
-            times = time_call(fn, device, args.repeats)
-            median = statistics.median(times)
-            if baseline_median is None:
-                baseline_median = median
+                calls.append(module_call(model, image, autocast, memory_format, device))
+        # Interleaved: every repeat runs each case once, so a change in the (shared) machine's
+        # load hits all cases alike instead of whichever ran during it.
+        times = [[] for _ in cases]
+        loads = []
+        for fn in calls:
+            fn()  # warm-up: oneDNN primitive creation, cuDNN autotuning, lazy imports
+        sync(device)
+        for _ in range(args.repeats):
+            loads.append(os.getloadavg()[0])
+            for fn, bucket in zip(calls, times):
+                start = time.perf_counter()
+                fn()
+                sync(device)
+                bucket.append(time.perf_counter() - start)
+        baseline_median = statistics.median(times[0])
+        for (path, width, num_residual, norm, autocast, memory_format), case_times in zip(cases, times):
+            median = statistics.median(case_times)
             row = {
                 **base,
-                "loadavg_1m": round(os.getloadavg()[0], 2),
+                "loadavg_1m": round(statistics.mean(loads), 2),
                 "kind": "time",
                 "size": size,
                 "path": path,
@@ -138,7 +140,7 @@ def time_rows(args, device: torch.device, base: dict) -> list[dict]:
                 "tile": "",
                 "repeats": args.repeats,
                 "median_s": round(median, 4),
-                "min_s": round(min(times), 4),
+                "min_s": round(min(case_times), 4),
                 "speedup": round(baseline_median / median, 2),
                 "meets_target": (median <= target) if size == 1024 else "",
                 "peak_rss_mb": "",
@@ -146,11 +148,11 @@ def time_rows(args, device: torch.device, base: dict) -> list[dict]:
             rows.append(row)
             print(
                 f"{size:>5} {path:<16} w={width:<5} r={num_residual} {row['norm']:<7} {row['dtype']:<5} "
-                f"{row['memory_format']:<13} median {median:8.3f} s  min {min(times):8.3f} s  x{row['speedup']:.2f}  "
-                f"load {row['loadavg_1m']}",
+                f"{row['memory_format']:<13} median {median:8.3f} s  min {min(case_times):8.3f} s  "
+                f"x{row['speedup']:.2f}  load {row['loadavg_1m']}",
                 flush=True,
             )
-            del model, fn
+        del calls
     return rows
 
 
@@ -220,7 +222,7 @@ def memory_rows(args, device: torch.device, base: dict) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--width", type=float, default=0.5, help="the bundled architecture's width (default 0.5)")
     parser.add_argument("--num-residual", type=int, default=5, help="its residual blocks (default 5)")
     parser.add_argument("--sweep-widths", type=float, nargs="*", default=[0.25, 0.375, 0.5])
