@@ -221,7 +221,7 @@ def memory_rows(args, device: torch.device, base: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024], help="time-row sizes (none: memory rows only)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--width", type=float, default=0.5, help="the bundled architecture's width (default 0.5)")
     parser.add_argument("--num-residual", type=int, default=5, help="its residual blocks (default 5)")

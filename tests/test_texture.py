@@ -1,6 +1,8 @@
 """instyle texture: training a noise-only TextureNet on the style loss, the generator cache,
 sampling by seed, and the CLI (real VGG at a tiny size)."""
 
+import hashlib
+
 import pytest
 import torch
 
@@ -61,14 +63,16 @@ def test_cache_trains_once_per_style_and_config(style, home):
     config = TextureConfig(style=str(style), **TINY)
     model, path, result = load_or_train_texture(config, extractor=TinyEncoder())
     assert result is not None
-    assert path.parent == home / "textures" and path.name.startswith(__import__("hashlib").sha256(style.read_bytes()).hexdigest())
+    assert path.parent == home / "textures"
+    assert path.name.startswith(hashlib.sha256(style.read_bytes()).hexdigest() + "-")
     stamp = path.stat().st_mtime_ns
     cached, same_path, none = load_or_train_texture(config, extractor=TinyEncoder())
     assert none is None and same_path == path and path.stat().st_mtime_ns == stamp
     for a, b in zip(model.state_dict().values(), cached.state_dict().values()):
         assert torch.equal(a, b)
-    # The device does not change the key; a training option does.
-    _, other, trained = load_or_train_texture(TextureConfig(style=str(style), **{**TINY, "iterations": 9}), extractor=TinyEncoder())
+    # A training option changes the key.
+    longer = TextureConfig(style=str(style), **{**TINY, "iterations": 9})
+    _, other, trained = load_or_train_texture(longer, extractor=TinyEncoder())
     assert other != path and trained is not None
     _, _, retrained = load_or_train_texture(config, retrain=True, extractor=TinyEncoder())
     assert retrained is not None
