@@ -309,6 +309,51 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_texture(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from .image import ImageError, save_image
+    from .texture import TextureConfig, synthesize_texture
+    from .train import TrainingError
+    from .weights import WeightsError
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TextureConfig) if hasattr(args, f.name)}
+    values["style_layers"] = tuple(values["style_layers"])
+    output = Path(args.output)
+    if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        print(f"instyle texture: error: -o {output}: use a .png, .jpg or .webp file name", file=sys.stderr)
+        return 2
+    if output.resolve() == Path(args.style).resolve():
+        print(f"instyle texture: error: -o {output} would overwrite the style image", file=sys.stderr)
+        return 2
+    config = TextureConfig(**values)
+    bar = None
+
+    def on_step(step: int, losses: dict[str, float]) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=config.iterations, unit="step", desc="training texture", dynamic_ncols=True, disable=None)
+        bar.n = step
+        bar.set_postfix(style=f"{losses['style']:.3g}", refresh=False)
+        bar.update(0)
+
+    try:
+        result = synthesize_texture(config, args.size, args.seed, retrain=args.retrain, on_step=on_step)
+        save_image(result.image, output)
+    except (ImageError, WeightsError, TrainingError, ValueError, RuntimeError, OSError) as error:
+        if bar is not None:
+            bar.close()
+        print(f"instyle texture: error: {error}", file=sys.stderr)
+        return 1
+    if bar is not None:
+        bar.close()
+    how = f"trained in {result.train_seconds:.0f} s" if result.trained else "cached"
+    print(f"wrote {output} ({args.size}x{args.size}, seed {args.seed}); generator {how}: {result.model_path}")
+    return 0
+
+
 def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels", type=int, default=None,
@@ -426,6 +471,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.onnx.export's torch.export-based exporter or the legacy TorchScript one (default: dynamo)",
     )  # fmt: skip
     export.set_defaults(func=_cmd_export)
+
+    from .texture import TextureConfig
+
+    texture = sub.add_parser("texture", help="synthesize a texture of a style image from noise (TextureNet)")
+    texture.add_argument("--style", required=True, help="the style (texture) image")
+    texture.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
+    texture.add_argument("--size", type=int, default=512, help="side of the square output (default: 512)")
+    texture.add_argument("--seed", type=int, default=0, help="sampling seed: each gives another sample (default: 0)")
+    texture.add_argument("--retrain", action="store_true", help="train the generator again even if one is cached")
+    _add_config_flags(texture, TextureConfig, skip={"style"})
+    _add_max_pixels(texture)
+    texture.set_defaults(func=_cmd_texture)
     return parser
 
 

@@ -20,7 +20,7 @@ from .color import preserve_color
 from .image import ImageError, load_image, resize_long_side, save_image, to_pil
 from .modelfile import ModelFileError, load_generator
 from .tiling import auto_tile, stylize_tiled
-from .runtime import resolve_autocast_dtype, resolve_device
+from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 STYLES_DIR = Path(__file__).parent / "styles"
 RUNTIMES = ("torch", "onnxruntime")
@@ -104,7 +104,9 @@ class StyleModel:
             batch = torch.stack([resize_long_side(img, max_size) for img in batch])
         dev = resolve_device(device)
         autocast = resolve_autocast_dtype(dtype, dev)
-        generator = self.generator.to(dev)
+        # channels_last with bf16/fp16 autocast or CUDA: what oneDNN's and cuDNN's fast convolutions want.
+        memory_format = preferred_memory_format(dev, autocast)
+        generator = self.generator.to(dev, memory_format=memory_format)
         content = batch.to(dev, torch.float32)
         out = []
         for single in content.split(1):
@@ -116,7 +118,7 @@ class StyleModel:
                 elif onnx is not None:
                     y = onnx.run(single)
                 else:
-                    y = generator(single)
+                    y = generator(single.contiguous(memory_format=memory_format))
             out.append(y.float())
         stylized = torch.cat(out)
         if not torch.isfinite(stylized).all():

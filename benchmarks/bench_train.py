@@ -1,0 +1,119 @@
+"""Training throughput (images/s) of ``instyle.train`` with the real VGG-16 loss, baseline in the same run.
+
+Every case runs the product's own loop, ``instyle.train.train(TrainConfig(...))``, for
+``--warmup + --steps`` steps at ``--image-size`` px with batch ``--batch-size``, on the
+scikit-image photos, and reports the median of the timed per-step rates (the
+loop's ``images_per_s``: forward, loss, backward and the Adam step; batch assembly excluded):
+
+- ``baseline``: torch eager fp32 NCHW, full-width TransformerNet (width 1) with
+  ``torch.nn.InstanceNorm2d`` (registered as the norm "torch_instance");
+- ``instyle``: full width with instyle's instance norm, fp32 then ``--dtype auto``
+  (bf16 autocast + channels_last on CUDA and on CPUs with native bf16);
+- ``instyle-defaults``: ``TrainConfig``'s defaults (width 0.5, --dtype auto).
+
+``speedup`` is the row's rate over the baseline's. Each row carries the mean 1-minute load average over the run.
+
+    python benchmarks/bench_train.py                  # CPU: batch 4, 2 rounds of 2 warm-up + 3 timed steps
+    python benchmarks/bench_train.py --device cuda --batch-size 8 --warmup 10 --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, append_csv, provenance  # noqa: E402
+
+
+def main(argv=None) -> int:
+    from instyle.nn import register_norm
+    from instyle.runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+    from instyle.train import TrainConfig, train
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case and round")
+    parser.add_argument("--rounds", type=int, default=2, help="times each case runs, interleaved")
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--style", default=None, help="style image (default: ../shared/data/styles/starry_night.jpg)")
+    parser.add_argument("--out", type=Path, default=None, help="CSV (default results/train_<device>.csv)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    style = args.style or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "styles" / "starry_night.jpg")
+    if not Path(style).is_file():
+        parser.error(f"--style {style}: no such file (pass a style image)")
+    register_norm("torch_instance", lambda c, **kw: torch.nn.InstanceNorm2d(c, affine=True, **kw))
+    device = resolve_device(args.device)
+    auto = resolve_autocast_dtype("auto", device)
+    # (label, width, norm, dtype)
+    cases = [
+        ("baseline", 1.0, "torch_instance", "fp32"),
+        ("instyle", 1.0, "instance", "fp32"),
+        ("instyle", 1.0, "instance", "auto"),
+        ("instyle-defaults", defaults.width, defaults.norm, defaults.dtype),
+    ]
+    base = {**provenance(device), "threads": torch.get_num_threads()}
+    rates = {i: [] for i in range(len(cases))}
+    loads, losses = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # Rounds interleave the cases, so a change in the shared machine's load hits them alike.
+        for _ in range(args.rounds):
+            for i, (label, width, norm, dtype) in enumerate(cases):
+                config = TrainConfig(
+                    style=style, output=str(Path(tmp) / f"{label}.safetensors"), width=width, norm=norm,
+                    dtype=dtype, iterations=args.warmup + args.steps, batch_size=args.batch_size,
+                    image_size=args.image_size, device=str(device), checkpoint_every=10**9, sample_every=0,
+                )  # fmt: skip
+                loads.append(os.getloadavg()[0])
+                result = train(config, handle_signals=False)
+                rates[i] += [h["images_per_s"] for h in result.history[args.warmup :]]
+                losses[i] = result.losses["total"]
+    rows = []
+    baseline_rate = statistics.median(rates[0])
+    for i, (label, width, norm, dtype) in enumerate(cases):
+        rate = statistics.median(rates[i])
+        autocast = resolve_autocast_dtype(dtype, device)
+        row = {
+            **base,
+            "loadavg_1m": round(statistics.mean(loads), 2),
+            "case": label,
+            "width": width,
+            "num_residual": defaults.num_residual,
+            "norm": "torch" if norm == "torch_instance" else "instyle",
+            "dtype": "fp32" if autocast is None else str(autocast).removeprefix("torch."),
+            "memory_format": "channels_last" if preferred_memory_format(device, autocast) == torch.channels_last else "nchw",
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "warmup": args.warmup,
+            "steps": args.steps * args.rounds,
+            "images_per_s": round(rate, 3),
+            "min_images_per_s": round(min(rates[i]), 3),
+            "max_images_per_s": round(max(rates[i]), 3),
+            "speedup": round(rate / baseline_rate, 2),
+            "final_loss": round(losses[i], 4),
+        }
+        rows.append(row)
+        print(
+            f"{label:<17} w={width:<4} {row['norm']:<7} {row['dtype']:<8} {row['memory_format']:<13} "
+            f"{rate:7.2f} img/s (min {min(rates[i]):.2f}, max {max(rates[i]):.2f})  x{row['speedup']:.2f}",
+            flush=True,
+        )
+    out = append_csv(args.out or RESULTS / f"train_{device.type}.csv", rows)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,266 @@
+"""Texture synthesis from noise with a feed-forward ``TextureNet`` (Ulyanov et al. 2016).
+
+``synthesize_texture(TextureConfig(style=...), size=512, seed=S)`` returns a texture of the
+style image; each seed gives a different sample of the same texture. The first call for a
+(style, configuration) pair trains a noise-only generator (``content_channels=0``) with the
+style loss alone (Gram matrices of VGG features, Adam) and caches it as
+``$INSTYLE_HOME/textures/<style sha256>-<config hash>.safetensors``; later calls load it.
+
+The training loop is small on purpose: no content, no data set, no DDP and no resumable
+checkpoints (a texture trains in minutes; an interrupted run just starts again). Loss,
+extractor, model files, devices and the learning-rate schedule are the ones :mod:`instyle.train`
+uses. Library code: prints nothing, returns values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import __version__
+from .image import load_image, resize_long_side
+from .losses import PerceptualLoss
+from .modelfile import ModelFileError, load_generator, save_model, sha256_file
+from .models import TextureNet
+from .models.vgg import VGGFeatures
+from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from .train import TrainingError, _cosine_lr
+
+CACHE_SUBDIR = "textures"
+# Fields that do not change the trained generator, left out of the cache key.
+_NOT_HASHED = ("style", "device", "dtype", "vgg_weights")
+
+
+@dataclass
+class TextureConfig:
+    """One source of defaults: the CLI derives its flags from these fields."""
+
+    style: str = ""
+    # CPU-sized defaults: 150 steps at 128 px, batch 1, gave a recognisable Starry Night texture
+    # (palette and blobs, few strokes) in about 3 minutes on a loaded 2-core CPU; raise them on a GPU.
+    iterations: int = 250
+    batch_size: int = 1
+    train_size: int = 128  # side of the square textures generated while training
+    style_size: int = 384  # long side of the style image: sets the scale of the texture's elements
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    style_weight: float = 1e5
+    tv_weight: float = 0.0
+    lr: float = 2e-2
+    lr_final_fraction: float = 0.1  # cosine decay to lr * this
+    num_scales: int = 5
+    channels: int = 8
+    noise_channels: int = 3
+    norm: str = field(default="instance", metadata={"choices": ("instance", "batch", "none")})
+    train_seed: int = 0  # weights and training noise; the sampling seed is synthesize_texture's
+    device: str = "auto"
+    # auto: bf16 autocast + channels_last on CUDA and on CPUs with native bf16, else fp32
+    dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
+    vgg_weights: str | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["style_layers"] = list(self.style_layers)
+        return data
+
+
+@dataclass
+class TextureTrainResult:
+    model: TextureNet
+    losses: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
+
+
+@dataclass
+class TextureResult:
+    image: Tensor  # (3, H, W) float32 in [0, 1], on the CPU
+    model_path: Path
+    trained: bool  # False: the cached generator was loaded
+    train_seconds: float
+    seconds: float  # the whole call, training included
+
+
+def _check_config(config: TextureConfig) -> None:
+    if not config.style:
+        raise TrainingError("a style image is required (--style IMG)")
+    for name in ("iterations", "batch_size", "train_size", "style_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def build_texture_net(config: TextureConfig) -> TextureNet:
+    return TextureNet(
+        num_scales=config.num_scales,
+        channels=config.channels,
+        noise_channels=config.noise_channels,
+        content_channels=0,
+        norm=config.norm,
+    )
+
+
+def _extractor_sha(extractor: torch.nn.Module) -> str | None:
+    return getattr(extractor, "weights_sha256", None)
+
+
+def config_hash(config: TextureConfig, autocast: torch.dtype | None, extractor_sha: str | None) -> str:
+    """16 hex digits naming everything that shapes the trained generator except the style
+    image (hashed on its own): the training fields, the autocast dtype actually used ("auto"
+    resolved) and the extractor's weights."""
+    key = {k: v for k, v in config.to_json().items() if k not in _NOT_HASHED}
+    key["autocast"] = str(autocast) if autocast is not None else "fp32"
+    key["extractor"] = extractor_sha
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def texture_cache_dir() -> Path:
+    from .weights import cache_dir
+
+    return cache_dir() / CACHE_SUBDIR
+
+
+def train_texture(
+    config: TextureConfig,
+    *,
+    extractor: torch.nn.Module | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TextureTrainResult:
+    """Train a noise-only ``TextureNet`` on the style loss of ``config.style``;
+    ``extractor`` replaces the VGG (tests). Deterministic for a given ``train_seed`` on CPU."""
+    _check_config(config)
+    device = resolve_device(config.device)
+    autocast = resolve_autocast_dtype(config.dtype, device)
+    memory_format = preferred_memory_format(device, autocast)
+
+    style_image = resize_long_side(load_image(config.style), config.style_size)
+    if extractor is None:
+        extractor = VGGFeatures(config.style_layers, weights=config.vgg_weights or "default")
+    extractor = extractor.to(device, memory_format=memory_format)
+    loss_fn = PerceptualLoss(
+        extractor, content_layers=(), style_layers=config.style_layers,
+        content_weight=0.0, style_weight=config.style_weight, tv_weight=config.tv_weight,
+    )  # fmt: skip
+    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        loss_fn.set_style(style_image.unsqueeze(0).to(device))
+
+    torch.manual_seed(config.train_seed)
+    model = build_texture_net(config).to(device, memory_format=memory_format)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_lr(config))
+    size = (config.train_size, config.train_size)
+    history: list[dict[str, float]] = []
+    losses: dict[str, float] = {}
+    start = time.perf_counter()
+    for step in range(1, config.iterations + 1):
+        # The noise of a step depends only on (train_seed, step).
+        noise_generator = torch.Generator().manual_seed(config.train_seed * 1_000_003 + step)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            textures = model(None, size=size, batch_size=config.batch_size, generator=noise_generator)
+            total, terms = loss_fn(textures)
+        if not torch.isfinite(total):
+            raise TrainingError(f"texture loss became {float(total)} at step {step}; nothing was saved")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        scheduler.step()
+        losses = {"total": total.item(), "style": terms["style"].item(), "tv": terms["tv"].item()}
+        history.append({"step": step, **losses})
+        if on_step is not None:
+            on_step(step, losses)
+    model.eval()
+    return TextureTrainResult(model.to(memory_format=torch.contiguous_format), losses, history, time.perf_counter() - start)
+
+
+def load_or_train_texture(
+    config: TextureConfig,
+    *,
+    retrain: bool = False,
+    extractor: torch.nn.Module | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[TextureNet, Path, TextureTrainResult | None]:
+    """The cached generator for ``config`` (style and configuration), training and caching
+    it first when there is none, when ``retrain`` is set, or when the cached file is unusable.
+    Returns ``(model, path, result)``; ``result`` is None when the cache was used."""
+    _check_config(config)
+    style_sha = sha256_file(config.style) if Path(config.style).is_file() else None
+    if style_sha is None:
+        load_image(config.style)  # the image module's error for a missing or unreadable file
+    device = resolve_device(config.device)
+    autocast = resolve_autocast_dtype(config.dtype, device)
+    if extractor is None:
+        extractor = VGGFeatures(config.style_layers, weights=config.vgg_weights or "default")
+    path = texture_cache_dir() / f"{style_sha}-{config_hash(config, autocast, _extractor_sha(extractor))}.safetensors"
+    if path.exists() and not retrain:
+        try:
+            model, _ = load_generator(path)
+        except ModelFileError:
+            pass  # a corrupt cache entry is rebuilt below
+        else:
+            if isinstance(model, TextureNet) and model.config["content_channels"] == 0:
+                return model, path, None
+    result = train_texture(config, extractor=extractor, on_step=on_step)
+    metadata = {
+        "texture": config.to_json(),
+        "style_name": Path(config.style).stem,
+        "style_sha256": style_sha,
+        "vgg_weights_sha256": _extractor_sha(extractor),
+        "final_losses": result.losses,
+        "iterations": config.iterations,
+        "device": device.type,
+        "instyle_version": __version__,
+    }
+    save_model(result.model, path, metadata)
+    return result.model, path, result
+
+
+@torch.no_grad()
+def sample_texture(
+    model: TextureNet, size: tuple[int, int], seed: int, *, device: str = "auto", dtype: str = "fp32"
+) -> Tensor:
+    """One (3, H, W) texture from ``model``; the noise depends only on ``seed`` (drawn on the
+    CPU), so a seed gives the same sample on every device, up to the dtype's rounding."""
+    dev = resolve_device(device)
+    autocast = resolve_autocast_dtype(dtype, dev)
+    memory_format = preferred_memory_format(dev, autocast)
+    model = model.to(dev, memory_format=memory_format).eval()
+    with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+        out = model(None, size=size, generator=torch.Generator().manual_seed(seed))
+    out = out.float()
+    if not torch.isfinite(out).all():
+        raise RuntimeError("the texture generator produced NaN or inf values; nothing was written")
+    return out[0].clamp(0, 1).cpu().contiguous()
+
+
+def synthesize_texture(
+    config: TextureConfig,
+    size: int | tuple[int, int],
+    seed: int,
+    *,
+    retrain: bool = False,
+    sample_dtype: str = "fp32",
+    extractor: torch.nn.Module | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TextureResult:
+    """A ``size`` (side, or (H, W)) texture of ``config.style`` for ``seed``, training and
+    caching the generator on first use."""
+    start = time.perf_counter()
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(hw) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in hw):
+        raise ValueError(f"--size must be a positive integer (or (H, W)), got {size!r}")
+    model, path, result = load_or_train_texture(config, retrain=retrain, extractor=extractor, on_step=on_step)
+    image = sample_texture(model, hw, seed, device=config.device, dtype=sample_dtype)
+    return TextureResult(
+        image, path, result is not None, result.seconds if result else 0.0, time.perf_counter() - start
+    )
+
+
+def config_fields() -> list:
+    return list(fields(TextureConfig))
