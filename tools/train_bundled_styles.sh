@@ -5,13 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data/styles}
-ITERATIONS=${ITERATIONS:-1500}
+ITERATIONS=${ITERATIONS:-2000}
 styles=("$@")
 [ ${#styles[@]} -gt 0 ] || styles=(starry_night composition_vii udnie cezanne)
 mkdir -p src/instyle/styles out/bundled
 for style in "${styles[@]}"; do
     cmd=(.venv/bin/instyle train --style "$SHARED/$style.jpg" -o "src/instyle/styles/$style.safetensors"
-         --save-dtype fp16 --iterations "$ITERATIONS" --log-dir "out/bundled/$style" --sample-every 500)
+         --width 0.375 --num-residual 3 --save-dtype fp16 --iterations "$ITERATIONS"
+         --log-dir "out/bundled/$style" --sample-every 500)
     echo "${cmd[*]}" | tee "out/bundled/$style.command"
     "${cmd[@]}" 2>&1 | tee "out/bundled/$style.log"
 done
