@@ -85,6 +85,20 @@ def test_tiny_run_writes_a_complete_report(tmp_path, style):
         assert heading in markdown
 
 
+def test_eval_dir_replaces_the_held_back_photos(tmp_path, style):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(1)
+    for name in ("a", "b"):
+        save_image(torch.rand(3, 50, 60, generator=g), folder / f"{name}.png")
+    tiny = {**TINY, "set_sizes": (1,), "set_size_norms": ("instance",)}
+    config = ExperimentConfig(style=str(style), eval_dir=str(folder), output=str(tmp_path / "out"), **tiny)
+    report = run_in_vs_bn(config, extractor=TinyEncoder())
+    assert report["data"]["eval_images"] == ["a", "b"] and report["data"]["eval_crops"] == 4
+    assert "chelsea" in report["data"]["train_photos"] and len(report["data"]["train_photos"]) == 8
+    assert set(report["set_size"]) == {"iterations", "sizes", "instance"}
+
+
 def test_bad_inputs_name_the_option(tmp_path, style):
     with pytest.raises(ExperimentError, match="--style"):
         run_in_vs_bn(ExperimentConfig(style=str(tmp_path / "missing.jpg"), output=str(tmp_path / "o"), **TINY))

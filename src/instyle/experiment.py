@@ -270,6 +270,17 @@ def _describe_device(device: torch.device) -> str:
     return f"cpu: {name}, {os.cpu_count()} cores, torch using {torch.get_num_threads()} threads"
 
 
+def _cpu_seconds() -> float | None:
+    """User + system CPU time of this process, all threads."""
+    try:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    except (ImportError, OSError):
+        return None
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -289,6 +300,7 @@ def run_in_vs_bn(
     """Run the IN-vs-BN experiment and write report.md, report.json and figure.png into
     ``config.output``; return the report. ``extractor`` replaces the VGG (tests)."""
     started = time.perf_counter()
+    cpu_before = _cpu_seconds()
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_before = _load_average()
     progress = on_progress or (lambda message: None)
@@ -416,6 +428,8 @@ def run_in_vs_bn(
 
     report["meta"]["load_average_end"] = _load_average()
     report["meta"]["wall_seconds"] = time.perf_counter() - started
+    cpu_after = _cpu_seconds()
+    report["meta"]["cpu_seconds"] = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     report["claims"] = _verdicts(report)
     _write_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
     _write_atomic(output / "report.md", _markdown(report))
@@ -668,7 +682,9 @@ def _markdown(report: dict) -> str:
         f"- Device: {meta['device']}",
         f"- Versions: instyle {meta['instyle_version']}, torch {meta['torch_version']}, Python {meta['python']}",
         f"- Wall time: {meta['wall_seconds'] / 60:.1f} min; load average (1, 5, 15 min) at start "
-        f"{meta['load_average_start']}, at end {meta['load_average_end']}",
+        f"{meta['load_average_start']}, at end {meta['load_average_end']}"
+        + (f"; CPU time of the run (user + system, all threads) {meta['cpu_seconds'] / 60:.1f} min" if meta.get("cpu_seconds") else ""),
+        *(f"- Note: {note}" for note in meta.get("notes", [])),
         "",
         f"Setting{' (`--quick`, small sizes: expect rough numbers)' if config['quick'] else ''}: TransformerNet, "
         f"width {config['width']:g}, residual blocks: {config['num_residual']}, trained twice from seed {config['seed']} "
