@@ -1,7 +1,9 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from instyle import functional
 
@@ -43,10 +45,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 # --- VGG weights, perceptual losses ---------------------------------------------------------------------------
-from pathlib import Path  # noqa: E402
-
-from torch import nn  # noqa: E402
-
 SHARED_DATA = Path(os.environ.get("INSTYLE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 

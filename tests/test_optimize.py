@@ -110,3 +110,13 @@ def test_cli_max_pixels_refuses_large_images_before_decoding(tmp_path, capsys, m
     assert code == 1
     err = capsys.readouterr().err
     assert str(big) in err and "1000" in err
+
+
+def test_cli_max_pixels_does_not_leak_into_the_process(tmp_path, monkeypatch):
+    monkeypatch.delenv("INSTYLE_MAX_PIXELS", raising=False)
+    image = tmp_path / "a.png"
+    save_image(torch.rand(3, 8, 8), image)
+    main(["optimize", str(image), str(image), "-o", str(tmp_path / "o.png"), "--max-pixels", "10"])
+    import os
+
+    assert "INSTYLE_MAX_PIXELS" not in os.environ

@@ -144,7 +144,7 @@ def _cli_train_args(tmp_path, photos, output, *extra):
     return [
         "train", "--style", str(tmp_path / "style.png"), "--content", str(photos), "-o", str(output),
         "--width", "0.125", "--num-residual", "1", "--batch-size", "2", "--image-size", "32",
-        "--style-size", "32", "--checkpoint-every", "1", "--sample-every", "0", *extra,
+        "--style-size", "32", "--checkpoint-every", "1", "--sample-every", "0", "--dtype", "fp32", *extra,
     ]  # fmt: skip
 
 

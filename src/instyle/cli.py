@@ -16,16 +16,29 @@ from . import __version__
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .compare import accuracy_rows, speed_rows
+    from .demo import run_demo
+    from .runtime import resolve_device
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"instyle {__version__}, torch {torch.__version__}, device cpu, {torch.get_num_threads()} threads\n")
-    print("Accuracy against a float64 oracle (max abs error; lower is better)")
+    device = resolve_device(args.device)
+    print(f"instyle {__version__}, torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads\n")
+    rows, grid = run_demo(out, size=args.size, device=str(device))
+    if rows:
+        print(f"Stylization of scikit-image's photos at {args.size} px (seconds per image)")
+        for row in rows:
+            print(f"  {row.style:<18}{row.photo:<12}{row.seconds:>8.3f} s  -> {row.output}")
+        print(f"grid: {grid}\n")
+    else:
+        print("no bundled styles in this installation: skipping the stylization grid\n")
+    if args.no_bench:
+        return 0
+    print("Instance norm: accuracy against a float64 oracle (max abs error; lower is better)")
     print(f"{'input':<22}{'torch':>14}{'instyle':>14}")
     accuracy = accuracy_rows()
     for row in accuracy:
         print(f"{row.case:<22}{row.torch_error:>14.3g}{row.instyle_error:>14.3g}")
-    print("\nForward time, median of 10 (ms)")
+    print("\nInstance norm: forward time, median of 10 (ms)")
     print(f"{'shape':<20}{'layout':<8}{'backend':<11}{'torch':>9}{'instyle':>9}{'speed-up':>10}")
     speed = speed_rows()
     for row in speed:
@@ -104,6 +117,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str
             parser.add_argument(flag, type=kind, default=default, choices=f.metadata.get("choices"), help=help_text)
 
 
+def _progress(tqdm, **kwargs):
+    """A live bar on a terminal; in a log file, one line every 30 seconds."""
+    interactive = sys.stderr.isatty()
+    return tqdm(dynamic_ncols=True, mininterval=0.1 if interactive else 30, ascii=not interactive, **kwargs)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -115,7 +134,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values["content_layers"] = tuple(values["content_layers"])
     values["style_layers"] = tuple(values["style_layers"])
     config = TrainConfig(**values)
-    bar = tqdm(total=config.iterations, unit="step", dynamic_ncols=True, disable=None)
+    bar = _progress(tqdm, total=config.iterations, unit="step")
 
     def on_step(step: int, losses: dict[str, float]) -> None:
         bar.n = step
@@ -146,12 +165,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
     from .image import iter_image_files
+    from .export import ExportError
     from .modelfile import ModelFileError
     from .stylize import load_model, stylize_files
 
     try:
         model = load_model(args.model)
-    except ModelFileError as error:
+        if args.runtime == "onnxruntime":
+            model.onnx_model()  # export (once) and load before the first image
+    except (ModelFileError, ExportError) as error:
         print(f"instyle stylize: error: {error}", file=sys.stderr)
         return 2
     sources, failed = [], 0
@@ -171,6 +193,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         tile=args.tile,
         device=args.device,
         dtype=args.dtype,
+        runtime=args.runtime,
     )
     for result in stylize_files(model, sources, Path(args.output), suffix=args.suffix, **options):
         if result.error:
@@ -179,6 +202,26 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         else:
             print(f"{result.source} -> {result.output} ({result.seconds * 1000:.0f} ms)")
     return 1 if failed else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_model, onnx_metadata
+    from .modelfile import ModelFileError
+
+    try:
+        path = export_model(args.model, args.onnx, exporter=args.exporter)
+    except ModelFileError as error:
+        print(f"instyle export: error: {error}", file=sys.stderr)
+        return 2
+    except (ExportError, ValueError, OSError) as error:
+        print(f"instyle export: error: {error}", file=sys.stderr)
+        return 1
+    meta = onnx_metadata(path)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB, style {meta.get('style_name')}, {args.exporter} exporter): "
+        f"input {meta.get('input')}"
+    )
+    return 0
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
@@ -210,7 +253,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         print(f"instyle optimize: error: -o {output} would overwrite an input", file=sys.stderr)
         return 2
     config = OptimizeConfig(**values)
-    bar = tqdm(total=config.iterations * config.scales, unit="it", dynamic_ncols=True, disable=None)
+    bar = _progress(tqdm, total=config.iterations * config.scales, unit="it")
 
     def on_iteration(scale: int, iteration: int, losses: dict[str, float]) -> None:
         bar.n = min(scale * config.iterations + iteration, bar.total)
@@ -293,11 +336,56 @@ def _add_experiment_parser(sub) -> None:
     in_vs_bn.set_defaults(func=_cmd_experiment)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .modelfile import ModelFileError
+    from .serve import ServeLimits, StyleService, build_app, launch, load_styles
+
+    try:
+        limits = ServeLimits(
+            max_upload_bytes=int(args.max_upload_mb * 1e6),
+            max_pixels=args.max_pixels,
+            max_size=args.max_size or None,
+            queue_size=args.queue_size,
+        )
+        service = StyleService(load_styles(args.model), limits, device=args.device, dtype=args.dtype)
+        app = build_app(service)
+    except (ModelFileError, ValueError, ImportError) as error:
+        print(f"instyle serve: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        url = launch(app, host=args.host, port=args.port, max_upload_bytes=limits.max_upload_bytes)
+    except OSError as error:  # port taken, address not available
+        print(f"instyle serve: error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    print(f"instyle serve: {', '.join(service.styles)} on {url} (Ctrl-C stops)", flush=True)
+    app.block_thread()
+    return 0
+
+
 def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels", type=int, default=None,
         help="refuse images with more pixels, checked before decoding (default: $INSTYLE_MAX_PIXELS or 50000000)",
     )  # fmt: skip
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .modelfile import read_model_file
+    from .stylize import list_models, resolve_model_path
+
+    names = list_models()
+    if not names:
+        print("no bundled styles in this installation")
+        return 0
+    print(f"{'name':<18}{'arch':<17}{'width':>6}{'iterations':>12}  trained on")
+    for name in names:
+        config, metadata, _ = read_model_file(resolve_model_path(name))
+        training = metadata.get("training", {})
+        print(
+            f"{name:<18}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{metadata.get('iterations', '?'):>12}"
+            f"  {metadata.get('device', '?')}, {training.get('image_size', '?')} px crops"
+        )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,8 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the main demo on embedded defaults")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
+    demo.add_argument("--size", type=int, default=512, help="long side of the demo photos (default: 512)")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--no-bench", action="store_true", help="skip the instance-norm comparison")
     demo.set_defaults(func=_cmd_demo)
     _add_weights_parser(sub)
+
+    models = sub.add_parser("models", help="list the bundled styles")
+    models.set_defaults(func=_cmd_models)
 
     from .optimize import OptimizeConfig
 
@@ -344,27 +438,73 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--device", default="auto", help="auto, cpu or cuda")
     stylize.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
     stylize.add_argument("--suffix", default=".png", choices=(".png", ".jpg", ".webp"), help="output format")
+    stylize.add_argument(
+        "--runtime", default="torch", choices=("torch", "onnxruntime"),
+        help="onnxruntime: fp32 on the CPU, exported once to $INSTYLE_HOME/onnx; tiled images use torch (default: torch)",
+    )  # fmt: skip
     _add_max_pixels(stylize)
     stylize.set_defaults(func=_cmd_stylize)
     _add_experiment_parser(sub)
+
+    from .serve import DEFAULT_MAX_SIZE, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE_SIZE
+
+    serve = sub.add_parser("serve", help="a web page to stylize photos (needs instyle[web])")
+    serve.add_argument(
+        "--model", action="append", default=[], metavar="PATH",
+        help="a model file to offer besides the bundled styles (repeat for more)",
+    )  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.add_argument(
+        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 1e6,
+        help=f"refuse larger uploads (default: {DEFAULT_MAX_UPLOAD_BYTES / 1e6:g})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-size", type=int, default=DEFAULT_MAX_SIZE,
+        help=f"stylize at most this long side, resizing larger photos; 0: no limit (default: {DEFAULT_MAX_SIZE})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+        help=f"requests that may wait behind the running one (default: {DEFAULT_QUEUE_SIZE})",
+    )  # fmt: skip
+    serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    serve.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    _add_max_pixels(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    export = sub.add_parser("export", help="export a style model to ONNX (dynamic batch, height and width)")
+    export.add_argument("model", help="bundled style name or model file (.safetensors)")
+    export.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    export.add_argument(
+        "--exporter", default="dynamo", choices=("dynamo", "torchscript"),
+        help="torch.onnx.export's torch.export-based exporter or the legacy TorchScript one (default: dynamo)",
+    )  # fmt: skip
+    export.set_defaults(func=_cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "max_pixels", None) is not None:
-        from .image import MAX_PIXELS_ENV
-
-        if args.max_pixels < 1:
-            print(f"instyle: error: --max-pixels must be positive, got {args.max_pixels}", file=sys.stderr)
-            return 2
-        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    from .image import MAX_PIXELS_ENV
+
+    previous_limit = os.environ.get(MAX_PIXELS_ENV)
+    if getattr(args, "max_pixels", None) is not None:
+        if args.max_pixels < 1:
+            print(f"instyle: error: --max-pixels must be positive, got {args.max_pixels}", file=sys.stderr)
+            return 2
+        # The image loader (and subprocesses such as torchrun workers) read the limit from here.
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:  # main() called in-process (tests, notebooks) leaves the environment as it found it
+        if previous_limit is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = previous_limit

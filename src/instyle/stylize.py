@@ -23,6 +23,7 @@ from .tiling import auto_tile, stylize_tiled
 from .runtime import resolve_autocast_dtype, resolve_device
 
 STYLES_DIR = Path(__file__).parent / "styles"
+RUNTIMES = ("torch", "onnxruntime")
 
 
 def list_models() -> list[str]:
@@ -38,16 +39,27 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     if bundled.exists():
         return bundled
     available = ", ".join(list_models()) or "none bundled"
-    raise ModelFileError(f"--model {name_or_path}: no such file or bundled style (bundled: {available})")
+    raise ModelFileError(f"model {name_or_path}: no such file or bundled style (bundled: {available})")
 
 
 class StyleModel:
     """A generator ready for inference, with its metadata."""
 
-    def __init__(self, generator: torch.nn.Module, metadata: dict, name: str) -> None:
+    def __init__(self, generator: torch.nn.Module, metadata: dict, name: str, source: Path | None = None) -> None:
         self.generator = generator
         self.metadata = metadata
         self.name = name
+        self.source = source  # the model file, which keys the ONNX cache
+        self._onnx = None
+
+    def onnx_model(self):
+        """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)
+        and loaded into onnxruntime; see :mod:`instyle.export`."""
+        if self._onnx is None:
+            from .export import load_cached_onnx
+
+            self._onnx = load_cached_onnx(self.generator, self.source, {"style_name": self.name})
+        return self._onnx
 
     def __repr__(self) -> str:
         return f"StyleModel({self.name!r}, arch={self.generator.config.get('arch')!r})"
@@ -63,10 +75,25 @@ class StyleModel:
         tile: int | None = None,
         device: str = "auto",
         dtype: str = "fp32",
+        runtime: str = "torch",
     ):
-        """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind."""
+        """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind.
+
+        ``runtime="onnxruntime"`` runs the exported generator in fp32 on the CPU; images that
+        need tiles still go through torch (tiling freezes statistics inside the network).
+        """
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        onnx = None
+        if runtime == "onnxruntime":
+            if device not in ("auto", "cpu"):
+                raise ValueError(f"runtime onnxruntime runs on the CPU; got device {device!r}")
+            if dtype not in ("auto", "fp32", "float32"):
+                raise ValueError(f"runtime onnxruntime computes in fp32; got dtype {dtype!r}")
+            device, dtype = "cpu", "fp32"
+            onnx = self.onnx_model()
         as_pil = not isinstance(image, Tensor)
         x = load_image(image) if as_pil else image
         unbatched = x.dim() == 3
@@ -86,6 +113,8 @@ class StyleModel:
             with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
                 if chosen and chosen < max(h, w):
                     y = stylize_tiled(generator, single, tile=chosen)
+                elif onnx is not None:
+                    y = onnx.run(single)
                 else:
                     y = generator(single)
             out.append(y.float())
@@ -117,7 +146,7 @@ def load_model(name_or_path: str | os.PathLike) -> StyleModel:
     """A bundled style by name (``instyle.list_models()``) or a model file path."""
     path = resolve_model_path(name_or_path)
     generator, metadata = load_generator(path)
-    return StyleModel(generator, metadata, metadata.get("style_name") or path.stem)
+    return StyleModel(generator, metadata, metadata.get("style_name") or path.stem, source=path)
 
 
 @dataclass

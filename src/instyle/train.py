@@ -13,6 +13,7 @@ process with the same global batch (instance norm is per sample).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -48,11 +49,13 @@ class TrainConfig:
     num_residual: int = 5
     iterations: int = 2000
     batch_size: int = 4
-    image_size: int = 256
-    style_size: int = 384
+    image_size: int | None = None  # crop size; None: 256 on CUDA, 128 on CPU (the reduced CPU configuration)
+    style_size: int | None = None  # style image long side; None: 1.5 x image_size (384 for 256 crops)
+    # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16);
+    # weights tuned on Starry Night at 128 px crops on CPU.
     content_weight: float = 1.0
-    style_weight: float = 1e5
-    tv_weight: float = 1e-6
+    style_weight: float = 7.0
+    tv_weight: float = 50.0
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
     lr: float = 1e-3
@@ -67,6 +70,7 @@ class TrainConfig:
     log_dir: str | None = None  # CSV log, loss curve, samples and checkpoint; default: OUTPUT's folder / OUTPUT_stem.train
     resume: bool = False
     vgg_weights: str | None = None
+    save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16"), "help": "model file precision"})
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -201,6 +205,13 @@ def _cosine_lr(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def resolve_sizes(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """Fill in the device-dependent defaults (crop and style sizes)."""
+    image_size = config.image_size or (256 if device.type == "cuda" else 128)
+    style_size = config.style_size or round(1.5 * image_size)
+    return dataclasses.replace(config, image_size=image_size, style_size=style_size)
+
+
 def train(
     config: TrainConfig,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
@@ -214,6 +225,7 @@ def train(
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
     device = resolve_device(config.device)
+    config = resolve_sizes(config, device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -354,7 +366,7 @@ def train(
             "device": device.type,
             "instyle_version": __version__,
         }
-        save_model(model, output, metadata)
+        save_model(model, output, metadata, dtype=torch.float16 if config.save_dtype == "fp16" else None)
     if world > 1:
         torch.distributed.barrier()
     return TrainResult(model, step, losses, output, log_dir, time.perf_counter() - start, history)

@@ -1,0 +1,58 @@
+"""The main demo: every bundled style applied to scikit-image's photos, and a grid."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .image import default_content_images, resize_long_side, save_image
+from .stylize import list_models, load_model
+
+DEMO_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@dataclass
+class DemoRow:
+    photo: str
+    style: str
+    seconds: float
+    output: Path
+
+
+def run_demo(out: Path, size: int = 512, device: str = "auto") -> tuple[list[DemoRow], Path | None]:
+    """Stylize the demo photos with each bundled style into ``out``; returns the rows and the grid."""
+    out.mkdir(parents=True, exist_ok=True)
+    photos = {name: resize_long_side(img, size) for name, img in default_content_images() if name in DEMO_PHOTOS}
+    photos = {name: photos[name] for name in DEMO_PHOTOS if name in photos}
+    rows: list[DemoRow] = []
+    grid_rows = [[_fit(img, size) for img in photos.values()]]
+    for style in list_models():
+        model = load_model(style)
+        model.stylize(torch.rand(3, 64, 64), device=device)  # warm-up: first-call set-up is not the model's time
+        row = []
+        for name, img in photos.items():
+            start = time.perf_counter()
+            result = model.stylize(img, device=device, dtype="auto")
+            seconds = time.perf_counter() - start
+            path = save_image(result, out / f"{name}_{style}.png")
+            rows.append(DemoRow(name, style, seconds, path))
+            row.append(_fit(result, size))
+        grid_rows.append(row)
+    if len(grid_rows) == 1:
+        return rows, None
+    grid = torch.cat([torch.cat(r, dim=2) for r in grid_rows], dim=1)
+    return rows, save_image(grid, out / "demo.png")
+
+
+def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop/pad to size x size so the grid lines up."""
+    c, h, w = image.shape
+    canvas = torch.ones(c, size, size)
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    crop = image[:, top : top + size, left : left + size]
+    y, x = (size - crop.shape[1]) // 2, (size - crop.shape[2]) // 2
+    canvas[:, y : y + crop.shape[1], x : x + crop.shape[2]] = crop
+    return canvas

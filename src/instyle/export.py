@@ -1,0 +1,311 @@
+"""ONNX export of generator model files, and an onnxruntime-backed ``OnnxStyleModel``.
+
+The exported graph takes ``image`` (N, 3, H, W) float32 RGB in [0, 1] and returns
+``stylized`` with the same shape, with batch, height and width dynamic. instyle's
+``InstanceNorm2d`` dispatches to custom kernels (the C++ CPU op, triton) that no exporter
+knows; the export runs on a copy of the generator whose instance norms are
+``torch.nn.InstanceNorm2d`` with the same parameters, which every exporter writes as the
+standard ``InstanceNormalization`` node. The residual add and ReLU that instyle fuses into
+the norm become separate ``Add`` and ``Relu`` nodes.
+
+Only ``TransformerNet`` is exported: ``TextureNet`` draws noise inside ``forward``, which an
+exported graph would freeze into a constant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as TF
+
+from .modelfile import ModelFileError, load_generator, sha256_file
+from .nn import InstanceNorm2d
+
+__all__ = [
+    "OPSET",
+    "EXPORTERS",
+    "ExportError",
+    "export_generator",
+    "export_model",
+    "cached_onnx_path",
+    "load_cached_onnx",
+    "onnx_metadata",
+    "OnnxStyleModel",
+]
+
+# InstanceNormalization exists since opset 6; 18 is the dynamo exporter's native opset and
+# the first with Pad's ``axes`` input, so neither exporter needs an opset conversion.
+OPSET = 18
+EXPORTERS = ("dynamo", "torchscript")
+INPUT_NAME = "image"
+OUTPUT_NAME = "stylized"
+EXPORTABLE_ARCHS = ("transformer_net",)
+
+
+class ExportError(RuntimeError):
+    """The exporter failed, or produced a graph that does not describe the generator."""
+
+
+def _require_onnx(*modules: str):
+    import importlib
+
+    loaded = []
+    for name in modules:
+        try:
+            loaded.append(importlib.import_module(name))
+        except ImportError as error:
+            raise ExportError(
+                f"ONNX support needs the {name!r} package ({error}); install it with: pip install 'instyle[onnx]'"
+            ) from error
+    return loaded
+
+
+def exportable_copy(generator: nn.Module) -> nn.Module:
+    """A deep copy of ``generator`` in eval mode whose instyle ``InstanceNorm2d`` layers are
+    ``torch.nn.InstanceNorm2d`` (same eps, affine parameters and running stats)."""
+    model = copy.deepcopy(generator).cpu().float().eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, InstanceNorm2d):
+                plain = nn.InstanceNorm2d(
+                    child.num_features, child.eps, child.momentum if child.momentum is not None else 0.1,
+                    child.affine, child.track_running_stats,
+                )  # fmt: skip
+                plain.load_state_dict(child.state_dict())
+                setattr(parent, name, plain.eval())
+    return model
+
+
+def _count_instance_norms(generator: nn.Module) -> int:
+    return sum(isinstance(m, nn.InstanceNorm2d) for m in generator.modules())
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters log and warn about things that do not concern the user (missing
+    torchvision ops, tracer notes, the TorchScript exporter's deprecation)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*operator 'instance_norm' is set to train=True.*")
+            warnings.filterwarnings("ignore", message=".*Constant folding.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export_proto(model: nn.Module, exporter: str, min_size: int):
+    """Run ``exporter`` on ``model`` and return the ONNX ModelProto."""
+    (onnx,) = _require_onnx("onnx")
+    example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with _quiet_exporter(), torch.no_grad():
+        if exporter == "dynamo":
+            _require_onnx("onnxscript")
+            dim = torch.export.Dim
+            shapes = {"x": {0: dim("batch"), 2: dim("height", min=min_size), 3: dim("width", min=min_size)}}
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=shapes, verbose=False, optimize=True,
+            )  # fmt: skip
+            return program.model_proto
+        if exporter == "torchscript":
+            axes = {0: "batch", 2: "height", 3: "width"}
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            )  # fmt: skip
+            return onnx.load_model_from_string(buffer.getvalue())
+    raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
+
+
+def export_generator(
+    generator: nn.Module,
+    output: str | os.PathLike,
+    *,
+    metadata: dict[str, str] | None = None,
+    exporter: str = "dynamo",
+) -> Path:
+    """Export ``generator`` (a ``TransformerNet``) to ``output`` atomically; returns the path.
+
+    ``metadata`` entries become ONNX ``metadata_props`` (strings), next to the generator's
+    config, the instyle version and the smallest side the graph accepts.
+    """
+    import instyle
+
+    (onnx,) = _require_onnx("onnx")
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
+    config = dict(getattr(generator, "config", {}) or {})
+    if config.get("arch") not in EXPORTABLE_ARCHS:
+        raise ExportError(
+            f"ONNX export supports {', '.join(EXPORTABLE_ARCHS)} generators, not {config.get('arch')!r}"
+        )
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise ValueError(f"ONNX output {output}: the file name must end in .onnx")
+    model = exportable_copy(generator)
+    # Below this size TransformerNet edge-pads in Python, a branch the graph cannot hold.
+    min_size = int(getattr(model, "MIN_SIZE", 1))
+    try:
+        proto = _export_proto(model, exporter, min_size)
+    except ExportError:
+        raise
+    except Exception as error:  # the exporters raise many types; name the stage and the cause
+        raise ExportError(f"{exporter} ONNX export failed: {type(error).__name__}: {error}") from error
+
+    # Every instance norm must be a standard node (GroupNorm may add more: torch writes it
+    # as reshape + InstanceNormalization), and no node may need a custom-op runtime.
+    expected = _count_instance_norms(model)
+    found = sum(node.op_type == "InstanceNormalization" for node in proto.graph.node)
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if found < expected or custom:
+        raise ExportError(
+            f"{exporter} export wrote {found} InstanceNormalization nodes for {expected} instance-norm layers"
+            + (f" and custom ops {custom}" if custom else "")
+        )
+    props = {
+        "instyle_version": instyle.__version__,
+        "generator_config": json.dumps(config, sort_keys=True),
+        "input": f"{INPUT_NAME}: float32 (N, 3, H, W) RGB in [0, 1], H and W >= {min_size}",
+        "output": f"{OUTPUT_NAME}: float32 (N, 3, H, W) RGB in [0, 1]",
+        "min_size": str(min_size),
+        "exporter": exporter,
+    }
+    props.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    onnx.helper.set_model_props(proto, props)
+    proto.doc_string = f"instyle {config.get('arch')} style model {props.get('style_name', '')}".strip()
+    onnx.checker.check_model(proto)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + f".tmp{os.getpid()}")
+    try:
+        onnx.save_model(proto, str(tmp))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
+
+
+def export_model(
+    name_or_path: str | os.PathLike, output: str | os.PathLike, *, exporter: str = "dynamo"
+) -> Path:
+    """Export a model file or bundled style to ``output`` (.onnx)."""
+    from .stylize import resolve_model_path
+
+    path = resolve_model_path(name_or_path)
+    output = Path(output)
+    if output.exists() and output.resolve() == path.resolve():
+        raise ValueError(f"ONNX output {output} is the model file itself")
+    generator, metadata = load_generator(path)
+    props = {
+        "style_name": metadata.get("style_name") or path.stem,
+        "source_model": path.name,
+        "source_sha256": sha256_file(path),
+    }
+    return export_generator(generator, output, metadata=props, exporter=exporter)
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, as a dict."""
+    (onnx,) = _require_onnx("onnx")
+    model = onnx.load_model(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def cached_onnx_path(model_path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
+    """``$INSTYLE_HOME/onnx/<sha256 of the model file>.onnx``."""
+    from .weights import cache_dir
+
+    root = Path(cache) if cache is not None else cache_dir()
+    return root / "onnx" / f"{sha256_file(model_path)}.onnx"
+
+
+def _weights_digest(generator: nn.Module) -> str:
+    """sha256 of a generator's config and weights, for generators without a model file."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(getattr(generator, "config", {}), sort_keys=True).encode())
+    for name, t in generator.state_dict().items():
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_cached_onnx(
+    generator: nn.Module,
+    source: str | os.PathLike | None = None,
+    metadata: dict[str, str] | None = None,
+    *,
+    cache: str | os.PathLike | None = None,
+    exporter: str = "dynamo",
+) -> OnnxStyleModel:
+    """``generator`` in onnxruntime, exported once into the cache (keyed by the sha256 of its
+    model file ``source``, or of its weights). A cached file onnxruntime cannot load is
+    exported again."""
+    from .weights import cache_dir
+
+    if source is not None:
+        path = cached_onnx_path(source, cache)
+        digest = path.stem
+    else:
+        digest = _weights_digest(generator)
+        path = (Path(cache) if cache is not None else cache_dir()) / "onnx" / f"{digest}.onnx"
+    if path.exists():
+        try:
+            return OnnxStyleModel(path)
+        except ExportError:
+            pass  # truncated or foreign file: replace it
+    export_generator(generator, path, metadata={**(metadata or {}), "source_sha256": digest}, exporter=exporter)
+    return OnnxStyleModel(path)
+
+
+class OnnxStyleModel:
+    """An exported generator run by onnxruntime on the CPU: ``run(batch) -> batch``.
+
+    Inputs smaller than the graph's ``min_size`` are edge-padded first and cropped back,
+    as ``TransformerNet`` itself does.
+    """
+
+    def __init__(self, onnx_path: str | os.PathLike, *, threads: int | None = None) -> None:
+        (ort,) = _require_onnx("onnxruntime")
+        self.path = Path(onnx_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ExportError(f"onnxruntime cannot load {self.path}: {error}") from error
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = dict(meta)
+        self.min_size = int(meta.get("min_size", "1"))
+
+    def __repr__(self) -> str:
+        return f"OnnxStyleModel({str(self.path)!r})"
+
+    def run(self, batch: Tensor) -> Tensor:
+        """Stylize ``batch`` (N, 3, H, W) float in [0, 1]; returns a float32 CPU tensor."""
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, H, W), got shape {tuple(batch.shape)}")
+        h, w = batch.shape[-2:]
+        x = batch.detach().to("cpu", torch.float32)
+        if h < self.min_size or w < self.min_size:
+            x = TF.pad(x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)), mode="replicate")
+        (y,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()})
+        return torch.from_numpy(y)[..., :h, :w]

@@ -1,0 +1,367 @@
+"""instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium."""
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instyle.cli import main
+from instyle.image import save_image
+from instyle.modelfile import ModelFileError, save_model
+from instyle.models import TransformerNet
+
+gr = pytest.importorskip("gradio", reason="instyle serve needs gradio (pip install 'instyle[web]')")
+
+from instyle.serve import RequestError, ServeLimits, StyleService, build_app, load_styles  # noqa: E402
+
+
+def _tiny_model(path: Path, style_name: str = "tiny", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    save_model(TransformerNet(width=0.25, num_residual=1), path, {"style_name": style_name})
+    return path
+
+
+def _photo(path: Path, width: int, height: int) -> Path:
+    """A smooth colour picture (compresses well, so it stays small on disk)."""
+    x = torch.linspace(0, 1, width).expand(height, width)
+    y = torch.linspace(0, 1, height)[:, None].expand(height, width)
+    save_image(torch.stack([x, y, (x + y) / 2]), path)
+    return path
+
+
+def _claiming_size(png: Path, width: int, height: int) -> Path:
+    """`png` rewritten with its IHDR claiming width x height (CRC fixed, pixel data unchanged)."""
+    data = png.read_bytes()
+    assert data[12:16] == b"IHDR"
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+    png.write_bytes(data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:])
+    return png
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    return _tiny_model(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def service(model_file):
+    return StyleService(load_styles([model_file]), ServeLimits(max_upload_bytes=200_000, max_size=64))
+
+
+# ------------------------------------------------------------------------------ the request checks
+
+
+def test_service_stylizes_an_upload_resized_to_max_size(service, tmp_path):
+    result = service(_photo(tmp_path / "p.png", 150, 90), "tiny", 1.0, "none")
+    assert isinstance(result, Image.Image) and result.mode == "RGB"
+    assert result.size == (64, 38)  # long side 150 -> 64, short side 90 * 64 / 150 = 38.4
+    small = service(_photo(tmp_path / "s.png", 40, 30), "tiny", 1.0, "none")
+    assert small.size == (40, 30)  # smaller than max_size: kept
+
+
+def test_strength_and_colour_preservation_change_the_result(service, tmp_path):
+    photo = _photo(tmp_path / "p.png", 48, 32)
+
+    def pixels(strength, preserve):  # (H, W, 3) as float
+        return torch.from_numpy(np.array(service(photo, "tiny", strength, preserve))).float()
+
+    original = torch.from_numpy(np.array(Image.open(photo).convert("RGB"))).float()
+    full = pixels(1.0, "none")
+    assert (pixels(0.0, "none") - original).abs().max() <= 1  # strength 0 is the photo, up to rounding
+    assert (full - original).abs().mean() > 5
+    assert (pixels(1.0, "histogram") - full).abs().mean() > 1
+
+
+def test_byte_limit_is_checked_before_the_file_is_read(service, tmp_path):
+    garbage = tmp_path / "big.png"
+    garbage.write_bytes(b"\x89PNG" + os.urandom(300_000))  # over the 200 kB limit, and not an image
+    with pytest.raises(RequestError, match=r"0\.3 MB; the limit is 0\.2 MB"):
+        service(garbage, "tiny", 1.0, "none")
+
+
+def test_pixel_limit_is_checked_from_the_header(model_file, tmp_path):
+    service = StyleService(load_styles([model_file]))
+    bomb = _claiming_size(_photo(tmp_path / "bomb.png", 16, 16), 8000, 8000)  # 64 MP claimed in < 1 kB
+    with pytest.raises(RequestError, match="8000x8000 has too many pixels"):
+        service(bomb, "tiny", 1.0, "none")
+    huge = _claiming_size(_photo(tmp_path / "huge.png", 16, 16), 20000, 20000)  # past Pillow's own limit
+    with pytest.raises(RequestError, match="too many pixels"):
+        service(huge, "tiny", 1.0, "none")
+    strict = StyleService(load_styles([model_file]), ServeLimits(max_pixels=1000))
+    with pytest.raises(RequestError, match="50x40 has too many pixels"):
+        strict(_photo(tmp_path / "p.png", 50, 40), "tiny", 1.0, "none")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _truncated_png(path: Path) -> Path:
+    full = _photo(path.with_name("whole.png"), 64, 64).read_bytes()
+    path.write_bytes(full[: len(full) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, args, expected",
+    [
+        (lambda p: _write(p, b"<html>Not found</html>"), ("tiny", 1.0, "none"), "not a PNG, JPEG"),
+        (lambda p: _write(p, b""), ("tiny", 1.0, "none"), "empty"),
+        (_truncated_png, ("tiny", 1.0, "none"), "could not be decoded"),
+        (lambda p: _photo(p, 8, 8), ("no-such-style", 1.0, "none"), "Pick one of the listed styles"),
+        (lambda p: _photo(p, 8, 8), ("tiny", 1.5, "none"), "Strength must be"),
+        (lambda p: _photo(p, 8, 8), ("tiny", "x", "none"), "Strength must be"),
+        (lambda p: _photo(p, 8, 8), ("tiny", 1.0, "sepia"), "Colour preservation must be"),
+        (lambda p: None, ("tiny", 1.0, "none"), "Upload a photo"),
+        (lambda p: p, ("tiny", 1.0, "none"), "could not be read"),  # the upload vanished
+    ],
+    ids=["html", "empty", "truncated", "style", "strength", "strength-text", "preserve", "no-upload", "gone"],
+)
+def test_bad_requests_get_short_messages_without_paths(service, tmp_path, make, args, expected):
+    upload = make(tmp_path / "upload.png")
+    with pytest.raises(RequestError) as caught:
+        service(upload, *args)
+    message = str(caught.value)
+    assert expected in message
+    assert len(message) < 100 and "\n" not in message
+    assert str(tmp_path) not in message and "upload.png" not in message and "Traceback" not in message
+
+
+def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path):
+    a = _tiny_model(tmp_path / "a.safetensors", "starry")
+    b = _tiny_model(tmp_path / "b.safetensors", "starry", seed=1)
+    assert list(load_styles([a, b])) == ["starry", "starry (b.safetensors)"]
+    with pytest.raises(ModelFileError, match="given twice"):
+        load_styles([a, b, b])
+    with pytest.raises(ValueError, match="no styles to serve"):
+        load_styles([])  # nothing is bundled yet
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="bad.safetensors"):
+        load_styles([tmp_path / "bad.safetensors"])
+
+
+def test_limits_are_validated():
+    for bad in (dict(max_upload_bytes=0), dict(queue_size=0), dict(max_size=-1), dict(max_pixels=0)):
+        with pytest.raises(ValueError):
+            ServeLimits(**bad)
+
+
+def test_app_runs_one_job_at_a_time_behind_a_bounded_queue(service):
+    app = build_app(service)
+    (event,) = app.fns.values()
+    assert event.concurrency_limit == 1 and event.api_name == "stylize"
+    assert app._queue.max_size == service.limits.queue_size
+    assert not app.analytics_enabled
+
+
+def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys):
+    from instyle.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"  # loopback unless told otherwise
+    assert main(["serve"]) == 2
+    assert "pass --model PATH" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- a live server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`instyle serve` in a subprocess on a free loopback port, as a user would start it."""
+    folder = tmp_path_factory.mktemp("serve")
+    model = _tiny_model(folder / "tiny.safetensors")
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(folder / "gradio"))
+    command = [sys.executable, "-m", "instyle", "serve", "--model", str(model), "--port", str(port)]
+    command += ["--max-size", "800", "--max-upload-mb", "5", "--queue-size", "4"]
+    log = open(folder / "server.log", "w+")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    import httpx
+
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"instyle serve exited with {process.returncode}:\n{log.read()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("instyle serve did not answer within 180 s")
+        time.sleep(0.5)
+    yield type("Server", (), dict(url=url, port=port, pid=process.pid, folder=folder, log=folder / "server.log"))
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses in LISTEN state on `port`, from /proc/net/tcp and tcp6 (hex, as the kernel writes them)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_server_listens_on_loopback_only(server):
+    assert _listening_addresses(server.port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+
+
+def test_server_refuses_oversized_uploads_before_storing_them(server, tmp_path):
+    import httpx
+
+    big = tmp_path / "big.png"
+    big.write_bytes(os.urandom(6_000_000))  # over --max-upload-mb 5
+    with open(big, "rb") as f:
+        response = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.png", f, "image/png")}, timeout=60)
+    assert response.status_code == 413
+    assert httpx.get(server.url, timeout=10).status_code == 200
+
+
+def test_server_memory_stays_flat_over_many_requests(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    photo = _photo(tmp_path / "photo.png", 800, 600)  # 5.8 MB as float: a leak per request would show
+    client = Client(server.url, verbose=False)
+    rss = []
+    for _ in range(35):
+        result = client.predict(handle_file(str(photo)), "tiny", 1.0, "luminance", api_name="/stylize")
+        rss.append(_rss_mb(server.pid))
+    with Image.open(result) as image:
+        assert image.size == (800, 600)
+    # after 5 warm-up requests, 30 more leave the peak where it was (a leak of the decoded
+    # photo alone would add 5.8 MB a request, 170 MB in all)
+    early, late = max(rss[5:10]), max(rss[-5:])
+    assert late - early < 16, f"server RSS grew from {early:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
+
+
+# ------------------------------------------------------------------------------ the page in Chromium
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    """Debian's chromium; CI installs it (.ci/run), so there its absence is a failure."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    reason = "no chromium on PATH (apt-get install chromium; .ci/run installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def page(tmp_path):
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("playwright is not installed (it is in the dev extra)")
+    with sync_playwright() as playwright:
+        # a persistent context on a fresh folder is chromium's --user-data-dir
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "profile", executable_path=executable, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1200, "height": 900}, accept_downloads=True,
+        )  # fmt: skip
+        context.set_default_timeout(60_000)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def _result_size(page) -> tuple[int, int]:
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#result img');"
+        " return i && i.complete && i.naturalWidth > 0 && i.src !== window.__lastResult }"
+    )
+    return tuple(
+        page.evaluate(
+            "() => { const i = document.querySelector('#result img'); window.__lastResult = i.src;"
+            " return [i.naturalWidth, i.naturalHeight] }"
+        )
+    )
+
+
+@pytest.mark.browser
+def test_page_stylizes_an_upload_shows_errors_and_keeps_working(server, page, tmp_path):
+    page.goto(server.url)
+    page.wait_for_selector("#stylize")
+    assert page.locator("#style input").input_value() == "tiny"
+    upload = page.locator("#photo input[type=file]")
+
+    upload.set_input_files(_photo(tmp_path / "photo.png", 150, 90))
+    page.click("#stylize")
+    assert _result_size(page) == (150, 90)
+    page.screenshot(path=tmp_path / "result.png")  # kept in pytest's tmp folder, to look at
+    with page.expect_download() as download:
+        page.locator("#result").get_by_role("button", name="Download").or_(page.locator("#result a[download]")).first.click()
+    with Image.open(download.value.path()) as saved:
+        assert saved.size == (150, 90)
+
+    fake = tmp_path / "fake.png"
+    fake.write_text("<html><body>404 Not Found</body></html>")
+    upload.set_input_files(fake)
+    page.click("#stylize")
+    toast = page.locator(".toast-body").filter(has_text="not a PNG, JPEG")
+    toast.wait_for()
+    page.screenshot(path=tmp_path / "error.png")
+    text = toast.inner_text()
+    assert "Traceback" not in text and "/tmp" not in text and str(tmp_path) not in text
+
+    upload.set_input_files(_photo(tmp_path / "second.png", 80, 120))
+    page.click("#stylize")
+    assert _result_size(page) == (80, 120)
+    assert "Traceback" not in page.inner_text("body")
