@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -283,6 +284,58 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment import ExperimentConfig, ExperimentError, default_style_image, run_in_vs_bn
+    from .image import ImageError
+    from .train import TrainingError
+    from .weights import WeightsError
+
+    style = args.style or default_style_image()
+    if style is None:
+        print("instyle experiment: error: no bundled style image; pass --style IMG", file=sys.stderr)
+        return 2
+    options = dict(style=str(style), output=args.output, eval_dir=args.eval, device=args.device, seed=args.seed)
+    words = ["instyle", "experiment", args.experiment] + ["--quick"] * args.quick + ["--style", str(style)]
+    words += ["--eval", args.eval] * (args.eval is not None) + ["-o", args.output]
+    words += ["--device", args.device] * (args.device != "auto") + ["--seed", str(args.seed)] * (args.seed != 0)
+    options["command"] = shlex.join(words)
+    config = ExperimentConfig.quick_preset(**options) if args.quick else ExperimentConfig(**options)
+    started = [0.0]
+
+    def on_progress(message: str) -> None:
+        import time
+
+        now = time.perf_counter()
+        started[0] = started[0] or now
+        print(f"[{now - started[0]:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    try:
+        report = run_in_vs_bn(config, on_progress=on_progress)
+    except (ExperimentError, ImageError, TrainingError, WeightsError, OSError) as error:
+        print(f"instyle experiment: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, (ExperimentError, ImageError)) else 1
+    for claim in report["claims"]:
+        verdict = {True: "holds", False: "does NOT hold", None: "not tested"}[claim["holds"]]
+        print(f"{claim['claim']}: {verdict} ({claim['evidence']})")
+    print(f"wrote report.md, report.json and figure.png in {config.output} ({report['meta']['wall_seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _add_experiment_parser(sub) -> None:
+    experiment = sub.add_parser("experiment", help="reproduce the seed's claims with numbers and figures")
+    names = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    in_vs_bn = names.add_parser(
+        "in-vs-bn", help="instance vs batch norm in the generator: loss, contrast, batch dependence, data size, speed"
+    )
+    in_vs_bn.add_argument("--quick", action="store_true", help="small sizes for a CPU (under 20 minutes on 2 cores)")
+    in_vs_bn.add_argument("--style", default=None, help="the style image (default: the first bundled style image)")
+    in_vs_bn.add_argument("--eval", default=None, metavar="DIR", help="held-out photos (default: 2 held back from the content set)")
+    in_vs_bn.add_argument("-o", "--output", default="out/in_vs_bn", help="output folder (default: out/in_vs_bn)")
+    in_vs_bn.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    in_vs_bn.add_argument("--seed", type=int, default=0, help="seed of both trainings (default: 0)")
+    in_vs_bn.set_defaults(func=_cmd_experiment)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .modelfile import ModelFileError
     from .serve import ServeLimits, StyleService, build_app, launch, load_styles
@@ -436,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_max_pixels(stylize)
     stylize.set_defaults(func=_cmd_stylize)
+    _add_experiment_parser(sub)
 
     from .serve import DEFAULT_MAX_SIZE, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE_SIZE
 
