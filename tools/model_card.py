@@ -1,0 +1,62 @@
+"""Writes src/instyle/styles/MODEL_CARD.md from the bundled model files' own metadata and the
+commands logged by tools/train_bundled_styles.sh.
+
+    .venv/bin/python tools/model_card.py
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from instyle.modelfile import read_model_file
+from instyle.stylize import STYLES_DIR, list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+PAINTINGS = {
+    "starry_night": "Vincent van Gogh, The Starry Night (1889); van Gogh died in 1890: public domain",
+    "composition_vii": "Wassily Kandinsky, Composition VII (1913); Kandinsky died in 1944: public domain",
+    "udnie": "Francis Picabia, Udnie (1913); published before 1929: public domain in the US",
+    "cezanne": "a crop of a Paul Cezanne painting; Cezanne died in 1906: public domain",
+}
+
+
+def main() -> int:
+    lines = [
+        "# Bundled styles",
+        "",
+        "Each model was trained by instyle's own `instyle train` (tools/train_bundled_styles.sh) on",
+        "the painting named below, with scikit-image's bundled photos as content, and is stored as",
+        "fp16 safetensors. Figures come from each file's metadata.",
+        "",
+    ]
+    for name in list_models():
+        path = STYLES_DIR / f"{name}.safetensors"
+        config, meta, _ = read_model_file(path)
+        training = meta.get("training", {})
+        command_file = ROOT / "out" / "bundled" / f"{name}.command"
+        command = command_file.read_text().strip() if command_file.exists() else "(not logged)"
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in meta.get("final_losses", {}).items())
+        lines += [
+            f"## {name}",
+            "",
+            f"- Painting: {PAINTINGS.get(name, 'see the training command')}",
+            f"- Architecture: {config['arch']}, width {config.get('width')}, {config.get('num_residual')} residual blocks,"
+            f" {config.get('norm')} norm; {path.stat().st_size / 1e6:.2f} MB",
+            f"- Command: `{command}`",
+            f"- Iterations: {meta.get('iterations')}, batch {training.get('batch_size')}, "
+            f"{training.get('image_size')} px crops, style long side {training.get('style_size')} px, "
+            f"weights content {training.get('content_weight')} / style {training.get('style_weight')} / tv {training.get('tv_weight')}",
+            f"- Final losses (last step, weighted): {losses}",
+            f"- Device: {meta.get('device')} (2-core AMD EPYC, bf16 autocast), date "
+            f"{datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()}, instyle {meta.get('instyle_version')}",
+            f"- Style image sha256: {meta.get('style_sha256')}; VGG weights sha256: {meta.get('vgg_weights_sha256')}",
+            "",
+        ]
+    (STYLES_DIR / "MODEL_CARD.md").write_text("\n".join(lines))
+    print(f"wrote {STYLES_DIR / 'MODEL_CARD.md'} for {len(list_models())} styles")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
