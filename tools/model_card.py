@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAINTINGS = {
     "starry_night": "Vincent van Gogh, The Starry Night (1889); van Gogh died in 1890: public domain",
     "composition_vii": "Wassily Kandinsky, Composition VII (1913); Kandinsky died in 1944: public domain",
-    "udnie": "Francis Picabia, Udnie (1913); published before 1929: public domain in the US",
+    "udnie": "Francis Picabia, Udnie (1913); published 1913 and Picabia died in 1953: public domain in the US and, since 2024, in the EU",
     "cezanne": "a crop of a Paul Cezanne painting; Cezanne died in 1906: public domain",
 }
 
