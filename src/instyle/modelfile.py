@@ -3,12 +3,13 @@ name and hash, training config, final losses, instyle version). Loading checks a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
+
+from .weights import file_sha256 as sha256_file  # noqa: F401  (re-exported)
 
 FORMAT = "instyle-generator"
 FORMAT_VERSION = 1
@@ -16,14 +17,6 @@ FORMAT_VERSION = 1
 
 class ModelFileError(ValueError):
     """A model file that is missing, corrupt, or does not describe a usable generator."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike, metadata: dict, dtype: torch.dtype | None = None) -> None:
