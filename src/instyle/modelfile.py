@@ -42,6 +42,9 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, metadata: dict, 
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=header)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a normal file, not the private mode of a temp file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
