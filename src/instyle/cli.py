@@ -481,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
     stylize.add_argument("--tile", type=int, default=None, help="tile size (default: automatic when needed)")
     stylize.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    stylize.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    stylize.add_argument(
+        "--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        help="auto: bf16 + channels_last on CUDA and on CPUs with native bf16, else fp32 (default: auto)",
+    )  # fmt: skip
     stylize.add_argument("--suffix", default=".png", choices=(".png", ".jpg", ".webp"), help="output format")
     stylize.add_argument(
         "--runtime", default="torch", choices=("torch", "onnxruntime"),

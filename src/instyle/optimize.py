@@ -150,13 +150,15 @@ def optimize(
                 image = torch.rand(target.shape, generator=torch.Generator().manual_seed(config.seed)).to(device)
         else:  # coarse-to-fine: start from the previous scale's result
             image = F.interpolate(image, size=target.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
-        image = image.detach().contiguous(memory_format=memory_format).requires_grad_(True)
+        # The pixels stay NCHW (L-BFGS flattens their gradient with .view); the VGG input is
+        # converted to the fast layout inside the closure.
+        image = image.detach().contiguous().requires_grad_(True)
         count = [0]
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                total, terms = loss_fn(image)
+                total, terms = loss_fn(image.contiguous(memory_format=memory_format))
             total.backward()
             count[0] += 1
             losses = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}

@@ -74,7 +74,7 @@ class StyleModel:
         max_size: int | None = None,
         tile: int | None = None,
         device: str = "auto",
-        dtype: str = "fp32",
+        dtype: str = "auto",
         runtime: str = "torch",
     ):
         """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind.
