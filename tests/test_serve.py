@@ -165,10 +165,12 @@ def test_app_runs_one_job_at_a_time_behind_a_bounded_queue(service):
     assert not app.analytics_enabled
 
 
-def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys):
+def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, monkeypatch):
+    import instyle.serve
     from instyle.cli import build_parser
 
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"  # loopback unless told otherwise
+    monkeypatch.setattr(instyle.serve, "list_models", lambda: [])  # an installation without bundled styles
     assert main(["serve"]) == 2
     assert "pass --model PATH" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
