@@ -138,7 +138,10 @@ def test_bad_requests_get_short_messages_without_paths(service, tmp_path, make, 
     assert str(tmp_path) not in message and "upload.png" not in message and "Traceback" not in message
 
 
-def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path):
+def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path, monkeypatch):
+    import instyle.serve
+
+    monkeypatch.setattr(instyle.serve, "list_models", lambda: [])  # an installation without bundled styles
     a = _tiny_model(tmp_path / "a.safetensors", "starry")
     b = _tiny_model(tmp_path / "b.safetensors", "starry", seed=1)
     assert list(load_styles([a, b])) == ["starry", "starry (b.safetensors)"]

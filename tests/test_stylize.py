@@ -99,6 +99,9 @@ def test_cli_bad_model_and_no_inputs(model_file, photos, tmp_path, capsys):
         load_model(garbage)
 
 
-def test_list_models_is_a_list_of_names():
-    names = list_models()
-    assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+def test_bundled_styles_are_listed_and_load_by_name():
+    assert {"starry_night", "composition_vii", "udnie", "cezanne"} <= set(list_models())
+    model = load_model("starry_night")
+    assert model.name == "starry_night" and model.metadata["training"]["save_dtype"] == "fp16"
+    out = model.stylize(torch.rand(3, 24, 32))
+    assert out.shape == (3, 24, 32) and torch.isfinite(out).all()

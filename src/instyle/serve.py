@@ -78,7 +78,7 @@ def load_styles(model_paths: Sequence[str | os.PathLike] = ()) -> dict[str, Styl
     Raises ModelFileError for an unreadable model file, ValueError when there is no style at all.
     """
     styles: dict[str, StyleModel] = {}
-    for source in [*list_models(), *model_paths]:  # bundled names first, then files
+    for source in [*model_paths, *list_models()]:  # the files asked for first (the page's default), then bundled
         model = load_model(source)
         name = model.name
         if name in styles:  # two files with one style name: tell them apart by file name
