@@ -56,7 +56,6 @@ def main(argv=None) -> int:
         parser.error(f"--style {style}: no such file (pass a style image)")
     register_norm("torch_instance", lambda c, **kw: torch.nn.InstanceNorm2d(c, affine=True, **kw))
     device = resolve_device(args.device)
-    auto = resolve_autocast_dtype("auto", device)
     # (label, width, norm, dtype)
     cases = [
         ("baseline", 1.0, "torch_instance", "fp32"),

@@ -18,7 +18,8 @@ from instyle.export import (  # noqa: E402
     onnx_metadata,
 )
 from instyle.image import load_image, save_image  # noqa: E402
-from instyle.modelfile import ModelFileError, load_generator, save_model, sha256_file  # noqa: E402
+from instyle.modelfile import ModelFileError, load_generator, save_model  # noqa: E402
+from instyle.weights import file_sha256 as sha256_file  # noqa: E402
 from instyle.models import TextureNet, TransformerNet  # noqa: E402
 from instyle.stylize import load_model  # noqa: E402
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -322,14 +321,8 @@ def run_in_vs_bn(
         train_named = named
         eval_names, eval_images = _load_eval_dir(config.eval_dir)
     crops = _eval_crops(eval_images, config)
-    if extractor is None:
-        from .models.vgg import VGGFeatures
-
-        extractor = VGGFeatures(config.content_layers + config.style_layers, weights=config.vgg_weights or "default")
-    loss_fn = PerceptualLoss(
-        extractor, content_layers=config.content_layers, style_layers=config.style_layers,
-        content_weight=config.content_weight, style_weight=config.style_weight, tv_weight=config.tv_weight,
-    )  # fmt: skip
+    loss_fn = PerceptualLoss.from_config(config, extractor)
+    extractor = loss_fn.extractor  # shared by every training run below
 
     report: dict = {
         "experiment": "in-vs-bn",

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .modelfile import ModelFileError, load_generator, sha256_file
+from .modelfile import load_generator
+from .weights import file_sha256 as sha256_file
 from .nn import InstanceNorm2d
 
 __all__ = [

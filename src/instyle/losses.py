@@ -186,6 +186,26 @@ class PerceptualLoss(nn.Module):
         self._has_style = False
         self._has_content = False
 
+    @classmethod
+    def from_config(cls, config, extractor: FeatureExtractor | None = None) -> PerceptualLoss:
+        """The loss a config describes (``content_layers``, ``style_layers``, ``content_weight``,
+        ``style_weight``, ``tv_weight``, ``vgg_weights``); without ``extractor``, the VGG it needs.
+        A config without content layers (texture synthesis) gives a style-only loss."""
+        content_layers = tuple(getattr(config, "content_layers", ()))
+        style_layers = tuple(config.style_layers)
+        if extractor is None:
+            from .models.vgg import VGGFeatures
+
+            extractor = VGGFeatures(content_layers + style_layers, weights=config.vgg_weights or "default")
+        return cls(
+            extractor,
+            content_layers=content_layers,
+            style_layers=style_layers,
+            content_weight=config.content_weight if content_layers else 0.0,
+            style_weight=config.style_weight,
+            tv_weight=config.tv_weight,
+        )
+
     # --- targets -------------------------------------------------------------------------------------------
     def _features(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         features = self.extractor(images)

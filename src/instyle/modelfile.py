@@ -9,8 +9,6 @@ from pathlib import Path
 
 import torch
 
-from .weights import file_sha256 as sha256_file  # noqa: F401  (re-exported)
-
 FORMAT = "instyle-generator"
 FORMAT_VERSION = 1
 

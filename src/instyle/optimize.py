@@ -132,14 +132,7 @@ def optimize(
     for scale_index, size in enumerate(sizes):
         target = resize_long_side(content_full, size).unsqueeze(0).to(device)  # (1, 3, H, W)
         style_size = max(16, round(size * config.style_scale))
-        loss_fn = PerceptualLoss(
-            extractor,
-            content_layers=config.content_layers,
-            style_layers=config.style_layers,
-            content_weight=config.content_weight,
-            style_weight=config.style_weight,
-            tv_weight=config.tv_weight,
-        )
+        loss_fn = PerceptualLoss.from_config(config, extractor)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             loss_fn.set_style([resize_long_side(s, style_size).to(device) for s in style_images], config.style_blend)
             loss_fn.set_content(target)

@@ -27,7 +27,8 @@ from torch import Tensor
 from . import __version__
 from .image import load_image, resize_long_side
 from .losses import PerceptualLoss
-from .modelfile import ModelFileError, load_generator, save_model, sha256_file
+from .modelfile import ModelFileError, load_generator, save_model
+from .weights import file_sha256 as sha256_file
 from .models import TextureNet
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
@@ -140,13 +141,7 @@ def train_texture(
     memory_format = preferred_memory_format(device, autocast)
 
     style_image = resize_long_side(load_image(config.style), config.style_size)
-    if extractor is None:
-        extractor = VGGFeatures(config.style_layers, weights=config.vgg_weights or "default")
-    extractor = extractor.to(device, memory_format=memory_format)
-    loss_fn = PerceptualLoss(
-        extractor, content_layers=(), style_layers=config.style_layers,
-        content_weight=0.0, style_weight=config.style_weight, tv_weight=config.tv_weight,
-    )  # fmt: skip
+    loss_fn = PerceptualLoss.from_config(config, extractor).to(device, memory_format=memory_format)
     with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         loss_fn.set_style(style_image.unsqueeze(0).to(device))
 

@@ -29,8 +29,8 @@ from torch import Tensor
 from . import __version__
 from .image import default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
-from .modelfile import save_model, sha256_file
-from .models.vgg import VGGFeatures
+from .modelfile import save_model
+from .weights import file_sha256 as sha256_file
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -250,19 +250,7 @@ def train(
         options.update(width=config.width, num_residual=config.num_residual)
     model = build_generator(config.arch, **options)
     model = model.to(device, memory_format=memory_format)
-    if extractor is None:
-        extractor = VGGFeatures(
-            tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"
-        )
-    extractor = extractor.to(device, memory_format=memory_format)
-    loss_fn = PerceptualLoss(
-        extractor,
-        content_layers=config.content_layers,
-        style_layers=config.style_layers,
-        content_weight=config.content_weight,
-        style_weight=config.style_weight,
-        tv_weight=config.tv_weight,
-    )
+    loss_fn = PerceptualLoss.from_config(config, extractor).to(device, memory_format=memory_format)
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         loss_fn.set_style(style_image.unsqueeze(0).to(device))
 
@@ -360,7 +348,7 @@ def train(
             "training": config.to_json(),
             "style_name": Path(config.style).stem,
             "style_sha256": sha256_file(config.style),
-            "vgg_weights_sha256": getattr(extractor, "weights_sha256", None),
+            "vgg_weights_sha256": getattr(loss_fn.extractor, "weights_sha256", None),
             "final_losses": {k: v for k, v in losses.items() if k != "images_per_s"},
             "iterations": step,
             "device": device.type,
