@@ -6,6 +6,7 @@ loss is a mean over the batch, so the weights mean the same thing for the optimi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
@@ -253,9 +254,70 @@ class PerceptualLoss(nn.Module):
             for name in self.style_layers:
                 stat = style_statistic(features[name], self.style_stat) * w  # (1, ...)
                 targets[name] = stat if name not in targets else targets[name] + stat
-        for name, target in targets.items():
-            self.register_buffer(f"style_target_{name}", target.detach(), persistent=False)
+        self._store_style(targets)
+
+    def _store_style(self, targets: Mapping[str, torch.Tensor]) -> None:
+        for name in self.style_layers:
+            self.register_buffer(f"style_target_{name}", targets[name].detach(), persistent=False)
         self._has_style = True
+
+    @torch.no_grad()
+    def set_style_targets(
+        self,
+        targets: Mapping[str, torch.Tensor],
+        *,
+        vgg_weights_sha256: str | None,
+        stat: str = "gram",
+        source: str = "the style targets",
+    ) -> None:
+        """Use precomputed style statistics (e.g. those stored in a model file) instead of a style image.
+
+        Args:
+            targets: layer -> statistic as :func:`style_statistic` computes it, with or without the leading
+                batch dimension of 1; Gram (C, C) or mean/std (2, C). Layers this loss does not use are ignored.
+            vgg_weights_sha256: the weights the statistics were computed with; must equal the extractor's
+                ``weights_sha256`` (an extractor without one, such as a test stand-in, takes only ``None``).
+            stat: the statistic of ``targets``; must be this loss's ``style_stat``.
+            source: names the targets in error messages.
+        """
+        if stat != self.style_stat:
+            raise ValueError(f"{source} are {stat!r} statistics but this loss compares {self.style_stat!r}")
+        extractor_sha = getattr(self.extractor, "weights_sha256", None)
+        if vgg_weights_sha256 != extractor_sha:
+            raise ValueError(
+                f"{source} were computed with VGG weights sha256 {vgg_weights_sha256} but this loss uses "
+                f"{extractor_sha}; recompute them with the same weights, or use the style image"
+            )
+        missing = [name for name in self.style_layers if name not in targets]
+        if missing:
+            raise ValueError(
+                f"{source} have no statistics for style layer(s) {missing} (they carry {tuple(targets)}); "
+                f"use style layers they carry or targets computed for these layers"
+            )
+        ready = {}
+        for name in self.style_layers:
+            t = torch.as_tensor(targets[name])
+            t = t[None] if t.dim() == 2 else t
+            bad_shape = t.dim() != 3 or t.shape[0] != 1
+            if self.style_stat == "gram":
+                bad_shape = bad_shape or t.shape[1] != t.shape[2]
+            else:
+                bad_shape = bad_shape or t.shape[1] != 2
+            if bad_shape:
+                expected = "(C, C)" if self.style_stat == "gram" else "(2, C)"
+                raise ValueError(f"{source}: {name} has shape {tuple(targets[name].shape)}, expected {expected}")
+            t = _upcast(t.detach())
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{source}: {name} has NaN or inf values")
+            if self.style_stat == "gram" and not torch.allclose(t, t.transpose(1, 2), rtol=1e-5, atol=1e-8):
+                raise ValueError(f"{source}: {name} is not symmetric, so not a Gram matrix")
+            ready[name] = t.to(self._target_device())
+        self._store_style(ready)
+
+    def _target_device(self) -> torch.device:
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            return t.device
+        return torch.device("cpu")
 
     @torch.no_grad()
     def set_content(self, images: torch.Tensor) -> None:
@@ -302,7 +364,13 @@ class PerceptualLoss(nn.Module):
                     content_total = content_total + self.layer_weights.get(name, 1.0) * loss
             if use_style:
                 for name in self.style_layers:
-                    loss = style_loss(features[name], self.style_target(name), self.style_stat)
+                    target = self.style_target(name)
+                    if target.shape[-1] != features[name].shape[1]:
+                        raise ValueError(
+                            f"the style target of {name} is for {target.shape[-1]} channels but the extractor gives "
+                            f"{features[name].shape[1]}: targets and extractor do not belong together"
+                        )
+                    loss = style_loss(features[name], target, self.style_stat)
                     layer_losses[f"style/{name}"] = loss
                     style_total = style_total + self.layer_weights.get(name, 1.0) * loss
         tv = total_variation(input) if self.tv_weight > 0 else zero

@@ -1,41 +1,160 @@
 """Model files: safetensors weights plus JSON metadata (architecture, norm, widths, style
-name and hash, training config, final losses, instyle version). Loading checks all of it."""
+name and hash, training config, final losses, instyle version). Loading checks all of it.
+
+A file may also carry the style targets the generator was trained against (:class:`StyleTargets`):
+the Gram matrix of each VGG style layer of the painting, packed as its upper triangle (row-major,
+the order of ``torch.triu_indices``) in fp32 under ``style_targets.<layer>``, described by the
+``style_targets`` entry of the metadata. They are derived data, not the painting, and make the style
+usable by name (:mod:`instyle.style_targets`). Such files are format version 2; version 1 files are
+the same without targets.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 FORMAT = "instyle-generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # files without style targets: readable by every instyle
+TARGETS_FORMAT_VERSION = 2  # files with style_targets.* tensors
+READABLE_VERSIONS = (str(FORMAT_VERSION), str(TARGETS_FORMAT_VERSION))
+TARGET_PREFIX = "style_targets."  # tensor names; generator state-dict keys never start with it
+TARGET_PACKING = "triu"  # upper triangle, row-major (torch.triu_indices order)
 
 
 class ModelFileError(ValueError):
     """A model file that is missing, corrupt, or does not describe a usable generator."""
 
 
-def save_model(model: torch.nn.Module, path: str | os.PathLike, metadata: dict, dtype: torch.dtype | None = None) -> None:
-    """Write ``model`` (a generator with ``.config``) atomically as safetensors."""
+# ---------------------------------------------------------------------------- style targets
+
+
+def pack_gram(gram: torch.Tensor) -> torch.Tensor:
+    """(C, C) symmetric -> (C (C + 1) / 2,) upper triangle in fp32."""
+    c = gram.shape[-1]
+    rows, cols = torch.triu_indices(c, c)
+    return gram.detach().to(torch.float32).cpu()[rows, cols].contiguous()
+
+
+def unpack_gram(packed: torch.Tensor, channels: int) -> torch.Tensor:
+    """(C (C + 1) / 2,) -> (C, C) symmetric fp32, the inverse of :func:`pack_gram`."""
+    rows, cols = torch.triu_indices(channels, channels)
+    gram = torch.zeros(channels, channels, dtype=torch.float32)
+    values = packed.to(torch.float32)
+    gram[rows, cols] = values
+    gram[cols, rows] = values
+    return gram
+
+
+@dataclass(frozen=True, eq=False)
+class StyleTargets:
+    """The style statistics of one painting: the Gram matrix (C, C), fp32, of each VGG layer, as
+    :func:`instyle.losses.gram_matrix` computes it for the painting resized to ``style_size`` (long
+    side) and fed to the VGG whose weights have ``vgg_weights_sha256``."""
+
+    grams: dict[str, torch.Tensor]  # layer -> (C, C) fp32, symmetric
+    style_size: int
+    vgg_weights_sha256: str | None  # None: an extractor without a weights hash (test stand-ins)
+    style_name: str
+    style_sha256: str | None = None  # the painting's file
+    source: Path | None = field(default=None, compare=False)  # the model file they were read from
+
+    def __post_init__(self) -> None:
+        # Stored as the upper triangle, so keep exactly the symmetric matrix the file will hold:
+        # targets used straight after computing equal targets read back from the file, bitwise.
+        object.__setattr__(
+            self, "grams", {layer: unpack_gram(pack_gram(g), g.shape[-1]) for layer, g in self.grams.items()}
+        )
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.grams)
+
+    def describe(self) -> str:
+        return f"{self.style_name} (style statistics of {', '.join(self.layers)} at {self.style_size} px)"
+
+    def digest(self) -> str:
+        """sha256 of the statistics themselves (layers, size, values): a cache key."""
+        h = hashlib.sha256(f"{self.style_size}|{self.vgg_weights_sha256}".encode())
+        for layer, gram in self.grams.items():
+            h.update(layer.encode())
+            h.update(pack_gram(gram).numpy().tobytes())
+        return h.hexdigest()
+
+    def metadata(self) -> dict:
+        return {
+            "layers": list(self.layers),
+            "channels": {layer: int(g.shape[-1]) for layer, g in self.grams.items()},
+            "stat": "gram",
+            "packing": TARGET_PACKING,
+            "dtype": "float32",
+            "style_size": self.style_size,
+            "vgg_weights_sha256": self.vgg_weights_sha256,
+            "style_name": self.style_name,
+            "style_sha256": self.style_sha256,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {TARGET_PREFIX + layer: pack_gram(g) for layer, g in self.grams.items()}
+
+
+def _check_targets(info, tensors: dict[str, torch.Tensor]) -> list[str]:
+    """What is wrong with the style targets of a file (metadata entry ``info`` and the tensors)."""
+    stored = sorted(name[len(TARGET_PREFIX) :] for name in tensors if name.startswith(TARGET_PREFIX))
+    if info is None:
+        return [f"style target tensors {stored} without a 'style_targets' metadata entry"] if stored else []
+    if not isinstance(info, dict):
+        return ["the 'style_targets' metadata entry is not an object"]
+    problems = []
+    layers, channels = info.get("layers"), info.get("channels")
+    if not isinstance(layers, list) or not layers or not isinstance(channels, dict):
+        return ["the 'style_targets' metadata entry lacks its layers and channels"]
+    if info.get("stat") != "gram" or info.get("packing") != TARGET_PACKING:
+        problems.append(f"style targets are {info.get('stat')!r} packed as {info.get('packing')!r}; expected 'gram', 'triu'")
+    size = info.get("style_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        problems.append(f"style targets have no valid style_size ({size!r})")
+    extra = sorted(set(stored) - set(layers))
+    if extra:
+        problems.append(f"style target tensors {extra} not listed in the metadata")
+    for layer in layers:
+        name = TARGET_PREFIX + str(layer)
+        c = channels.get(layer)
+        if name not in tensors:
+            problems.append(f"style target {name} is missing")
+            continue
+        t = tensors[name]
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            problems.append(f"style target {layer}: bad channel count {c!r}")
+        elif t.dim() != 1 or t.numel() != c * (c + 1) // 2:
+            problems.append(f"style target {name} has shape {tuple(t.shape)}, expected ({c * (c + 1) // 2},) for {c} channels")
+        elif not t.is_floating_point():
+            problems.append(f"style target {name} is {t.dtype}, not floating point")
+        else:  # finiteness is checked with every tensor; a Gram matrix has a non-negative diagonal
+            diagonal = unpack_gram(t, c).diagonal()
+            if bool((diagonal < 0).any()):
+                problems.append(f"style target {name} has a negative diagonal: not a Gram matrix")
+    return problems
+
+
+def split_style_targets(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(generator weights, style target tensors) of a file's tensors."""
+    weights = {k: v for k, v in tensors.items() if not k.startswith(TARGET_PREFIX)}
+    targets = {k: v for k, v in tensors.items() if k.startswith(TARGET_PREFIX)}
+    return weights, targets
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tensors = {}
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ModelFileError(f"refusing to save {path}: weight {name} has NaN or inf values")
-        tensors[name] = t
-    header = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "config": json.dumps(model.config),
-        "instyle": json.dumps(metadata),
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
@@ -48,8 +167,49 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, metadata: dict, 
         tmp.unlink(missing_ok=True)
 
 
+def _header(config: dict, metadata: dict, targets: StyleTargets | None) -> dict[str, str]:
+    if targets is not None:
+        metadata = {**metadata, "style_targets": targets.metadata()}
+    else:
+        metadata = {k: v for k, v in metadata.items() if k != "style_targets"}
+    return {
+        "format": FORMAT,
+        "format_version": str(TARGETS_FORMAT_VERSION if targets is not None else FORMAT_VERSION),
+        "config": json.dumps(config),
+        "instyle": json.dumps(metadata),
+    }
+
+
+def save_model(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    metadata: dict,
+    dtype: torch.dtype | None = None,
+    style_targets: StyleTargets | None = None,
+) -> None:
+    """Write ``model`` (a generator with ``.config``) atomically as safetensors; ``dtype`` converts
+    its floating-point weights (the style targets stay fp32: fp16 would flush many of their small
+    entries to zero)."""
+    path = Path(path)
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ModelFileError(f"refusing to save {path}: weight {name} has NaN or inf values")
+        tensors[name] = t
+    if style_targets is not None:
+        for name, t in style_targets.tensors().items():
+            if not torch.isfinite(t).all():
+                raise ModelFileError(f"refusing to save {path}: style target {name} has NaN or inf values")
+            tensors[name] = t
+    _write_atomic(path, tensors, _header(model.config, metadata, style_targets))
+
+
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torch.Tensor]]:
-    """Return (config, metadata, tensors) after checking the header and every tensor."""
+    """Return (config, metadata, tensors) after checking the header and every tensor; ``tensors``
+    includes any ``style_targets.*`` (see :func:`split_style_targets`)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -65,8 +225,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torc
     if header.get("format") != FORMAT:
         problems.append(f"format is {header.get('format')!r}, expected {FORMAT!r}")
     version = header.get("format_version")
-    if version is not None and version != str(FORMAT_VERSION):
-        problems.append(f"unknown format version {version} (this instyle reads {FORMAT_VERSION})")
+    if version is not None and version not in READABLE_VERSIONS:
+        problems.append(f"unknown format version {version} (this instyle reads {', '.join(READABLE_VERSIONS)})")
     try:
         config = json.loads(header.get("config", "null"))
         metadata = json.loads(header.get("instyle", "{}"))
@@ -74,19 +234,70 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torc
         raise ModelFileError(f"model file {path}: metadata is not valid JSON ({error})") from error
     if not isinstance(config, dict):
         problems.append("no generator config in the metadata")
+    if not isinstance(metadata, dict):
+        problems.append("the instyle metadata is not an object")
+        metadata = {}
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
-            problems.append(f"weight {name} has NaN or inf values")
+            kind = "style target" if name.startswith(TARGET_PREFIX) else "weight"
+            problems.append(f"{kind} {name} has NaN or inf values")
+    if not problems:
+        problems += _check_targets(metadata.get("style_targets"), tensors)
     if problems:
         raise ModelFileError(f"model file {path} is not usable: " + "; ".join(problems))
     return config, metadata, tensors
 
 
+def targets_from_file(path: Path, metadata: dict, tensors: dict[str, torch.Tensor]) -> StyleTargets | None:
+    """The :class:`StyleTargets` of a file already checked by :func:`read_model_file`; None without."""
+    info = metadata.get("style_targets")
+    if info is None:
+        return None
+    grams = {layer: unpack_gram(tensors[TARGET_PREFIX + layer], info["channels"][layer]) for layer in info["layers"]}
+    return StyleTargets(
+        grams=grams,
+        style_size=info["style_size"],
+        vgg_weights_sha256=info.get("vgg_weights_sha256"),
+        style_name=info.get("style_name") or metadata.get("style_name") or Path(path).stem,
+        style_sha256=info.get("style_sha256"),
+        source=Path(path),
+    )
+
+
+def read_style_targets(path: str | os.PathLike) -> StyleTargets | None:
+    """The style targets a model file carries (checked), or None when it carries none."""
+    _, metadata, tensors = read_model_file(path)
+    return targets_from_file(Path(path), metadata, tensors)
+
+
+def has_style_targets(path: str | os.PathLike) -> bool:
+    """Whether the file's header announces style targets (reads the header only; no checks)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = json.loads((f.metadata() or {}).get("instyle", "{}"))
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+    return isinstance(metadata, dict) and isinstance(metadata.get("style_targets"), dict)
+
+
+def write_style_targets(path: str | os.PathLike, targets: StyleTargets) -> None:
+    """Replace the style targets of an existing model file (its weights and metadata kept as they
+    are), atomically."""
+    path = Path(path)
+    config, metadata, tensors = read_model_file(path)
+    weights, _ = split_style_targets(tensors)
+    _write_atomic(path, {**weights, **targets.tensors()}, _header(config, metadata, targets))
+
+
 def load_generator(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """Build the generator a model file describes and load its weights (strictly)."""
+    """Build the generator a model file describes and load its weights (strictly); style targets
+    in the file are checked and left in the metadata's ``style_targets`` entry, not loaded."""
     from .models import generator_from_config
 
     config, metadata, tensors = read_model_file(path)
+    tensors, _ = split_style_targets(tensors)
     try:
         model = generator_from_config(config)
     except (KeyError, TypeError, ValueError) as error:
@@ -111,4 +322,3 @@ def load_generator(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     model.eval()
     return model, metadata
-

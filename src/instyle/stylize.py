@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .color import preserve_color
 from .image import ImageError, load_image, resize_long_side, save_image, to_pil
-from .modelfile import ModelFileError, load_generator
+from .modelfile import ModelFileError, has_style_targets, load_generator
 from .tiling import auto_tile, stylize_tiled
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 
@@ -26,9 +26,14 @@ STYLES_DIR = Path(__file__).parent / "styles"
 RUNTIMES = ("torch", "onnxruntime")
 
 
-def list_models() -> list[str]:
-    """Names of the styles bundled with instyle."""
-    return sorted(p.stem for p in STYLES_DIR.glob("*.safetensors"))
+def list_models(*, with_style_targets: bool = False) -> list[str]:
+    """Names of the styles bundled with instyle; ``with_style_targets=True``: only those whose model
+    file carries the painting's style statistics, so that the name can stand for the style in
+    ``instyle train/optimize/texture/experiment --style NAME`` (see :mod:`instyle.style_targets`)."""
+    paths = sorted(STYLES_DIR.glob("*.safetensors"))
+    if with_style_targets:
+        paths = [p for p in paths if has_style_targets(p)]
+    return [p.stem for p in paths]
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:

@@ -30,7 +30,7 @@ from . import __version__
 from .image import default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model
-from .weights import file_sha256 as sha256_file
+from .style_targets import apply_targets, compute_style_targets, resolve_style
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -40,7 +40,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 class TrainConfig:
     """One source of defaults: the CLI derives its flags from these fields."""
 
-    style: str = ""
+    style: str = ""  # a style image, a bundled style name, or a model file with style targets
     content: str | None = None  # folder of photos; None: scikit-image's bundled photos
     output: str = "model.safetensors"
     arch: str = field(default="transformer", metadata={"choices": ("transformer", "texture")})
@@ -50,7 +50,8 @@ class TrainConfig:
     iterations: int = 2000
     batch_size: int = 4
     image_size: int | None = None  # crop size; None: 256 on CUDA, 128 on CPU (the reduced CPU configuration)
-    style_size: int | None = None  # style image long side; None: 1.5 x image_size (384 for 256 crops)
+    # style image long side; None: 1.5 x image_size (384 for 256 crops), or the size stored style targets were computed at
+    style_size: int | None = None
     # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16);
     # weights tuned on Starry Night at 128 px crops on CPU.
     content_weight: float = 1.0
@@ -220,11 +221,21 @@ def train(
 ) -> TrainResult:
     """Train the generator ``config`` describes; ``extractor`` replaces the VGG (tests)."""
     if not config.style:
-        raise TrainingError("a style image is required (--style IMG)")
+        raise TrainingError("a style is required (--style IMG or a bundled style name)")
     rank, world = _distributed()
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
     device = resolve_device(config.device)
+    source = resolve_style(config.style)  # names the problem: unknown style, no targets, unreadable image
+    if source.targets is not None:
+        # Stored statistics exist at one size only: the style size is the one they were computed at.
+        recorded = source.targets.style_size
+        if config.style_size is not None and config.style_size != recorded:
+            raise TrainingError(
+                f"--style-size {config.style_size} conflicts with --style {config.style}: its style targets were "
+                f"computed at {recorded} px; leave --style-size out (or pass {recorded}), or pass the style image"
+            )
+        config = dataclasses.replace(config, style_size=recorded)
     config = resolve_sizes(config, device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -238,8 +249,6 @@ def train(
     if rank == 0:
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    style_image = load_image(config.style)
-    style_image = resize_long_side(style_image, config.style_size)
     content_images = load_content_set(config.content, config.image_size, config.num_content)
 
     from .models import build_generator
@@ -251,8 +260,13 @@ def train(
     model = build_generator(config.arch, **options)
     model = model.to(device, memory_format=memory_format)
     loss_fn = PerceptualLoss.from_config(config, extractor).to(device, memory_format=memory_format)
-    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        loss_fn.set_style(style_image.unsqueeze(0).to(device))
+    # The targets are computed once, in fp32 (also under --dtype bf16), so a style given by its stored
+    # targets trains exactly like the image they were computed from; the model file keeps them.
+    style_targets = source.targets or compute_style_targets(
+        source.image, style_size=config.style_size, layers=config.style_layers, extractor=loss_fn.extractor,
+        style_name=source.name, style_sha256=source.style_sha256, device=device,
+    )  # fmt: skip
+    apply_targets(loss_fn, style_targets, what=f"--style {config.style}")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_lr(config))
@@ -346,15 +360,19 @@ def train(
         _write_log(history, log_dir)
         metadata = {
             "training": config.to_json(),
-            "style_name": Path(config.style).stem,
-            "style_sha256": sha256_file(config.style),
+            "style_name": source.name,
+            "style_sha256": style_targets.style_sha256,
+            "style_source": source.to_json(),
             "vgg_weights_sha256": getattr(loss_fn.extractor, "weights_sha256", None),
             "final_losses": {k: v for k, v in losses.items() if k != "images_per_s"},
             "iterations": step,
             "device": device.type,
             "instyle_version": __version__,
         }
-        save_model(model, output, metadata, dtype=torch.float16 if config.save_dtype == "fp16" else None)
+        save_model(
+            model, output, metadata, dtype=torch.float16 if config.save_dtype == "fp16" else None,
+            style_targets=style_targets,
+        )  # fmt: skip
     if world > 1:
         torch.distributed.barrier()
     return TrainResult(model, step, losses, output, log_dir, time.perf_counter() - start, history)
