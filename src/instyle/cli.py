@@ -285,14 +285,20 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, ExperimentError, default_style_image, run_in_vs_bn
+    from .experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
     from .image import ImageError
+    from .modelfile import ModelFileError
+    from .style_targets import ATTACH_TOOL, StyleTargetsError, default_style
     from .train import TrainingError
     from .weights import WeightsError
 
-    style = args.style or default_style_image()
+    style = args.style or default_style()
     if style is None:
-        print("instyle experiment: error: no bundled style image; pass --style IMG", file=sys.stderr)
+        print(
+            "instyle experiment: error: no bundled style carries style targets; pass --style IMG (a painting), or "
+            f"attach targets to a model with `{ATTACH_TOOL} MODEL --style PAINTING` and pass --style MODEL",
+            file=sys.stderr,
+        )
         return 2
     options = dict(style=str(style), output=args.output, eval_dir=args.eval, device=args.device, seed=args.seed)
     words = ["instyle", "experiment", args.experiment] + ["--quick"] * args.quick + ["--style", str(style)]
@@ -311,9 +317,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     try:
         report = run_in_vs_bn(config, on_progress=on_progress)
-    except (ExperimentError, ImageError, TrainingError, WeightsError, OSError) as error:
+    except (ExperimentError, ImageError, TrainingError, WeightsError, ModelFileError, StyleTargetsError, OSError) as error:
         print(f"instyle experiment: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, (ExperimentError, ImageError)) else 1
+        return 2 if isinstance(error, (ExperimentError, ImageError, StyleTargetsError)) else 1
     for claim in report["claims"]:
         verdict = {True: "holds", False: "does NOT hold", None: "not tested"}[claim["holds"]]
         print(f"{claim['claim']}: {verdict} ({claim['evidence']})")
@@ -328,7 +334,11 @@ def _add_experiment_parser(sub) -> None:
         "in-vs-bn", help="instance vs batch norm in the generator: loss, contrast, batch dependence, data size, speed"
     )
     in_vs_bn.add_argument("--quick", action="store_true", help="small sizes for a CPU (under 20 minutes on 2 cores)")
-    in_vs_bn.add_argument("--style", default=None, help="the style image (default: the first bundled style image)")
+    in_vs_bn.add_argument(
+        "--style", default=None, metavar="NAME_OR_IMAGE",
+        help="a style image, a bundled style name or a model file with style targets "
+        "(default: the first bundled style with style targets)",
+    )  # fmt: skip
     in_vs_bn.add_argument("--eval", default=None, metavar="DIR", help="held-out photos (default: 2 held back from the content set)")
     in_vs_bn.add_argument("-o", "--output", default="out/in_vs_bn", help="output folder (default: out/in_vs_bn)")
     in_vs_bn.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -422,13 +432,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if not names:
         print("no bundled styles in this installation")
         return 0
-    print(f"{'name':<18}{'arch':<17}{'width':>6}{'iterations':>12}  trained on")
+    print(f"{'name':<18}{'arch':<17}{'width':>6}{'iterations':>12}  {'style targets':<15}trained on")
     for name in names:
         config, metadata, _ = read_model_file(resolve_model_path(name))
         training = metadata.get("training", {})
+        targets = metadata.get("style_targets")
+        stored = f"{targets['style_size']} px" if targets else "none"
         print(
             f"{name:<18}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{metadata.get('iterations', '?'):>12}"
-            f"  {metadata.get('device', '?')}, {training.get('image_size', '?')} px crops"
+            f"  {stored:<15}{metadata.get('device', '?')}, {training.get('image_size', '?')} px crops"
         )
     return 0
 
@@ -455,7 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     optimize = sub.add_parser("optimize", help="the slow, exact Gatys et al. optimisation of one image")
     optimize.add_argument("content", help="the content image")
-    optimize.add_argument("style", nargs="+", help="one or more style images")
+    optimize.add_argument(
+        "style", nargs="+", metavar="STYLE",
+        help="one or more style images, bundled style names or model files with style targets "
+        "(stored targets keep the style size they were computed at)",
+    )  # fmt: skip
     optimize.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
     optimize.add_argument("--style-blend", default=None, help="weights per style image, e.g. 0.7,0.3")
     _add_config_flags(optimize, OptimizeConfig, skip={"style_blend"})
@@ -465,7 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
     train = sub.add_parser("train", help="train a feed-forward style model from one painting")
-    train.add_argument("--style", required=True, help="the style image")
+    train.add_argument(
+        "--style", required=True, metavar="NAME_OR_IMAGE",
+        help="a style image, a bundled style name or a model file with style targets "
+        "(then --style-size is the size the targets were computed at)",
+    )  # fmt: skip
     train.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     _add_config_flags(train, TrainConfig, skip={"style", "output"})
     _add_max_pixels(train)
@@ -532,7 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .texture import TextureConfig
 
     texture = sub.add_parser("texture", help="synthesize a texture of a style image from noise (TextureNet)")
-    texture.add_argument("--style", required=True, help="the style (texture) image")
+    texture.add_argument(
+        "--style", required=True, metavar="NAME_OR_IMAGE",
+        help="the style (texture) image, a bundled style name or a model file with style targets",
+    )  # fmt: skip
     texture.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp)")
     texture.add_argument("--size", type=int, default=512, help="side of the square output (default: 512)")
     texture.add_argument("--seed", type=int, default=0, help="sampling seed: each gives another sample (default: 0)")

@@ -22,6 +22,7 @@ The five claims (Ulyanov et al. 2016/2017, as the seed states them) and what is 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -37,13 +38,17 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .image import default_content_images, iter_image_files, load_image, resize_long_side, save_image
+from .image import ImageError, default_content_images, iter_image_files, load_image, resize_long_side, save_image
 from .losses import PerceptualLoss
+from .modelfile import ModelFileError
 from .optimize import OptimizeConfig, optimize
 from .runtime import resolve_device
+from .style_targets import (
+    ATTACH_TOOL, StyleSource, StyleTargetsError, apply_targets, compute_style_targets, default_style, resolve_style,
+)  # fmt: skip
 from .train import TrainConfig, train
 
-__all__ = ["ExperimentConfig", "ExperimentError", "default_style_image", "run_in_vs_bn"]
+__all__ = ["ExperimentConfig", "ExperimentError", "run_in_vs_bn"]
 
 NORMS = ("instance", "batch")
 # Two ordinary photographs of scikit-image's eight are held back for evaluation.
@@ -59,6 +64,8 @@ class ExperimentConfig:
     """Settings of ``instyle experiment in-vs-bn``; the defaults are the full run (a GPU's work),
     :meth:`quick` the small one for a CPU."""
 
+    # a style image, a bundled style name or a model file with style targets; "": the first bundled
+    # style that carries style targets (the painting is not shipped; its statistics are)
     style: str = ""
     output: str = "out/in_vs_bn"
     eval_dir: str | None = None  # held-out photos; None: HELD_OUT from the default content set
@@ -110,16 +117,31 @@ class ExperimentConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def default_style_image() -> Path | None:
-    """The style image of the first bundled style, where its image ships beside the model file."""
-    from .stylize import STYLES_DIR, list_models
-
-    for name in list_models():
-        for suffix in (".jpg", ".png", ".webp"):
-            path = STYLES_DIR / f"{name}{suffix}"
-            if path.is_file():
-                return path
-    return None
+def _resolve_style(config: ExperimentConfig) -> tuple[ExperimentConfig, StyleSource, list[str]]:
+    """The style (``config.style``, or the first bundled style with style targets), the config with
+    that style and, for stored targets, their style size, and notes for the report."""
+    spec = config.style or default_style()
+    if not spec:
+        raise ExperimentError(
+            "no --style given and no bundled style carries style targets; pass --style IMG (a painting) or a "
+            f"model file with style targets (attach them with `{ATTACH_TOOL} MODEL --style PAINTING`)"
+        )
+    try:
+        source = resolve_style(spec)
+    except (StyleTargetsError, ModelFileError, ImageError) as error:
+        raise ExperimentError(f"--style: {error}") from error
+    notes = []
+    if source.targets is not None:
+        recorded = source.targets.style_size
+        if config.style_size != recorded:
+            notes.append(
+                f"style size {recorded} px, the size the stored style targets were computed at "
+                f"(the configuration's {config.style_size} px does not apply to stored targets)"
+            )
+        config = dataclasses.replace(config, style=spec, style_size=recorded)
+    else:
+        config = dataclasses.replace(config, style=spec)
+    return config, source, notes
 
 
 # ---------------------------------------------------------------------------- data
@@ -304,8 +326,8 @@ def run_in_vs_bn(
     load_before = _load_average()
     progress = on_progress or (lambda message: None)
     _validate(config)
+    config, source, notes = _resolve_style(config)
     device = resolve_device(config.device)
-    style_image = load_image(config.style)  # ImageError names the file
     output = Path(config.output)
     if output.exists() and not output.is_dir():
         raise ExperimentError(f"-o {output}: exists and is not a folder")
@@ -323,6 +345,15 @@ def run_in_vs_bn(
     crops = _eval_crops(eval_images, config)
     loss_fn = PerceptualLoss.from_config(config, extractor)
     extractor = loss_fn.extractor  # shared by every training run below
+    # The evaluation targets are the training's: stored, or computed once in fp32 as train() does.
+    style_targets = source.targets or compute_style_targets(
+        source.image, style_size=config.style_size, layers=config.style_layers, extractor=extractor,
+        style_name=source.name, style_sha256=source.style_sha256,
+    )  # fmt: skip
+    try:
+        apply_targets(loss_fn, style_targets, what="--style")  # before any training: a bad fit fails fast
+    except StyleTargetsError as error:
+        raise ExperimentError(str(error)) from error
 
     report: dict = {
         "experiment": "in-vs-bn",
@@ -334,8 +365,10 @@ def run_in_vs_bn(
             "torch_version": torch.__version__,
             "python": platform.python_version(),
             "load_average_start": load_before,
+            "notes": notes,
         },
         "config": config.to_json(),
+        "style": source.to_json(),
         "data": {
             "train_photos": [n for n, _ in train_named],
             "eval_images": eval_names,
@@ -360,8 +393,6 @@ def run_in_vs_bn(
 
         progress("evaluating on held-out crops")
         loss_fn.to(device)
-        with torch.no_grad():
-            loss_fn.set_style(resize_long_side(style_image, config.style_size).unsqueeze(0).to(device))
         x = crops.to(device)
         report["eval_loss"] = {
             "instance": _loss_values(loss_fn, _forward(models["instance"], x), x),
@@ -413,11 +444,11 @@ def run_in_vs_bn(
 
         # -- 5: speed --------------------------------------------------------------------------------
         progress(f"speed: generator and {config.optimize_iterations} optimisation iterations at {config.speed_size} px")
-        report["speed"] = _speed(config, models, eval_images[0], style_image, extractor, device)
+        report["speed"] = _speed(config, models, eval_images[0], source, extractor, device)
 
         # -- the figure ------------------------------------------------------------------------------
         progress("figure")
-        _figure(config, models, eval_images[0], eval_names[0], style_image, output / "figure.png", device)
+        _figure(config, models, eval_images[0], eval_names[0], source, output / "figure.png", device)
 
     report["meta"]["load_average_end"] = _load_average()
     report["meta"]["wall_seconds"] = time.perf_counter() - started
@@ -430,10 +461,6 @@ def run_in_vs_bn(
 
 
 def _validate(config: ExperimentConfig) -> None:
-    if not config.style:
-        raise ExperimentError("a style image is required (--style IMG); no bundled style image was found")
-    if not Path(config.style).is_file():
-        raise ExperimentError(f"--style {config.style}: no such file")
     if config.eval_dir is not None and not Path(config.eval_dir).is_dir():
         raise ExperimentError(f"--eval {config.eval_dir}: not a folder")
     if any(k <= 0 for k in config.contrast_factors) or 1.0 not in config.contrast_factors:
@@ -472,7 +499,7 @@ def _training_summary(result) -> dict:
     }
 
 
-def _speed(config, models, photo: Tensor, style_image: Tensor, extractor, device: torch.device) -> dict:
+def _speed(config, models, photo: Tensor, style: StyleSource, extractor, device: torch.device) -> dict:
     from .models import TransformerNet
 
     image = resize_long_side(photo, config.speed_size)
@@ -491,7 +518,7 @@ def _speed(config, models, photo: Tensor, style_image: Tensor, extractor, device
         style_layers=config.style_layers, seed=config.seed, device=config.device, dtype="fp32",
     )  # fmt: skip
     _synchronize(device)
-    result = optimize(photo, style_image, optimize_config, extractor=extractor)
+    result = optimize(photo, style, optimize_config, extractor=extractor)  # an image or stored targets
     _synchronize(device)
     evaluations = len(result.history)
     per_evaluation = result.seconds / max(evaluations, 1)
@@ -513,11 +540,31 @@ def _speed(config, models, photo: Tensor, style_image: Tensor, extractor, device
             "seconds_for_standard": optimize_seconds,
             "extrapolated": not measured_standard,
         },
+        "optimize_style": (
+            f"stored style targets at {style.targets.style_size} px" if style.targets is not None
+            else f"style image at {config.speed_size} px"
+        ),
         "ratio_optimize_over_generator": {"slowest_generator": optimize_seconds / slowest, "fastest_generator": optimize_seconds / fastest},
     }
 
 
-def _figure(config, models, photo: Tensor, name: str, style_image: Tensor, path: Path, device: torch.device) -> None:
+def _style_panel(ax, style: StyleSource, x: Tensor, config, show) -> None:
+    """The painting when there is one; for stored targets (no painting shipped), the output of the
+    model file that carries them, or a text panel when it cannot be run."""
+    if style.image is not None:
+        show(ax, resize_long_side(style.image, config.figure_size), "style")
+        return
+    try:
+        from .modelfile import load_generator
+
+        generator, _ = load_generator(style.path)
+        show(ax, _forward(generator.to(x.device), x), f"{style.name} model's output\n(style from its statistics)")
+    except (ModelFileError, RuntimeError, ValueError):
+        ax.text(0.5, 0.5, f"style: {style.name}\nstored statistics at\n{style.targets.style_size} px (no painting)",
+                ha="center", va="center", fontsize=9, transform=ax.transAxes)  # fmt: skip
+
+
+def _figure(config, models, photo: Tensor, name: str, style: StyleSource, path: Path, device: torch.device) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -538,7 +585,7 @@ def _figure(config, models, photo: Tensor, name: str, style_image: Tensor, path:
         ax.set_title(title, fontsize=9)
 
     k1 = factors.index(1.0)
-    show(axes[0, 0], resize_long_side(style_image, config.figure_size), "style")
+    _style_panel(axes[0, 0], style, x, config, show)
     show(axes[0, 1], x, f"content ({name})")
     show(axes[0, 2], outputs["instance"][k1], "instance norm")
     show(axes[0, 3], outputs["batch"][k1], "batch norm (eval)")
@@ -661,6 +708,16 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _style_words(style: dict) -> str:
+    if style["kind"] == "image":
+        return f"`{Path(style['path']).name}`"
+    where = f"the bundled `{style['name']}` model" if style.get("bundled") else f"`{style['path']}`"
+    return (
+        f"{style['name']}, from the style statistics (Gram matrices of {', '.join(style['layers'])}) stored with "
+        f"{where}, computed from the painting at {style['style_size']} px (the painting itself is not shipped)"
+    )
+
+
 def _verdict_word(holds) -> str:
     return {True: "holds", False: "**does not hold**", None: "not tested"}[holds]
 
@@ -686,7 +743,7 @@ def _markdown(report: dict) -> str:
         f"`{config['dtype']}`), once with instance norm and once with batch norm in every layer. Loss: "
         f"content_weight {config['content_weight']:g} ({', '.join(config['content_layers'])}), style_weight "
         f"{config['style_weight']:g} ({', '.join(config['style_layers'])}, Gram), tv_weight {config['tv_weight']:g}. "
-        f"Style: `{Path(config['style']).name}`. Training photos: {', '.join(data['train_photos'])}. Evaluation: "
+        f"Style: {_style_words(report['style'])}. Training photos: {', '.join(data['train_photos'])}. Evaluation: "
         f"{data['eval_crops']} crops of {data['eval_crop_size']} px from {', '.join(data['eval_images'])} (not trained on), "
         "at the training scale, eval mode, fp32.",
         "",
@@ -791,7 +848,8 @@ def _markdown(report: dict) -> str:
         "",
         f"One {'x'.join(map(str, speed['size']))} px image, fp32, {meta['device'].split(',')[0]}. Generator: median of "
         f"{config['speed_repeats']} forward passes. Optimisation: `instyle.optimize` (L-BFGS, OptimizeConfig's weights) on "
-        "the experiment's VGG layers (no relu5_1, so each iteration is a little cheaper than `instyle optimize`'s default).",
+        "the experiment's VGG layers (no relu5_1, so each iteration is a little cheaper than `instyle optimize`'s default), "
+        f"with the {speed.get('optimize_style', 'style image')}.",
         "",
         "| method | seconds per image |",
         "|---|---|",

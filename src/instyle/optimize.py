@@ -8,6 +8,7 @@ content and style losses. The slow, exact baseline the fast generators are measu
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -21,6 +22,7 @@ from .image import load_image, resize_long_side
 from .losses import PerceptualLoss
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from .style_targets import StyleSource, StyleTargets, check_targets, compute_style_targets, resolve_style
 
 
 @dataclass
@@ -60,6 +62,7 @@ class OptimizeResult:
     seconds: float
     weights_sha256: str
     history: list[dict[str, float]] = field(default_factory=list)
+    styles: list[dict] = field(default_factory=list)  # what each style was: an image, or stored targets
 
     def summary(self) -> dict:
         return {
@@ -69,6 +72,7 @@ class OptimizeResult:
             "final_losses": self.final_losses,
             "seconds": self.seconds,
             "size": list(self.image.shape[-2:]),
+            "styles": self.styles,
         }
 
 
@@ -90,6 +94,41 @@ def _validate(config: OptimizeConfig, n_styles: int) -> None:
             raise ValueError(f"style_blend weights must be non-negative with a positive sum: {config.style_blend}")
 
 
+def _style_source(style) -> StyleSource:
+    """A path (an image, a bundled style name or a model file with style targets), stored targets,
+    or an image (tensor, PIL image, bytes, array)."""
+    if isinstance(style, StyleSource):
+        return style
+    if isinstance(style, StyleTargets):
+        return StyleSource(style.style_name, style.style_name, path=style.source, targets=style)
+    if isinstance(style, (str, os.PathLike)):
+        return resolve_style(style)
+    image = style if isinstance(style, Tensor) else load_image(style)
+    return StyleSource("<image>", "image", image=image)
+
+
+def _blended_targets(sources, config, style_size, extractor, device) -> dict[str, Tensor]:
+    """The blended Gram targets when any style comes as stored targets; images are computed at
+    ``style_size``, stored targets keep the size they were computed at."""
+    if config.style_blend is None:
+        blend = [1.0 / len(sources)] * len(sources)
+    else:
+        blend = [w / sum(config.style_blend) for w in config.style_blend]
+    blended: dict[str, Tensor] = {}
+    for source, w in zip(sources, blend):
+        if source.targets is not None:
+            grams = source.targets.grams
+        else:
+            grams = compute_style_targets(
+                source.image, style_size=style_size, layers=config.style_layers, extractor=extractor,
+                style_name=source.name, style_sha256=None, device=device,
+            ).grams  # fmt: skip
+        for layer in config.style_layers:
+            g = grams[layer].to(device) * w
+            blended[layer] = g if layer not in blended else blended[layer] + g
+    return blended
+
+
 def optimize(
     content,
     style,
@@ -99,9 +138,11 @@ def optimize(
     on_iteration: Callable[[int, int, dict[str, float]], None] | None = None,
     **overrides,
 ) -> OptimizeResult:
-    """Stylize ``content`` with one or several ``style`` images (paths, PIL images or tensors).
+    """Stylize ``content`` with one or several styles: images (paths, PIL images or tensors), bundled
+    style names or model files with style targets, or :class:`~instyle.modelfile.StyleTargets`.
 
-    ``overrides`` replace fields of ``config`` (e.g. ``iterations=100``). ``extractor``
+    Stored style targets keep the style size they were computed at (``style_scale`` applies to
+    images only). ``overrides`` replace fields of ``config`` (e.g. ``iterations=100``). ``extractor``
     replaces the VGG (tests pass a tiny stand-in).
     """
     config = config or OptimizeConfig()
@@ -114,7 +155,7 @@ def optimize(
     torch.manual_seed(config.seed)
 
     content_full = load_image(content) if not isinstance(content, Tensor) else content
-    style_images = [load_image(s) if not isinstance(s, Tensor) else s for s in styles]
+    sources = [_style_source(s) for s in styles]
     if extractor is None:
         extractor = VGGFeatures(
             tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"
@@ -122,6 +163,10 @@ def optimize(
     memory_format = preferred_memory_format(device, autocast)
     extractor = extractor.to(device, memory_format=memory_format)
     weights_sha256 = getattr(extractor, "weights_sha256", "") or ""
+    for source in sources:
+        if source.targets is not None:
+            check_targets(source.targets, config.style_layers, extractor, f"style {source.spec}")
+    stored = any(source.targets is not None for source in sources)
 
     start = time.perf_counter()
     image: Tensor | None = None
@@ -134,7 +179,13 @@ def optimize(
         style_size = max(16, round(size * config.style_scale))
         loss_fn = PerceptualLoss.from_config(config, extractor)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            loss_fn.set_style([resize_long_side(s, style_size).to(device) for s in style_images], config.style_blend)
+            if stored:
+                loss_fn.set_style_targets(
+                    _blended_targets(sources, config, style_size, extractor, device),
+                    vgg_weights_sha256=getattr(extractor, "weights_sha256", None), source="the blended style targets",
+                )  # fmt: skip
+            else:
+                loss_fn.set_style([resize_long_side(s.image, style_size).to(device) for s in sources], config.style_blend)
             loss_fn.set_content(target)
         if image is None:
             if config.init == "content":
@@ -179,4 +230,7 @@ def optimize(
     assert image is not None
     result = image.detach().clamp(0, 1)
     result = preserve_color(result, resize_long_side(content_full, sizes[-1]).unsqueeze(0).to(device), config.preserve_color)
-    return OptimizeResult(result[0].float().cpu(), config, initial, final, time.perf_counter() - start, weights_sha256, history)
+    return OptimizeResult(
+        result[0].float().cpu(), config, initial, final, time.perf_counter() - start, weights_sha256, history,
+        [source.to_json() for source in sources],
+    )  # fmt: skip

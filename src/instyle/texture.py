@@ -14,6 +14,7 @@ uses. Library code: prints nothing, returns values.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -25,16 +26,18 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .image import load_image, resize_long_side
+from .image import resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import ModelFileError, load_generator, save_model
 from .weights import file_sha256 as sha256_file
 from .models import TextureNet
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from .style_targets import StyleSource, apply_targets, check_targets, resolve_style
 from .train import TrainingError, _cosine_lr
 
 CACHE_SUBDIR = "textures"
+DEFAULT_STYLE_SIZE = 384
 # Fields that do not change the trained generator, left out of the cache key.
 _NOT_HASHED = ("style", "device", "dtype", "vgg_weights")
 
@@ -43,13 +46,16 @@ _NOT_HASHED = ("style", "device", "dtype", "vgg_weights")
 class TextureConfig:
     """One source of defaults: the CLI derives its flags from these fields."""
 
-    style: str = ""
+    style: str = ""  # a style image, a bundled style name, or a model file with style targets
     # CPU-sized defaults: 150 steps at 128 px, batch 1, gave a recognisable Starry Night texture
     # (palette and blobs, few strokes) in about 3 minutes on a loaded 2-core CPU; raise them on a GPU.
     iterations: int = 250
     batch_size: int = 1
     train_size: int = 128  # side of the square textures generated while training
-    style_size: int = 384  # long side of the style image: sets the scale of the texture's elements
+    # long side of the style image: sets the scale of the texture's elements
+    style_size: int | None = field(
+        default=None, metadata={"help": f"style image long side; None: {DEFAULT_STYLE_SIZE}, or the size of stored style targets"}
+    )
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     style_weight: float = 1e5
     tv_weight: float = 0.0
@@ -90,11 +96,29 @@ class TextureResult:
 
 def _check_config(config: TextureConfig) -> None:
     if not config.style:
-        raise TrainingError("a style image is required (--style IMG)")
+        raise TrainingError("a style image or a bundled style name is required (--style IMG_OR_NAME)")
     for name in ("iterations", "batch_size", "train_size", "style_size"):
         value = getattr(config, name)
+        if name == "style_size" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def resolve_style_size(config: TextureConfig) -> tuple[TextureConfig, StyleSource]:
+    """The config with its style size filled in, and the style: an image (default size 384) or stored
+    style targets (their size; a different explicit ``style_size`` is an error)."""
+    _check_config(config)
+    source = resolve_style(config.style)
+    if source.targets is not None:
+        recorded = source.targets.style_size
+        if config.style_size is not None and config.style_size != recorded:
+            raise TrainingError(
+                f"--style-size {config.style_size} conflicts with --style {config.style}: its style targets were "
+                f"computed at {recorded} px; leave --style-size out, or pass the style image"
+            )
+        return dataclasses.replace(config, style_size=recorded), source
+    return dataclasses.replace(config, style_size=config.style_size or DEFAULT_STYLE_SIZE), source
 
 
 def build_texture_net(config: TextureConfig) -> TextureNet:
@@ -133,17 +157,20 @@ def train_texture(
     extractor: torch.nn.Module | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TextureTrainResult:
-    """Train a noise-only ``TextureNet`` on the style loss of ``config.style``;
-    ``extractor`` replaces the VGG (tests). Deterministic for a given ``train_seed`` on CPU."""
-    _check_config(config)
+    """Train a noise-only ``TextureNet`` on the style loss of ``config.style`` (an image or stored
+    style targets); ``extractor`` replaces the VGG (tests). Deterministic for a given ``train_seed`` on CPU."""
+    config, source = resolve_style_size(config)
     device = resolve_device(config.device)
     autocast = resolve_autocast_dtype(config.dtype, device)
     memory_format = preferred_memory_format(device, autocast)
 
-    style_image = resize_long_side(load_image(config.style), config.style_size)
     loss_fn = PerceptualLoss.from_config(config, extractor).to(device, memory_format=memory_format)
-    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        loss_fn.set_style(style_image.unsqueeze(0).to(device))
+    if source.targets is not None:
+        apply_targets(loss_fn, source.targets, what=f"--style {config.style}")
+    else:
+        style_image = resize_long_side(source.image, config.style_size)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss_fn.set_style(style_image.unsqueeze(0).to(device))
 
     torch.manual_seed(config.train_seed)
     model = build_texture_net(config).to(device, memory_format=memory_format)
@@ -184,15 +211,18 @@ def load_or_train_texture(
     """The cached generator for ``config`` (style and configuration), training and caching
     it first when there is none, when ``retrain`` is set, or when the cached file is unusable.
     Returns ``(model, path, result)``; ``result`` is None when the cache was used."""
-    _check_config(config)
-    style_sha = sha256_file(config.style) if Path(config.style).is_file() else None
-    if style_sha is None:
-        load_image(config.style)  # the image module's error for a missing or unreadable file
+    config, source = resolve_style_size(config)
     device = resolve_device(config.device)
     autocast = resolve_autocast_dtype(config.dtype, device)
     if extractor is None:
         extractor = VGGFeatures(config.style_layers, weights=config.vgg_weights or "default")
-    path = texture_cache_dir() / f"{style_sha}-{config_hash(config, autocast, _extractor_sha(extractor))}.safetensors"
+    if source.targets is not None:
+        check_targets(source.targets, config.style_layers, extractor, f"--style {config.style}")
+        style_key = f"targets-{source.targets.digest()[:32]}"  # the statistics themselves name the style
+    else:
+        style_key = sha256_file(source.path)
+    style_sha = source.style_sha256
+    path = texture_cache_dir() / f"{style_key}-{config_hash(config, autocast, _extractor_sha(extractor))}.safetensors"
     if path.exists() and not retrain:
         try:
             model, _ = load_generator(path)
@@ -204,8 +234,9 @@ def load_or_train_texture(
     result = train_texture(config, extractor=extractor, on_step=on_step)
     metadata = {
         "texture": config.to_json(),
-        "style_name": Path(config.style).stem,
+        "style_name": source.name,
         "style_sha256": style_sha,
+        "style_source": source.to_json(),
         "vgg_weights_sha256": _extractor_sha(extractor),
         "final_losses": result.losses,
         "iterations": config.iterations,

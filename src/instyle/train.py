@@ -221,7 +221,7 @@ def train(
 ) -> TrainResult:
     """Train the generator ``config`` describes; ``extractor`` replaces the VGG (tests)."""
     if not config.style:
-        raise TrainingError("a style is required (--style IMG or a bundled style name)")
+        raise TrainingError("a style image or a bundled style name is required (--style IMG_OR_NAME)")
     rank, world = _distributed()
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
