@@ -123,6 +123,29 @@ def _progress(tqdm, **kwargs):
     return tqdm(dynamic_ncols=True, mininterval=0.1 if interactive else 30, ascii=not interactive, **kwargs)
 
 
+class _LazyBar:
+    """A progress bar that appears with the first step, so that an error before it prints alone."""
+
+    def __init__(self, make) -> None:
+        object.__setattr__(self, "_make", make)
+        object.__setattr__(self, "_bar", None)
+
+    def _get(self):
+        if self._bar is None:
+            object.__setattr__(self, "_bar", self._make())
+        return self._bar
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+    def __setattr__(self, name, value) -> None:
+        setattr(self._get(), name, value)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -134,7 +157,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values["content_layers"] = tuple(values["content_layers"])
     values["style_layers"] = tuple(values["style_layers"])
     config = TrainConfig(**values)
-    bar = _progress(tqdm, total=config.iterations, unit="step")
+    bar = _LazyBar(lambda: _progress(tqdm, total=config.iterations, unit="step"))
 
     def on_step(step: int, losses: dict[str, float]) -> None:
         bar.n = step
@@ -253,7 +276,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         print(f"instyle optimize: error: -o {output} would overwrite an input", file=sys.stderr)
         return 2
     config = OptimizeConfig(**values)
-    bar = _progress(tqdm, total=config.iterations * config.scales, unit="it")
+    bar = _LazyBar(lambda: _progress(tqdm, total=config.iterations * config.scales, unit="it"))
 
     def on_iteration(scale: int, iteration: int, losses: dict[str, float]) -> None:
         bar.n = min(scale * config.iterations + iteration, bar.total)

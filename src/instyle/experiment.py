@@ -558,7 +558,7 @@ def _style_panel(ax, style: StyleSource, x: Tensor, config, show) -> None:
         from .modelfile import load_generator
 
         generator, _ = load_generator(style.path)
-        show(ax, _forward(generator.to(x.device), x), f"{style.name} model's output\n(style from its statistics)")
+        show(ax, _forward(generator.to(x.device), x), f"style {style.name}: its model's output\n(no painting shipped)")
     except (ModelFileError, RuntimeError, ValueError):
         ax.text(0.5, 0.5, f"style: {style.name}\nstored statistics at\n{style.targets.style_size} px (no painting)",
                 ha="center", va="center", fontsize=9, transform=ax.transAxes)  # fmt: skip
