@@ -130,7 +130,8 @@ class StyleModel:
             chosen = tile if tile is not None else auto_tile(h, w, budget, bytes_per_pixel=bytes_per_pixel)
             with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
                 if chosen and chosen < max(h, w):
-                    stylize_tiled_rows(generator, content, output.write, tile=chosen, cache_bytes=budget)
+                    overlap = min(64, chosen)  # small tiles blend over their whole width
+                    stylize_tiled_rows(generator, content, output.write, chosen, overlap, cache_bytes=budget)
                 else:
                     whole = pixels_to_float(content)
                     if onnx is not None:
