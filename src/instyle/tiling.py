@@ -238,12 +238,14 @@ class _ChanAccumulator:
         self.m2: Tensor | None = None
 
     def add(self, x: Tensor) -> None:  # x: (1, C, h, w)
-        xf = x[0].flatten(1).double()  # (C, h * w)
-        n = xf.shape[1]
+        n = x.shape[-2] * x.shape[-1]
         if n == 0:
             return
-        mean = xf.mean(dim=1)
-        m2 = ((xf - mean[:, None]) ** 2).sum(dim=1)
+        # The part's own statistics by torch's Welford reduction, in float32 at least (on the
+        # CPU it accumulates float32 in float64); NCHW so that each plane is contiguous.
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        var, mean = torch.var_mean(x.to(dtype, memory_format=torch.contiguous_format), dim=(2, 3), correction=0)
+        mean, m2 = mean[0].double(), var[0].double() * n
         if self.mean is None:
             self.count, self.mean, self.m2 = n, mean, m2
             return
