@@ -44,7 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared relative to the repo root; INSTYLE_SHARED_DATA points a worktree elsewhere (as in the tests).
+SHARED = Path(os.environ.get("INSTYLE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CPU_TARGET_S = 0.8  # issue 5: 1024 x 1024 on this 2-core CPU
 GPU_TARGET_S = 0.004
 
@@ -214,7 +215,7 @@ def memory_worker(args) -> dict:
     }
 
 
-def memory_rows(args, device: torch.device, base: dict) -> list[dict]:
+def memory_rows(args, device: torch.device, base: dict, out: Path) -> list[dict]:
     """Peak RSS rows, one fresh process each; with ``--baseline-src`` the same cases for
     that checkout too, interleaved, so that both see the same (shared) machine."""
     from instyle.runtime import preferred_memory_format, resolve_autocast_dtype
@@ -258,6 +259,7 @@ def memory_rows(args, device: torch.device, base: dict) -> list[dict]:
                         "meets_target": result["peak_rss_mb"] <= 1536,
                     }
                     rows.append(row)
+                    append_csv(out, [row])  # row by row: a long run stopped halfway keeps what it measured
                     print(
                         f"{size:>5} tile {tile} {kind:<6} {code:<8}: peak RSS {result['peak_rss_mb']:.0f} MB "
                         f"(setup {result['setup_rss_mb']:.0f} MB), {result['seconds']:.1f} s, load {row['loadavg_1m']}"
@@ -304,7 +306,7 @@ def main(argv=None) -> int:
     append_csv(out, rows)
     if args.tiles and args.memory_sizes:
         memory_out = out.with_name(out.stem.replace("stylize", "stylize_memory") + out.suffix)
-        append_csv(memory_out, memory_rows(args, device, base))
+        memory_rows(args, device, base, memory_out)
         print(f"wrote {memory_out}")
     print(f"wrote {out}")
     return 0
