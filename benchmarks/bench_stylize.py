@@ -13,18 +13,23 @@ on them), median of ``--repeats`` after one warm-up, cases interleaved
   checks, output clamp and copy included), for the bundled architecture and every
   ``--sweep-widths`` x ``--sweep-num-residual``.
 
-``speedup`` is the same-size fp32 baseline's median over the row's. Memory rows: each
-(``--memory-size``, tile) runs ``StyleModel.stylize(..., tile=T)`` in a fresh subprocess and
-reports its peak RSS (``ru_maxrss``; only ever grows, hence one process per configuration).
+``speedup`` is the same-size fp32 baseline's median over the row's. Memory rows (written to
+``results/stylize_memory_<device>.csv``): each (``--memory-sizes``, ``--tiles``,
+``--memory-inputs``) runs one tiled stylization in a fresh subprocess (the CLI on a PNG, or
+``StyleModel.stylize`` of a PIL image or a float tensor) and reports its peak RSS
+(``ru_maxrss``; only ever grows, hence one process per configuration) and its seconds;
+``--baseline-src other/src`` runs the same cases with another checkout, interleaved.
 Every row carries the 1-minute load average (mean over the repeats) when it was measured.
 
     python benchmarks/bench_stylize.py                       # CPU defaults
     python benchmarks/bench_stylize.py --device cuda --repeats 20
+    python benchmarks/bench_stylize.py --sizes --memory-sizes 2048 4096 --baseline-src /path/to/main/src
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -39,6 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
+# ../shared relative to the repo root; INSTYLE_SHARED_DATA points a worktree elsewhere (as in the tests).
+SHARED = Path(os.environ.get("INSTYLE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CPU_TARGET_S = 0.8  # issue 5: 1024 x 1024 on this 2-core CPU
 GPU_TARGET_S = 0.004
 
@@ -157,65 +164,108 @@ def time_rows(args, device: torch.device, base: dict) -> list[dict]:
 
 
 def memory_worker(args) -> dict:
-    """One tiled stylization in this (fresh) process; its peak RSS."""
+    """One tiled stylization in this (fresh) process; its peak RSS.
+
+    ``--input tensor``: ``StyleModel.stylize`` of a float (3, H, W) tensor (a random image);
+    ``pil``: of a PIL image (a photo, upscaled), returning a PIL image;
+    ``cli``: ``instyle stylize photo.png --model model.safetensors --tile T`` in-process,
+    decoding and encoding the PNG included. Whichever ``instyle`` is first on sys.path runs
+    (``--baseline-src`` puts another checkout there).
+    """
+    import tempfile
+
+    from PIL import Image
+
+    import instyle
     from instyle.stylize import StyleModel
 
     device = torch.device(args.device)
     model = build(args.width, args.num_residual, "instance", device, torch.contiguous_format)
-    image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
-    out = StyleModel(model, {}, "bench").stylize(image, tile=args.tile, dtype=args.dtype, device=args.device)
-    seconds = time.perf_counter() - start
-    assert out.shape == image.shape
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        if args.input in ("pil", "cli"):
+            photo = Image.open(args.photo).convert("RGB").resize((args.size, args.size), Image.BICUBIC)
+            if args.input == "cli":
+                from instyle.modelfile import save_model
+
+                photo.save(folder / "photo.png")
+                save_model(model, folder / "model.safetensors", {"style_name": "bench"})
+                del photo
+        else:
+            photo = torch.rand(3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+        setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
+        if args.input == "cli":
+            from instyle.cli import main as cli_main
+
+            argv = ["stylize", str(folder / "photo.png"), "--model", str(folder / "model.safetensors"),
+                    "--tile", str(args.tile), "--dtype", args.dtype, "--device", args.device, "-o", str(folder / "out")]  # fmt: skip
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                if cli_main(argv):
+                    raise SystemExit("instyle stylize failed")
+        else:
+            out = StyleModel(model, {}, "bench").stylize(photo, tile=args.tile, dtype=args.dtype, device=args.device)
+            assert (out.size if args.input == "pil" else out.shape[-1]) in ((args.size, args.size), args.size)
+        seconds = time.perf_counter() - start
     return {
         "seconds": round(seconds, 2),
         "setup_rss_mb": round(setup, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # KiB on Linux
+        "instyle_file": instyle.__file__,
     }
 
 
-def memory_rows(args, device: torch.device, base: dict) -> list[dict]:
+def memory_rows(args, device: torch.device, base: dict, out: Path) -> list[dict]:
+    """Peak RSS rows, one fresh process each; with ``--baseline-src`` the same cases for
+    that checkout too, interleaved, so that both see the same (shared) machine."""
     from instyle.runtime import preferred_memory_format, resolve_autocast_dtype
 
     auto = resolve_autocast_dtype(args.dtype, device)
+    codes = [("this", None)] + ([("baseline", str(args.baseline_src))] if args.baseline_src else [])
     rows = []
-    for tile in args.tiles:
-        command = [
-            sys.executable, __file__, "--worker", "--size", str(args.memory_size), "--tile", str(tile),
-            "--width", str(args.width), "--num-residual", str(args.num_residual), "--dtype", args.dtype,
-            "--device", args.device, "--threads", str(args.threads),
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout)
-        if done.returncode:
-            print(done.stderr, file=sys.stderr)
-            raise SystemExit(f"memory worker failed for tile {tile}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        row = {
-            **base,
-            "loadavg_1m": round(os.getloadavg()[0], 2),
-            "kind": "peak_memory",
-            "size": args.memory_size,
-            "path": "instyle-stylize",
-            "width": args.width,
-            "num_residual": args.num_residual,
-            "norm": "instyle",
-            "dtype": "bf16" if auto == torch.bfloat16 else "fp32" if auto is None else str(auto),
-            "memory_format": "channels_last" if preferred_memory_format(device, auto) == torch.channels_last else "nchw",
-            "tile": tile,
-            "repeats": 1,
-            "median_s": result["seconds"],
-            "min_s": result["seconds"],
-            "speedup": "",
-            "meets_target": result["peak_rss_mb"] <= 1536,
-            "peak_rss_mb": result["peak_rss_mb"],
-        }
-        rows.append(row)
-        print(
-            f"{args.memory_size:>5} tile {tile}: peak RSS {result['peak_rss_mb']:.0f} MB "
-            f"(setup {result['setup_rss_mb']:.0f} MB), {result['seconds']:.1f} s, load {row['loadavg_1m']}",
-            flush=True,
-        )
+    for size in args.memory_sizes:
+        for tile in args.tiles:
+            for kind in args.memory_inputs:
+                for code, src in codes:
+                    command = [
+                        sys.executable, __file__, "--worker", "--size", str(size), "--tile", str(tile),
+                        "--width", str(args.width), "--num-residual", str(args.num_residual), "--dtype", args.dtype,
+                        "--device", args.device, "--threads", str(args.threads), "--input", kind,
+                        "--photo", str(args.photo),
+                    ]  # fmt: skip
+                    env = dict(os.environ)
+                    if src:
+                        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+                    load = os.getloadavg()[0]
+                    done = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout, env=env)
+                    if done.returncode:
+                        print(done.stderr, file=sys.stderr)
+                        raise SystemExit(f"memory worker failed for {code} {kind} {size} tile {tile}")
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    row = {
+                        **base,
+                        "loadavg_1m": round((load + os.getloadavg()[0]) / 2, 2),
+                        "code": code if not src else f"baseline ({src})",
+                        "input": kind,
+                        "size": size,
+                        "width": args.width,
+                        "num_residual": args.num_residual,
+                        "dtype": "bf16" if auto == torch.bfloat16 else "fp32" if auto is None else str(auto),
+                        "memory_format": "channels_last" if preferred_memory_format(device, auto) == torch.channels_last else "nchw",
+                        "tile": tile,
+                        "seconds": result["seconds"],
+                        "setup_rss_mb": result["setup_rss_mb"],
+                        "peak_rss_mb": result["peak_rss_mb"],
+                        "meets_target": result["peak_rss_mb"] <= 1536,
+                    }
+                    rows.append(row)
+                    append_csv(out, [row])  # row by row: a long run stopped halfway keeps what it measured
+                    print(
+                        f"{size:>5} tile {tile} {kind:<6} {code:<8}: peak RSS {result['peak_rss_mb']:.0f} MB "
+                        f"(setup {result['setup_rss_mb']:.0f} MB), {result['seconds']:.1f} s, load {row['loadavg_1m']}"
+                        f"  [{result['instyle_file']}]",
+                        flush=True,
+                    )
     return rows
 
 
@@ -223,13 +273,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024], help="time-row sizes (none: memory rows only)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--width", type=float, default=0.5, help="the bundled architecture's width (default 0.5)")
-    parser.add_argument("--num-residual", type=int, default=5, help="its residual blocks (default 5)")
+    parser.add_argument("--width", type=float, default=0.375, help="the bundled architecture's width (default 0.375)")
+    parser.add_argument("--num-residual", type=int, default=3, help="its residual blocks (default 3)")
     parser.add_argument("--sweep-widths", type=float, nargs="*", default=[0.25, 0.375, 0.5])
     parser.add_argument("--sweep-num-residual", type=int, nargs="*", default=[3, 5])
     parser.add_argument("--dtype", default="auto", help="StyleModel.stylize's dtype (default auto)")
-    parser.add_argument("--memory-size", type=int, default=4096)
-    parser.add_argument("--tiles", type=int, nargs="*", default=[1024], help="tile sizes for the memory rows")
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[4096], help="sizes of the memory rows (none: skip)")
+    parser.add_argument("--tiles", type=int, nargs="*", default=[512], help="tile sizes for the memory rows")
+    parser.add_argument("--memory-inputs", nargs="*", choices=("tensor", "pil", "cli"), default=["cli", "pil", "tensor"])
+    parser.add_argument("--photo", type=Path, default=SHARED / "content" / "chicago.jpg", help="upscaled for pil and cli rows")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="another checkout's src/ whose memory rows are measured in the same run")  # fmt: skip
     parser.add_argument("--memory-timeout", type=int, default=1800, help="seconds per memory subprocess")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -237,6 +291,7 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tile", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--input", default="tensor", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -249,8 +304,10 @@ def main(argv=None) -> int:
     out = args.out or RESULTS / f"stylize_{device.type}.csv"
     rows = time_rows(args, device, base) if args.sizes else []
     append_csv(out, rows)
-    if args.tiles and args.memory_size:
-        append_csv(out, memory_rows(args, device, base))
+    if args.tiles and args.memory_sizes:
+        memory_out = out.with_name(out.stem.replace("stylize", "stylize_memory") + out.suffix)
+        memory_rows(args, device, base, memory_out)
+        print(f"wrote {memory_out}")
     print(f"wrote {out}")
     return 0
 

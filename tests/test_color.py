@@ -41,3 +41,17 @@ def test_content_of_another_size_is_resized_and_none_is_identity():
     assert preserve_color(stylized, content, "none") is stylized
     with pytest.raises(ValueError, match="preserve_color must be one of none, luminance, histogram"):
         preserve_color(stylized, content, "lab")
+
+
+def test_colour_moments_over_parts_equal_the_whole_image():
+    """stylize accumulates the histogram statistics band by band; parts of any size combine
+    to torch.cov of the whole, even far from zero mean."""
+    from instyle.color import ColorMoments
+
+    image = 0.9 + 0.01 * _image(6, (3, 50, 40)).double()
+    moments = ColorMoments()
+    for y0, y1 in ((0, 1), (1, 17), (17, 50)):
+        moments.add(image[:, y0:y1])
+    pixels = image.reshape(3, -1)
+    torch.testing.assert_close(moments.mean[:, 0], pixels.mean(1), atol=1e-15, rtol=0)
+    torch.testing.assert_close(moments.covariance(), torch.cov(pixels), atol=1e-15, rtol=1e-12)

@@ -19,6 +19,8 @@ from instyle.image import (
     default_content_images,
     iter_image_files,
     load_image,
+    load_pixels,
+    pixels_to_float,
     resize_long_side,
     save_image,
     to_pil,
@@ -585,3 +587,28 @@ def test_shared_data_images(relative):
     assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.05
     small = resize_long_side(image, 256)
     assert max(small.shape[1:]) == 256
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "CMYK", "RGBA", "I;16"])
+def test_load_pixels_is_load_image_without_the_float_copy(tmp_path, mode):
+    """8-bit opaque images come back as uint8 whose x / 255 is load_image's float32, bit for
+    bit; the others (transparency, 16-bit) as load_image's float32 itself."""
+    g = np.random.default_rng(5)
+    rgba = Image.fromarray(g.integers(0, 256, (23, 31, 4), dtype=np.uint8), "RGBA")
+    image = rgba if mode == "RGBA" else rgba.convert("RGB").convert(mode)
+    path = tmp_path / ("x.tiff" if mode in ("CMYK", "I;16") else "x.png")
+    image.save(path)
+    pixels = load_pixels(path)
+    assert pixels.shape == (3, 23, 31)
+    assert pixels.dtype == (torch.float32 if mode in ("RGBA", "I;16") else torch.uint8)
+    assert torch.equal(pixels_to_float(pixels), load_image(path))
+    assert torch.equal(pixels_to_float(load_pixels(Image.open(path))), load_image(Image.open(path)))
+
+
+def test_load_pixels_checks_like_load_image(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty.png: empty file"):
+        load_pixels(empty)
+    array = np.zeros((4, 5, 3), dtype=np.uint8)
+    assert load_pixels(array).dtype == torch.uint8 and load_pixels(array).shape == (3, 4, 5)

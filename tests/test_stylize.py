@@ -1,11 +1,13 @@
 """instyle stylize and load_model(...).stylize: files, folders, failures, options, tiling."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from instyle.cli import main
-from instyle.image import load_image, save_image
+from instyle.color import preserve_color
+from instyle.image import load_image, save_image, to_pil
 from instyle.modelfile import ModelFileError, save_model
 from instyle.models import TransformerNet
 from instyle.stylize import list_models, load_model
@@ -105,3 +107,48 @@ def test_bundled_styles_are_listed_and_load_by_name():
     assert model.name == "starry_night" and model.metadata["training"]["save_dtype"] == "fp16"
     out = model.stylize(torch.rand(3, 24, 32))
     assert out.shape == (3, 24, 32) and torch.isfinite(out).all()
+
+
+def _reference_finish(stylized, content, strength, preserve):
+    """The whole-image post-processing stylize did before it worked in bands."""
+    out = preserve_color(stylized, content, preserve)
+    return (strength * out + (1 - strength) * content).clamp(0, 1)
+
+
+@pytest.mark.parametrize("preserve, strength", [("none", 1.0), ("luminance", 0.6), ("histogram", 0.8)])
+def test_tiled_bands_finish_as_the_whole_image_did(model_file, preserve, strength):
+    model = load_model(model_file)
+    image = torch.rand(3, 150, 170, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        raw = model.generator.eval()(image[None])
+    expected = _reference_finish(raw, image[None], strength, preserve)[0]
+    for tile in (10_000, 64):  # untiled (one band) and tiled
+        got = model.stylize(image, tile=tile, dtype="fp32", strength=strength, preserve=preserve)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_pil_output_is_quantized_as_to_pil(model_file, tmp_path):
+    """A file or PIL image stays uint8 inside stylize; the result equals quantizing the
+    float result of the same pixels, and tiling moves no pixel by more than one level."""
+    model = load_model(model_file)
+    g = torch.Generator().manual_seed(4)
+    path = tmp_path / "photo.png"
+    save_image(torch.rand(3, 130, 150, generator=g), path)
+    content = load_image(path)
+    for tile in (10_000, 48):
+        pil = model.stylize(path, tile=tile, dtype="fp32", strength=0.7, preserve="luminance")
+        assert isinstance(pil, Image.Image) and pil.size == (150, 130)
+        as_float = model.stylize(content, tile=tile, dtype="fp32", strength=0.7, preserve="luminance")
+        assert np.array_equal(np.asarray(pil), np.asarray(to_pil(as_float)))
+    whole = np.asarray(model.stylize(path, tile=10_000, dtype="fp32")).astype(int)
+    tiled = np.asarray(model.stylize(path, tile=48, dtype="fp32")).astype(int)
+    assert np.abs(whole - tiled).max() <= 1
+
+
+def test_nan_output_is_an_error_in_bands_too(model_file):
+    model = load_model(model_file)
+    with torch.no_grad():
+        model.generator.head.conv.bias.fill_(float("nan"))
+    for tile in (10_000, 32):
+        with pytest.raises(RuntimeError, match="NaN or inf"):
+            model.stylize(Image.new("RGB", (70, 50)), tile=tile)

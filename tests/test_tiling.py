@@ -3,7 +3,17 @@ import torch
 from torch import nn
 
 from instyle.models import NormAct, TextureNet, TransformerNet
-from instyle.tiling import BYTES_PER_PIXEL, _spans, auto_tile, stylize_tiled, tile_halo, whole_image_in_stats
+from instyle.tiling import (
+    BYTES_PER_PIXEL,
+    CACHE_BYTES,
+    _spans,
+    _Staged,
+    auto_tile,
+    stylize_tiled,
+    stylize_tiled_rows,
+    tile_halo,
+    whole_image_in_stats,
+)
 
 
 def tiny_model(norm: str = "instance", num_residual: int = 1) -> TransformerNet:
@@ -193,3 +203,67 @@ def test_spans_cover_the_image(size, tile, overlap, halo):
         assert 0 <= s.window0 <= max(s.out0 - halo, 0) and min(s.out1 + halo, size) <= s.window1 <= size
         assert s.out0 <= s.core0 < s.core1 <= s.out1
         assert s.window1 - s.window0 >= min(16, size)
+
+
+# ------------------------------------------------------------------ staged path, uint8, row bands
+
+
+@pytest.mark.parametrize("size, tile, overlap", [
+    ((256, 256), 96, 32),  # the CI stand-in for 2048 x 2048
+    ((250, 203), 64, 16),  # odd sizes: the 1/4 maps round up, the last windows crop before the head
+    ((96, 300), 32, 8),  # trunk maps 8 rows per strip: several strips, reflection at both ends
+])  # fmt: skip
+def test_staged_and_generic_paths_both_equal_untiled(size, tile, overlap):
+    model, image = tiny_model(num_residual=2), ramp_image(*size)
+    assert _Staged.plan(model, image, tile, None, CACHE_BYTES) is not None
+    assert _Staged.plan(model, image, tile, None, cache_bytes=0) is None  # maps too large: generic
+    with torch.no_grad():
+        expected = model(image)
+    staged = stylize_tiled(model, image, tile=tile, overlap=overlap)
+    generic = stylize_tiled(model, image, tile=tile, overlap=overlap, cache_bytes=0)
+    for got in (staged, generic):
+        assert (got - expected).abs().max() < 1 / 255
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    stats = whole_image_in_stats(model, image, tile=tile)
+    for (mean, var), (mean_ref, var_ref) in zip(stats, untiled_stats(model, image), strict=True):
+        torch.testing.assert_close(mean, mean_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(var, var_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_staged_path_in_float64_is_exact_to_round_off():
+    model, image = tiny_model(num_residual=2).double(), ramp_image(150, 170).double()
+    assert _Staged.plan(model, image, 64, None, CACHE_BYTES) is not None
+    with torch.no_grad():
+        expected = model(image)
+    torch.testing.assert_close(stylize_tiled(model, image, tile=64, overlap=16), expected, atol=1e-10, rtol=0)
+
+
+def test_staged_path_under_bf16_autocast_matches_untiled_within_one_level():
+    """Where stylize runs on this CPU: the cached 1/4 maps are bf16, as the untiled forward's are."""
+    model, image = tiny_model(num_residual=2), ramp_image(200, 160)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(image).float()
+        got = stylize_tiled(model, image, tile=64, overlap=16)
+    assert (got - expected).abs().max() <= 1 / 255
+
+
+def test_uint8_images_tile_as_their_float_conversion():
+    model = tiny_model()
+    pixels = (ramp_image(120, 100) * 255).round().to(torch.uint8)
+    as_float = pixels.float() / 255  # what load_image gives for the same file
+    for cache_bytes in (CACHE_BYTES, 0):  # staged and generic
+        got = stylize_tiled(model, pixels, tile=48, overlap=16, cache_bytes=cache_bytes)
+        assert got.dtype == torch.float32
+        assert torch.equal(got, stylize_tiled(model, as_float, tile=48, overlap=16, cache_bytes=cache_bytes))
+
+
+@pytest.mark.parametrize("overlap", [0, 16, 48])
+def test_rows_are_handed_on_once_top_to_bottom(overlap):
+    model, image = tiny_model(), ramp_image(170, 90)
+    bands = []
+    stylize_tiled_rows(model, image, lambda y0, y1, rows: bands.append((y0, y1, rows.clone())), tile=48, overlap=overlap)
+    assert bands[0][0] == 0 and bands[-1][1] == 170
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))  # consecutive, no gaps or repeats
+    assert all(rows.shape == (1, 3, y1 - y0, 90) for y0, y1, rows in bands)
+    whole = torch.cat([rows for _, _, rows in bands], dim=2)
+    torch.testing.assert_close(whole, stylize_tiled(model, image, tile=48, overlap=overlap), atol=0, rtol=0)

@@ -47,19 +47,62 @@ def histogram_transfer(stylized: Tensor, content: Tensor, eps: float = 1e-5) -> 
 
 
 def _match_colors(source: Tensor, target: Tensor, eps: float) -> Tensor:
-    src = source.double().reshape(3, -1)  # (3, P)
-    tgt = target.double().reshape(3, -1)
-    mu_s, mu_t = src.mean(1, keepdim=True), tgt.mean(1, keepdim=True)
-    eye = torch.eye(3, dtype=torch.float64, device=src.device)
-    cov_s = torch.cov(src) + eps * eye
-    cov_t = torch.cov(tgt) + eps * eye
+    moments_s, moments_t = ColorMoments(), ColorMoments()
+    moments_s.add(source)
+    moments_t.add(target)
+    return apply_color_map(source, *histogram_map(moments_s, moments_t, eps))
+
+
+class ColorMoments:
+    """Mean and covariance of RGB pixels, accumulated over parts of an image in float64
+    (Chan et al.'s pairwise update, so parts of any size combine without cancellation)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = torch.zeros(3, 1, dtype=torch.float64)
+        self.m2 = torch.zeros(3, 3, dtype=torch.float64)  # sum of centred outer products
+
+    def add(self, part: Tensor) -> None:
+        """Add the pixels of ``part`` (3, h, w) or (1, 3, h, w)."""
+        x = part.reshape(3, -1).double().cpu()  # (3, P)
+        n = x.shape[1]
+        if n == 0:
+            return
+        mean = x.mean(1, keepdim=True)
+        centred = x - mean
+        m2 = centred @ centred.T
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + (delta @ delta.T) * (self.count * n / total)
+        self.count = total
+
+    def covariance(self) -> Tensor:
+        """Unbiased, as torch.cov."""
+        return self.m2 / max(self.count - 1, 1)
+
+
+def histogram_map(source: ColorMoments, target: ColorMoments, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """(A (3, 3), b (3, 1)) in float64 with A x + b matching ``source``'s mean and covariance
+    to ``target``'s."""
+    eye = torch.eye(3, dtype=torch.float64)
+    cov_s = source.covariance() + eps * eye
+    cov_t = target.covariance() + eps * eye
     # Symmetric square roots (PCA-based colour transfer): A = Ct^1/2 Cs^-1/2.
     vals_s, vecs_s = torch.linalg.eigh(cov_s)
     vals_t, vecs_t = torch.linalg.eigh(cov_t)
     inv_sqrt_s = vecs_s @ torch.diag(vals_s.clamp_min(eps).rsqrt()) @ vecs_s.T
     sqrt_t = vecs_t @ torch.diag(vals_t.clamp_min(0).sqrt()) @ vecs_t.T
-    matched = sqrt_t @ inv_sqrt_s @ (src - mu_s) + mu_t
-    return matched.reshape(source.shape).to(source.dtype).clamp(0, 1)
+    a = sqrt_t @ inv_sqrt_s
+    return a, target.mean - a @ source.mean
+
+
+def apply_color_map(image: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``A x + b`` at every pixel of ``image`` (3, h, w) or (1, 3, h, w), in float64,
+    clamped to [0, 1] and returned in ``image``'s dtype."""
+    x = image.reshape(3, -1).double()
+    matched = a.to(x.device) @ x + b.to(x.device)
+    return matched.reshape(image.shape).to(image.dtype).clamp(0, 1)
 
 
 def _resize_like(image: Tensor, like: Tensor) -> Tensor:

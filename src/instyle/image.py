@@ -34,6 +34,8 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "max_pixels_limit",
     "load_image",
+    "load_pixels",
+    "pixels_to_float",
     "save_image",
     "to_pil",
     "resize_long_side",
@@ -107,22 +109,61 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Tensor:
         data = bytes(source)
         return _to_tensor(_open_and_decode(lambda: io.BytesIO(data), len(data), "<bytes>", limit, data[:64]))
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if os.path.isdir(path):
-            raise ImageError(path, "is a folder, not an image file")
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                head = f.read(64)
-        except OSError as exc:
-            raise ImageError(path, exc.strerror or str(exc)) from exc
-        return _to_tensor(_open_and_decode(lambda: path, size, path, limit, head))
+        return _to_tensor(_decode_path(os.fspath(source), limit))
     raise TypeError(
         f"load_image takes a path, bytes, a PIL image or a numpy array, not {type(source).__name__}"
     )
 
 
-def _open_and_decode(opener, size: int, name: str, limit: int, head: bytes) -> np.ndarray:
+def load_pixels(source: ImageSource, *, max_pixels: int | None = None) -> Tensor:
+    """:func:`load_image` without the float copy where it is not needed: (3, H, W) uint8 for
+    8-bit opaque images (a quarter of the memory), float32 in [0, 1] otherwise (16-bit,
+    float, transparency, float arrays). :func:`pixels_to_float` of the result equals
+    ``load_image(source)`` exactly. The uint8 tensor is a (H, W, 3) buffer seen as (3, H, W).
+    """
+    if isinstance(source, np.ndarray):
+        if source.dtype == np.uint8 and source.ndim == 3 and source.shape[2] == 3 and source.size:
+            return torch.from_numpy(np.array(source)).permute(2, 0, 1)
+        return load_image(source)
+    limit = max_pixels_limit(max_pixels)
+    if isinstance(source, Image.Image):
+        return _pixels(_decode(source, "<PIL.Image>", limit, keep_uint8=True))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return _pixels(_open_and_decode(lambda: io.BytesIO(data), len(data), "<bytes>", limit, data[:64], True))
+    if isinstance(source, (str, os.PathLike)):
+        return _pixels(_decode_path(os.fspath(source), limit, keep_uint8=True))
+    raise TypeError(
+        f"load_pixels takes a path, bytes, a PIL image or a numpy array, not {type(source).__name__}"
+    )
+
+
+def pixels_to_float(pixels: Tensor) -> Tensor:
+    """uint8 pixels as float32 in [0, 1] (x / 255, as load_image maps them); float as float32."""
+    if pixels.dtype == torch.uint8:
+        return pixels.float().div_(255)
+    return pixels.float()
+
+
+def _pixels(rgb: np.ndarray) -> Tensor:
+    if rgb.dtype == np.uint8:
+        return torch.from_numpy(rgb).permute(2, 0, 1)  # (3, H, W) view of (H, W, 3)
+    return _to_tensor(rgb)
+
+
+def _decode_path(path: str, limit: int, keep_uint8: bool = False) -> np.ndarray:
+    if os.path.isdir(path):
+        raise ImageError(path, "is a folder, not an image file")
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(64)
+    except OSError as exc:
+        raise ImageError(path, exc.strerror or str(exc)) from exc
+    return _open_and_decode(lambda: path, size, path, limit, head, keep_uint8)
+
+
+def _open_and_decode(opener, size: int, name: str, limit: int, head: bytes, keep_uint8: bool = False) -> np.ndarray:
     if size == 0:
         raise ImageError(name, "empty file (0 bytes)")
     with warnings.catch_warnings():
@@ -140,7 +181,7 @@ def _open_and_decode(opener, size: int, name: str, limit: int, head: bytes) -> n
         with image:
             if image.format not in _ALLOWED_REPORTED:  # a plugin reporting another name
                 raise ImageError(name, f"format {image.format} is not allowed (allowed: {_allowed_list()})")
-            return _decode(image, name, limit)
+            return _decode(image, name, limit, keep_uint8)
 
 
 def _bomb_reason(exc: Exception, limit: int) -> str:
@@ -162,8 +203,9 @@ def _allowed_list() -> str:
     return ", ".join(ALLOWED_FORMATS)
 
 
-def _decode(image: Image.Image, name: str, limit: int) -> np.ndarray:
-    """Check the size, decode the first frame, apply EXIF orientation: (H, W, 3) float32."""
+def _decode(image: Image.Image, name: str, limit: int, keep_uint8: bool = False) -> np.ndarray:
+    """Check the size, decode the first frame, apply EXIF orientation: (H, W, 3) float32
+    (``keep_uint8``: uint8 where the pixels are 8-bit and opaque)."""
     width, height = image.size
     if width * height > limit:
         raise ImageError(
@@ -182,11 +224,12 @@ def _decode(image: Image.Image, name: str, limit: int) -> np.ndarray:
         raise ImageError(name, _bomb_reason(exc, limit)) from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(name, f"cannot decode {image.format or 'image'} data ({exc})") from exc
-    return _pil_to_rgb(image, name)
+    return _pil_to_rgb(image, name, keep_uint8)
 
 
-def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
-    """Any decoded PIL image as (H, W, 3) float32 in [0, 1]."""
+def _pil_to_rgb(image: Image.Image, name: str, keep_uint8: bool = False) -> np.ndarray:
+    """Any decoded PIL image as (H, W, 3) float32 in [0, 1] (``keep_uint8``: 8-bit opaque
+    images as uint8, whose x / 255 is that float32)."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         gray = _scale_wide(np.asarray(image), name)  # (H, W)
         return np.repeat(gray[:, :, None], 3, axis=2)
@@ -194,6 +237,8 @@ def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
         if image.has_transparency_data:  # RGBA, LA, PA, RGBa, P or RGB with a tRNS key
             rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
             return _over_white(rgba)
+        if keep_uint8:
+            return np.array(image.convert("RGB"), dtype=np.uint8)  # writable, for torch.from_numpy
         return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     except ValueError as exc:  # e.g. LAB, which Pillow cannot convert without a colour profile
         raise ImageError(name, f"unsupported colour mode {image.mode} ({exc})") from exc

@@ -7,19 +7,22 @@ statistics and overlapping tiles (:mod:`instyle.tiling`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
-from .color import preserve_color
-from .image import ImageError, load_image, resize_long_side, save_image, to_pil
+from .color import PRESERVE_COLOR, ColorMoments, apply_color_map, histogram_map, preserve_color
+from .image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
 from .modelfile import ModelFileError, has_style_targets, load_generator
-from .tiling import auto_tile, stylize_tiled
+from .tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 STYLES_DIR = Path(__file__).parent / "styles"
@@ -82,7 +85,14 @@ class StyleModel:
         dtype: str = "auto",
         runtime: str = "torch",
     ):
-        """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind.
+        """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind
+        (a PIL image for a path; a uint8 tensor is read as 0..255 pixels, float32 comes back).
+
+        Large images (``tile``, or automatically when an untiled forward would not fit a
+        quarter of free memory) go through :func:`instyle.tiling.stylize_tiled_rows`; the
+        output is finished (colour, strength, clamp, quantization) band by band, so a PIL
+        image never exists as float32 (except for ``preserve="histogram"``, which needs the
+        whole stylized image's colours first).
 
         ``runtime="onnxruntime"`` runs the exported generator in fp32 on the CPU; images that
         need tiles still go through torch (tiling freezes statistics inside the network).
@@ -100,41 +110,106 @@ class StyleModel:
             device, dtype = "cpu", "fp32"
             onnx = self.onnx_model()
         as_pil = not isinstance(image, Tensor)
-        x = load_image(image) if as_pil else image
+        # 8-bit images stay uint8 (a quarter of float32's memory) until a tile needs them.
+        x = load_pixels(image) if as_pil else image
         unbatched = x.dim() == 3
         batch = x.unsqueeze(0) if unbatched else x
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected an RGB image (3, H, W) or batch (N, 3, H, W), got shape {tuple(x.shape)}")
+        if not (batch.is_floating_point() or batch.dtype == torch.uint8):
+            raise ValueError(f"expected a float image in [0, 1] or uint8 pixels, got {batch.dtype}")
         if max_size is not None:
-            batch = torch.stack([resize_long_side(img, max_size) for img in batch])
+            batch = torch.stack([resize_long_side(pixels_to_float(img), max_size) for img in batch])
         dev = resolve_device(device)
         autocast = resolve_autocast_dtype(dtype, dev)
         # channels_last with bf16/fp16 autocast or CUDA: what oneDNN's and cuDNN's fast convolutions want.
         memory_format = preferred_memory_format(dev, autocast)
         generator = self.generator.to(dev, memory_format=memory_format)
-        content = batch.to(dev, torch.float32)
-        out = []
-        for single in content.split(1):
+        budget = _memory_budget(dev)
+        outputs = []
+        for single in batch.split(1):
             h, w = single.shape[-2:]
-            chosen = tile if tile is not None else auto_tile(h, w, _memory_budget(dev))
+            content = single.to(dev) if single.dtype == torch.uint8 else single.to(dev, torch.float32)
+            output = _Output(content, strength, preserve, as_uint8=as_pil, model_name=self.name)
+            bytes_per_pixel = _bytes_per_pixel(generator, autocast)
+            chosen = tile if tile is not None else auto_tile(h, w, budget, bytes_per_pixel=bytes_per_pixel)
             with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
                 if chosen and chosen < max(h, w):
-                    y = stylize_tiled(generator, single, tile=chosen)
-                elif onnx is not None:
-                    y = onnx.run(single)
+                    overlap = min(64, chosen)  # small tiles blend over their whole width
+                    stylize_tiled_rows(generator, content, output.write, chosen, overlap, cache_bytes=budget)
                 else:
-                    y = generator(single.contiguous(memory_format=memory_format))
-            out.append(y.float())
-        stylized = torch.cat(out)
-        if not torch.isfinite(stylized).all():
-            raise RuntimeError(f"model {self.name} produced NaN or inf values; nothing was written")
-        stylized = preserve_color(stylized, content, preserve)
-        if strength < 1.0:
-            stylized = strength * stylized + (1 - strength) * content
-        stylized = stylized.clamp(0, 1).cpu()
+                    whole = pixels_to_float(content)
+                    if onnx is not None:
+                        y = onnx.run(whole)
+                    else:
+                        y = generator(whole.contiguous(memory_format=memory_format))
+                    output.write(0, h, y)
+            outputs.append(output.finish())
         if as_pil:
-            return to_pil(stylized[0])
+            return Image.fromarray(outputs[0], mode="RGB")
+        stylized = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return stylized[0] if unbatched else stylized
+
+
+class _Output:
+    """The stylized image, made from bands of rows as they come: NaN check, colour
+    preservation, strength blend and clamp per band, stored as uint8 (H, W, 3) or float32
+    (1, 3, H, W) on the CPU. Histogram preservation needs the whole image's colours first,
+    so it keeps the float32 image and finishes it in bands at the end."""
+
+    def __init__(self, content: Tensor, strength: float, preserve: str, *, as_uint8: bool, model_name: str) -> None:
+        if preserve not in PRESERVE_COLOR:
+            raise ValueError(f"preserve_color must be one of {', '.join(PRESERVE_COLOR)}, got {preserve!r}")
+        self.content = content  # (1, 3, H, W) uint8 or float32, on the device
+        self.strength, self.preserve, self.model_name = strength, preserve, model_name
+        h, w = content.shape[-2:]
+        self.pixels = np.empty((h, w, 3), dtype=np.uint8) if as_uint8 else None
+        self.image = None if as_uint8 and preserve != "histogram" else torch.empty(1, 3, h, w)
+        self.moments = ColorMoments() if preserve == "histogram" else None
+
+    def write(self, y0: int, y1: int, rows: Tensor) -> None:
+        rows = rows.float()  # (1, 3, y1 - y0, W)
+        if not torch.isfinite(rows).all():
+            raise RuntimeError(f"model {self.model_name} produced NaN or inf values; nothing was written")
+        if self.moments is not None:  # finished in finish(), once the whole image's colours are known
+            self.moments.add(rows)
+            self.image[:, :, y0:y1] = rows
+            return
+        content = pixels_to_float(self.content[:, :, y0:y1])
+        self._store(y0, y1, preserve_color(rows, content, self.preserve), content)
+
+    def _store(self, y0: int, y1: int, rows: Tensor, content: Tensor) -> None:
+        if self.strength < 1.0:
+            rows = self.strength * rows + (1 - self.strength) * content
+        rows = rows.clamp(0, 1)
+        if self.pixels is not None:  # as to_pil quantizes
+            quantized = (rows[0] * 255).round_().to(torch.uint8).permute(1, 2, 0)
+            self.pixels[y0:y1] = quantized.cpu().numpy()
+        else:
+            self.image[:, :, y0:y1] = rows
+
+    def finish(self):
+        """The result: uint8 (H, W, 3) for a PIL image, else float32 (1, 3, H, W)."""
+        if self.moments is not None:
+            target = ColorMoments()
+            h, band = self.content.shape[-2], max(1, (1 << 22) // self.content.shape[-1])
+            for y0 in range(0, h, band):
+                target.add(pixels_to_float(self.content[:, :, y0 : y0 + band]))
+            a, b = histogram_map(self.moments, target)
+            for y0 in range(0, h, band):
+                y1 = min(y0 + band, h)
+                content = pixels_to_float(self.content[:, :, y0:y1])
+                rows = apply_color_map(self.image[:, :, y0:y1].to(content.device), a, b)
+                self._store(y0, y1, rows, content)
+        return self.pixels if self.pixels is not None else self.image
+
+
+def _bytes_per_pixel(generator: torch.nn.Module, autocast: torch.dtype | None) -> int:
+    """Peak untiled activation bytes per pixel: :data:`BYTES_PER_PIXEL` (fp32, width 1)
+    scaled by the generator's width; 16-bit autocast is not counted as a saving (norms
+    and the output head still compute in float32)."""
+    width = float(getattr(generator, "config", {}).get("width", 1.0))
+    return math.ceil(BYTES_PER_PIXEL * max(width, 0.25))
 
 
 def _memory_budget(device: torch.device) -> int:
@@ -181,7 +256,7 @@ def stylize_files(
         try:
             if target.resolve() in inputs:
                 raise ImageError(str(target), "refusing to overwrite an input file")
-            result = model.stylize(load_image(source), **options)
+            result = model.stylize(source, **options)  # a PIL image, never a float copy of the file
             save_image(result, target)
             yield FileResult(source, target, time.perf_counter() - start)
         except (ImageError, ValueError, RuntimeError, OSError) as error:

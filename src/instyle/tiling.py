@@ -1,26 +1,40 @@
 """High-resolution inference in tiles, with instance-norm statistics of the whole image.
 
 Normalizing each tile with its own statistics changes the result (a tile of sky and a tile
-of forest have different means), so tiling runs in two phases:
+of forest have different means), so every instance-norm layer is frozen to the statistics
+of its whole input before any output is made. A tile's window is its core plus a halo at
+least the receptive radius of what runs on it, so whatever it computes over its core is
+exactly what the untiled forward computes there (to round-off: convolution algorithms may
+pick different blockings for different sizes). Two ways to get the statistics:
 
-1. ``whole_image_in_stats``: for each instance-norm layer L_k in forward order, stream the
-   image in tiles through the model, with layers L_1..L_{k-1} frozen to the whole-image
-   statistics already found, stop at L_k and add the tile's share of L_k's input to a
-   float64 Chan accumulator (count, mean, M2 per channel). A tile's window is its core plus
-   a halo at least the model's receptive radius, so L_k's input over the core is exactly
-   what the untiled forward computes there; the cores partition the image (and, at its
-   right and bottom end, the few rows a model computes beyond it, which the untiled
-   statistics include too). Cost: one partial forward per norm layer, about
-   (number of norm layers / 2) full forwards; memory: one window.
-2. ``stylize_tiled``: with every layer frozen, each window's output over its core (plus
-   ``overlap / 2`` on each side) is exact; neighbouring outputs are blended with a cosine
-   ramp over the ``overlap`` band, a no-op for exact tiles and a seam guard otherwise.
+- Generic (any tileable model): for each instance-norm layer L_k in forward order, stream
+  the image in windows through the model, with L_1..L_{k-1} frozen, stop at L_k and add the
+  core's share of L_k's input to a float64 Chan accumulator (count, mean, M2 per channel);
+  the cores partition the image (and, at its right and bottom end, the few rows a model
+  computes beyond it, which the untiled statistics include too). Cost: one partial forward
+  per norm layer, about (number of norm layers / 2) full forwards; memory: one window.
+- Staged (:class:`instyle.models.TransformerNet`, when its low-resolution maps fit
+  ``cache_bytes``): the encoder's norms as above, with halos only as wide as the layers
+  each pass runs; then the encoder's last pre-norm map, at 1/4 resolution, is assembled
+  whole from tiles, and the residual trunk runs on whole maps layer by layer (each
+  convolution in row strips, each norm's statistics from the whole map it reads), so no
+  work is repeated; the decoder's norms and the output come from windows of the trunk's
+  output. About 4 x less work than the generic path; memory: three trunk-sized maps.
+
+The output is then made tile by tile: each window's output over its core (plus
+``overlap / 2`` on each side) is blended with its neighbours' by a cosine ramp over the
+``overlap`` band (a no-op for exact tiles, a seam guard otherwise), and handed on in whole
+rows, top to bottom, as soon as no later tile touches them (:func:`stylize_tiled_rows`), so
+that callers can post-process and store rows without an image-sized float buffer.
 
 A model is tileable when it exposes ``tile_stride`` (its total downsampling: windows start
 at multiples of it so that every strided grid lines up with the untiled one),
 ``receptive_radius`` (input pixels an output pixel depends on, norms frozen), and keeps
 every input-statistics norm inside an :class:`instyle.models.blocks.NormAct`, which
 accepts frozen statistics. :class:`instyle.models.TransformerNet` is.
+
+Images are float (N, C, H, W) in [0, 1] or uint8 (N, C, H, W) in 0..255; a uint8 image is
+converted one window at a time, exactly as :func:`instyle.image.load_image` converts pixels.
 """
 
 from __future__ import annotations
@@ -28,23 +42,34 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as TF
 
-from .models.blocks import NormAct
+from .models.blocks import ConvNormAct, NormAct
 
-__all__ = ["stylize_tiled", "whole_image_in_stats", "auto_tile", "tile_halo", "BYTES_PER_PIXEL"]
+__all__ = [
+    "stylize_tiled", "stylize_tiled_rows", "whole_image_in_stats", "auto_tile", "tile_halo",
+    "BYTES_PER_PIXEL", "CACHE_BYTES",
+]  # fmt: skip
 
 # Peak bytes per window pixel of an fp32 TransformerNet (width 1) forward without autograd:
 # an estimate from its widest full-resolution stage (a 64-channel upsampled map, its padded
 # copy and the 32-channel conv and norm outputs, 4 bytes each), rounded up.
 BYTES_PER_PIXEL = 1024
+# Default limit on the whole low-resolution maps the staged path keeps (three at a time).
+CACHE_BYTES = 1 << 30
+
+# write(y0, y1, rows): rows (1, C, y1 - y0, W) of the output, handed on top to bottom.
+RowWriter = Callable[[int, int, Tensor], None]
+# run(span_y, span_x): the model's output (or the forward up to a hook) for one window.
+_Runner = Callable[["_Span", "_Span"], Tensor]
 
 
 class _StopForward(Exception):
-    """Raised by the statistics hook once the layer of interest has seen its input."""
+    """Raised by a capture hook once the layer of interest has seen its input."""
 
 
 @dataclass(frozen=True)
@@ -117,15 +142,34 @@ def _tiling_attrs(model: nn.Module) -> tuple[int, int]:
 
 
 def _check_args(image: Tensor, tile: int, overlap: int, halo: int | None, stride: int) -> None:
-    if not isinstance(image, Tensor) or image.dim() != 4 or not image.is_floating_point():
-        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f"image must be a float (N, C, H, W) tensor, got {shape}")
+    if (
+        not isinstance(image, Tensor)
+        or image.dim() != 4
+        or not (image.is_floating_point() or image.dtype == torch.uint8)
+    ):
+        shape = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"image must be a float or uint8 (N, C, H, W) tensor, got {shape}")
     if not isinstance(tile, int) or tile < stride or tile % stride:
         raise ValueError(f"tile must be a positive multiple of the model's tile_stride ({stride}), got {tile!r}")
     if not isinstance(overlap, int) or overlap < 0 or overlap > tile:
         raise ValueError(f"overlap must be an integer in [0, tile={tile}], got {overlap!r}")
     if halo is not None and (not isinstance(halo, int) or halo < 0):
         raise ValueError(f"halo must be a non-negative integer or None, got {halo!r}")
+
+
+def _float_dtype(image: Tensor) -> torch.dtype:
+    """The dtype windows are computed in: the image's float dtype, float32 for uint8."""
+    return image.dtype if image.is_floating_point() else torch.float32
+
+
+def _out_dtype(image: Tensor) -> torch.dtype:
+    return torch.float64 if image.dtype == torch.float64 else torch.float32
+
+
+def _read(image: Tensor, span_y: _Span, span_x: _Span) -> Tensor:
+    """The window of ``image`` (1, C, H, W) as float; uint8 as load_image maps it (x / 255)."""
+    part = image[:, :, span_y.window0 : span_y.window1, span_x.window0 : span_x.window1]
+    return part.float().div_(255) if part.dtype == torch.uint8 else part
 
 
 @contextlib.contextmanager
@@ -173,7 +217,7 @@ def _stats_layers(model: nn.Module, layers: list[NormAct], image: Tensor, stride
 
     handles = [layer.register_forward_pre_hook(record) for layer in needs]
     try:
-        model(torch.zeros(1, image.shape[1], probe, probe, dtype=image.dtype, device=image.device))
+        model(torch.zeros(1, image.shape[1], probe, probe, dtype=_float_dtype(image), device=image.device))
     finally:
         for handle in handles:
             handle.remove()
@@ -186,7 +230,7 @@ def _stats_layers(model: nn.Module, layers: list[NormAct], image: Tensor, stride
 
 
 class _ChanAccumulator:
-    """Per-channel count, mean and M2 in float64, combined across tiles (Chan et al.)."""
+    """Per-channel count, mean and M2 in float64, combined across parts (Chan et al.)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -194,12 +238,14 @@ class _ChanAccumulator:
         self.m2: Tensor | None = None
 
     def add(self, x: Tensor) -> None:  # x: (1, C, h, w)
-        xf = x[0].flatten(1).double()  # (C, h * w)
-        n = xf.shape[1]
+        n = x.shape[-2] * x.shape[-1]
         if n == 0:
             return
-        mean = xf.mean(dim=1)
-        m2 = ((xf - mean[:, None]) ** 2).sum(dim=1)
+        # The part's own statistics by torch's Welford reduction, in float32 at least (on the
+        # CPU it accumulates float32 in float64); NCHW so that each plane is contiguous.
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        var, mean = torch.var_mean(x.to(dtype, memory_format=torch.contiguous_format), dim=(2, 3), correction=0)
+        mean, m2 = mean[0].double(), var[0].double() * n
         if self.mean is None:
             self.count, self.mean, self.m2 = n, mean, m2
             return
@@ -209,63 +255,95 @@ class _ChanAccumulator:
         self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
         self.count = total
 
+    def add_rows(self, x: Tensor, rows: int) -> None:
+        """Add a whole map (1, C, H, W) ``rows`` rows at a time (bounded temporaries)."""
+        for r0 in range(0, x.shape[-2], rows):
+            self.add(x[:, :, r0 : r0 + rows])
+
     def result(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """(mean, biased var), each (C,), as instance norm computes them."""
         assert self.mean is not None and self.m2 is not None
         return self.mean.to(dtype), (self.m2 / self.count).to(dtype)
 
 
+def _stream(
+    run: _Runner, rows: list[_Span], cols: list[_Span], layer: NormAct, scale: int, h: int, w: int,
+    consume: Callable[[Tensor, _Span, _Span], None],
+) -> None:  # fmt: skip
+    """Run every window up to ``layer`` and hand ``consume`` the core's share of its input
+    (a feature map ``scale`` times coarser than the image), then stop the forward there."""
+    current: list[_Span] = [rows[0], cols[0]]
+
+    def capture(module: nn.Module, args: tuple) -> None:
+        span_y, span_x = current
+        x = args[0]  # (1, C, window rows / scale, window cols / scale), rounded up
+        # The core's rows in this feature map; the last tile keeps everything to the end.
+        y0 = (span_y.core0 - span_y.window0) // scale
+        y1 = (span_y.core1 - span_y.window0) // scale if span_y.core1 < h else x.shape[-2]
+        x0 = (span_x.core0 - span_x.window0) // scale
+        x1 = (span_x.core1 - span_x.window0) // scale if span_x.core1 < w else x.shape[-1]
+        consume(x[:, :, y0:y1, x0:x1], span_y, span_x)
+        raise _StopForward
+
+    handle = layer.register_forward_pre_hook(capture)
+    try:
+        for span_y in rows:
+            for span_x in cols:
+                current[:] = [span_y, span_x]
+                try:
+                    run(span_y, span_x)
+                except _StopForward:
+                    continue
+                raise RuntimeError("a norm layer did not run while computing its statistics")
+    finally:
+        handle.remove()
+
+
+def _stream_stats(
+    run: _Runner, rows: list[_Span], cols: list[_Span], layer: NormAct, scale: int, h: int, w: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    acc = _ChanAccumulator()
+    _stream(run, rows, cols, layer, scale, h, w, lambda x, *_: acc.add(x))
+    return acc.result(dtype)
+
+
+def _freeze_layer(layer: NormAct, stats: tuple[Tensor, Tensor], device: torch.device) -> None:
+    layer.frozen_stats = (stats[0].to(device), stats[1].to(device))
+
+
 def whole_image_in_stats(
-    model: nn.Module, image: Tensor, tile: int = 512, *, halo: int | None = None
+    model: nn.Module, image: Tensor, tile: int = 512, *, halo: int | None = None, cache_bytes: int = CACHE_BYTES
 ) -> list[tuple[Tensor, Tensor]]:
     """Each input-statistics norm layer's (mean, biased var) over the whole of ``image``
     (1, 3, H, W), in the model's forward order; each (C,), float32 (float64 for a float64
-    image). Computed in tiles of ``tile`` pixels plus ``halo`` (default :func:`tile_halo`).
-    The model is left unchanged."""
+    image). Computed in tiles of ``tile`` pixels plus ``halo`` (default: exact halos; see
+    :func:`stylize_tiled` for ``cache_bytes``). The model is left unchanged."""
     stride, _ = _tiling_attrs(model)
     _check_args(image, tile, 0, halo, stride)
     if image.shape[0] != 1:
         raise ValueError(f"whole_image_in_stats takes one image (1, C, H, W), got batch {image.shape[0]}")
     with _inference(model) as layers:
-        return _whole_image_stats(model, layers, image, tile, tile_halo(model) if halo is None else halo, stride)
+        order = _stats_layers(model, layers, image, stride)
+        staged = _Staged.plan(model, image, tile, halo, cache_bytes)
+        if staged is not None:
+            staged.decoder_input()
+        else:
+            _whole_image_stats(model, order, image, tile, tile_halo(model) if halo is None else halo, stride)
+        return [layer.frozen_stats for layer, _ in order]
 
 
 def _whole_image_stats(
-    model: nn.Module, layers: list[NormAct], image: Tensor, tile: int, halo: int, stride: int
-) -> list[tuple[Tensor, Tensor]]:
+    model: nn.Module, order: list[tuple[NormAct, int]], image: Tensor, tile: int, halo: int, stride: int
+) -> None:
+    """The generic path: freeze each layer of ``order`` to its whole-image statistics."""
     h, w = image.shape[-2:]
     rows, cols = _spans(h, tile, 0, halo, stride), _spans(w, tile, 0, halo, stride)
-    stats = []
-    for layer, scale in _stats_layers(model, layers, image, stride):
-        acc = _ChanAccumulator()
-        span_y = span_x = rows[0]
 
-        def capture(module: nn.Module, args: tuple) -> None:
-            x = args[0]  # (1, C, window rows / scale, window cols / scale), rounded up
-            # The core's rows in this feature map; the last tile keeps everything to the end.
-            y0 = (span_y.core0 - span_y.window0) // scale
-            y1 = (span_y.core1 - span_y.window0) // scale if span_y.core1 < h else x.shape[-2]
-            x0 = (span_x.core0 - span_x.window0) // scale
-            x1 = (span_x.core1 - span_x.window0) // scale if span_x.core1 < w else x.shape[-1]
-            acc.add(x[:, :, y0:y1, x0:x1])
-            raise _StopForward
+    def run(span_y: _Span, span_x: _Span) -> Tensor:
+        return model(_read(image, span_y, span_x))
 
-        handle = layer.register_forward_pre_hook(capture)
-        try:
-            for span_y in rows:
-                for span_x in cols:
-                    window = image[:, :, span_y.window0 : span_y.window1, span_x.window0 : span_x.window1]
-                    try:
-                        model(window)
-                    except _StopForward:
-                        continue
-                    raise RuntimeError("a norm layer did not run while computing its statistics")
-        finally:
-            handle.remove()
-        mean, var = acc.result(torch.float64 if image.dtype == torch.float64 else torch.float32)
-        layer.frozen_stats = (mean.to(image.device), var.to(image.device))
-        stats.append(layer.frozen_stats)
-    return stats
+    for layer, scale in order:
+        _freeze_layer(layer, _stream_stats(run, rows, cols, layer, scale, h, w, _out_dtype(image)), image.device)
 
 
 def stylize_tiled(
@@ -276,53 +354,113 @@ def stylize_tiled(
     *,
     halo: int | None = None,
     stats: list[tuple[Tensor, Tensor]] | None = None,
+    cache_bytes: int = CACHE_BYTES,
 ) -> Tensor:
     """``model(image)`` computed in tiles, with instance-norm statistics of the whole image.
 
-    ``image`` (N, 3, H, W); images of a batch are processed one at a time. Cores of
-    ``tile`` x ``tile`` pixels partition the image; each tile's output covers its core plus
-    ``overlap / 2`` on each side, blended with its neighbours' by a cosine ramp, and the
-    model sees that region plus ``halo`` pixels (default :func:`tile_halo`, which makes each
-    tile exact), so one window is at most ``tile + overlap + 2 * halo`` (plus up to
-    ``tile_stride``) on a side. ``stats`` (from :func:`whole_image_in_stats`, for a
-    one-image batch) skips the first phase. Returns float32 (float64 for a float64 image)
-    on the image's device; the model is left unchanged.
+    ``image`` (N, 3, H, W), float in [0, 1] or uint8; images of a batch are processed one at
+    a time. Cores of ``tile`` x ``tile`` pixels partition the image; each tile's output
+    covers its core plus ``overlap / 2`` on each side, blended with its neighbours' by a
+    cosine ramp. ``halo`` None: every window gets the halo that makes its tile exact (for
+    the generic path :func:`tile_halo`, so one window is at most ``tile + overlap + 2 *
+    halo`` (plus up to ``tile_stride``) on a side); an explicit ``halo`` takes the generic
+    path with that halo. ``stats`` (from :func:`whole_image_in_stats`, for a one-image
+    batch) skips computing them. ``cache_bytes`` bounds the whole 1/4-resolution maps the
+    staged TransformerNet path keeps (three at a time); when they do not fit, the generic
+    path recomputes instead. Returns float32 (float64 for a float64 image) on the image's
+    device; the model is left unchanged.
     """
     stride, _ = _tiling_attrs(model)
     _check_args(image, tile, overlap, halo, stride)
-    halo = tile_halo(model) if halo is None else halo
     if stats is not None and image.shape[0] != 1:
         raise ValueError("stats describe one image; pass a batch of one")
+    n, _, h, w = image.shape
+    out: list[Tensor] = []
+
+    def write(y0: int, y1: int, rows: Tensor) -> None:
+        if len(out) <= index:
+            out.append(torch.empty(1, rows.shape[1], h, w, dtype=_out_dtype(image), device=image.device))
+        out[index][:, :, y0:y1] = rows
+
+    for index, single in enumerate(image.split(1)):
+        stylize_tiled_rows(
+            model, single, write, tile, overlap, halo=halo, stats=stats, cache_bytes=cache_bytes
+        )  # fmt: skip
+    return out[0] if n == 1 else torch.cat(out)
+
+
+def stylize_tiled_rows(
+    model: nn.Module,
+    image: Tensor,
+    write: RowWriter,
+    tile: int = 512,
+    overlap: int = 64,
+    *,
+    halo: int | None = None,
+    stats: list[tuple[Tensor, Tensor]] | None = None,
+    cache_bytes: int = CACHE_BYTES,
+) -> None:
+    """:func:`stylize_tiled` for one image (1, 3, H, W), handing the output on in rows.
+
+    Calls ``write(y0, y1, rows)`` with ``rows`` (1, C, y1 - y0, W), float32 (float64 for a
+    float64 image), for consecutive bands that cover [0, H) top to bottom; ``rows`` is only
+    valid during the call. Memory beyond the model's windows: one band of output
+    (``tile + overlap`` rows), plus the staged path's maps.
+    """
+    stride, _ = _tiling_attrs(model)
+    _check_args(image, tile, overlap, halo, stride)
+    if image.shape[0] != 1:
+        raise ValueError(f"stylize_tiled_rows takes one image (1, C, H, W), got batch {image.shape[0]}")
     h, w = image.shape[-2:]
-    rows, cols = _spans(h, tile, overlap, halo, stride), _spans(w, tile, overlap, halo, stride)
-    row_weights, col_weights = _blend_weights(rows, h, overlap), _blend_weights(cols, w, overlap)
-    out_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-    outputs = []
     with _inference(model) as layers:
-        for single in image.split(1):
+        if stats is not None:
+            _freeze(model, layers, image, stats, stride)
+        staged = _Staged.plan(model, image, tile, halo, cache_bytes)
+        if staged is not None:
+            run, out_halo = staged.decoder(staged.decoder_input()), staged.decoder_halo
+        else:
+            out_halo = tile_halo(model) if halo is None else halo
             if stats is None:
-                _whole_image_stats(model, layers, single, tile, halo, stride)
-            else:
-                _freeze(model, layers, single, stats, stride)
-            out: Tensor | None = None
-            for span_y, wy in zip(rows, row_weights):
-                for span_x, wx in zip(cols, col_weights):
-                    window = single[:, :, span_y.window0 : span_y.window1, span_x.window0 : span_x.window1]
-                    result = model(window)
-                    if result.shape[-2:] != window.shape[-2:]:
-                        raise TypeError(f"tiled inference needs a size-preserving model; got {tuple(result.shape)}"
-                                        f" for a {tuple(window.shape)} window")  # fmt: skip
-                    if out is None:
-                        out = torch.zeros(1, result.shape[1], h, w, dtype=out_dtype, device=image.device)
-                    part = result[
-                        :, :,
-                        span_y.out0 - span_y.window0 : span_y.out1 - span_y.window0,
-                        span_x.out0 - span_x.window0 : span_x.out1 - span_x.window0,
-                    ].to(out_dtype)  # fmt: skip
-                    weight = (wy[:, None] * wx[None, :]).to(device=image.device, dtype=out_dtype)
-                    out[:, :, span_y.out0 : span_y.out1, span_x.out0 : span_x.out1] += part * weight
-            outputs.append(out)
-    return torch.cat(outputs)
+                _whole_image_stats(model, _stats_layers(model, layers, image, stride), image, tile, out_halo, stride)
+
+            def run(span_y: _Span, span_x: _Span) -> Tensor:
+                window = _read(image, span_y, span_x)
+                result = model(window)
+                if result.shape[-2:] != window.shape[-2:]:
+                    raise TypeError(f"tiled inference needs a size-preserving model; got {tuple(result.shape)}"
+                                    f" for a {tuple(window.shape)} window")  # fmt: skip
+                return result
+
+        rows, cols = _spans(h, tile, overlap, out_halo, stride), _spans(w, tile, overlap, out_halo, stride)
+        _blend_rows(run, rows, cols, overlap, h, w, _out_dtype(image), write)
+
+
+def _blend_rows(
+    run: _Runner, rows: list[_Span], cols: list[_Span], overlap: int, h: int, w: int, dtype: torch.dtype,
+    write: RowWriter,
+) -> None:  # fmt: skip
+    """Blend every window's output into bands of rows; hand each band on once complete."""
+    row_weights, col_weights = _blend_weights(rows, h, overlap), _blend_weights(cols, w, overlap)
+    carry: Tensor | None = None  # the previous band's rows that this band shares
+    for i, (span_y, wy) in enumerate(zip(rows, row_weights)):
+        band: Tensor | None = None  # (1, C, out1 - out0, W)
+        for span_x, wx in zip(cols, col_weights):
+            result = run(span_y, span_x)  # origin at (window0, window0)
+            part = result[
+                :, :,
+                span_y.out0 - span_y.window0 : span_y.out1 - span_y.window0,
+                span_x.out0 - span_x.window0 : span_x.out1 - span_x.window0,
+            ].to(dtype)  # fmt: skip
+            if band is None:
+                band = torch.zeros(1, part.shape[1], span_y.out1 - span_y.out0, w, dtype=dtype, device=part.device)
+            weight = (wy[:, None] * wx[None, :]).to(device=part.device, dtype=dtype)
+            band[:, :, :, span_x.out0 : span_x.out1] += part * weight
+        assert band is not None
+        if carry is not None:
+            band[:, :, : carry.shape[-2]] += carry
+        end = rows[i + 1].out0 if i + 1 < len(rows) else span_y.out1
+        write(span_y.out0, end, band[:, :, : end - span_y.out0])
+        carry = band[:, :, end - span_y.out0 :].clone()
 
 
 def _freeze(
@@ -337,7 +475,197 @@ def _freeze(
             raise ValueError(
                 f"stats entry shapes {tuple(mean.shape)}, {tuple(var.shape)} do not match {channels} channels"
             )
-        layer.frozen_stats = (mean.to(image.device), var.to(image.device))
+        _freeze_layer(layer, (mean, var), image.device)
+
+
+def _radius(convs: list[ConvNormAct], scale: int = 1) -> int:
+    """Image pixels that the output of ``convs`` (run in order, norms frozen) reaches, read
+    from a map of ``scale`` image pixels per pixel (as TransformerNet.receptive_radius)."""
+    radius = 0
+    for layer in convs:
+        if layer.upsample != 1:
+            radius += scale  # nearest: fine pixel j reads coarse pixel j // 2
+            scale //= layer.upsample
+        radius += layer.padding * scale
+        if layer.conv.stride[0] != 1:
+            radius += scale  # rounding of the strided grid
+            scale *= layer.conv.stride[0]
+    return radius
+
+
+class _Staged:
+    """The staged path for a TransformerNet: encoder from image windows, the residual trunk
+    on whole 1/``stride`` maps, decoder from windows of the trunk's output."""
+
+    def __init__(self, model: nn.Module, image: Tensor, tile: int, stride: int) -> None:
+        self.model, self.image, self.tile, self.stride = model, image, tile, stride
+        self.h, self.w = image.shape[-2:]
+        self.down: list[ConvNormAct] = list(model.down)
+        self.up: list[ConvNormAct] = list(model.up)
+        self.decoder_halo = _radius(self.up + [model.head], stride)
+        self.stats_dtype = _out_dtype(image)
+
+    @classmethod
+    def plan(cls, model: nn.Module, image: Tensor, tile: int, halo: int | None, cache_bytes: int) -> _Staged | None:
+        """A staged run of ``model`` on ``image``, or None where only the generic path applies:
+        another model, an explicit ``halo``, an image too small, or maps over ``cache_bytes``."""
+        from .models.transformer import ResidualBlock, TransformerNet
+
+        if halo is not None or not isinstance(model, TransformerNet) or type(model).forward is not TransformerNet.forward:
+            return None
+        stride = model.tile_stride
+        if min(image.shape[-2:]) < 4 * stride or len(model.down) == 0:
+            return None
+        if any(type(block).forward is not ResidualBlock.forward for block in model.residual):
+            return None
+        scale = math.prod(layer.conv.stride[0] for layer in model.down)
+        trunk_convs = [conv for block in model.residual for conv in (block.conv1, block.conv2)]
+        if scale != stride or any(conv.upsample != 1 or conv.conv.stride[0] != 1 for conv in trunk_convs):
+            return None
+        channels = model.down[-1].conv.out_channels
+        device_type = image.device.type
+        if torch.is_autocast_enabled(device_type):
+            item = torch.tensor([], dtype=torch.get_autocast_dtype(device_type)).element_size()
+        else:
+            item = torch.tensor([], dtype=_float_dtype(image)).element_size()
+        map_bytes = channels * -(-image.shape[-2] // stride) * -(-image.shape[-1] // stride) * item
+        if 3 * map_bytes > cache_bytes:
+            return None
+        return cls(model, image, tile, stride)
+
+    def _freeze_from(self, layer: NormAct, acc: _ChanAccumulator) -> None:
+        _freeze_layer(layer, acc.result(self.stats_dtype), self.image.device)
+
+    def _needs_stats(self, layer: NormAct) -> bool:
+        return layer.uses_input_stats and layer.frozen_stats is None
+
+    def _map_rows(self, width: int) -> int:
+        """Rows per strip of a whole map ``width`` pixels wide: about a tile's pixels."""
+        return max(8, (self.tile // self.stride) ** 2 // width)
+
+    def decoder_input(self) -> Tensor:
+        """Freeze the encoder's and the trunk's norms, then the decoder's; return the trunk's
+        output (1, C, ceil(H / stride), ceil(W / stride))."""
+        x = self._encode()
+        for block in self.model.residual:
+            a = self._conv_map(block.conv1, x)
+            self._norm_map(block.conv1.norm_act, a)
+            y = self._conv_map(block.conv2, a)
+            del a
+            self._norm_map(block.conv2.norm_act, y, residual=x)
+            x = y
+        self._decoder_stats(x)
+        return x
+
+    def _encode(self) -> Tensor:
+        """The encoder's output over the whole image at 1/stride resolution: its norms
+        frozen one at a time, each from windows with just the halo its layers need."""
+        image, h, w, scale = self.image, self.h, self.w, 1
+
+        def run(span_y: _Span, span_x: _Span) -> Tensor:
+            x = _read(image, span_y, span_x)
+            for layer in self.down:
+                x = layer(x)
+            return x
+
+        for k, layer in enumerate(self.down):
+            scale *= layer.conv.stride[0]
+            halo = _radius(self.down[: k + 1])
+            rows, cols = _spans(h, self.tile, 0, halo, self.stride), _spans(w, self.tile, 0, halo, self.stride)
+            if k + 1 < len(self.down):
+                if self._needs_stats(layer.norm_act):
+                    _freeze_layer(
+                        layer.norm_act,
+                        _stream_stats(run, rows, cols, layer.norm_act, scale, h, w, self.stats_dtype),
+                        image.device,
+                    )  # fmt: skip
+                continue
+            # The last encoder layer: assemble its norm's whole input map, then normalize it.
+            whole: list[Tensor] = []
+
+            def store(x: Tensor, span_y: _Span, span_x: _Span) -> None:
+                if not whole:
+                    size = (-(-h // scale), -(-w // scale))  # stride-2 convs round up
+                    whole.append(_empty_like_map(x, size))
+                y0, x0 = span_y.core0 // scale, span_x.core0 // scale
+                whole[0][:, :, y0 : y0 + x.shape[-2], x0 : x0 + x.shape[-1]] = x
+
+            _stream(run, rows, cols, layer.norm_act, scale, h, w, store)
+            self._norm_map(layer.norm_act, whole[0])
+            return whole[0]
+        raise AssertionError("unreachable: the encoder has layers")
+
+    def _conv_map(self, layer: ConvNormAct, x: Tensor) -> Tensor:
+        """``layer``'s pad and stride-1 conv over the whole map ``x``, in row strips."""
+        p, height = layer.padding, x.shape[-2]
+        out: Tensor | None = None
+        step = max(self._map_rows(x.shape[-1]), p + 1)
+        for r0 in range(0, height, step):
+            r1 = min(r0 + step, height)
+            a0, a1 = max(r0 - p, 0), min(r1 + p, height)
+            # Real neighbouring rows where the map has them, the map's own reflection at its ends.
+            strip = TF.pad(x[:, :, a0:a1], (p, p, p - (r0 - a0), p - (a1 - r1)), mode=layer.padding_mode)
+            y = layer.conv(strip)
+            if out is None:
+                out = _empty_like_map(y, (height, x.shape[-1]))
+            out[:, :, r0:r1] = y
+        assert out is not None
+        return out
+
+    def _norm_map(self, layer: NormAct, x: Tensor, residual: Tensor | None = None) -> None:
+        """Freeze ``layer`` to the statistics of the whole map ``x`` and apply it in place."""
+        rows = self._map_rows(x.shape[-1])
+        if self._needs_stats(layer):
+            acc = _ChanAccumulator()
+            acc.add_rows(x, rows)
+            self._freeze_from(layer, acc)
+        for r0 in range(0, x.shape[-2], rows):
+            part = slice(r0, r0 + rows)
+            x[:, :, part] = layer(x[:, :, part], None if residual is None else residual[:, :, part])
+
+    def _decoder_runner(self, trunk: Tensor) -> _Runner:
+        s = self.stride
+
+        def run(span_y: _Span, span_x: _Span) -> Tensor:
+            # Windows start at multiples of the stride; the trunk window covers the image window.
+            part = trunk[:, :, span_y.window0 // s : -(-span_y.window1 // s), span_x.window0 // s : -(-span_x.window1 // s)]
+            for layer in self.up:
+                part = layer(part)
+            return part
+
+        return run
+
+    def _decoder_stats(self, trunk: Tensor) -> None:
+        run, scale = self._decoder_runner(trunk), self.stride
+        for k, layer in enumerate(self.up):
+            scale //= layer.upsample
+            if not self._needs_stats(layer.norm_act):
+                continue
+            halo = _radius(self.up[: k + 1], self.stride)
+            rows, cols = _spans(self.h, self.tile, 0, halo, self.stride), _spans(self.w, self.tile, 0, halo, self.stride)
+            stats = _stream_stats(run, rows, cols, layer.norm_act, scale, self.h, self.w, self.stats_dtype)
+            _freeze_layer(layer.norm_act, stats, self.image.device)
+
+    def decoder(self, trunk: Tensor) -> _Runner:
+        """Windows of the final output, read from the trunk's output (norms all frozen)."""
+        up, head, h, w = self._decoder_runner(trunk), self.model.head, self.h, self.w
+
+        def run(span_y: _Span, span_x: _Span) -> Tensor:
+            y = up(span_y, span_x)
+            # The untiled forward crops to the image before the head (so that its reflection
+            # pad mirrors the image's own border); only the last windows reach past it.
+            y = y[..., : h - span_y.window0, : w - span_x.window0]
+            return torch.sigmoid(head(y))
+
+        return run
+
+
+def _empty_like_map(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """A (1, C, *size) map of ``x``'s channels, dtype, device and memory format
+    (channels_last where oneDNN's convolutions returned it)."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(1, x.shape[1], *size, dtype=x.dtype, device=x.device, memory_format=memory_format)
 
 
 def auto_tile(
