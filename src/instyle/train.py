@@ -50,14 +50,16 @@ class TrainConfig:
     iterations: int = 2000
     batch_size: int = 4
     image_size: int | None = None  # crop size; None: 256 on CUDA, 128 on CPU (the reduced CPU configuration)
-    # style image long side; None: 1.5 x image_size (384 for 256 crops), or the size stored style targets were computed at
+    # style image long side; None: 3 x image_size (384 for the CPU's 128 px crops), or the size stored
+    # style targets were computed at
     style_size: int | None = None
-    # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16);
-    # weights tuned on Starry Night at 128 px crops on CPU.
+    # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16); weights tuned
+    # on Starry Night at 128 px crops on CPU (docs/training.md): content at relu2_2 as well as relu4_2
+    # keeps faces and edges that relu4_2 alone let the style wash out.
     content_weight: float = 1.0
-    style_weight: float = 7.0
+    style_weight: float = 40.0
     tv_weight: float = 50.0
-    content_layers: tuple[str, ...] = ("relu4_2",)
+    content_layers: tuple[str, ...] = ("relu2_2", "relu4_2")
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
     lr: float = 1e-3
     lr_final_fraction: float = 0.1  # cosine decay to lr * this
@@ -209,7 +211,7 @@ def _cosine_lr(config: TrainConfig) -> Callable[[int], float]:
 def resolve_sizes(config: TrainConfig, device: torch.device) -> TrainConfig:
     """Fill in the device-dependent defaults (crop and style sizes)."""
     image_size = config.image_size or (256 if device.type == "cuda" else 128)
-    style_size = config.style_size or round(1.5 * image_size)
+    style_size = config.style_size or 3 * image_size
     return dataclasses.replace(config, image_size=image_size, style_size=style_size)
 
 
