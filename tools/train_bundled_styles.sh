@@ -13,12 +13,15 @@ PARALLEL=${PARALLEL:-2}
 styles=("$@")
 [ ${#styles[@]} -gt 0 ] || styles=(starry_night composition_vii udnie cezanne)
 mkdir -p src/instyle/styles out/bundled
+# Per-style loss settings beyond the defaults: Udnie's flat colour fields came out too faint at the
+# default style weight (40), so it trains at 100.
+declare -A EXTRA=([udnie]="--style-weight 100")
 
 train_one() {
     local style=$1
     local cmd=(.venv/bin/instyle train --style "$SHARED/$style.jpg" -o "src/instyle/styles/$style.safetensors"
                --width 0.375 --num-residual 3 --save-dtype fp16 --iterations "$ITERATIONS"
-               --log-dir "out/bundled/$style" --sample-every 500)
+               --log-dir "out/bundled/$style" --sample-every 500 ${EXTRA[$style]:-})
     echo "${cmd[*]}" > "out/bundled/$style.command"
     OMP_NUM_THREADS=$(( PARALLEL > 1 ? 1 : $(nproc) )) "${cmd[@]}" > "out/bundled/$style.log" 2>&1
     .venv/bin/python tools/attach_style_targets.py "src/instyle/styles/$style.safetensors" \
