@@ -27,7 +27,10 @@ def main() -> int:
         "",
         "Each model was trained by instyle's own `instyle train` (tools/train_bundled_styles.sh) on",
         "the painting named below, with scikit-image's bundled photos as content, and is stored as",
-        "fp16 safetensors. Figures come from each file's metadata.",
+        "fp16 safetensors, with the painting's style statistics (Gram matrices of relu1_1..relu5_1,",
+        "fp32, attached by tools/attach_style_targets.py) so the style works by name in `train`,",
+        "`optimize`, `texture` and `experiment` without the painting. Figures come from each file's",
+        "metadata. Two styles trained at a time, one thread each.",
         "",
     ]
     for name in list_models():
@@ -46,9 +49,10 @@ def main() -> int:
             f"- Command: `{command}`",
             f"- Iterations: {meta.get('iterations')}, batch {training.get('batch_size')}, "
             f"{training.get('image_size')} px crops, style long side {training.get('style_size')} px, "
-            f"weights content {training.get('content_weight')} / style {training.get('style_weight')} / tv {training.get('tv_weight')}",
+            f"weights content {training.get('content_weight')} ({', '.join(training.get('content_layers', []))}) / "
+            f"style {training.get('style_weight')} ({', '.join(training.get('style_layers', []))}) / tv {training.get('tv_weight')}",
             f"- Final losses (last step, weighted): {losses}",
-            f"- Device: {meta.get('device')} (2-core AMD EPYC, bf16 autocast), date "
+            f"- Device: {meta.get('device')} (2-core AMD EPYC, 1 thread, bf16 autocast), date "
             f"{datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()}, instyle {meta.get('instyle_version')}",
             f"- Style image sha256: {meta.get('style_sha256')}; VGG weights sha256: {meta.get('vgg_weights_sha256')}",
             "",
