@@ -152,3 +152,16 @@ def test_nan_output_is_an_error_in_bands_too(model_file):
     for tile in (10_000, 32):
         with pytest.raises(RuntimeError, match="NaN or inf"):
             model.stylize(Image.new("RGB", (70, 50)), tile=tile)
+
+
+def test_bf16_runs_a_bf16_copy_close_to_fp32_and_leaves_the_model_fp32():
+    model = load_model("starry_night")
+    image = torch.rand(3, 96, 80, generator=torch.Generator().manual_seed(0))
+    exact = model.stylize(image, dtype="fp32")
+    fast = model.stylize(image, dtype="bf16")
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    difference = (fast - exact).abs()
+    # bf16 keeps 8 bits of mantissa: about a level of 255 on average, a few levels at most
+    assert difference.mean() < 2 / 255 and difference.max() < 12 / 255
+    assert all(p.dtype == torch.float32 for p in model.generator.parameters())
+    assert torch.equal(model.stylize(image, dtype="fp32"), exact)  # the fp32 path is untouched

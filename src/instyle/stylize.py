@@ -7,6 +7,7 @@ statistics and overlapping tiles (:mod:`instyle.tiling`).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -71,6 +72,18 @@ class StyleModel:
 
     def __repr__(self) -> str:
         return f"StyleModel({self.name!r}, arch={self.generator.config.get('arch')!r})"
+
+    def _run_bf16(self, image: Tensor, device: torch.device, memory_format: torch.memory_format) -> Tensor:
+        """The whole image through a bf16 copy of the generator, outside autocast: autocast re-casts
+        weights and activations at every layer, which costs about as much as the convolutions on a
+        CPU (1024 px on the 2-core CPU: 0.41 s under autocast, 0.25 s this way, with the same error
+        against fp32). Instance norm still accumulates its statistics in fp32."""
+        key = (id(self.generator), device, memory_format)
+        if getattr(self, "_bf16_key", None) != key:
+            self._bf16_generator = copy.deepcopy(self.generator).to(device, torch.bfloat16, memory_format=memory_format)
+            self._bf16_key = key
+        with torch.autocast(device.type, enabled=False):
+            return self._bf16_generator(image.to(torch.bfloat16).contiguous(memory_format=memory_format)).float()
 
     @torch.no_grad()
     def stylize(
@@ -141,6 +154,8 @@ class StyleModel:
                     whole = pixels_to_float(content)
                     if onnx is not None:
                         y = onnx.run(whole)
+                    elif autocast == torch.bfloat16:
+                        y = self._run_bf16(whole, dev, memory_format)
                     else:
                         y = generator(whole.contiguous(memory_format=memory_format))
                     output.write(0, h, y)
