@@ -269,3 +269,28 @@ def test_reprs_show_the_options():
     text = repr(block)
     assert "upsample=2, padding=1, padding_mode='reflect'" in text
     assert "activation='leaky_relu', negative_slope=0.2" in text
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape, p", [((1, 12, 37, 53), 4), ((2, 8, 5, 6), 4), ((1, 3, 2, 2), 1), ((3, 24, 16, 9), 1)])
+def test_channels_last_reflect_pad_is_torch_pad_bit_for_bit(shape, p, dtype):
+    from instyle.models.blocks import _fast_reflect_ok, reflect_pad_channels_last
+
+    x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+    assert _fast_reflect_ok(x, p)
+    expected = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+    got = reflect_pad_channels_last(x, p)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, expected)
+
+
+def test_fast_reflect_pad_is_used_only_where_it_applies():
+    from instyle.models.blocks import _fast_reflect_ok
+
+    cl = torch.randn(1, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert _fast_reflect_ok(cl.bfloat16(), 2)
+    assert not _fast_reflect_ok(cl, 2)  # fp32: torch's pad
+    cl = cl.bfloat16()
+    assert not _fast_reflect_ok(cl.contiguous(), 2)  # NCHW: torch's pad
+    assert not _fast_reflect_ok(cl, 8)  # pad as wide as the map: torch raises its own error
+    assert not _fast_reflect_ok(cl.clone().requires_grad_(), 2)  # training: torch's pad and its backward
