@@ -289,3 +289,79 @@ def test_pure_torch_path_matches_kernels(layout, monkeypatch):
     torch.testing.assert_close(native[0], portable[0], atol=1e-5, rtol=1e-5)
     for name in native[1]:
         torch.testing.assert_close(native[1][name], portable[1][name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+# Channels-last layouts of the kernels: lcm(C, 16) <= 128 reads blocks flat with C-periodic
+# vectors, larger C goes in groups of up to 128 channels with a masked last vector.
+CL_CASES = [
+    pytest.param((1, 8, 37, 41), id="C8-one-vector-two-rows"),
+    pytest.param((2, 3, 33, 47), id="C3-period-48"),
+    pytest.param((1, 5, 64, 70), id="C5-period-80-several-blocks"),
+    pytest.param((2, 7, 9, 13), id="C7-period-112-ragged"),
+    pytest.param((3, 1, 20, 21), id="C1"),
+    pytest.param((2, 24, 19, 17), id="C24-period-48"),
+    pytest.param((1, 200, 11, 9), id="C200-two-groups-last-masked"),
+    pytest.param((2, 130, 5, 7), id="C130-last-group-one-masked-vector"),
+]
+
+
+@pytest.mark.parametrize("shape", CL_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_channels_last_equals_nchw(shape, dtype):
+    """Same values as the same tensor in NCHW (statistics reduce in another order: 1 ulp)."""
+    x = _make(shape, "contiguous", dtype)
+    grad_out = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y, grads = _run(x, "cpu", True, True, True, grad_out)
+    y_cl, grads_cl = _run(x.contiguous(memory_format=torch.channels_last), "cpu", True, True, True, grad_out)
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    tol = FP32_TOL if dtype == torch.float32 else dict(atol=2e-2, rtol=1e-2)  # bf16: an ulp of |y| < 4
+    torch.testing.assert_close(y_cl, y, **tol)
+    for name in grads:
+        torch.testing.assert_close(grads_cl[name], grads[name], **tol, msg=name)
+    if dtype == torch.float32:  # and against float64 (bf16: test_half_precision_error_at_most_twice_torch)
+        torch.testing.assert_close(y_cl.double(), _reference64(x, True, True, True, grad_out)[0], **FP32_TOL)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_few_planes_split_over_threads_deterministic(layout, dtype):
+    """N * C = 3 planes on 2 threads: every plane's chunks are shared; same bits as 1 thread."""
+    x = _make((1, 3, 67, 71), layout, dtype)  # 4757 elements: three chunks, the last ragged
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = _run(x, "cpu", True, True, True, grad_out)
+        torch.set_num_threads(1)
+        one = _run(x, "cpu", True, True, True, grad_out)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(two[0], one[0])
+    for name in one[1]:
+        assert torch.equal(two[1][name], one[1][name]), name
+    y64, grads64 = _reference64(x, True, True, True, grad_out)
+    if dtype == torch.float32:
+        torch.testing.assert_close(one[0].double(), y64, **FP32_TOL)
+        torch.testing.assert_close(one[1]["x"].double(), grads64["x"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_large_output_streaming_stores(layout):
+    """Outputs of 16 MB and more are written with non-temporal stores; same values."""
+    x = _make((1, 16, 512, 512), layout)  # 16 MiB fp32
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y, grads = _run(x, "cpu", True, True, True, grad_out)
+    y64, grads64 = _reference64(x, True, True, True, grad_out)
+    torch.testing.assert_close(y.double(), y64, **FP32_TOL)
+    torch.testing.assert_close(grads["x"].double(), grads64["x"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grads["residual"].double(), grads64["residual"], **FP32_TOL)
+
+
+def test_bf16_subnormal_outputs_round_like_torch():
+    """bf16 stores round to nearest even like torch, fp32 subnormals included (not flushed)."""
+    x = torch.randn(1, 1, 4, 8, generator=torch.Generator().manual_seed(0)).bfloat16()
+    for b in (1e-39, -3e-39, 5e-40, 1.1e-38, 2.5, -0.0):
+        bias = torch.tensor([b], dtype=torch.float32)
+        # weight 0: y = 0 * xhat + bias, the fp32 bias rounded to bf16
+        y = instance_norm(x, weight=torch.zeros(1), bias=bias, backend="cpu")
+        assert torch.equal(y, bias.expand(x.shape).bfloat16()), b
