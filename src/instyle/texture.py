@@ -34,7 +34,7 @@ from .models import TextureNet
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 from .style_targets import StyleSource, apply_targets, check_targets, resolve_style
-from .train import TrainingError, _cosine_lr
+from .train import TrainingError, _cosine_lr, stored_style_size
 
 CACHE_SUBDIR = "textures"
 DEFAULT_STYLE_SIZE = 384
@@ -111,13 +111,7 @@ def resolve_style_size(config: TextureConfig) -> tuple[TextureConfig, StyleSourc
     _check_config(config)
     source = resolve_style(config.style)
     if source.targets is not None:
-        recorded = source.targets.style_size
-        if config.style_size is not None and config.style_size != recorded:
-            raise TrainingError(
-                f"--style-size {config.style_size} conflicts with --style {config.style}: its style targets were "
-                f"computed at {recorded} px; leave --style-size out, or pass the style image"
-            )
-        return dataclasses.replace(config, style_size=recorded), source
+        return dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size)), source
     return dataclasses.replace(config, style_size=config.style_size or DEFAULT_STYLE_SIZE), source
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .models.blocks import ConvNormAct, NormAct
+from .models.blocks import ConvNormAct, NormAct, receptive_radius
 
 __all__ = [
     "stylize_tiled", "stylize_tiled_rows", "whole_image_in_stats", "auto_tile", "tile_halo",
@@ -478,21 +478,6 @@ def _freeze(
         _freeze_layer(layer, (mean, var), image.device)
 
 
-def _radius(convs: list[ConvNormAct], scale: int = 1) -> int:
-    """Image pixels that the output of ``convs`` (run in order, norms frozen) reaches, read
-    from a map of ``scale`` image pixels per pixel (as TransformerNet.receptive_radius)."""
-    radius = 0
-    for layer in convs:
-        if layer.upsample != 1:
-            radius += scale  # nearest: fine pixel j reads coarse pixel j // 2
-            scale //= layer.upsample
-        radius += layer.padding * scale
-        if layer.conv.stride[0] != 1:
-            radius += scale  # rounding of the strided grid
-            scale *= layer.conv.stride[0]
-    return radius
-
-
 class _Staged:
     """The staged path for a TransformerNet: encoder from image windows, the residual trunk
     on whole 1/``stride`` maps, decoder from windows of the trunk's output."""
@@ -502,7 +487,7 @@ class _Staged:
         self.h, self.w = image.shape[-2:]
         self.down: list[ConvNormAct] = list(model.down)
         self.up: list[ConvNormAct] = list(model.up)
-        self.decoder_halo = _radius(self.up + [model.head], stride)
+        self.decoder_halo = receptive_radius(self.up + [model.head], stride)
         self.stats_dtype = _out_dtype(image)
 
     @classmethod
@@ -570,7 +555,7 @@ class _Staged:
 
         for k, layer in enumerate(self.down):
             scale *= layer.conv.stride[0]
-            halo = _radius(self.down[: k + 1])
+            halo = receptive_radius(self.down[: k + 1])
             rows, cols = _spans(h, self.tile, 0, halo, self.stride), _spans(w, self.tile, 0, halo, self.stride)
             if k + 1 < len(self.down):
                 if self._needs_stats(layer.norm_act):
@@ -641,7 +626,7 @@ class _Staged:
             scale //= layer.upsample
             if not self._needs_stats(layer.norm_act):
                 continue
-            halo = _radius(self.up[: k + 1], self.stride)
+            halo = receptive_radius(self.up[: k + 1], self.stride)
             rows, cols = _spans(self.h, self.tile, 0, halo, self.stride), _spans(self.w, self.tile, 0, halo, self.stride)
             stats = _stream_stats(run, rows, cols, layer.norm_act, scale, self.h, self.w, self.stats_dtype)
             _freeze_layer(layer.norm_act, stats, self.image.device)

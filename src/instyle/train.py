@@ -208,6 +208,18 @@ def _cosine_lr(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def stored_style_size(source, style: str, requested: int | None) -> int:
+    """Stored style statistics exist at one size only: the style size is the one they were
+    computed at; a different explicit ``--style-size`` is an error."""
+    recorded = source.targets.style_size
+    if requested is not None and requested != recorded:
+        raise TrainingError(
+            f"--style-size {requested} conflicts with --style {style}: its style targets were "
+            f"computed at {recorded} px; leave --style-size out (or pass {recorded}), or pass the style image"
+        )
+    return recorded
+
+
 def resolve_sizes(config: TrainConfig, device: torch.device) -> TrainConfig:
     """Fill in the device-dependent defaults (crop and style sizes)."""
     image_size = config.image_size or (256 if device.type == "cuda" else 128)
@@ -230,14 +242,7 @@ def train(
     device = resolve_device(config.device)
     source = resolve_style(config.style)  # names the problem: unknown style, no targets, unreadable image
     if source.targets is not None:
-        # Stored statistics exist at one size only: the style size is the one they were computed at.
-        recorded = source.targets.style_size
-        if config.style_size is not None and config.style_size != recorded:
-            raise TrainingError(
-                f"--style-size {config.style_size} conflicts with --style {config.style}: its style targets were "
-                f"computed at {recorded} px; leave --style-size out (or pass {recorded}), or pass the style image"
-            )
-        config = dataclasses.replace(config, style_size=recorded)
+        config = dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size))
     config = resolve_sizes(config, device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

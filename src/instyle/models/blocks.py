@@ -157,6 +157,22 @@ class ConvNormAct(nn.Module):
         return f"upsample={self.upsample}, padding={self.padding}, padding_mode={self.padding_mode!r}"
 
 
+def receptive_radius(convs: list[ConvNormAct], scale: int = 1) -> int:
+    """Image pixels that the output of ``convs`` (run in order, norms pointwise: eval-mode batch
+    norm or frozen instance-norm statistics) reaches, read from a map of ``scale`` image pixels
+    per pixel."""
+    radius = 0
+    for layer in convs:
+        if layer.upsample != 1:
+            radius += scale  # nearest: fine pixel j reads coarse pixel j // 2
+            scale //= layer.upsample
+        radius += layer.padding * scale
+        if layer.conv.stride[0] != 1:
+            radius += scale  # rounding of the strided grid
+            scale *= layer.conv.stride[0]
+    return radius
+
+
 def check_image(x: Tensor, channels: int, name: str = "input") -> None:
     """Raise a clear error unless ``x`` is a float (N, channels, H, W) tensor."""
     if not isinstance(x, Tensor):

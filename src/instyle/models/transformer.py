@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .blocks import ConvNormAct, check_image, kwargs_from_config
+from .blocks import ConvNormAct, check_image, kwargs_from_config, receptive_radius
 
 __all__ = ["TransformerNet", "ResidualBlock"]
 
@@ -87,16 +87,7 @@ class TransformerNet(nn.Module):
     def receptive_radius(self) -> int:
         """An upper bound on how far (in input pixels) an output pixel's value reaches, when
         every norm is pointwise (eval-mode batch norm, frozen instance-norm statistics)."""
-        radius, scale = 0, 1  # scale: input pixels per feature pixel
-        for layer in self._convs():
-            if layer.upsample != 1:
-                radius += scale  # nearest: fine pixel j reads coarse pixel j // 2
-                scale //= layer.upsample
-            radius += layer.padding * scale
-            if layer.conv.stride[0] != 1:
-                radius += scale  # rounding of the strided grid
-                scale *= layer.conv.stride[0]
-        return radius
+        return receptive_radius(self._convs())
 
     def _convs(self) -> list[ConvNormAct]:
         return [m for m in self.modules() if isinstance(m, ConvNormAct)]
