@@ -365,3 +365,45 @@ def test_bf16_subnormal_outputs_round_like_torch():
         # weight 0: y = 0 * xhat + bias, the fp32 bias rounded to bf16
         y = instance_norm(x, weight=torch.zeros(1), bias=bias, backend="cpu")
         assert torch.equal(y, bias.expand(x.shape).bfloat16()), b
+
+
+needs_thp = pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")
+
+
+@needs_thp
+@pytest.mark.parametrize("shape", [(2, 3, 37, 70), (2, 3, 4, 5, 6)], ids=["4d", "5d"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_huge_page_outputs_equal_plain_ones(shape, layout, monkeypatch):
+    """Large outputs come from huge-page-advised mappings: same strides, same bits, freed with the
+    tensor. The threshold is lowered so that small tensors take that path."""
+    from instyle.ops.cpu import instance_norm as cpu_backend
+
+    x = _make(shape, layout)
+    grad_out = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    plain = _run(x, "cpu", True, True, True, grad_out)
+    monkeypatch.setattr(cpu_backend, "HUGE_PAGE_MIN_BYTES", 0)
+    huge = _run(x, "cpu", True, True, True, grad_out)
+    assert huge[0].stride() == plain[0].stride() and huge[1]["x"].stride() == plain[1]["x"].stride()
+    assert torch.equal(huge[0], plain[0])
+    for name in plain[1]:
+        assert torch.equal(huge[1][name], plain[1][name]), name
+    assert not huge[0].untyped_storage().resizable(), "the output did not come from a mapping"
+
+
+@needs_thp
+def test_huge_page_outputs_are_unmapped_when_freed(monkeypatch):
+    from instyle.ops.cpu import instance_norm as cpu_backend
+
+    monkeypatch.setattr(cpu_backend, "HUGE_PAGE_MIN_BYTES", 0)
+    x = _make((1, 4, 256, 256), "contiguous")  # 1 MiB outputs
+
+    def mapped_mib():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) / 1024
+
+    instance_norm(x, backend="cpu")  # load the kernels first
+    before = mapped_mib()
+    outputs = [instance_norm(x, backend="cpu") for _ in range(32)]
+    assert mapped_mib() >= before + 30
+    del outputs
+    assert mapped_mib() <= before + 2

@@ -195,3 +195,15 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert len(one) == len(two) == 4
     for a, b in zip(one, two):
         assert float(b["total"]) == pytest.approx(float(a["total"]), rel=1e-4)
+
+
+def test_content_size_sets_the_scale_photos_are_cropped_from(tmp_path):
+    from instyle.train import load_content_set
+
+    save_image(torch.rand(3, 400, 600), tmp_path / "wide.png")
+    save_image(torch.rand(3, 100, 150), tmp_path / "small.png")
+    default = [tuple(t.shape[-2:]) for t in load_content_set(str(tmp_path), 64)]
+    assert default == [(96, 144), (96, 144)], "default: short side 1.5 x the crop"
+    native = {tuple(t.shape[-2:]) for t in load_content_set(str(tmp_path), 64, content_size=1000)}
+    assert native == {(400, 600), (100, 150)}, "content_size above a photo's size keeps the photo's own"
+    assert {tuple(t.shape[-2:]) for t in load_content_set(str(tmp_path), 128, content_size=300)} == {(300, 450), (128, 192)}

@@ -52,10 +52,17 @@ class TrainConfig:
     image_size: int | None = None  # crop size; None: 256 on CUDA, 128 on CPU (the reduced CPU configuration)
     # style image long side; None: 3 x image_size (384 for the CPU's 128 px crops), or the size stored
     # style targets were computed at
-    style_size: int | None = None
+    style_size: int | None = field(
+        default=None, metadata={"help": "style image long side (default: 3 x --image-size, or the stored targets' size)"}
+    )
     # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16); weights tuned
     # on Starry Night at 128 px crops on CPU (docs/training.md): content at relu2_2 as well as relu4_2
     # keeps faces and edges that relu4_2 alone let the style wash out.
+    # content photos are scaled to this short side before cropping; None: 1.5 x image_size, so that a
+    # crop shows most of a photo. The generator learns its strokes at this scale.
+    content_size: int | None = field(
+        default=None, metadata={"help": "short side content photos are scaled to before cropping (default: 1.5 x --image-size)"}
+    )
     content_weight: float = 1.0
     style_weight: float = 40.0
     tv_weight: float = 50.0
@@ -110,8 +117,11 @@ class TrainingInterrupted(RuntimeError):
 # ---------------------------------------------------------------------------- data
 
 
-def load_content_set(content: str | None, image_size: int, limit: int | None = None) -> list[Tensor]:
-    """Content photos as (3, H, W) tensors whose short side is at least ``image_size``."""
+def load_content_set(
+    content: str | None, image_size: int, limit: int | None = None, content_size: int | None = None
+) -> list[Tensor]:
+    """Content photos as (3, H, W) tensors whose short side is at least ``image_size``: large photos
+    are downscaled to ``content_size`` (default 1.5 x ``image_size``), small ones upscaled to a crop."""
     if content is None:
         images = [img for _, img in default_content_images()]
     else:
@@ -127,7 +137,7 @@ def load_content_set(content: str | None, image_size: int, limit: int | None = N
     for img in images:
         short = min(img.shape[-2:])
         # Downscale large photos so crops see whole objects; upscale small ones to fit a crop.
-        target_short = max(image_size, min(short, int(image_size * 1.5)))
+        target_short = max(image_size, min(short, content_size or int(image_size * 1.5)))
         long_side = round(max(img.shape[-2:]) * target_short / short)
         prepared.append(resize_long_side(img, long_side))
     return prepared
@@ -256,7 +266,7 @@ def train(
     if rank == 0:
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    content_images = load_content_set(config.content, config.image_size, config.num_content)
+    content_images = load_content_set(config.content, config.image_size, config.num_content, config.content_size)
 
     from .models import build_generator
 
