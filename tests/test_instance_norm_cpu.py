@@ -302,6 +302,8 @@ CL_CASES = [
     pytest.param((2, 24, 19, 17), id="C24-period-48"),
     pytest.param((1, 200, 11, 9), id="C200-two-groups-last-masked"),
     pytest.param((2, 130, 5, 7), id="C130-last-group-one-masked-vector"),
+    pytest.param((2, 512, 6, 7), id="C512-whole-rows-three-blocks"),  # 16 rows per block
+    pytest.param((1, 1000, 5, 7), id="C1000-whole-rows-masked-tail"),
 ]
 
 
