@@ -589,9 +589,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-THP_ENV = "THP_MEM_ALLOC_ENABLE"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -601,25 +598,18 @@ def main(argv: list[str] | None = None) -> int:
     from .image import MAX_PIXELS_ENV
 
     previous_limit = os.environ.get(MAX_PIXELS_ENV)
-    previous_thp = os.environ.get(THP_ENV)
     if getattr(args, "max_pixels", None) is not None:
         if args.max_pixels < 1:
             print(f"instyle: error: --max-pixels must be positive, got {args.max_pixels}", file=sys.stderr)
             return 2
         # The image loader (and subprocesses such as torchrun workers) read the limit from here.
         os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
-    # torch's CPU allocator backs allocations of 2 MiB and more with transparent huge pages when this
-    # is set (read at its first large allocation, so setting it here still works). Page faults on fresh
-    # 4 KiB pages dominate large CPU runs on a VM; a user's own setting wins.
-    os.environ.setdefault(THP_ENV, "1")
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:  # main() called in-process (tests, notebooks) leaves the environment as it found it
-        if previous_thp is None:
-            os.environ.pop(THP_ENV, None)
         if previous_limit is None:
             os.environ.pop(MAX_PIXELS_ENV, None)
         else:
