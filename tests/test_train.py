@@ -207,3 +207,33 @@ def test_content_size_sets_the_scale_photos_are_cropped_from(tmp_path):
     native = {tuple(t.shape[-2:]) for t in load_content_set(str(tmp_path), 64, content_size=1000)}
     assert native == {(400, 600), (100, 150)}, "content_size above a photo's size keeps the photo's own"
     assert {tuple(t.shape[-2:]) for t in load_content_set(str(tmp_path), 128, content_size=300)} == {(300, 450), (128, 192)}
+
+
+def test_heldout_loss_is_logged_and_survives_a_resume(tmp_path, photos):
+    heldout_dir = tmp_path / "heldout"
+    heldout_dir.mkdir()
+    save_image(torch.rand(3, 50, 60, generator=torch.Generator().manual_seed(5)), heldout_dir / "h.png")
+    common = dict(eval_content=str(heldout_dir), eval_every=2, iterations=6)
+    straight = train(_config(tmp_path, photos, "straight", **common), extractor=TinyEncoder())
+    rows = list(csv.DictReader(open(straight.log_dir / "heldout.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert all(float(r["total"]) > 0 and float(r["content"]) >= 0 for r in rows)
+    seconds = [float(r["train_seconds"]) for r in rows]
+    assert 0 < seconds[0] < seconds[1] < seconds[2]
+    _, metadata, _ = read_model_file(straight.output)
+    assert metadata["heldout_losses"]["step"] == 6
+
+    def interrupt_at_3(step, losses):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = _config(tmp_path, photos, "resumed", **common)
+    with pytest.raises(TrainingInterrupted):
+        train(config, on_step=interrupt_at_3, extractor=TinyEncoder())
+    resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
+    again = list(csv.DictReader(open(resumed.log_dir / "heldout.csv")))
+    assert [int(r["step"]) for r in again] == [2, 4, 6]
+    for a, b in zip(rows, again):  # the same weights at the same steps: the same held-out loss
+        assert float(a["total"]) == pytest.approx(float(b["total"]), rel=1e-6)
+    with pytest.raises(TrainingError, match="eval-every"):
+        train(_config(tmp_path, photos, "bad", eval_content=str(heldout_dir), eval_every=0), extractor=TinyEncoder())

@@ -76,6 +76,10 @@ class TrainConfig:
     dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
     num_content: int | None = None  # use only the first N content images (training-set size studies)
     checkpoint_every: int = 200
+    # held-out photos (a folder) whose perceptual loss is logged every eval_every steps and at the end,
+    # in eval mode and fp32, to LOG_DIR/heldout.csv with the training seconds so far
+    eval_content: str | None = field(default=None, metadata={"help": "folder of held-out photos to evaluate on"})
+    eval_every: int = 500
     sample_every: int = 500
     log_dir: str | None = None  # CSV log, loss curve, samples and checkpoint; default: OUTPUT's folder / OUTPUT_stem.train
     resume: bool = False
@@ -162,6 +166,34 @@ def batch_for_step(images: list[Tensor], config: TrainConfig, step: int) -> Tens
     """The global batch of ``step``: a function of (seed, step) alone, for exact resume."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     return sample_batch(images, config.batch_size, config.image_size, generator)
+
+
+def heldout_crops(config: TrainConfig) -> Tensor:
+    """Fixed crops of the held-out photos at the training scale: centre and four corners of each of
+    up to 16 photos, (N, 3, image_size, image_size)."""
+    photos = load_content_set(config.eval_content, config.image_size, 16, config.content_size)
+    size = config.image_size
+    crops = []
+    for photo in photos:
+        h, w = photo.shape[-2:]
+        spots = [((h - size) // 2, (w - size) // 2), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
+        crops += [photo[:, top : top + size, left : left + size] for top, left in spots]
+    return torch.stack(crops)
+
+
+@torch.no_grad()
+def heldout_loss(model: torch.nn.Module, loss_fn: PerceptualLoss, crops: Tensor, device, memory_format) -> dict[str, float]:
+    """Mean weighted loss terms over ``crops``, in eval mode and fp32."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    for i in range(0, len(crops), 8):
+        batch = crops[i : i + 8].to(device, memory_format=memory_format)
+        total, terms = loss_fn(model(batch), batch)
+        for key, value in {"total": total, **terms}.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * len(batch)
+    model.train(was_training)
+    return {key: value / len(crops) for key, value in sums.items()}
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -289,6 +321,11 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_lr(config))
     step = 0
     history: list[dict[str, float]] = []
+    heldout: list[dict[str, float]] = []  # step, train_seconds, loss terms
+    train_seconds = 0.0  # time in training steps, across resumes
+    eval_crops = heldout_crops(config) if config.eval_content else None
+    if eval_crops is not None and config.eval_every < 1:
+        raise TrainingError(f"--eval-every must be at least 1, got {config.eval_every}")
     if config.resume:
         if not checkpoint_path.exists():
             raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
@@ -298,6 +335,8 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         history = list(state.get("history", []))
+        heldout = list(state.get("heldout", []))
+        train_seconds = float(state.get("train_seconds", 0.0))
         _set_rng_state(state["rng"])
     train_model = model
     if world > 1:
@@ -319,6 +358,8 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "step": step,
                 "history": history,
+                "heldout": heldout,
+                "train_seconds": train_seconds,
                 "rng": _rng_state(),
                 "config": json.dumps(config.to_json()),
             },
@@ -358,8 +399,13 @@ def train(
                 torch.distributed.all_reduce(packed)
                 losses = dict(zip(losses, (packed / world).tolist()))
             seconds = time.perf_counter() - step_start
+            train_seconds += seconds
             losses["images_per_s"] = config.batch_size / max(seconds, 1e-9)
             history.append({"step": step, **losses})
+            if rank == 0 and eval_crops is not None and (step % config.eval_every == 0 or step == config.iterations):
+                terms_out = heldout_loss(model, loss_fn, eval_crops, device, memory_format)
+                heldout.append({"step": step, "train_seconds": round(train_seconds, 3), **terms_out})
+                _write_rows(heldout, log_dir / "heldout.csv")
             if on_step is not None and rank == 0:
                 on_step(step, losses)
             if step % config.checkpoint_every == 0 or step == config.iterations:
@@ -382,6 +428,7 @@ def train(
             "style_source": source.to_json(),
             "vgg_weights_sha256": getattr(loss_fn.extractor, "weights_sha256", None),
             "final_losses": {k: v for k, v in losses.items() if k != "images_per_s"},
+            "heldout_losses": heldout[-1] if heldout else None,
             "iterations": step,
             "device": device.type,
             "instyle_version": __version__,
@@ -407,6 +454,13 @@ def _save_samples(model: torch.nn.Module, images: list[Tensor], path: Path, devi
     tiles = [torch.cat([a[:, :height], b[:, :height]], dim=1) for a, b in zip(row, outputs)]
     save_image(torch.cat(tiles, dim=2), path)
     model.train(was_training)
+
+
+def _write_rows(rows: list[dict[str, float]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _write_log(history: list[dict[str, float]], log_dir: Path) -> None:
