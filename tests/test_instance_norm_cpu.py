@@ -409,3 +409,40 @@ def test_huge_page_outputs_are_unmapped_when_freed(monkeypatch):
     assert mapped_mib() >= before + 30
     del outputs
     assert mapped_mib() <= before + 2
+
+
+@pytest.fixture(scope="module")
+def portable_library(tmp_path_factory):
+    """The kernels built with -DINSTYLE_PORTABLE: the 16-float struct a CPU without AVX-512 runs."""
+    import ctypes
+    import subprocess
+
+    from instyle.ops.cpu import build
+
+    cxx = build._compiler()
+    if cxx is None or build.load() is None:
+        pytest.skip("no C++ compiler")
+    out = tmp_path_factory.mktemp("portable") / "instance_norm.so"
+    flags = ["-O1" if flag == "-O3" else flag for flag in build.FLAGS]  # -O3 takes minutes for the lane loops
+    subprocess.run([cxx, *flags, "-DINSTYLE_PORTABLE", str(build.SOURCE), "-o", str(out)], check=True)
+    lib = ctypes.CDLL(str(out))
+    build._declare(lib)
+    return lib
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 37, 70), (2, 7, 9, 13), (2, 200, 11, 9), (1, 3, 67, 71)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+def test_portable_build_gives_the_same_bits(shape, dtype, portable_library, monkeypatch):
+    """Built without AVX-512, the kernels give the bits the vector build gives, in both layouts."""
+    from instyle.ops.cpu import build
+
+    for layout in ("contiguous", "channels_last"):
+        x = _make(shape, layout, dtype)
+        grad_out = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        native = _run(x, "cpu", True, True, True, grad_out)
+        with monkeypatch.context() as patch:
+            patch.setattr(build, "load", lambda: portable_library)
+            portable = _run(x, "cpu", True, True, True, grad_out)
+        assert torch.equal(portable[0], native[0]), layout
+        for name in native[1]:
+            assert torch.equal(portable[1][name], native[1][name]), (layout, name)
