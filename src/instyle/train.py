@@ -55,14 +55,14 @@ class TrainConfig:
     style_size: int | None = field(
         default=None, metadata={"help": "style image long side (default: 3 x --image-size, or the stored targets' size)"}
     )
-    # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16); weights tuned
-    # on Starry Night at 128 px crops on CPU (docs/training.md): content at relu2_2 as well as relu4_2
-    # keeps faces and edges that relu4_2 alone let the style wash out.
     # content photos are scaled to this short side before cropping; None: 1.5 x image_size, so that a
     # crop shows most of a photo. The generator learns its strokes at this scale.
     content_size: int | None = field(
         default=None, metadata={"help": "short side content photos are scaled to before cropping (default: 1.5 x --image-size)"}
     )
+    # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16); weights tuned
+    # on Starry Night at 128 px crops on CPU (docs/training.md): content at relu2_2 as well as relu4_2
+    # keeps faces and edges that relu4_2 alone let the style wash out.
     content_weight: float = 1.0
     style_weight: float = 40.0
     tv_weight: float = 50.0
@@ -420,7 +420,7 @@ def train(
             signal.signal(signum, handler)
 
     if rank == 0:
-        _write_log(history, log_dir)
+        _write_log(history, log_dir, heldout)
         metadata = {
             "training": config.to_json(),
             "style_name": source.name,
@@ -463,15 +463,12 @@ def _write_rows(rows: list[dict[str, float]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _write_log(history: list[dict[str, float]], log_dir: Path) -> None:
-    """The CSV log and the loss-curve PNG."""
+def _write_log(history: list[dict[str, float]], log_dir: Path, heldout: list[dict[str, float]] = ()) -> None:
+    """The CSV log and the loss-curve PNG (with the held-out total, where evaluated)."""
     if not history:
         return
     keys = list(history[0])
-    with open(log_dir / "log.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
+    _write_rows(history, log_dir / "log.csv")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -482,6 +479,8 @@ def _write_log(history: list[dict[str, float]], log_dir: Path) -> None:
     for key in keys:
         if key not in ("step", "images_per_s"):
             ax.plot(steps, [h[key] for h in history], label=key)
+    if heldout:
+        ax.plot([h["step"] for h in heldout], [h["total"] for h in heldout], "ko-", label="held-out total")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
