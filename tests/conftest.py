@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from instyle import functional
+from instyle.image import save_image
 
 
 def _cpu_backends() -> list[str]:
@@ -97,3 +98,14 @@ class TinyEncoder(nn.Module):
 @pytest.fixture
 def tiny_encoder() -> TinyEncoder:
     return TinyEncoder()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Three small random photos in tmp_path / "photos"."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        save_image(torch.rand(3, 40 + 4 * i, 48, generator=g), folder / f"p{i}.png")
+    return folder

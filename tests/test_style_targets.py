@@ -53,16 +53,6 @@ def painting(tmp_path):
 
 
 @pytest.fixture
-def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    g = torch.Generator().manual_seed(0)
-    for i in range(3):
-        save_image(torch.rand(3, 40 + 4 * i, 48, generator=g), folder / f"p{i}.png")
-    return folder
-
-
-@pytest.fixture
 def styles_dir(tmp_path, monkeypatch):
     """An installation whose bundled styles are the files in this folder."""
     folder = tmp_path / "styles"

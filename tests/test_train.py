@@ -25,14 +25,10 @@ LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "
 
 
 @pytest.fixture
-def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    g = torch.Generator().manual_seed(0)
-    for i in range(3):
-        save_image(torch.rand(3, 40 + 4 * i, 48, generator=g), folder / f"p{i}.png")
-    save_image(torch.rand(3, 30, 30, generator=g) ** 2, tmp_path / "style.png")
-    return folder
+def photos(photos, tmp_path):
+    """conftest's photos, plus the style image the configs below name."""
+    save_image(torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(1)) ** 2, tmp_path / "style.png")
+    return photos
 
 
 def _config(tmp_path, photos, name="model", **overrides):
