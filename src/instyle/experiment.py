@@ -46,7 +46,7 @@ from .runtime import resolve_device
 from .style_targets import (
     ATTACH_TOOL, StyleSource, StyleTargetsError, apply_targets, compute_style_targets, default_style, resolve_style,
 )  # fmt: skip
-from .train import TrainConfig, train
+from .train import TrainConfig, corner_crops, train
 
 __all__ = ["ExperimentConfig", "ExperimentError", "run_in_vs_bn"]
 
@@ -152,20 +152,13 @@ def _resize_short_side(image: Tensor, short: int) -> Tensor:
     return resize_long_side(image, max(short, round(max(h, w) * short / min(h, w))))
 
 
-def _corner_crops(image: Tensor, size: int, count: int) -> list[Tensor]:
-    """Up to ``count`` crops (3, size, size): centre, then the four corners."""
-    h, w = image.shape[-2:]
-    spots = [((h - size) // 2, (w - size) // 2), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
-    return [image[:, t : t + size, l : l + size] for t, l in spots[:count]]
-
-
 def _eval_crops(images: list[Tensor], config: ExperimentConfig) -> Tensor:
     """Held-out crops at the training scale (short side 1.5x the crop, as the trainer resizes):
     (N, 3, image_size, image_size)."""
     scale = round(1.5 * config.image_size)
     crops = []
     for image in images[: config.eval_max_images]:
-        crops += _corner_crops(_resize_short_side(image, scale), config.image_size, config.eval_crops_per_image)
+        crops += corner_crops(_resize_short_side(image, scale), config.image_size, config.eval_crops_per_image)
     return torch.stack(crops)
 
 

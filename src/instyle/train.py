@@ -168,17 +168,18 @@ def batch_for_step(images: list[Tensor], config: TrainConfig, step: int) -> Tens
     return sample_batch(images, config.batch_size, config.image_size, generator)
 
 
+def corner_crops(image: Tensor, size: int, count: int) -> list[Tensor]:
+    """Up to ``count`` crops (3, size, size): centre, then the four corners."""
+    h, w = image.shape[-2:]
+    spots = [((h - size) // 2, (w - size) // 2), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
+    return [image[:, t : t + size, l : l + size] for t, l in spots[:count]]
+
+
 def heldout_crops(config: TrainConfig) -> Tensor:
     """Fixed crops of the held-out photos at the training scale: centre and four corners of each of
     up to 16 photos, (N, 3, image_size, image_size)."""
     photos = load_content_set(config.eval_content, config.image_size, 16, config.content_size)
-    size = config.image_size
-    crops = []
-    for photo in photos:
-        h, w = photo.shape[-2:]
-        spots = [((h - size) // 2, (w - size) // 2), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
-        crops += [photo[:, top : top + size, left : left + size] for top, left in spots]
-    return torch.stack(crops)
+    return torch.stack([crop for photo in photos for crop in corner_crops(photo, config.image_size, 5)])
 
 
 @torch.no_grad()
