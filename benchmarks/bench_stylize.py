@@ -146,8 +146,8 @@ def time_rows(args, device: torch.device, base: dict) -> list[dict]:
                 "memory_format": "channels_last" if memory_format == cl else "nchw",
                 "tile": "",
                 "repeats": args.repeats,
-                "median_s": round(median, 4),
-                "min_s": round(min(case_times), 4),
+                "median_s": round(median, 6),
+                "min_s": round(min(case_times), 6),
                 "speedup": round(baseline_median / median, 2),
                 "meets_target": (median <= target) if size == 1024 else "",
                 "peak_rss_mb": "",
@@ -155,7 +155,7 @@ def time_rows(args, device: torch.device, base: dict) -> list[dict]:
             rows.append(row)
             print(
                 f"{size:>5} {path:<16} w={width:<5} r={num_residual} {row['norm']:<7} {row['dtype']:<5} "
-                f"{row['memory_format']:<13} median {median:8.3f} s  min {min(case_times):8.3f} s  "
+                f"{row['memory_format']:<13} median {median * 1e3:9.3f} ms  min {min(case_times) * 1e3:9.3f} ms  "
                 f"x{row['speedup']:.2f}  load {row['loadavg_1m']}",
                 flush=True,
             )

@@ -5,13 +5,15 @@ Every case runs the product's own loop, ``instyle.train.train(TrainConfig(...))`
 scikit-image photos, and reports the median of the timed per-step rates (the
 loop's ``images_per_s``: forward, loss, backward and the Adam step; batch assembly excluded):
 
-- ``baseline``: torch eager fp32 NCHW, full-width TransformerNet (width 1) with
-  ``torch.nn.InstanceNorm2d`` (registered as the norm "torch_instance");
+- ``baseline``: torch eager, full-width TransformerNet (width 1) with
+  ``torch.nn.InstanceNorm2d`` (registered as the norm "torch_instance"), fp32 NCHW and
+  ``--dtype auto`` (bf16 autocast + channels_last where the product uses them);
 - ``instyle``: full width with instyle's instance norm, fp32 then ``--dtype auto``
   (bf16 autocast + channels_last on CUDA and on CPUs with native bf16);
 - ``instyle-defaults``: ``TrainConfig``'s defaults (width 0.5, --dtype auto).
 
-``speedup`` is the row's rate over the baseline's. Each row carries the mean 1-minute load average over the run.
+``speedup`` is the row's rate over the fp32 baseline's, ``speedup_vs_baseline_auto`` over the
+``--dtype auto`` baseline's. Each row carries the mean 1-minute load average over the run.
 
     python benchmarks/bench_train.py                  # CPU: batch 4, 2 rounds of 2 warm-up + 3 timed steps
     python benchmarks/bench_train.py --device cuda --batch-size 8 --warmup 10 --steps 50
@@ -47,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--style", default=None, help="style image (default: ../shared/data/styles/starry_night.jpg)")
+    parser.add_argument("--content", default=None, help="folder of training photos (default: scikit-image's)")
     parser.add_argument("--out", type=Path, default=None, help="CSV (default results/train_<device>.csv)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -59,6 +62,7 @@ def main(argv=None) -> int:
     # (label, width, norm, dtype)
     cases = [
         ("baseline", 1.0, "torch_instance", "fp32"),
+        ("baseline", 1.0, "torch_instance", "auto"),
         ("instyle", 1.0, "instance", "fp32"),
         ("instyle", 1.0, "instance", "auto"),
         ("instyle-defaults", defaults.width, defaults.norm, defaults.dtype),
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
         for _ in range(args.rounds):
             for i, (label, width, norm, dtype) in enumerate(cases):
                 config = TrainConfig(
-                    style=style, output=str(Path(tmp) / f"{label}.safetensors"), width=width, norm=norm,
+                    style=style, content=args.content, output=str(Path(tmp) / f"{label}.safetensors"), width=width, norm=norm,
                     dtype=dtype, iterations=args.warmup + args.steps, batch_size=args.batch_size,
                     image_size=args.image_size, device=str(device), checkpoint_every=10**9, sample_every=0,
                 )  # fmt: skip
@@ -81,6 +85,7 @@ def main(argv=None) -> int:
                 losses[i] = result.losses["total"]
     rows = []
     baseline_rate = statistics.median(rates[0])
+    baseline_auto_rate = statistics.median(rates[1])
     for i, (label, width, norm, dtype) in enumerate(cases):
         rate = statistics.median(rates[i])
         autocast = resolve_autocast_dtype(dtype, device)
@@ -101,6 +106,7 @@ def main(argv=None) -> int:
             "min_images_per_s": round(min(rates[i]), 3),
             "max_images_per_s": round(max(rates[i]), 3),
             "speedup": round(rate / baseline_rate, 2),
+            "speedup_vs_baseline_auto": round(rate / baseline_auto_rate, 2),
             "final_loss": round(losses[i], 4),
         }
         rows.append(row)

@@ -99,7 +99,8 @@ class StyleModel:
         runtime: str = "torch",
     ):
         """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind
-        (a PIL image for a path; a uint8 tensor is read as 0..255 pixels, float32 comes back).
+        (a PIL image for a path; a uint8 tensor is read as 0..255 pixels, float32 comes back, on the
+        tensor's device).
 
         Large images (``tile``, or automatically when an untiled forward would not fit a
         quarter of free memory) go through :func:`instyle.tiling.stylize_tiled_rows`; the
@@ -143,7 +144,7 @@ class StyleModel:
         for single in batch.split(1):
             h, w = single.shape[-2:]
             content = single.to(dev) if single.dtype == torch.uint8 else single.to(dev, torch.float32)
-            output = _Output(content, strength, preserve, as_uint8=as_pil, model_name=self.name)
+            output = _Output(content, strength, preserve, as_uint8=as_pil, model_name=self.name, device=single.device)
             bytes_per_pixel = _bytes_per_pixel(generator, autocast)
             chosen = tile if tile is not None else auto_tile(h, w, budget, bytes_per_pixel=bytes_per_pixel)
             with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
@@ -169,17 +170,20 @@ class StyleModel:
 class _Output:
     """The stylized image, made from bands of rows as they come: NaN check, colour
     preservation, strength blend and clamp per band, stored as uint8 (H, W, 3) or float32
-    (1, 3, H, W) on the CPU. Histogram preservation needs the whole image's colours first,
+    (1, 3, H, W) on the input tensor's device. Histogram preservation needs the whole image's colours first,
     so it keeps the float32 image and finishes it in bands at the end."""
 
-    def __init__(self, content: Tensor, strength: float, preserve: str, *, as_uint8: bool, model_name: str) -> None:
+    def __init__(
+        self, content: Tensor, strength: float, preserve: str, *, as_uint8: bool, model_name: str, device: torch.device
+    ) -> None:
         if preserve not in PRESERVE_COLOR:
             raise ValueError(f"preserve_color must be one of {', '.join(PRESERVE_COLOR)}, got {preserve!r}")
         self.content = content  # (1, 3, H, W) uint8 or float32, on the device
         self.strength, self.preserve, self.model_name = strength, preserve, model_name
         h, w = content.shape[-2:]
         self.pixels = np.empty((h, w, 3), dtype=np.uint8) if as_uint8 else None
-        self.image = None if as_uint8 and preserve != "histogram" else torch.empty(1, 3, h, w)
+        # a float result stays on the device the caller's tensor came from (a CUDA tensor in, a CUDA tensor out)
+        self.image = None if as_uint8 and preserve != "histogram" else torch.empty(1, 3, h, w, device=device)
         self.moments = ColorMoments() if preserve == "histogram" else None
 
     def write(self, y0: int, y1: int, rows: Tensor) -> None:

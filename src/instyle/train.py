@@ -292,6 +292,8 @@ def train(
         torch.cuda.set_device(device)
     autocast_dtype = resolve_autocast_dtype(config.dtype, device)
     memory_format = preferred_memory_format(device, autocast_dtype)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: let cuDNN time its algorithms once
 
     output = Path(config.output)
     log_dir = Path(config.log_dir) if config.log_dir else output.with_name(output.stem + ".train")
