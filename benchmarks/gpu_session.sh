@@ -4,6 +4,7 @@
 # repository root, in two phases that each fit one short device call:
 #
 #   OUT=/some/dir PHASE=probe  bash benchmarks/gpu_session.sh   # ~5 min: correctness, stylize, train speed
+#   OUT=/some/dir PHASE=variants bash benchmarks/gpu_session.sh # precision/layout variants, train profile
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
 #
 # Inputs travel in .gpu/ (git-ignored, made by tools/make_gpu_bundle.py): the style and held-out
@@ -113,9 +114,12 @@ for dtype in ('fp32', 'auto'):
     print(dtype, 'tiled vs untiled on cuda, 2048 px: max abs diff', float(d.max()), 'p99.9', float(d.flatten().kthvalue(int(d.numel() * 0.999)).values),
           '(target <= 1/255 =', 1 / 255, ') result on', full.device)
 EOF"
-    step train_bench 110 "$PY" benchmarks/bench_train.py "${CONTENT_ARGS[@]}" --device cuda --batch-size 8 --warmup 8 --steps 25 --rounds 1
+    step train_bench 110 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda --batch-size 8 --warmup 8 --steps 25 --rounds 1
     step train_cli 60 "$PY" -m instyle train --style "$STYLE" "${CONTENT_ARGS[@]}" -o "$W/files/starry_cuda_400.safetensors" \
         --iterations 400 --eval-content .gpu/content --eval-every 100 --device cuda --sample-every 0 --log-dir "$W/files/train400"
+elif [ "$PHASE" = variants ]; then
+    step variants 200 "$PY" benchmarks/gpu_variants.py --style "$STYLE" "${CONTENT_ARGS[@]}" --sizes 1024 2048
+    step in_bench 100 "$PY" benchmarks/bench_instance_norm.py --device cuda --no-compile
 elif [ "$PHASE" = usable ]; then
     step usable 500 "$PY" benchmarks/bench_usable_model.py --style "$STYLE" --device cuda --eval-every "${EVAL_EVERY:-500}" \
         --out "$W/files/usable" -- "${CONTENT_ARGS[@]}"

@@ -14,6 +14,7 @@ Departures from torch, all deliberate:
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Callable
 
@@ -36,6 +37,10 @@ __all__ = [
 _SHAPES = {2: "(C, L)", 3: "(C, H, W)", 4: "(C, D, H, W)"}
 
 
+# torch added ``bias=`` to the normalization modules in 2.13; instyle supports torch >= 2.10.
+_TORCH_NORM_TAKES_BIAS = "bias" in inspect.signature(torch.nn.modules.instancenorm._InstanceNorm.__init__).parameters
+
+
 class _InstanceNormMixin:
     """Forward pass shared by the three ``InstanceNorm*d`` classes."""
 
@@ -52,7 +57,12 @@ class _InstanceNormMixin:
         bias: bool = True,
         backend: str = "auto",
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        if _TORCH_NORM_TAKES_BIAS:
+            super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        else:  # torch < 2.13 has no bias argument: drop the shift as torch's newer versions do
+            super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+            if affine and not bias:
+                self.register_parameter("bias", None)
         self.backend = backend
 
     def _check_input_dim(self, input: Tensor) -> None:
