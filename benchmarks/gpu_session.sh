@@ -5,6 +5,7 @@
 #
 #   OUT=/some/dir PHASE=probe  bash benchmarks/gpu_session.sh   # ~5 min: correctness, stylize, train speed
 #   OUT=/some/dir PHASE=variants bash benchmarks/gpu_session.sh # precision/layout variants, train profile
+#   OUT=/some/dir PHASE=final bash benchmarks/gpu_session.sh    # stylize and train speed after the fixes
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
 #
 # Inputs travel in .gpu/ (git-ignored, made by tools/make_gpu_bundle.py): the style and held-out
@@ -120,6 +121,13 @@ EOF"
 elif [ "$PHASE" = variants ]; then
     step variants 200 "$PY" benchmarks/gpu_variants.py --style "$STYLE" "${CONTENT_ARGS[@]}" --sizes 1024 2048
     step in_bench 100 "$PY" benchmarks/bench_instance_norm.py --device cuda --no-compile
+elif [ "$PHASE" = final ]; then
+    step stylize_bench 60 "$PY" benchmarks/bench_stylize.py --device cuda --sizes 1024 2048 --repeats 30 \
+        --memory-sizes --sweep-widths --sweep-num-residual
+    step variants 110 "$PY" benchmarks/gpu_variants.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
+        --batches 4 8 16 --steps 15
+    step train_bench 80 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
+        --batch-size 8 --warmup 8 --steps 15 --rounds 1
 elif [ "$PHASE" = usable ]; then
     step usable 500 "$PY" benchmarks/bench_usable_model.py --style "$STYLE" --device cuda --eval-every "${EVAL_EVERY:-500}" \
         --out "$W/files/usable" -- "${CONTENT_ARGS[@]}"

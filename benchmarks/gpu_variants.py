@@ -96,19 +96,33 @@ def stylize_rows(args, base: dict) -> list[dict]:
 def train_rows(args, base: dict) -> list[dict]:
     from instyle.train import TrainConfig, train
 
+    import importlib
+
+    train_module = importlib.import_module("instyle.train")
+
+    product_format = train_module.preferred_memory_format
+    formats = {"auto": product_format, "nchw": lambda *a: torch.contiguous_format, "cl": lambda *a: torch.channels_last}
+    # (batch, dtype, layout): the defaults at each batch, then the other precision and layouts at batch 8
+    cases = [(b, "auto", "auto") for b in args.batches]
+    cases += [(8, "auto", "cl"), (8, "auto", "nchw"), (8, "fp32", "nchw")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for batch in args.batches:
+        for batch, dtype, layout in cases:
             config = TrainConfig(style=args.style, content=args.content, output=str(Path(tmp) / f"b{batch}.safetensors"),
                                  iterations=args.warmup + args.steps, batch_size=batch, device=args.device,
-                                 checkpoint_every=10**9, sample_every=0)  # fmt: skip
-            result = train(config, handle_signals=False)
+                                 dtype=dtype, checkpoint_every=10**9, sample_every=0)  # fmt: skip
+            train_module.preferred_memory_format = formats[layout]
+            try:
+                result = train(config, handle_signals=False)
+            finally:
+                train_module.preferred_memory_format = product_format
             rate = statistics.median(h["images_per_s"] for h in result.history[args.warmup :])
             rows.append({**base, "part": "train", "size": 256, "case": "instyle-defaults", "width": config.width,
-                         "num_residual": config.num_residual, "dtype": "auto", "layout": "auto",
+                         "num_residual": config.num_residual, "dtype": dtype, "layout": layout,
                          "cudnn_benchmark": True, "batch_size": batch, "median_ms": round(batch / rate * 1e3, 4),
                          "images_per_s": round(rate, 2), "speedup": ""})  # fmt: skip
-            print(f"train defaults batch {batch}: {rate:.1f} img/s, {batch / rate * 1e3:.2f} ms/step", flush=True)
+            print(f"train defaults batch {batch} dtype {dtype} layout {layout}: {rate:.1f} img/s, "
+                  f"{batch / rate * 1e3:.2f} ms/step", flush=True)
 
         from torch.profiler import ProfilerActivity, profile
 

@@ -23,6 +23,16 @@ def resolve_autocast_dtype(name: str, device: torch.device) -> torch.dtype | Non
     return table[name]
 
 
+def resolve_inference_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype a generator's forward runs in for ``--dtype`` at inference. ``auto``: bf16 on CPUs
+    with native bf16, fp32 (TF32 convolutions) on CUDA, where TransformerNet ran fastest in fp32:
+    1024 px on an H100, bundled architecture, 4.5 ms fp32 against 6.9 ms bf16 and 8.8 ms fp16
+    (benchmarks/gpu_variants.py, 2026-11-26)."""
+    if name == "auto" and device.type == "cuda":
+        return None
+    return resolve_autocast_dtype(name, device)
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN runs bf16 convolutions natively here (AVX512-BF16 or AMX)."""
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
@@ -30,7 +40,10 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def preferred_memory_format(device: torch.device, autocast: torch.dtype | None) -> torch.memory_format:
-    """channels_last is what cuDNN's and oneDNN's fast (bf16) convolutions want."""
-    if device.type == "cuda" or autocast is not None:
+    """channels_last on CPUs in bf16 (what oneDNN's fast convolutions want), else NCHW. On CUDA,
+    channels_last made TransformerNet 1.3 to 2.8x slower than NCHW in fp32, bf16 and fp16 alike,
+    torch's own modules included (reflection padding, 9x9 convolutions of 3 channels; H100,
+    benchmarks/gpu_variants.py and bench_stylize.py, 2026-11-26)."""
+    if device.type == "cpu" and autocast is not None:
         return torch.channels_last
     return torch.contiguous_format

@@ -24,7 +24,7 @@ from .color import PRESERVE_COLOR, ColorMoments, apply_color_map, histogram_map,
 from .image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
 from .modelfile import ModelFileError, has_style_targets, load_generator
 from .tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
-from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from .runtime import preferred_memory_format, resolve_device, resolve_inference_dtype
 
 STYLES_DIR = Path(__file__).parent / "styles"
 RUNTIMES = ("torch", "onnxruntime")
@@ -135,7 +135,7 @@ class StyleModel:
         if max_size is not None:
             batch = torch.stack([resize_long_side(pixels_to_float(img), max_size) for img in batch])
         dev = resolve_device(device)
-        autocast = resolve_autocast_dtype(dtype, dev)
+        autocast = resolve_inference_dtype(dtype, dev)
         # channels_last with bf16/fp16 autocast or CUDA: what oneDNN's and cuDNN's fast convolutions want.
         memory_format = preferred_memory_format(dev, autocast)
         generator = self.generator.to(dev, memory_format=memory_format)

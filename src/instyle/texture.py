@@ -32,7 +32,7 @@ from .modelfile import ModelFileError, load_generator, save_model
 from .weights import file_sha256 as sha256_file
 from .models import TextureNet
 from .models.vgg import VGGFeatures
-from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
 from .style_targets import StyleSource, apply_targets, check_targets, resolve_style
 from .train import TrainingError, _cosine_lr, stored_style_size
 
@@ -67,7 +67,7 @@ class TextureConfig:
     norm: str = field(default="instance", metadata={"choices": ("instance", "batch", "none")})
     train_seed: int = 0  # weights and training noise; the sampling seed is synthesize_texture's
     device: str = "auto"
-    # auto: bf16 autocast + channels_last on CUDA and on CPUs with native bf16, else fp32
+    # auto: bf16 autocast on CUDA (NCHW), bf16 autocast + channels_last on CPUs with native bf16, else fp32
     dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
     vgg_weights: str | None = None
 
@@ -248,7 +248,7 @@ def sample_texture(
     """One (3, H, W) texture from ``model``; the noise depends only on ``seed`` (drawn on the
     CPU), so a seed gives the same sample on every device, up to the dtype's rounding."""
     dev = resolve_device(device)
-    autocast = resolve_autocast_dtype(dtype, dev)
+    autocast = resolve_inference_dtype(dtype, dev)
     memory_format = preferred_memory_format(dev, autocast)
     model = model.to(dev, memory_format=memory_format).eval()
     with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
