@@ -333,8 +333,11 @@ def _instance_norm_bwd_kernel(
             sum_dy_xhat = tl.sum(dy * x_hat, axis=1)
     else:
         if MODE != APPLY:
-            sum_dy = tl.zeros([BLOCK_C], dtype=tl.float32)
-            sum_dy_xhat = tl.zeros([BLOCK_C], dtype=tl.float32)
+            # Sums kept per lane and reduced once after the loop: no reduction inside the loop
+            # (triton 3.6's thread-locality rewrite of such loops failed to compile this kernel
+            # without the ReLU, on sm_90), and fewer cross-thread reductions.
+            acc_dy = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
+            acc_dy_xhat = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
             for s0 in range(s_start, s_end, BLOCK_S):
                 s = s0 + offs
                 mask = c_mask[:, None] & (s < s_end)[None, :]
@@ -345,8 +348,10 @@ def _instance_norm_bwd_kernel(
                     y = tl.load(Y + x_offs, mask=mask, other=0.0)
                     dy = tl.where(y > 0, dy, 0.0)
                 x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
-                sum_dy += tl.sum(dy, axis=1)
-                sum_dy_xhat += tl.sum(dy * x_hat, axis=1)
+                acc_dy += dy
+                acc_dy_xhat += dy * x_hat
+            sum_dy = tl.sum(acc_dy, axis=1)
+            sum_dy_xhat = tl.sum(acc_dy_xhat, axis=1)
 
     if MODE != APPLY:
         part = planes.to(tl.int64) * splits + split
