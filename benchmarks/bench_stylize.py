@@ -85,12 +85,12 @@ def stylize_call(model, image, dtype: str, device: torch.device):
 
 def time_rows(args, device: torch.device, base: dict) -> list[dict]:
     from instyle.nn import register_norm
-    from instyle.runtime import preferred_memory_format, resolve_autocast_dtype
+    from instyle.runtime import preferred_memory_format, resolve_inference_dtype
 
     register_norm("torch_instance", torch_instance_norm)
     bf16 = torch.bfloat16
     cl, nchw = torch.channels_last, torch.contiguous_format
-    auto = resolve_autocast_dtype(args.dtype, device)
+    auto = resolve_inference_dtype(args.dtype, device)  # what StyleModel.stylize runs in
     target = GPU_TARGET_S if device.type == "cuda" else CPU_TARGET_S
     # (path, width, num_residual, norm, autocast, memory format)
     cases = [
@@ -218,9 +218,9 @@ def memory_worker(args) -> dict:
 def memory_rows(args, device: torch.device, base: dict, out: Path) -> list[dict]:
     """Peak RSS rows, one fresh process each; with ``--baseline-src`` the same cases for
     that checkout too, interleaved, so that both see the same (shared) machine."""
-    from instyle.runtime import preferred_memory_format, resolve_autocast_dtype
+    from instyle.runtime import preferred_memory_format, resolve_inference_dtype
 
-    auto = resolve_autocast_dtype(args.dtype, device)
+    auto = resolve_inference_dtype(args.dtype, device)
     codes = [("this", None)] + ([("baseline", str(args.baseline_src))] if args.baseline_src else [])
     rows = []
     for size in args.memory_sizes:
