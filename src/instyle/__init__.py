@@ -6,10 +6,24 @@ from . import functional, nn
 from .functional import adaptive_instance_norm, instance_norm
 from .nn import AdaIN, ConditionalInstanceNorm2d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, make_norm
 
+
+
+def _source_tree_version() -> str:
+    """The version in the checkout's pyproject.toml, for a source tree on PYTHONPATH without installation."""
+    try:
+        import tomllib
+        from pathlib import Path
+
+        with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+            return str(tomllib.load(f)["project"]["version"]) + "+source"
+    except (ImportError, OSError, KeyError, ValueError):
+        return "0.0.0+unknown"
+
+
 try:
     __version__ = version("instyle")
 except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+    __version__ = _source_tree_version()
 
 # Functions named like their modules are imported eagerly: a lazy attribute would be
 # shadowed by the submodule once anything imports it.
