@@ -6,6 +6,7 @@
 #   OUT=/some/dir PHASE=probe  bash benchmarks/gpu_session.sh   # ~5 min: correctness, stylize, train speed
 #   OUT=/some/dir PHASE=variants bash benchmarks/gpu_session.sh # precision/layout variants, train profile
 #   OUT=/some/dir PHASE=final bash benchmarks/gpu_session.sh    # stylize and train speed after the fixes
+#   OUT=/some/dir PHASE=kernels bash benchmarks/gpu_session.sh  # Triton tests on CUDA + bench_instance_norm
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
 #
 # Inputs travel in .gpu/ (git-ignored, made by tools/make_gpu_bundle.py): the style and held-out
@@ -128,6 +129,9 @@ elif [ "$PHASE" = final ]; then
         --batches 4 8 16 --steps 15
     step train_bench 80 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
         --batch-size 8 --warmup 8 --steps 15 --rounds 1
+elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tests on CUDA, then its benchmark
+    TESTS_S="${TESTS_S:-240}"
+    step in_bench 240 "$PY" benchmarks/bench_instance_norm.py --device cuda
 elif [ "$PHASE" = usable ]; then
     step usable 500 "$PY" benchmarks/bench_usable_model.py --style "$STYLE" --device cuda --eval-every "${EVAL_EVERY:-500}" \
         --out "$W/files/usable" -- "${CONTENT_ARGS[@]}"

@@ -3,7 +3,7 @@
 Without CUDA the kernels run on CPU tensors in Triton's interpreter, which TRITON_INTERPRET=1
 turns on only if it is set before triton is first imported: the repository's root conftest.py
 sets it on machines without CUDA, and this file does too when it is run first. Shapes stay small.
-INSTYLE_TEST_DEVICE=cuda runs the same tests compiled on a GPU (benchmarks/gpu_check.sh).
+INSTYLE_TEST_DEVICE=cuda runs the same tests compiled on a GPU (benchmarks/gpu_session.sh, PHASE=kernels).
 """
 
 import os
