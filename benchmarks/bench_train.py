@@ -10,7 +10,10 @@ loop's ``images_per_s``: forward, loss, backward and the Adam step; batch assemb
   ``--dtype auto`` (bf16 autocast + channels_last where the product uses them);
 - ``instyle``: full width with instyle's instance norm, fp32 then ``--dtype auto``
   (bf16 autocast + channels_last on CUDA and on CPUs with native bf16);
-- ``instyle-defaults``: ``TrainConfig``'s defaults (width 0.5, --dtype auto).
+- ``instyle-defaults``: ``TrainConfig``'s defaults (width 0.5, --dtype auto);
+- ``instyle-compiled`` (with ``--compile``): the defaults with ``torch.compile``; its warm-up
+  steps must cover the compilation (pass ``--warmup`` of a few steps; compiling happens once
+  per round).
 
 ``speedup`` is the row's rate over the fp32 baseline's, ``speedup_vs_baseline_auto`` over the
 ``--dtype auto`` baseline's. Each row carries the mean 1-minute load average over the run.
@@ -49,6 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--style", default=None, help="style image (default: ../shared/data/styles/starry_night.jpg)")
+    parser.add_argument("--compile", action="store_true", help="add the defaults with torch.compile (--compile)")
     parser.add_argument("--content", default=None, help="folder of training photos (default: scikit-image's)")
     parser.add_argument("--out", type=Path, default=None, help="CSV (default results/train_<device>.csv)")
     args = parser.parse_args(argv)
@@ -67,6 +71,8 @@ def main(argv=None) -> int:
         ("instyle", 1.0, "instance", "auto"),
         ("instyle-defaults", defaults.width, defaults.norm, defaults.dtype),
     ]
+    if args.compile:
+        cases.append(("instyle-compiled", defaults.width, defaults.norm, defaults.dtype))
     base = {**provenance(device), "threads": torch.get_num_threads()}
     rates = {i: [] for i in range(len(cases))}
     loads, losses = [], {}
@@ -78,6 +84,7 @@ def main(argv=None) -> int:
                     style=style, content=args.content, output=str(Path(tmp) / f"{label}.safetensors"), width=width, norm=norm,
                     dtype=dtype, iterations=args.warmup + args.steps, batch_size=args.batch_size,
                     image_size=args.image_size, device=str(device), checkpoint_every=10**9, sample_every=0,
+                    compile=label == "instyle-compiled",
                 )  # fmt: skip
                 loads.append(os.getloadavg()[0])
                 result = train(config, handle_signals=False)

@@ -128,7 +128,7 @@ elif [ "$PHASE" = final ]; then
     step variants 110 "$PY" benchmarks/gpu_variants.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
         --batches 4 8 16 --steps 15
     step train_bench 80 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
-        --batch-size 8 --warmup 8 --steps 15 --rounds 1
+        --batch-size 8 --warmup 8 --steps 15 --rounds 1 --compile
 elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tests on CUDA, then its benchmark
     TESTS_S="${TESTS_S:-240}"
     step in_bench 240 "$PY" benchmarks/bench_instance_norm.py --device cuda

@@ -233,3 +233,18 @@ def test_heldout_loss_is_logged_and_survives_a_resume(tmp_path, photos):
         assert float(a["total"]) == pytest.approx(float(b["total"]), rel=1e-6)
     with pytest.raises(TrainingError, match="eval-every"):
         train(_config(tmp_path, photos, "bad", eval_content=str(heldout_dir), eval_every=0), extractor=TinyEncoder())
+
+
+def test_compiled_training_follows_eager_and_saves_a_plain_model(tmp_path, photos):
+    """--compile: the same first loss, losses that stay close, and a model file without compile wrappers."""
+    eager = train(_config(tmp_path, photos, "eager", iterations=3, checkpoint_every=100), extractor=TinyEncoder())
+    config = _config(tmp_path, photos, "compiled", iterations=3, checkpoint_every=100, compile=True)
+    compiled = train(config, extractor=TinyEncoder())
+    first_eager, first_compiled = eager.history[0]["total"], compiled.history[0]["total"]
+    assert abs(first_compiled - first_eager) <= 1e-4 * abs(first_eager)
+    for a, b in zip(eager.history, compiled.history):
+        assert abs(a["total"] - b["total"]) <= 0.05 * abs(a["total"])
+    _, metadata, tensors = read_model_file(config.output)
+    assert metadata["training"]["compile"] is True
+    assert not any("_orig_mod" in key for key in tensors)
+    assert load_model(config.output).stylize(torch.rand(3, 20, 24)).shape == (3, 20, 24)
