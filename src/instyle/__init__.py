@@ -7,7 +7,6 @@ from .functional import adaptive_instance_norm, instance_norm
 from .nn import AdaIN, ConditionalInstanceNorm2d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, make_norm
 
 
-
 def _source_tree_version() -> str:
     """The version in the checkout's pyproject.toml, for a source tree on PYTHONPATH without installation."""
     try:

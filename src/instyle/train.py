@@ -329,7 +329,7 @@ def train(
     apply_targets(loss_fn, style_targets, what=f"--style {config.style}")
 
     # fused: one kernel for the whole update on CUDA instead of several per parameter tensor
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda" or None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True if device.type == "cuda" else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_lr(config))
     step = 0
     history: list[dict[str, float]] = []
