@@ -42,16 +42,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, append_csv, provenance  # noqa: E402
+from common import RESULTS, append_csv, provenance, register_torch_baseline_norm  # noqa: E402
 
 # ../shared relative to the repo root; INSTYLE_SHARED_DATA points a worktree elsewhere (as in the tests).
 SHARED = Path(os.environ.get("INSTYLE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CPU_TARGET_S = 0.8  # issue 5: 1024 x 1024 on this 2-core CPU
 GPU_TARGET_S = 0.004
-
-
-def torch_instance_norm(num_features: int, **kw) -> torch.nn.Module:
-    return torch.nn.InstanceNorm2d(num_features, affine=True, **kw)
 
 
 def build(width: float, num_residual: int, norm: str, device: torch.device, memory_format) -> torch.nn.Module:
@@ -84,10 +80,9 @@ def stylize_call(model, image, dtype: str, device: torch.device):
 
 
 def time_rows(args, device: torch.device, base: dict) -> list[dict]:
-    from instyle.nn import register_norm
     from instyle.runtime import preferred_memory_format, resolve_inference_dtype
 
-    register_norm("torch_instance", torch_instance_norm)
+    register_torch_baseline_norm()
     bf16 = torch.bfloat16
     cl, nchw = torch.channels_last, torch.contiguous_format
     auto = resolve_inference_dtype(args.dtype, device)  # what StyleModel.stylize runs in

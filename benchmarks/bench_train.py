@@ -34,11 +34,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, append_csv, provenance  # noqa: E402
+from common import RESULTS, append_csv, provenance, register_torch_baseline_norm  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from instyle.nn import register_norm
     from instyle.runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
     from instyle.train import TrainConfig, train
 
@@ -61,7 +60,7 @@ def main(argv=None) -> int:
     style = args.style or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "styles" / "starry_night.jpg")
     if not Path(style).is_file():
         parser.error(f"--style {style}: no such file (pass a style image)")
-    register_norm("torch_instance", lambda c, **kw: torch.nn.InstanceNorm2d(c, affine=True, **kw))
+    register_torch_baseline_norm()
     device = resolve_device(args.device)
     # (label, width, norm, dtype)
     cases = [

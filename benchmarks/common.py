@@ -71,3 +71,12 @@ def append_csv(path: Path, rows: list[dict]) -> Path:
             writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def register_torch_baseline_norm() -> str:
+    """Register stock ``torch.nn.InstanceNorm2d`` (affine) as the norm "torch_instance", the baselines'
+    normalization, and return that name."""
+    from instyle.nn import register_norm
+
+    register_norm("torch_instance", lambda c, **kw: torch.nn.InstanceNorm2d(c, affine=True, **kw))
+    return "torch_instance"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks of the stylization issue, prepared to run on a lent H100/H200
 # (python3 with torch, triton, safetensors, scikit-image, h5py preinstalled; no network), from the
-# repository root, in two phases that each fit one short device call:
+# repository root, in phases that each fit one short device call:
 #
 #   OUT=/some/dir PHASE=probe  bash benchmarks/gpu_session.sh   # ~5 min: correctness, stylize, train speed
 #   OUT=/some/dir PHASE=variants bash benchmarks/gpu_session.sh # precision/layout variants, train profile
@@ -9,7 +9,7 @@
 #   OUT=/some/dir PHASE=kernels bash benchmarks/gpu_session.sh  # Triton tests on CUDA + bench_instance_norm
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
 #
-# Inputs travel in .gpu/ (git-ignored, made by tools/make_gpu_bundle.py): the style and held-out
+# Inputs travel in .gpu/ (git-ignored, made here by tools/make_gpu_bundle.py; carry it): the style and held-out
 # photos from ../shared, scikit-image's photos as PNGs (used if skimage.data lacks any), and the
 # HED VGG-16 weights with conv4_3 and conv5_* (layers no loss here reaches) rounded to bf16 so the
 # tree fits the transfer limit; conv1_1..conv4_2 are the exact fp32 weights.
@@ -65,7 +65,6 @@ if ! step correctness 120 "$PY" - <<'EOF'
 import torch
 from instyle.functional import instance_norm, select_backend
 torch.manual_seed(0)
-worst = 0.0
 for shape, dtype, cl, act, res in [((2, 4, 33, 35), torch.float32, False, None, False),
                                   ((4, 64, 64, 64), torch.bfloat16, True, "relu", False),
                                   ((4, 64, 64, 64), torch.bfloat16, False, None, True),

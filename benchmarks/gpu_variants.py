@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, append_csv, provenance  # noqa: E402
+from common import RESULTS, append_csv, provenance, register_torch_baseline_norm  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -55,9 +55,8 @@ def time_fn(fn, repeats: int) -> float:
 
 def stylize_rows(args, base: dict) -> list[dict]:
     from instyle.models import TransformerNet
-    from instyle.nn import register_norm
 
-    register_norm("torch_instance", lambda c, **kw: torch.nn.InstanceNorm2d(c, affine=True, **kw))
+    register_torch_baseline_norm()
     rows = []
     for size in args.sizes:
         x = torch.rand(1, 3, size, size, device=args.device)
@@ -94,11 +93,11 @@ def stylize_rows(args, base: dict) -> list[dict]:
 
 
 def train_rows(args, base: dict) -> list[dict]:
-    from instyle.train import TrainConfig, train
-
     import importlib
 
-    train_module = importlib.import_module("instyle.train")
+    from instyle.train import TrainConfig, train
+
+    train_module = importlib.import_module("instyle.train")  # the module: `instyle.train` is also the function
 
     product_format = train_module.preferred_memory_format
     formats = {"auto": product_format, "nchw": lambda *a: torch.contiguous_format, "cl": lambda *a: torch.channels_last}
@@ -126,7 +125,6 @@ def train_rows(args, base: dict) -> list[dict]:
 
         from torch.profiler import ProfilerActivity, profile
 
-        steps = []
         config = TrainConfig(style=args.style, content=args.content, output=str(Path(tmp) / "prof.safetensors"),
                              iterations=args.warmup + 6, batch_size=8, device=args.device, checkpoint_every=10**9,
                              sample_every=0)  # fmt: skip
@@ -136,7 +134,6 @@ def train_rows(args, base: dict) -> list[dict]:
             if step == args.warmup:
                 sync()
                 prof.__enter__()
-            steps.append(step)
 
         train(config, on_step=on_step, handle_signals=False)
         sync()

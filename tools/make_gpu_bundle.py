@@ -1,0 +1,48 @@
+"""Make .gpu/, the inputs benchmarks/gpu_session.sh needs on a lent GPU machine (which sees only the
+repository): the style and held-out photos from ../shared, scikit-image's photos as PNGs, and the
+default VGG-16 weights with conv4_3 and conv5_* rounded to bf16. No loss here reaches past relu4_2,
+so those layers are never used; the rounding keeps the tree under the device's 64 MiB transfer
+limit. conv1_1..conv4_2 stay the exact fp32 weights. Add `/.gpu/` to .git/info/exclude and name
+`.gpu` in the device call's `carry`.
+
+    python tools/make_gpu_bundle.py
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from instyle.image import default_content_images, save_image
+from instyle.weights import fetch_default_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def main() -> None:
+    out = ROOT / ".gpu"
+    (out / "content").mkdir(parents=True, exist_ok=True)
+    (out / "skimage").mkdir(exist_ok=True)
+    for photo in (SHARED / "content").iterdir():
+        shutil.copy(photo, out / "content" / photo.name)
+    shutil.copy(SHARED / "styles" / "starry_night.jpg", out / "starry_night.jpg")
+    for name, image in default_content_images():
+        save_image(image, out / "skimage" / f"{name}.png")
+    with safe_open(str(fetch_default_weights()), "pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for key in tensors:
+        if key.startswith(("conv4_3", "conv5")):
+            tensors[key] = tensors[key].to(torch.bfloat16)
+    metadata["note"] = "GPU transport copy: conv4_3 and conv5_* rounded to bf16 (unused by relu4_2-deep losses)"
+    save_file(tensors, out / "vgg16_transport.safetensors", metadata=metadata)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
