@@ -6,6 +6,7 @@
 #   OUT=/some/dir PHASE=probe  bash benchmarks/gpu_session.sh   # ~5 min: correctness, stylize, train speed
 #   OUT=/some/dir PHASE=variants bash benchmarks/gpu_session.sh # precision/layout variants, train profile
 #   OUT=/some/dir PHASE=final bash benchmarks/gpu_session.sh    # stylize and train speed after the fixes
+#   OUT=/some/dir PHASE=speed bash benchmarks/gpu_session.sh    # graph/Gram/layout variants, stylize profile
 #   OUT=/some/dir PHASE=kernels bash benchmarks/gpu_session.sh  # Triton tests on CUDA + bench_instance_norm
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
 #
@@ -66,6 +67,7 @@ import torch
 from instyle.functional import instance_norm, select_backend
 torch.manual_seed(0)
 for shape, dtype, cl, act, res in [((2, 4, 33, 35), torch.float32, False, None, False),
+                                  ((2, 8, 256, 256), torch.float32, False, None, False),  # looped fp32, no ReLU
                                   ((4, 64, 64, 64), torch.bfloat16, True, "relu", False),
                                   ((4, 64, 64, 64), torch.bfloat16, False, None, True),
                                   ((2, 128, 256, 256), torch.float16, True, "relu", True),
@@ -128,6 +130,11 @@ elif [ "$PHASE" = final ]; then
         --batches 4 8 16 --steps 15
     step train_bench 80 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
         --batch-size 8 --warmup 8 --steps 15 --rounds 1 --compile
+elif [ "$PHASE" = speed ]; then  # second round: CUDA-graph steps, TF32 Gram, loss layout, stylize profile
+    step speed_check 100 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts check
+    step speed_gram 40 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts gram
+    step speed_train 150 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train
+    step speed_stylize 60 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts stylize
 elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tests on CUDA, then its benchmark
     TESTS_S="${TESTS_S:-240}"
     step in_bench 240 "$PY" benchmarks/bench_instance_norm.py --device cuda

@@ -106,8 +106,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str
         default = f.default
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = f"{f.metadata.get('help', '')} (default: {shown})".strip()
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=default, help=help_text)
+        if isinstance(default, bool):  # --flag, or --flag / --no-flag where it is on by default
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, action=action, default=default, help=help_text)
         elif isinstance(default, tuple):
             parser.add_argument(flag, nargs="+", default=default, metavar="LAYER", help=help_text)
         else:

@@ -47,3 +47,13 @@ def preferred_memory_format(device: torch.device, autocast: torch.dtype | None) 
     if device.type == "cpu" and autocast is not None:
         return torch.channels_last
     return torch.contiguous_format
+
+
+def loss_memory_format(device: torch.device, autocast: torch.dtype | None) -> torch.memory_format:
+    """The loss network's (VGG-16's) layout: channels_last wherever it computes in 16 bits. On CUDA,
+    cuDNN's bf16 convolutions work in NHWC, and NCHW features cost a conversion into and out of every
+    convolution (13 % of a training step's GPU time on an H100, benchmarks/gpu_variants.py,
+    2026-11-26); the small generator keeps :func:`preferred_memory_format`."""
+    if autocast is not None:
+        return torch.channels_last
+    return torch.contiguous_format

@@ -31,7 +31,7 @@ from .image import default_content_images, iter_image_files, load_image, resize_
 from .losses import PerceptualLoss
 from .modelfile import save_model
 from .style_targets import apply_targets, compute_style_targets, resolve_style
-from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from .runtime import loss_memory_format, preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -86,6 +86,10 @@ class TrainConfig:
     # torch.compile of the generator and the loss network for the training steps: fewer, fused kernels
     # and less Python per step, after a first step that compiles (about a minute)
     compile: bool = field(default=False, metadata={"help": "torch.compile the generator and the loss network"})
+    # On CUDA, one process, transformer generator, without --compile: after two eager steps, forward,
+    # loss and backward are captured as one CUDA graph and replayed, so a step costs one launch of
+    # CPU time instead of a thousand (the eager step waits on Python, not on the GPU)
+    cuda_graph: bool = field(default=True, metadata={"help": "replay each CUDA training step as a CUDA graph"})
     vgg_weights: str | None = None
     save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16"), "help": "model file precision"})
 
@@ -176,6 +180,54 @@ def corner_crops(image: Tensor, size: int, count: int) -> list[Tensor]:
     h, w = image.shape[-2:]
     spots = [((h - size) // 2, (w - size) // 2), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
     return [image[:, t : t + size, l : l + size] for t, l in spots[:count]]
+
+
+class _GraphedStep:
+    """Forward, loss and backward of a training step, captured once as a CUDA graph and replayed.
+
+    Every step has the same shapes, so after :attr:`EAGER_STEPS` ordinary steps (cuDNN's algorithm
+    search, Triton's compilation) the work of ``forward_backward`` is recorded on a side stream, as
+    torch's CUDA-graph notes prescribe, and each later step copies its batch into the captured input
+    and replays: about a thousand kernel launches for one. The gradients live in the graph's memory
+    and are overwritten, not accumulated, by every replay, so the optimizer (outside the graph, with
+    the scheduler's learning rate) must not set them to None afterwards.
+    """
+
+    EAGER_STEPS = 2
+    WARMUP = 2
+
+    def __init__(self, graph, batch: Tensor, values: Tensor) -> None:
+        self.graph, self.batch, self.values = graph, batch, values
+
+    @classmethod
+    def capture(cls, forward_backward, batch: Tensor, optimizer) -> "_GraphedStep | None":
+        """The captured step, or None (with a warning) where capture fails: training goes on eagerly."""
+        import warnings
+
+        static_batch = batch.clone()
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(cls.WARMUP):
+                    optimizer.zero_grad(set_to_none=True)
+                    forward_backward(static_batch, cache=False)
+            torch.cuda.current_stream().wait_stream(side)
+            optimizer.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                values = forward_backward(static_batch, cache=False)
+        except Exception as err:  # noqa: BLE001 - any capture fault falls back to eager steps
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            warnings.warn(f"CUDA graph capture failed ({err}); training continues without it", RuntimeWarning)
+            return None
+        return cls(graph, static_batch, values)
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        self.batch.copy_(batch)
+        self.graph.replay()
+        return self.values
 
 
 def heldout_crops(config: TrainConfig) -> Tensor:
@@ -319,7 +371,8 @@ def train(
         options.update(width=config.width, num_residual=config.num_residual)
     model = build_generator(config.arch, **options)
     model = model.to(device, memory_format=memory_format)
-    loss_fn = PerceptualLoss.from_config(config, extractor).to(device, memory_format=memory_format)
+    # the loss network in its own layout: channels_last wherever it computes in 16 bits (see loss_memory_format)
+    loss_fn = PerceptualLoss.from_config(config, extractor).to(device, memory_format=loss_memory_format(device, autocast_dtype))
     # The targets are computed once, in fp32 (also under --dtype bf16), so a style given by its stored
     # targets trains exactly like the image they were computed from; the model file keeps them.
     style_targets = source.targets or compute_style_targets(
@@ -386,6 +439,21 @@ def train(
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous_handlers[signum] = signal.signal(signum, lambda s, _frame: stop_signal.append(s))
 
+    def forward_backward(batch: Tensor, cache: bool = True) -> Tensor:
+        """Loss and gradients of one batch (into .grad); the loss terms as one tensor, total first."""
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None, cache_enabled=cache):
+            stylized = train_model(batch)
+            total, terms = step_loss(stylized, batch)
+        term_names[:] = list(terms)
+        total.backward()
+        return torch.stack([total.detach().float(), *(v.detach().float() for v in terms.values())])
+
+    term_names: list[str] = []
+    graphed: _GraphedStep | None = None
+    use_graph = (
+        config.cuda_graph and device.type == "cuda" and world == 1 and not config.compile and config.arch == "transformer"
+    )
+    eager_steps = 0
     start = time.perf_counter()
     local = config.batch_size // world
     losses: dict[str, float] = {}
@@ -394,22 +462,26 @@ def train(
             batch = batch_for_step(crop_source, config, step)[rank * local : (rank + 1) * local]
             batch = batch.to(device, memory_format=memory_format)
             step_start = time.perf_counter()
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                stylized = train_model(batch)
-                total, terms = step_loss(stylized, batch)
+            if use_graph and graphed is None and eager_steps >= _GraphedStep.EAGER_STEPS:
+                graphed = _GraphedStep.capture(forward_backward, batch, optimizer)
+                use_graph = graphed is not None
+            if graphed is not None:
+                values_tensor = graphed(batch)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                values_tensor = forward_backward(batch)
+                eager_steps += 1
             # One device-to-host read per step for every term (each .item() waits for the GPU).
-            values = torch.stack([total.detach().float(), *(v.detach().float() for v in terms.values())]).tolist()
+            values = values_tensor.tolist()
             if not math.isfinite(values[0]):
                 raise TrainingError(
                     f"loss became {values[0]} at step {step + 1}; stopped without saving "
                     f"(last good checkpoint: {checkpoint_path if checkpoint_path.exists() else 'none'})"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
             optimizer.step()
             scheduler.step()
             step += 1
-            losses = dict(zip(["total", *terms], values))
+            losses = dict(zip(["total", *term_names], values))
             if world > 1:
                 packed = torch.tensor(list(losses.values()), dtype=torch.float64, device=device)
                 torch.distributed.all_reduce(packed)
