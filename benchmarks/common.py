@@ -39,34 +39,27 @@ def provenance(device: torch.device) -> dict[str, str]:
 
 
 def append_csv(path: Path, rows: list[dict]) -> Path:
-    """Append rows (dicts with the same keys) to ``path``, writing a header for a new file. A file
-    whose header lacks some of the rows' columns is rewritten with them added (blank in old rows)."""
+    """Append rows to ``path``, writing a header for a new file; the columns are every key of the rows
+    (blank where a row lacks one). A file whose header lacks some of them is rewritten with them added."""
     if not rows:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(rows[0])
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     if path.exists() and os.path.getsize(path) > 0:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             old_fields, old_rows = list(reader.fieldnames or []), list(reader)
-        if old_fields != fields:
-            merged = old_fields + [k for k in fields if k not in old_fields]
+        merged = old_fields + [k for k in fields if k not in old_fields]
+        if merged != old_fields:
             with open(path, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=merged, restval="")
                 writer.writeheader()
                 writer.writerows(old_rows + rows)
             return path
+        fields = old_fields
     new = not path.exists() or os.path.getsize(path) == 0
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or os.path.getsize(path) == 0
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         if new:
             writer.writeheader()
         writer.writerows(rows)

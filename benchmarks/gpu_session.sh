@@ -7,6 +7,7 @@
 #   OUT=/some/dir PHASE=variants bash benchmarks/gpu_session.sh # precision/layout variants, train profile
 #   OUT=/some/dir PHASE=final bash benchmarks/gpu_session.sh    # stylize and train speed after the fixes
 #   OUT=/some/dir PHASE=speed bash benchmarks/gpu_session.sh    # graph/Gram/layout variants, stylize profile
+#   OUT=/some/dir PHASE=final2 bash benchmarks/gpu_session.sh   # product speed after round two, long starry run
 #   OUT=/some/dir PHASE=kernels bash benchmarks/gpu_session.sh  # Triton tests on CUDA + bench_instance_norm
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
 #
@@ -135,6 +136,25 @@ elif [ "$PHASE" = speed ]; then  # second round: CUDA-graph steps, TF32 Gram, lo
     step speed_gram 40 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts gram
     step speed_train 150 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train
     step speed_stylize 60 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts stylize
+elif [ "$PHASE" = final2 ]; then  # after the second round: product speed, a long starry_night run for the hatch
+    INSTYLE_TEST_DEVICE=cuda step cuda_tests 90 "$PY" -m pytest -q -x -p no:cacheprovider -o addopts="" \
+        tests/test_train.py tests/test_stylize.py -k "cuda_graph"
+    step speed_stylize 60 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts stylize
+    step stylize_bench 60 "$PY" benchmarks/bench_stylize.py --device cuda --sizes 1024 2048 --repeats 30 \
+        --memory-sizes --sweep-widths --sweep-num-residual
+    step train_bench 90 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
+        --batch-size 8 --warmup 8 --steps 20 --rounds 1
+    # the bundled starry_night command (tools/train_bundled_styles.sh) at the GPU's 256 px crops, batch 8, for longer
+    step starry_train "${STARRY_S:-170}" "$PY" -m instyle train --style "$STYLE" "${CONTENT_ARGS[@]}" \
+        -o "$W/files/starry_gpu.safetensors" --width 0.375 --num-residual 3 --save-dtype fp16 \
+        --iterations "${STARRY_ITERATIONS:-8000}" --batch-size 8 --device cuda --sample-every 2000 \
+        --log-dir "$W/files/starry_gpu"
+    rm -f "$W"/files/starry_gpu/checkpoint.pt
+    step starry_stylize 40 "$PY" -m instyle stylize .gpu/content/amber.jpg .gpu/content/chicago.jpg \
+        .gpu/skimage/astronaut.png .gpu/skimage/coffee.png --model "$W/files/starry_gpu.safetensors" \
+        --device cuda -o "$W/files/starry_out"
+    step speed_train 120 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
+        --train-cases 8 8:gen-cl 32 32:gen-cl 8:compile
 elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tests on CUDA, then its benchmark
     TESTS_S="${TESTS_S:-240}"
     step in_bench 240 "$PY" benchmarks/bench_instance_norm.py --device cuda

@@ -156,28 +156,38 @@ def gram(args, base: dict) -> list[dict]:
 
 
 def train_speed(args, base: dict) -> list[dict]:
+    """images/s for each of ``--train-cases``: BATCH[:OPTION...] with options eager (no CUDA graph),
+    loss-nchw (loss network NCHW), gen-cl (generator channels_last), compile (torch.compile)."""
     from instyle.train import train
 
     train_module = importlib.import_module("instyle.train")
-    product = train_module.loss_memory_format
-    layouts = {"cl": lambda *a: torch.channels_last, "nchw": lambda *a: torch.contiguous_format}
-    cases = [(8, graph, layout) for graph in (True, False) for layout in ("cl", "nchw")]
-    cases += [(b, True, "cl") for b in args.batches if b != 8]
+    product_loss, product_gen = train_module.loss_memory_format, train_module.preferred_memory_format
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for batch, graph, layout in cases:
-            config = train_config(args, tmp, iterations=args.warmup + args.steps, batch_size=batch, cuda_graph=graph)
-            train_module.loss_memory_format = layouts[layout]
+        for case in args.train_cases:
+            batch, *options = case.split(":")
+            batch = int(batch)
+            config = train_config(args, tmp, iterations=args.warmup + args.steps, batch_size=batch,
+                                  cuda_graph="eager" not in options, compile="compile" in options)  # fmt: skip
+            if "loss-nchw" in options:
+                train_module.loss_memory_format = lambda *a: torch.contiguous_format
+            if "gen-cl" in options:
+                train_module.preferred_memory_format = lambda *a: torch.channels_last
             try:
+                start = time.perf_counter()
                 result = train(config, handle_signals=False)
+                seconds = time.perf_counter() - start
             finally:
-                train_module.loss_memory_format = product
+                train_module.loss_memory_format, train_module.preferred_memory_format = product_loss, product_gen
             rate = statistics.median(h["images_per_s"] for h in result.history[args.warmup :])
-            print(f"train batch {batch:>3} graph={graph!s:<5} loss layout {layout:<4}: {rate:8.1f} img/s "
-                  f"{batch / rate * 1e3:7.2f} ms/step", flush=True)  # fmt: skip
-            rows.append({**base, "part": "train", "case": f"graph={graph} loss={layout}", "size": config.image_size,
+            label = "+".join(options) or "defaults"
+            print(f"train batch {batch:>3} {label:<16}: {rate:8.1f} img/s {batch / rate * 1e3:7.2f} ms/step "
+                  f"({seconds:.1f} s for {config.iterations} steps with set-up)", flush=True)  # fmt: skip
+            rows.append({**base, "part": "train", "case": label, "size": config.image_size,
                          "batch_size": batch, "width": config.width, "num_residual": config.num_residual,
                          "median_ms": round(batch / rate * 1e3, 4), "images_per_s": round(rate, 2)})  # fmt: skip
+        if not args.profile:
+            return rows
 
         # GPU time of an eager step in the product layout, by kernel
         from torch.profiler import ProfilerActivity, profile
@@ -225,8 +235,21 @@ def stylize_speed(args, base: dict) -> list[dict]:
     def product():
         return bundled.stylize(x, device=DEVICE)
 
+    def product_eager():
+        bundled.cuda_graphs = False
+        try:
+            return bundled.stylize(x, device=DEVICE)
+        finally:
+            bundled.cuda_graphs = True
+
+    graphed_out = [product() for _ in range(3)][-1]
+    diff = (graphed_out - product_eager()).abs().max().item()
+    print(f"stylize {args.size}: product with CUDA graph vs without, max abs diff {diff:.3g}", flush=True)
+    rows.append({**base, "part": "check", "case": "stylize-graph-vs-eager", "size": args.size, "value": diff})
+
     eager = time_fn(forward, args.repeats)
     product_s = time_fn(product, args.repeats)
+    product_eager_s = time_fn(product_eager, args.repeats)
     graphed = float("nan")
     with torch.no_grad():  # the whole forward as one CUDA graph
         if DEVICE != "cuda":
@@ -248,7 +271,8 @@ def stylize_speed(args, base: dict) -> list[dict]:
     torch.backends.cudnn.benchmark = True
     bench = time_fn(forward, args.repeats)
     torch.backends.cudnn.benchmark = False
-    for label, seconds in (("eager", eager), ("product-stylize", product_s), ("cuda-graph", graphed),
+    for label, seconds in (("eager", eager), ("product-stylize", product_s), ("product-no-graph", product_eager_s),
+                           ("cuda-graph", graphed),
                            ("no-tf32-conv", no_tf32), ("cudnn-benchmark", bench)):  # fmt: skip
         print(f"stylize {args.size} bundled arch fp32 {label:<16} {seconds * 1e3:8.3f} ms", flush=True)
         rows.append({**base, "part": "stylize", "case": label, "size": args.size, "width": 0.375, "num_residual": 3,
@@ -264,7 +288,8 @@ def main(argv=None) -> int:
     p.add_argument("--content", default=None)
     p.add_argument("--parts", nargs="*", default=["check", "gram", "train", "stylize"])
     p.add_argument("--batch", type=int, default=8, help="batch of the Gram benchmark")
-    p.add_argument("--batches", type=int, nargs="*", default=[8, 16, 32])
+    p.add_argument("--train-cases", nargs="*", default=["8", "8:eager", "8:loss-nchw", "16", "32"])
+    p.add_argument("--profile", action="store_true", help="profile eager training steps after the train cases")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=30)

@@ -55,6 +55,30 @@ def test_gram_matrix_is_fp32_for_bf16_features_and_under_autocast():
     torch.testing.assert_close(gram_autocast.double(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_matrix_reads_channels_last_features_in_place(channels_last):
+    features = torch.randn(2, 8, 6, 10)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(gram_matrix(features).double(), gram_ref(features), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_half_gram_function_gradients_with_the_position_split(channels_last, monkeypatch):
+    """The CUDA Gram of 16-bit features (a custom autograd function, split over positions for
+    channels_last features) against autograd's numerical Jacobian, run on the CPU in float64."""
+    import instyle.losses as losses
+
+    monkeypatch.setattr(losses, "GRAM_SPLIT_POSITIONS", 8)  # 32 positions: 4 chunks
+    features = torch.randn(2, 3, 4, 8, dtype=torch.float64)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    assert losses._split_chunks(32) == 4
+    features.requires_grad_()
+    assert torch.autograd.gradcheck(losses._HalfGram.apply, (features,))
+    torch.testing.assert_close(losses._HalfGram.apply(features) / (3 * 32), gram_ref(features.detach()))
+
+
 def test_mean_std_matches_float64_with_shifted_means():
     features = 1e3 + torch.randn(2, 4, 16, 16)  # a one-pass E[x^2] - E[x]^2 loses most digits here
     stats = mean_std(features, eps=0.0)

@@ -165,3 +165,22 @@ def test_bf16_runs_a_bf16_copy_close_to_fp32_and_leaves_the_model_fp32():
     assert difference.mean() < 2 / 255 and difference.max() < 12 / 255
     assert all(p.dtype == torch.float32 for p in model.generator.parameters())
     assert torch.equal(model.stylize(image, dtype="fp32"), exact)  # the fp32 path is untouched
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replay_gives_the_eager_result():
+    """From the second image of a shape on, the CUDA forward is a graph replay: same pixels."""
+    model = load_model("starry_night")
+    x = torch.rand(1, 3, 256, 320, device="cuda")
+    model.cuda_graphs = False
+    eager = model.stylize(x, device="cuda")
+    model.cuda_graphs = True
+    replays = [model.stylize(x, device="cuda") for _ in range(3)]
+    assert model._graphs.graphs, "no graph was captured"
+    for out in replays:
+        torch.testing.assert_close(out, eager, rtol=0, atol=1e-5)
+    other = torch.rand_like(x)  # the captured input is a copy: a new image gives its own result
+    model.cuda_graphs = False
+    expected = model.stylize(other, device="cuda")
+    model.cuda_graphs = True
+    torch.testing.assert_close(model.stylize(other, device="cuda"), expected, rtol=0, atol=1e-5)

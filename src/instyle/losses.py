@@ -100,27 +100,39 @@ def _split_chunks(positions: int) -> int:
     return chunks
 
 
-class _HalfGram(torch.autograd.Function):
-    """Unnormalized Gram matrix of fp16/bf16 features on CUDA: fp32 result from TF32 tensor-core GEMMs.
+_BMM_OUT_DTYPE = [True]  # whether torch.bmm takes out_dtype here (CUDA, torch >= 2.9); cleared on first failure
 
-    TF32 keeps 11 significant bits, so bf16 and fp16 values (8 and 11 bits) enter the products exactly
-    and the sums are fp32: the same numbers as upcasting to fp32 and multiplying there, at tensor-core
-    speed. The backward, dF = (dG + dG^T) F, is one GEMM; its dG is rounded to TF32 (a gradient
-    already headed for 16 bits).
-    """
+
+def _bmm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in fp32 from 16-bit a and b without fp32 copies of them: cuBLAS's 16-bit GEMM with an fp32
+    result (``out_dtype``), else TF32 GEMMs on upcast copies. Both are exact in the products (TF32 keeps
+    11 significant bits, bf16 has 8 and fp16 11) and sum in fp32: the numbers of an fp32 GEMM, at
+    tensor-core speed."""
+    if _BMM_OUT_DTYPE[0] and a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
+        try:
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError, NotImplementedError):
+            _BMM_OUT_DTYPE[0] = False
+    with _tf32_matmul(a.is_cuda):
+        return torch.bmm(_upcast(a), _upcast(b))
+
+
+class _HalfGram(torch.autograd.Function):
+    """Unnormalized Gram matrix of fp16/bf16 features on CUDA, in fp32 (:func:`_bmm_fp32`).
+
+    The backward, dF = (dG + dG^T) F, is one GEMM in the features' dtype with fp32 accumulation (dG
+    rounded to it: a gradient already headed for 16 bits)."""
 
     @staticmethod
     def forward(ctx, features: torch.Tensor) -> torch.Tensor:
         f, positions_first = _positions_by_channels(features)
         n, c = features.shape[:2]
-        with _tf32_matmul(f.is_cuda):
-            f = _upcast(f)
-            if positions_first:
-                chunks = _split_chunks(f.shape[1])
-                parts = f.reshape(n * chunks, f.shape[1] // chunks, c)
-                gram = torch.bmm(parts.transpose(1, 2), parts).reshape(n, chunks, c, c).sum(1)
-            else:
-                gram = torch.bmm(f, f.transpose(1, 2))
+        if positions_first:
+            chunks = _split_chunks(f.shape[1])
+            parts = f.reshape(n * chunks, f.shape[1] // chunks, c)
+            gram = _bmm_fp32(parts.transpose(1, 2), parts).reshape(n, chunks, c, c).sum(1)
+        else:
+            gram = _bmm_fp32(f, f.transpose(1, 2))
         ctx.save_for_backward(features)
         return gram
 
@@ -128,9 +140,13 @@ class _HalfGram(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (features,) = ctx.saved_tensors
         f, positions_first = _positions_by_channels(features)
+        sym = grad + grad.transpose(1, 2)
         with _tf32_matmul(f.is_cuda):
-            f = _upcast(f)
-            sym = (grad + grad.transpose(1, 2)).to(f.dtype)
+            if f.dtype in (torch.float16, torch.bfloat16):
+                sym = sym.to(f.dtype)
+            else:
+                f = _upcast(f)
+                sym = sym.to(f.dtype)
             if positions_first:  # (N, HW, C) @ (N, C, C) -> (N, HW, C), the layout of a channels_last tensor
                 out = torch.bmm(f, sym)
                 n, c, h, w = features.shape

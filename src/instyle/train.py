@@ -451,7 +451,7 @@ def train(
     term_names: list[str] = []
     graphed: _GraphedStep | None = None
     use_graph = (
-        config.cuda_graph and device.type == "cuda" and world == 1 and not config.compile and config.arch == "transformer"
+        config.cuda_graph and device.type == "cuda" and world == 1 and config.arch == "transformer"
     )
     eager_steps = 0
     start = time.perf_counter()
