@@ -155,6 +155,16 @@ elif [ "$PHASE" = final2 ]; then  # after the second round: product speed, a lon
         --device cuda -o "$W/files/starry_out"
     step speed_train 120 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
         --train-cases 8 8:gen-cl 32 32:gen-cl 8:compile
+elif [ "$PHASE" = final3 ]; then  # the product stylize overhead cut; compiled + graphed training rows
+    INSTYLE_TEST_DEVICE=cuda step cuda_tests 60 "$PY" -m pytest -q -x -p no:cacheprovider -o addopts="" \
+        tests/test_train.py tests/test_stylize.py -k "cuda_graph"
+    step speed_stylize 40 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts stylize
+    step stylize_bench 40 "$PY" benchmarks/bench_stylize.py --device cuda --sizes 1024 2048 --repeats 30 \
+        --memory-sizes --sweep-widths --sweep-num-residual
+    step train_bench 100 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
+        --batch-size 8 --warmup 8 --steps 20 --rounds 1 --compile
+    step speed_train 70 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
+        --train-cases 32:compile
 elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tests on CUDA, then its benchmark
     TESTS_S="${TESTS_S:-240}"
     step in_bench 240 "$PY" benchmarks/bench_instance_norm.py --device cuda

@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -175,8 +176,14 @@ def train_speed(args, base: dict) -> list[dict]:
                 train_module.preferred_memory_format = lambda *a: torch.channels_last
             try:
                 start = time.perf_counter()
-                result = train(config, handle_signals=False)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", RuntimeWarning)
+                    result = train(config, handle_signals=False)
                 seconds = time.perf_counter() - start
+                for w in caught:
+                    if "CUDA graph" in str(w.message):
+                        options.append("graph-failed")
+                        print(f"   {w.message}", flush=True)
             finally:
                 train_module.loss_memory_format, train_module.preferred_memory_format = product_loss, product_gen
             rate = statistics.median(h["images_per_s"] for h in result.history[args.warmup :])

@@ -138,6 +138,20 @@ class StyleModel:
     def __repr__(self) -> str:
         return f"StyleModel({self.name!r}, arch={self.generator.config.get('arch')!r})"
 
+    def _placed(self, device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
+        """The generator on ``device`` in ``memory_format``, moved only when it is elsewhere: ``Module.to``
+        walks every parameter (half a millisecond a call on the 2-core CPU, as long as a whole 16 px
+        stylization), so its first spatial convolution weight stands for all of them."""
+        probe = next((p for p in self.generator.parameters() if p.dim() == 4 and min(p.shape[-2:]) > 1), None)
+        placed = probe is not None and (
+            probe.device.type == device.type
+            and device.index in (None, probe.device.index)
+            and probe.is_contiguous(memory_format=memory_format)
+        )
+        if not placed:
+            self.generator.to(device, memory_format=memory_format)
+        return self.generator
+
     def _run_bf16(self, image: Tensor, device: torch.device, memory_format: torch.memory_format) -> Tensor:
         """The whole image through a bf16 copy of the generator, outside autocast: autocast re-casts
         weights and activations at every layer, which costs about as much as the convolutions on a
@@ -208,7 +222,7 @@ class StyleModel:
         autocast = resolve_inference_dtype(dtype, dev)
         # channels_last for bf16 on CPUs (oneDNN's fast convolutions), NCHW on CUDA (faster there, measured).
         memory_format = preferred_memory_format(dev, autocast)
-        generator = self.generator.to(dev, memory_format=memory_format)
+        generator = self._placed(dev, memory_format)
         budget = _memory_budget(dev)
         outputs = []
         for single in batch.split(1):
@@ -257,11 +271,12 @@ class _Output:
         # a float result stays on the device the caller's tensor came from (a CUDA tensor in, a CUDA tensor out)
         self.image = None if as_uint8 and preserve != "histogram" else torch.empty(1, 3, h, w, device=device)
         self.moments = ColorMoments() if preserve == "histogram" else None
+        # one flag per band, read once in finish(): on CUDA a read per band would stall the GPU's queue
+        self.finite: list[Tensor] = []
 
     def write(self, y0: int, y1: int, rows: Tensor) -> None:
         rows = rows.float()  # (1, 3, y1 - y0, W)
-        if not torch.isfinite(rows).all():
-            raise RuntimeError(f"model {self.model_name} produced NaN or inf values; nothing was written")
+        self.finite.append(torch.isfinite(rows).all())
         if self.moments is not None:  # finished in finish(), once the whole image's colours are known
             self.moments.add(rows)
             self.image[:, :, y0:y1] = rows
@@ -281,6 +296,8 @@ class _Output:
 
     def finish(self):
         """The result: uint8 (H, W, 3) for a PIL image, else float32 (1, 3, H, W)."""
+        if self.finite and not bool(torch.stack(self.finite).all()):
+            raise RuntimeError(f"model {self.model_name} produced NaN or inf values; nothing was written")
         if self.moments is not None:
             target = ColorMoments()
             h, band = self.content.shape[-2], max(1, (1 << 22) // self.content.shape[-1])
@@ -303,11 +320,19 @@ def _bytes_per_pixel(generator: torch.nn.Module, autocast: torch.dtype | None) -
     return math.ceil(BYTES_PER_PIXEL * max(width, 0.25))
 
 
+_CUDA_BUDGET: dict = {}  # device -> (time.monotonic() of the query, bytes)
+
+
 def _memory_budget(device: torch.device) -> int:
-    """Bytes an untiled forward may use: a quarter of free memory."""
+    """Bytes an untiled forward may use: a quarter of free memory (on CUDA queried at most once a
+    second: a stream of same-size images must not pay a driver query each)."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 4
+        now = time.monotonic()
+        cached = _CUDA_BUDGET.get(device)
+        if cached is None or now - cached[0] > 1.0:
+            free, _ = torch.cuda.mem_get_info(device)
+            cached = _CUDA_BUDGET[device] = (now, free // 4)
+        return cached[1]
     try:
         pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
