@@ -409,7 +409,8 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.compile:  # the uncompiled modules still serve evaluation, samples and the saved file
-        train_model, step_loss = torch.compile(train_model), torch.compile(loss_fn)
+        # static shapes: every step has the same; dynamic=False keeps a recompile from turning them symbolic
+        train_model, step_loss = torch.compile(train_model, dynamic=False), torch.compile(loss_fn, dynamic=False)
 
     def save_checkpoint() -> None:
         if rank != 0:
@@ -469,7 +470,9 @@ def train(
                 values_tensor = graphed(batch)
             else:
                 optimizer.zero_grad(set_to_none=True)
-                values_tensor = forward_backward(batch)
+                # without autocast's weight cache where a capture follows, as the capture must run: a
+                # compiled step would otherwise recompile for the changed autocast state
+                values_tensor = forward_backward(batch, cache=not use_graph)
                 eager_steps += 1
             # One device-to-host read per step for every term (each .item() waits for the GPU).
             values = values_tensor.tolist()
