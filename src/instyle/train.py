@@ -72,7 +72,8 @@ class TrainConfig:
     lr_final_fraction: float = 0.1  # cosine decay to lr * this
     seed: int = 0
     device: str = "auto"
-    # auto: bf16 autocast on CUDA (NCHW), bf16 autocast + channels_last on CPUs with native bf16, else fp32
+    # auto: bf16 autocast on CUDA (generator NCHW, VGG channels_last), bf16 autocast + channels_last on CPUs with
+    # native bf16, else fp32
     dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
     num_content: int | None = None  # use only the first N content images (training-set size studies)
     checkpoint_every: int = 200
