@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -87,9 +88,9 @@ class TrainConfig:
     # torch.compile of the generator and the loss network for the training steps: fewer, fused kernels
     # and less Python per step, after a first step that compiles (about a minute)
     compile: bool = field(default=False, metadata={"help": "torch.compile the generator and the loss network"})
-    # On CUDA, one process, transformer generator, without --compile: after two eager steps, forward,
-    # loss and backward are captured as one CUDA graph and replayed, so a step costs one launch of
-    # CPU time instead of a thousand (the eager step waits on Python, not on the GPU)
+    # On CUDA, one process, transformer generator (with or without --compile): after two eager steps,
+    # forward, loss and backward are captured as one CUDA graph and replayed, so a step costs one launch
+    # of CPU time instead of a thousand (the eager step waits on Python, not on the GPU)
     cuda_graph: bool = field(default=True, metadata={"help": "replay each CUDA training step as a CUDA graph"})
     vgg_weights: str | None = None
     save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16"), "help": "model file precision"})
@@ -203,8 +204,6 @@ class _GraphedStep:
     @classmethod
     def capture(cls, forward_backward, batch: Tensor, optimizer) -> "_GraphedStep | None":
         """The captured step, or None (with a warning) where capture fails: training goes on eagerly."""
-        import warnings
-
         static_batch = batch.clone()
         try:
             side = torch.cuda.Stream()
