@@ -169,7 +169,8 @@ elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tes
     TESTS_S="${TESTS_S:-240}"
     step in_bench 240 "$PY" benchmarks/bench_instance_norm.py --device cuda
 elif [ "$PHASE" = usable ]; then
-    step usable 500 "$PY" benchmarks/bench_usable_model.py --style "$STYLE" --device cuda --eval-every "${EVAL_EVERY:-500}" \
+    step usable "${USABLE_S:-540}" "$PY" benchmarks/bench_usable_model.py --style "$STYLE" --device cuda --eval-every "${EVAL_EVERY:-500}" \
+        --eval-content .gpu/content \
         --out "$W/files/usable" -- "${CONTENT_ARGS[@]}" ${TRAIN_ARGS:-}  # e.g. TRAIN_ARGS=--compile
     [ -f "$W/files/usable/candidate.safetensors" ] && $PY -m instyle stylize .gpu/content/amber.jpg \
         --model "$W/files/usable/candidate.safetensors" --device cuda -o "$W/files" >>"$W/logs/usable.log" 2>&1

