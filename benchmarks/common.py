@@ -6,6 +6,8 @@ import csv
 import datetime
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -73,3 +75,54 @@ def register_torch_baseline_norm() -> str:
 
     register_norm("torch_instance", lambda c, **kw: torch.nn.InstanceNorm2d(c, affine=True, **kw))
     return "torch_instance"
+
+
+def profile_training(config, warmup: int, title: str, path: Path, keys=("self_device_time_total", "self_cuda_time_total")) -> str:
+    """Train ``config`` (its iterations: ``warmup`` steps, then the profiled ones) under ``torch.profiler``
+    from step ``warmup`` on, and write the kernel tables sorted by each of ``keys`` to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from instyle.train import train
+
+    prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def start(step, _losses) -> None:
+        if step == warmup:
+            sync()
+            prof.__enter__()
+
+    train(config, on_step=start, handle_signals=False)
+    sync()
+    prof.__exit__(None, None, None)
+    averages = prof.key_averages()
+    text = [title]
+    for key in keys:
+        try:
+            text += [f"\n## sorted by {key}", averages.table(sort_by=key, row_limit=30, max_name_column_width=70)]
+        except Exception as exc:  # the key's name changed across torch versions
+            text += [f"\n## sorted by {key}: {exc}"]
+    path.write_text("\n".join(text))
+    return "\n".join(text)
+
+
+def cuda_sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` (CUDA synchronized around each)."""
+    for _ in range(warmup):
+        fn()
+    cuda_sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        cuda_sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

