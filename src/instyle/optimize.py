@@ -54,7 +54,11 @@ class OptimizeConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = field(default="fp32", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = None
+    vgg_weights: str | None = field(
+        default=None,
+        metadata={"help": "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; "
+                  "stored style targets pick theirs"},
+    )
 
 
 @dataclass

@@ -69,7 +69,11 @@ class TextureConfig:
     device: str = "auto"
     # auto: bf16 autocast on CUDA (NCHW), bf16 autocast + channels_last on CPUs with native bf16, else fp32
     dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = None
+    vgg_weights: str | None = field(
+        default=None,
+        metadata={"help": "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; "
+                  "stored style targets pick theirs"},
+    )
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -92,7 +92,11 @@ class TrainConfig:
     # forward, loss and backward are captured as one CUDA graph and replayed, so a step costs one launch
     # of CPU time instead of a thousand (the eager step waits on Python, not on the GPU)
     cuda_graph: bool = field(default=True, metadata={"help": "replay each CUDA training step as a CUDA graph"})
-    vgg_weights: str | None = None
+    vgg_weights: str | None = field(
+        default=None,
+        metadata={"help": "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; "
+                  "stored style targets pick theirs"},
+    )
     save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16"), "help": "model file precision"})
 
     def to_json(self) -> dict:
