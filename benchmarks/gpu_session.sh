@@ -158,7 +158,7 @@ elif [ "$PHASE" = final2 ]; then  # product speed after round two; optionally a 
             --device cuda -o "$W/files/starry_out"
     fi
     # shellcheck disable=SC2086
-    step speed_train "${TRAIN_S:-120}" "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
+    step speed_train "${TRAIN_S:-200}" "$PY" benchmarks/gpu_speed.py --style "$STYLE" "${CONTENT_ARGS[@]}" --parts train \
         --train-cases ${TRAIN_CASES:-8 32 8:compile 32:compile}
 elif [ "$PHASE" = kernels ]; then  # the instance-norm issue's check: Triton tests on CUDA, then its benchmark
     TESTS_S="${TESTS_S:-240}"
