@@ -383,3 +383,21 @@ def test_bundled_styles_name_the_weights_their_targets_need():
         source = resolve_style(name)
         assert source.targets is not None, name
         assert weights_for_targets(None, source) == weights, name
+
+
+def test_adopted_weights_scale_only_the_default_style_weight():
+    """--style NAME of a VGG-19-trained style: the weights follow the stored targets and the default style
+    weight is scaled with them; an explicit --vgg-weights or a chosen style weight stands."""
+    from instyle.optimize import OptimizeConfig
+    from instyle.style_targets import adopt_target_weights
+    from instyle.train import TrainConfig
+
+    starry = resolve_style("starry_night")
+    config = adopt_target_weights(TrainConfig(style="starry_night"), starry)
+    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 5.0)
+    config = adopt_target_weights(OptimizeConfig(style_weight=30.0), starry)
+    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 30.0)
+    explicit = TrainConfig(style="starry_night", vgg_weights="hed-vgg16")
+    assert adopt_target_weights(explicit, starry) == explicit
+    cezanne = TrainConfig(style="cezanne")
+    assert adopt_target_weights(cezanne, resolve_style("cezanne")) == cezanne

@@ -45,7 +45,7 @@ from .optimize import OptimizeConfig, optimize
 from .runtime import resolve_device
 from .style_targets import (
     ATTACH_TOOL, StyleSource, StyleTargetsError, apply_targets, compute_style_targets, default_style, resolve_style,
-    weights_for_targets,
+    adopt_target_weights,
 )  # fmt: skip
 from .train import TrainConfig, corner_crops, train
 
@@ -133,7 +133,7 @@ def _resolve_style(config: ExperimentConfig) -> tuple[ExperimentConfig, StyleSou
         raise ExperimentError(f"--style: {error}") from error
     notes = []
     if source.targets is not None:
-        config = dataclasses.replace(config, vgg_weights=weights_for_targets(config.vgg_weights, source))
+        config = adopt_target_weights(config, source)
         recorded = source.targets.style_size
         if config.style_size != recorded:
             notes.append(

@@ -7,8 +7,6 @@ content and style losses. The slow, exact baseline the fast generators are measu
 
 from __future__ import annotations
 
-import dataclasses
-
 import math
 import os
 import time
@@ -25,7 +23,7 @@ from .losses import PerceptualLoss
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
 from .style_targets import (
-    StyleSource, StyleTargets, check_targets, compute_style_targets, resolve_style, weights_for_targets,
+    StyleSource, StyleTargets, check_targets, compute_style_targets, resolve_style, adopt_target_weights,
 )  # fmt: skip
 
 
@@ -164,7 +162,7 @@ def optimize(
 
     content_full = load_image(content) if not isinstance(content, Tensor) else content
     sources = [_style_source(s) for s in styles]
-    config = dataclasses.replace(config, vgg_weights=weights_for_targets(config.vgg_weights, *sources))
+    config = adopt_target_weights(config, *sources)
     if extractor is None:
         extractor = VGGFeatures(
             tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"

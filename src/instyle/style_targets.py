@@ -10,6 +10,8 @@ targets. Library code: raises, prints nothing.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +162,25 @@ def weights_for_targets(vgg_weights: str | None, *sources: StyleSource) -> str |
     names = {source_for_sha256(s.targets.vgg_weights_sha256) for s in sources if s.targets is not None}
     names -= {None, "hed-vgg16"}  # the default: nothing to say
     return names.pop() if len(names) == 1 else None
+
+
+def adopt_target_weights(config, *sources: StyleSource):
+    """``config`` (any of the train/optimize/texture/experiment configs) with the VGG weights the stored
+    style targets among ``sources`` were computed with, where ``vgg_weights`` was left out and those
+    are not the default: see :func:`weights_for_targets`. The style weight, when it is the config's
+    default, is scaled with them (:data:`instyle.weights.STYLE_WEIGHT_SCALE`: the ImageNet VGG-19's
+    features are larger, so its Gram terms need about an eighth of the weight for the same balance);
+    a style weight the caller chose stands."""
+    chosen = weights_for_targets(config.vgg_weights, *sources)
+    if chosen == config.vgg_weights:
+        return config
+    from .weights import STYLE_WEIGHT_SCALE
+
+    default = next(f.default for f in dataclasses.fields(config) if f.name == "style_weight")
+    weight = config.style_weight
+    if weight == default:
+        weight = default * STYLE_WEIGHT_SCALE.get(chosen, 1.0)
+    return dataclasses.replace(config, vgg_weights=chosen, style_weight=weight)
 
 
 def check_targets(targets: StyleTargets, style_layers: Sequence[str], extractor, what: str) -> None:

@@ -33,7 +33,7 @@ from .weights import file_sha256 as sha256_file
 from .models import TextureNet
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
-from .style_targets import StyleSource, apply_targets, check_targets, resolve_style, weights_for_targets
+from .style_targets import StyleSource, apply_targets, check_targets, resolve_style, adopt_target_weights
 from .train import TrainingError, _cosine_lr, stored_style_size
 
 CACHE_SUBDIR = "textures"
@@ -115,7 +115,7 @@ def resolve_style_size(config: TextureConfig) -> tuple[TextureConfig, StyleSourc
     _check_config(config)
     source = resolve_style(config.style)
     if source.targets is not None:
-        config = dataclasses.replace(config, vgg_weights=weights_for_targets(config.vgg_weights, source))
+        config = adopt_target_weights(config, source)
         return dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size)), source
     return dataclasses.replace(config, style_size=config.style_size or DEFAULT_STYLE_SIZE), source
 

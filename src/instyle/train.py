@@ -31,7 +31,7 @@ from . import __version__
 from .image import default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model
-from .style_targets import apply_targets, compute_style_targets, resolve_style, weights_for_targets
+from .style_targets import apply_targets, compute_style_targets, resolve_style, adopt_target_weights
 from .runtime import loss_memory_format, preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -345,7 +345,7 @@ def train(
     source = resolve_style(config.style)  # names the problem: unknown style, no targets, unreadable image
     if source.targets is not None:
         config = dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size))
-        config = dataclasses.replace(config, vgg_weights=weights_for_targets(config.vgg_weights, source))
+        config = adopt_target_weights(config, source)
     config = resolve_sizes(config, device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
