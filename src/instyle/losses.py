@@ -6,6 +6,7 @@ loss is a mean over the batch, so the weights mean the same thing for the optimi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
@@ -57,31 +58,20 @@ def _upcast(tensor: torch.Tensor) -> torch.Tensor:
 GRAM_SPLIT_POSITIONS = 4096
 
 
+@contextlib.contextmanager
 def _tf32_matmul(enabled: bool):
-    """Context: TF32 tensor-core matmuls for fp32 inputs on CUDA (restored on exit)."""
-    import contextlib
-
+    """TF32 tensor-core matmuls for fp32 inputs on CUDA inside the block (restored on exit)."""
     matmul = torch.backends.cuda.matmul
-
-    @contextlib.contextmanager
-    def scope():
-        if not enabled:
-            yield
-            return
-        if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
-            saved, matmul.fp32_precision = matmul.fp32_precision, "tf32"
-            try:
-                yield
-            finally:
-                matmul.fp32_precision = saved
-        else:
-            saved, matmul.allow_tf32 = matmul.allow_tf32, True
-            try:
-                yield
-            finally:
-                matmul.allow_tf32 = saved
-
-    return scope()
+    if not enabled:
+        yield
+        return
+    name, value = ("fp32_precision", "tf32") if hasattr(matmul, "fp32_precision") else ("allow_tf32", True)  # torch >= 2.9
+    saved = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, saved)
 
 
 def _positions_by_channels(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -156,8 +146,8 @@ class _HalfGram(torch.autograd.Function):
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, C) Gram matrix divided by C*H*W, in fp32 for half-precision input and under autocast
-    (fp64 stays fp64). On CUDA, fp16/bf16 features go through TF32 GEMMs that are exact in their products
-    (:class:`_HalfGram`); channels_last features are read in place."""
+    (fp64 stays fp64). On CUDA, fp16/bf16 features go through 16-bit GEMMs with fp32 results, exact in
+    their products (:class:`_HalfGram`); channels_last features are read in place."""
     if features.dim() != 4:
         raise ValueError(f"gram_matrix expects features of shape (N, C, H, W), got {tuple(features.shape)}")
     n, c, h, w = features.shape

@@ -22,6 +22,7 @@ from .image import load_image, resize_long_side
 from .losses import PerceptualLoss
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from .weights import VGG_WEIGHTS_HELP
 from .style_targets import (
     StyleSource, StyleTargets, check_targets, compute_style_targets, resolve_style, adopt_target_weights,
 )  # fmt: skip
@@ -52,11 +53,7 @@ class OptimizeConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = field(default="fp32", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = field(
-        default=None,
-        metadata={"help": "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; "
-                  "stored style targets pick theirs"},
-    )
+    vgg_weights: str | None = field(default=None, metadata={"help": VGG_WEIGHTS_HELP})
 
 
 @dataclass

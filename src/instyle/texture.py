@@ -29,7 +29,7 @@ from . import __version__
 from .image import resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import ModelFileError, load_generator, save_model
-from .weights import file_sha256 as sha256_file
+from .weights import VGG_WEIGHTS_HELP, file_sha256 as sha256_file
 from .models import TextureNet
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
@@ -69,11 +69,7 @@ class TextureConfig:
     device: str = "auto"
     # auto: bf16 autocast on CUDA (NCHW), bf16 autocast + channels_last on CPUs with native bf16, else fp32
     dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = field(
-        default=None,
-        metadata={"help": "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; "
-                  "stored style targets pick theirs"},
-    )
+    vgg_weights: str | None = field(default=None, metadata={"help": VGG_WEIGHTS_HELP})
 
     def to_json(self) -> dict:
         data = asdict(self)

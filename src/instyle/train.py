@@ -31,6 +31,7 @@ from . import __version__
 from .image import default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model
+from .weights import VGG_WEIGHTS_HELP
 from .style_targets import apply_targets, compute_style_targets, resolve_style, adopt_target_weights
 from .runtime import loss_memory_format, preferred_memory_format, resolve_autocast_dtype, resolve_device
 
@@ -92,11 +93,7 @@ class TrainConfig:
     # forward, loss and backward are captured as one CUDA graph and replayed, so a step costs one launch
     # of CPU time instead of a thousand (the eager step waits on Python, not on the GPU)
     cuda_graph: bool = field(default=True, metadata={"help": "replay each CUDA training step as a CUDA graph"})
-    vgg_weights: str | None = field(
-        default=None,
-        metadata={"help": "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; "
-                  "stored style targets pick theirs"},
-    )
+    vgg_weights: str | None = field(default=None, metadata={"help": VGG_WEIGHTS_HELP})
     save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16"), "help": "model file precision"})
 
     def to_json(self) -> dict:

