@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="add the defaults with torch.compile (--compile)")
     parser.add_argument("--content", default=None, help="folder of training photos (default: scikit-image's)")
     parser.add_argument("--out", type=Path, default=None, help="CSV (default results/train_<device>.csv)")
+    parser.add_argument("--vgg-weights", default="default",
+                        help="loss network (default: the HED VGG-16 or $INSTYLE_VGG_WEIGHTS: the target is stated for a VGG-16 loss)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
                     style=style, content=args.content, output=str(Path(tmp) / f"{label}.safetensors"), width=width, norm=norm,
                     dtype=dtype, iterations=args.warmup + args.steps, batch_size=args.batch_size,
                     image_size=args.image_size, device=str(device), checkpoint_every=10**9, sample_every=0,
-                    compile=label == "instyle-compiled",
+                    compile=label == "instyle-compiled", vgg_weights=args.vgg_weights,
                 )  # fmt: skip
                 loads.append(os.getloadavg()[0])
                 result = train(config, handle_signals=False)

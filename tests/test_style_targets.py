@@ -29,6 +29,7 @@ from instyle.modelfile import (
 from instyle.models import build_generator
 from instyle.optimize import optimize
 from instyle.style_targets import (
+    StyleSource,
     StyleTargetsError,
     attach_style_targets,
     compute_style_targets,
@@ -367,7 +368,8 @@ def test_training_from_attached_targets_equals_training_from_the_painting(tmp_pa
     attach_style_targets(bundled_copy, painting)
     size = read_style_targets(bundled_copy).style_size
     common = dict(iterations=2, dtype="fp32", content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"))
-    by_painting = train(_train_config(tmp_path, photos, painting, "p", style_size=size, **common))
+    # cezanne's targets are the HED VGG-16's: from the painting, that network must be asked for
+    by_painting = train(_train_config(tmp_path, photos, painting, "p", style_size=size, vgg_weights="hed-vgg16", **common))
     by_targets = train(_train_config(tmp_path, photos, bundled_copy, "t", **common))
     for a, b in zip(by_painting.history, by_targets.history):
         assert a["style"] == pytest.approx(b["style"], rel=1e-5) and a["total"] == pytest.approx(b["total"], rel=1e-5)
@@ -379,25 +381,38 @@ def test_bundled_styles_name_the_weights_their_targets_need():
     from instyle.style_targets import weights_for_targets
 
     expected = {"starry_night": "imagenet-vgg19", "udnie": "imagenet-vgg19", "cezanne": None, "composition_vii": None}
+    under_train = {"starry_night": None, "udnie": None, "cezanne": "hed-vgg16", "composition_vii": "hed-vgg16"}
     for name, weights in expected.items():
         source = resolve_style(name)
         assert source.targets is not None, name
         assert weights_for_targets(None, source) == weights, name
+        assert weights_for_targets(None, source, default="imagenet-vgg19") == under_train[name], name
 
 
 def test_adopted_weights_scale_only_the_default_style_weight():
-    """--style NAME of a VGG-19-trained style: the weights follow the stored targets and the default style
-    weight is scaled with them; an explicit --vgg-weights or a chosen style weight stands."""
+    """The loss network settles with the style weight: `train` defaults to the ImageNet VGG-19 at style
+    weight 5, the other commands to the HED VGG-16; --style NAME takes the weights its stored targets
+    were computed with, and a default style weight is scaled from the command's network to the chosen
+    one (40 on HED for train's 5, 12.5 on VGG-19 for optimize's 100); a chosen weight stands."""
     from instyle.optimize import OptimizeConfig
     from instyle.style_targets import adopt_target_weights
     from instyle.train import TrainConfig
 
-    starry = resolve_style("starry_night")
-    config = adopt_target_weights(TrainConfig(style="starry_night"), starry)
-    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 5.0)
+    starry, cezanne = resolve_style("starry_night"), resolve_style("cezanne")
+    plain = StyleSource("painting.png", "painting")
+    assert TrainConfig().style_weight == 5.0 and TrainConfig.default_vgg_weights == "imagenet-vgg19"
+    config = TrainConfig(style="starry_night")
+    assert adopt_target_weights(config, starry) == config, "VGG-19 targets under train: nothing to change"
+    config = adopt_target_weights(TrainConfig(style="cezanne"), cezanne)
+    assert (config.vgg_weights, config.style_weight) == ("hed-vgg16", 40.0)
+    config = adopt_target_weights(TrainConfig(vgg_weights="hed-vgg16"), plain)
+    assert (config.vgg_weights, config.style_weight) == ("hed-vgg16", 40.0)
+    explicit = TrainConfig(style="starry_night", vgg_weights="hed-vgg16", style_weight=7.0)
+    assert adopt_target_weights(explicit, starry) == explicit
+    weight_file = TrainConfig(vgg_weights="my_vgg.pth")
+    assert adopt_target_weights(weight_file, plain) == weight_file, "a weight file's scale is unknown"
+    config = adopt_target_weights(OptimizeConfig(), starry)
+    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 12.5)
     config = adopt_target_weights(OptimizeConfig(style_weight=30.0), starry)
     assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 30.0)
-    explicit = TrainConfig(style="starry_night", vgg_weights="hed-vgg16")
-    assert adopt_target_weights(explicit, starry) == explicit
-    cezanne = TrainConfig(style="cezanne")
-    assert adopt_target_weights(cezanne, resolve_style("cezanne")) == cezanne
+    assert adopt_target_weights(OptimizeConfig(), cezanne) == OptimizeConfig()

@@ -145,7 +145,7 @@ def _cli_train_args(tmp_path, photos, output, *extra):
 
 
 @pytest.mark.network
-def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos, default_vgg_weights):
+def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos, imagenet_vgg19_weights):
     output = tmp_path / "m.safetensors"
     checkpoint = tmp_path / "m.train" / "checkpoint.pt"
     argv = _cli_train_args(tmp_path, photos, output, "--iterations", "100000")
@@ -167,10 +167,15 @@ def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(checkpoint)["step"] == step + 2 and output.exists()
+    from instyle.weights import SOURCES
+
+    _, metadata, _ = read_model_file(output)  # the default loss network, recorded by name and digest
+    assert metadata["training"]["vgg_weights"] == "imagenet-vgg19" and metadata["training"]["style_weight"] == 5.0
+    assert metadata["vgg_weights_sha256"] == SOURCES["imagenet-vgg19"].sha256
 
 
 @pytest.mark.network
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, photos, default_vgg_weights):
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, photos, imagenet_vgg19_weights):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["--iterations", "4", "--batch-size", "4"]
     single = tmp_path / "single.safetensors"

@@ -132,8 +132,8 @@ def _resolve_style(config: ExperimentConfig) -> tuple[ExperimentConfig, StyleSou
     except (StyleTargetsError, ModelFileError, ImageError) as error:
         raise ExperimentError(f"--style: {error}") from error
     notes = []
+    config = adopt_target_weights(config, source)
     if source.targets is not None:
-        config = adopt_target_weights(config, source)
         recorded = source.targets.style_size
         if config.style_size != recorded:
             notes.append(
@@ -477,7 +477,7 @@ def _train(config: ExperimentConfig, norm: str, content: Path, folder: Path, ite
         style_size=config.style_size, content_weight=config.content_weight, style_weight=config.style_weight,
         tv_weight=config.tv_weight, content_layers=config.content_layers, style_layers=config.style_layers,
         lr=config.lr, seed=config.seed, device=config.device, dtype=config.dtype,
-        checkpoint_every=iterations, sample_every=0, vgg_weights=config.vgg_weights,
+        checkpoint_every=iterations, sample_every=0, vgg_weights=config.vgg_weights or "default",
     )  # fmt: skip
     return train(train_config, handle_signals=False, extractor=extractor)
 

@@ -151,35 +151,47 @@ def _weights_hint(sha256: str | None) -> str:
     return f"--vgg-weights {name}" if name else "the default: leave --vgg-weights out"
 
 
-def weights_for_targets(vgg_weights: str | None, *sources: StyleSource) -> str | None:
+def weights_for_targets(vgg_weights: str | None, *sources: StyleSource, default: str = "hed-vgg16") -> str | None:
     """``vgg_weights`` as given; left out, the named weight source the stored style targets among
-    ``sources`` were computed with, when that is not the default (``imagenet-vgg19`` for the styles
-    bundled from it), so that ``--style starry_night`` needs no ``--vgg-weights``."""
+    ``sources`` were computed with, when that is not ``default`` (the command's own loss network:
+    ``imagenet-vgg19`` for the styles bundled from it under ``optimize``, ``hed-vgg16`` for cezanne's
+    under ``train``), so that ``--style NAME`` needs no ``--vgg-weights``; else None."""
     if vgg_weights is not None:
         return vgg_weights
     from .weights import source_for_sha256
 
     names = {source_for_sha256(s.targets.vgg_weights_sha256) for s in sources if s.targets is not None}
-    names -= {None, "hed-vgg16"}  # the default: nothing to say
+    names -= {None, default}  # the command's default: nothing to say
     return names.pop() if len(names) == 1 else None
 
 
+def default_vgg_weights(config) -> str:
+    """The weight source a config's ``vgg_weights=None`` stands for: ``default_vgg_weights`` of its
+    class (:class:`instyle.train.TrainConfig`: the ImageNet VGG-19), else the HED VGG-16."""
+    return getattr(config, "default_vgg_weights", "hed-vgg16")
+
+
 def adopt_target_weights(config, *sources: StyleSource):
-    """``config`` (any of the train/optimize/texture/experiment configs) with the VGG weights the stored
-    style targets among ``sources`` were computed with, where ``vgg_weights`` was left out and those
-    are not the default: see :func:`weights_for_targets`. The style weight, when it is the config's
-    default, is scaled with them (:data:`instyle.weights.STYLE_WEIGHT_SCALE`: the ImageNet VGG-19's
-    features are larger, so its Gram terms need about an eighth of the weight for the same balance);
-    a style weight the caller chose stands."""
-    chosen = weights_for_targets(config.vgg_weights, *sources)
-    if chosen == config.vgg_weights:
-        return config
+    """``config`` (any of the train/optimize/texture/experiment configs) with the loss network settled:
+    the VGG weights the stored style targets among ``sources`` were computed with, where ``vgg_weights``
+    was left out (:func:`weights_for_targets`), and the style weight, when it is the config's default,
+    scaled from the config's default network to the chosen one (:data:`instyle.weights.STYLE_WEIGHT_SCALE`:
+    the ImageNet VGG-19's features are larger, so its Gram terms need an eighth of the HED VGG-16's
+    weight for the same balance). A style weight the caller chose stands, and so do weight files,
+    whose scale is unknown."""
     from .weights import STYLE_WEIGHT_SCALE
 
+    base = default_vgg_weights(config)
+    chosen = weights_for_targets(config.vgg_weights, *sources, default=base)
+    network = base if chosen is None else chosen
+    if chosen == "default" and not os.environ.get("INSTYLE_VGG_WEIGHTS"):
+        network = "hed-vgg16"
     default = next(f.default for f in dataclasses.fields(config) if f.name == "style_weight")
     weight = config.style_weight
-    if weight == default:
-        weight = default * STYLE_WEIGHT_SCALE.get(chosen, 1.0)
+    if weight == default and network in STYLE_WEIGHT_SCALE and base in STYLE_WEIGHT_SCALE:
+        weight = default * STYLE_WEIGHT_SCALE[network] / STYLE_WEIGHT_SCALE[base]
+    if (chosen, weight) == (config.vgg_weights, config.style_weight):
+        return config
     return dataclasses.replace(config, vgg_weights=chosen, style_weight=weight)
 
 

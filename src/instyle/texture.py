@@ -110,8 +110,8 @@ def resolve_style_size(config: TextureConfig) -> tuple[TextureConfig, StyleSourc
     style targets (their size; a different explicit ``style_size`` is an error)."""
     _check_config(config)
     source = resolve_style(config.style)
+    config = adopt_target_weights(config, source)
     if source.targets is not None:
-        config = adopt_target_weights(config, source)
         return dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size)), source
     return dataclasses.replace(config, style_size=config.style_size or DEFAULT_STYLE_SIZE), source
 

