@@ -193,13 +193,13 @@ def main(argv=None) -> int:
                     for name, fn in impls:
                         if mode == "fwd":
 
-                            def run(fn=fn):
+                            def run(fn=fn, x=x):
                                 with torch.no_grad():
                                     return fn(x)
 
                         else:
 
-                            def run(fn=fn):
+                            def run(fn=fn, xg=xg, dy=dy):
                                 xg.grad = None
                                 fn(xg).backward(dy)
 
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
                             f"{ms:9.2f} {gbps:7.1f} {row['pct_copy']:6.1f} {row['speedup_vs_torch']:7.2f}x",
                             flush=True,
                         )
-                del x, dy, xg
+                del x, dy, xg, run  # free this shape's tensors before the next
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.exists()
     with out.open("a", newline="") as f:
