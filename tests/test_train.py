@@ -267,7 +267,9 @@ def test_cuda_graph_flag_on_by_default_and_off_from_the_cli():
 def test_cuda_graph_training_follows_eager_steps(tmp_path, photos):
     """The same steps eagerly and replayed from a CUDA graph (from step 3 on) give the same loss curve."""
     curves = []
+    torch.backends.cudnn.benchmark = False
     for graph in (False, True):
         config = _config(tmp_path, photos, f"graph{graph}", iterations=10, device="cuda", dtype="fp32", cuda_graph=graph)
         curves.append([h["total"] for h in train(config, extractor=TinyEncoder(), handle_signals=False).history])
+        assert torch.backends.cudnn.benchmark is False, "train() turns cuDNN autotuning on for its loop only"
     torch.testing.assert_close(curves[1], curves[0], rtol=1e-3, atol=0)

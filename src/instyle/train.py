@@ -357,8 +357,6 @@ def train(
         torch.cuda.set_device(device)
     autocast_dtype = resolve_autocast_dtype(config.dtype, device)
     memory_format = preferred_memory_format(device, autocast_dtype)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every step has the same shapes: let cuDNN time its algorithms once
 
     output = Path(config.output)
     log_dir = Path(config.log_dir) if config.log_dir else output.with_name(output.stem + ".train")
@@ -468,6 +466,9 @@ def train(
     start = time.perf_counter()
     local = config.batch_size // world
     losses: dict[str, float] = {}
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    # every step has the same shapes: let cuDNN time its algorithms once (for this loop only)
+    torch.backends.cudnn.benchmark = cudnn_benchmark or device.type == "cuda"
     try:
         while step < config.iterations:
             batch = batch_for_step(crop_source, config, step)[rank * local : (rank + 1) * local]
@@ -517,6 +518,7 @@ def train(
                 save_checkpoint()
                 raise TrainingInterrupted(stop_signal[0], checkpoint_path, step)
     finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
 
