@@ -416,3 +416,21 @@ def test_adopted_weights_scale_only_the_default_style_weight():
     config = adopt_target_weights(OptimizeConfig(style_weight=30.0), starry)
     assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 30.0)
     assert adopt_target_weights(OptimizeConfig(), cezanne) == OptimizeConfig()
+
+
+def test_targets_of_other_weights_are_refused_with_the_weights_to_use():
+    """Targets whose weights differ from the loss network's: an error that names the source to pass
+    (a known digest) or asks for the weight file (an unknown one)."""
+    from instyle.modelfile import StyleTargets
+    from instyle.style_targets import check_targets
+    from instyle.weights import SOURCES
+
+    extractor = TinyEncoder()
+    extractor.weights_sha256 = "0" * 64
+    grams = {name: torch.eye(4) for name in TinyEncoder.names}
+    known = StyleTargets(grams=grams, style_size=64, vgg_weights_sha256=SOURCES["imagenet-vgg19"].sha256, style_name="s")
+    with pytest.raises(StyleTargetsError, match="--vgg-weights imagenet-vgg19"):
+        check_targets(known, TinyEncoder.names, extractor, "--style s")
+    unknown = StyleTargets(grams=grams, style_size=64, vgg_weights_sha256="f" * 64, style_name="s")
+    with pytest.raises(StyleTargetsError, match="--vgg-weights PATH of that weight file"):
+        check_targets(unknown, TinyEncoder.names, extractor, "--style s")

@@ -148,7 +148,7 @@ def _weights_hint(sha256: str | None) -> str:
     from .weights import source_for_sha256
 
     name = source_for_sha256(sha256)
-    return f"--vgg-weights {name}" if name else "the default: leave --vgg-weights out"
+    return f"--vgg-weights {name}" if name else "--vgg-weights PATH of that weight file"
 
 
 def weights_for_targets(vgg_weights: str | None, *sources: StyleSource, default: str = "hed-vgg16") -> str | None:
