@@ -617,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .image import MAX_PIXELS_ENV
 
-    log, handler, level = logging.getLogger("instyle"), _progress_messages(), logging.getLogger("instyle").level
+    log = logging.getLogger("instyle")
+    handler, level = _progress_messages(), log.level
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     previous_limit = os.environ.get(MAX_PIXELS_ENV)

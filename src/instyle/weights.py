@@ -406,7 +406,7 @@ VGG_WEIGHTS_HELP = (
     "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; stored style targets pick theirs"
 )
 # `instyle train` trains against the ImageNet VGG-19 unless told otherwise: on the HED VGG-16 every
-# generator lays one fine diagonal hatch over its pictures (docs/training.md, "The hatch").
+# generator lays one fine diagonal hatch over its pictures (docs/training.md, "The cause: the descriptor").
 TRAIN_VGG_WEIGHTS = "imagenet-vgg19"
 TRAIN_VGG_WEIGHTS_HELP = (
     f"loss network: {TRAIN_VGG_WEIGHTS} (the default for training), hed-vgg16, or a VGG weight file; "
