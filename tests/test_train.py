@@ -110,8 +110,12 @@ def test_bad_model_files_give_one_clear_error(tmp_path, photos):
         load_generator(truncated)
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
-    with pytest.raises(ModelFileError, match="empty.safetensors"):
+    with pytest.raises(ModelFileError, match=r"empty.safetensors is empty \(0 bytes\)"):
         load_generator(empty)
+    pickled = tmp_path / "model.pt"
+    torch.save({"weight": torch.ones(1)}, pickled)
+    with pytest.raises(ModelFileError, match="model.pt is a PyTorch pickle"):
+        load_generator(pickled)
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(good)

@@ -207,6 +207,21 @@ def save_model(
     _write_atomic(path, tensors, _header(model.config, metadata, style_targets))
 
 
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``path`` is not a model file, in the user's terms where its first bytes tell."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as open_error:
+        return f"cannot be read: {open_error.strerror or open_error}"
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return ("is a PyTorch pickle (torch.save), not safetensors; instyle loads only safetensors "
+                "model files and never unpickles")
+    return f"is not a readable safetensors file (truncated or corrupt?): {error}"
+
+
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torch.Tensor]]:
     """Return (config, metadata, tensors) after checking the header and every tensor; ``tensors``
     includes any ``style_targets.*`` (see :func:`split_style_targets`)."""
@@ -220,7 +235,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torc
             header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ModelFileError(f"model file {path} is not a readable safetensors file: {error}") from error
+        raise ModelFileError(f"model file {path} {_unreadable_reason(path, error)}") from error
     problems = []
     if header.get("format") != FORMAT:
         problems.append(f"format is {header.get('format')!r}, expected {FORMAT!r}")
