@@ -160,6 +160,18 @@ def test_limits_are_validated():
             ServeLimits(**bad)
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--port", "99999", "argument --port: must be in [0, 65535], got 99999"),
+     ("--max-upload-mb", "-1", "argument --max-upload-mb: must be > 0, got -1"),
+     ("--queue-size", "0", "argument --queue-size: must be >= 1, got 0")],
+)  # fmt: skip
+def test_cli_flags_out_of_range_are_usage_errors(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit:
+        main(["serve", flag, value])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_app_runs_one_job_at_a_time_behind_a_bounded_queue(service):
     app = build_app(service)
     (event,) = app.fns.values()

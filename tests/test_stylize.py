@@ -101,6 +101,37 @@ def test_cli_bad_model_and_no_inputs(model_file, photos, tmp_path, capsys):
         load_model(garbage)
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--strength", "2", "argument --strength: must be in [0, 1], got 2"),
+     ("--strength", "nan", "argument --strength: must be in [0, 1], got nan"),
+     ("--max-size", "0", "argument --max-size: must be >= 1, got 0"),
+     ("--max-size", "big", "argument --max-size: expected an integer, got 'big'"),
+     ("--tile", "6", "--tile 6: must be a multiple of 4, the model's stride")],
+)  # fmt: skip
+def test_cli_bad_options_are_usage_errors_before_any_file(model_file, photos, tmp_path, capsys, flag, value, message):
+    out = tmp_path / "out"
+    assert exit_code(["stylize", str(photos), "--model", str(model_file), "-o", str(out), flag, value]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def exit_code(argv):
+    """main's exit code, whether argparse raised it (usage errors) or main returned it."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+def test_cli_output_that_is_a_file_is_refused_and_kept(model_file, photos, capsys):
+    victim = photos / "a.png"
+    before = victim.read_bytes()
+    assert main(["stylize", str(photos / "b.jpg"), "--model", str(model_file), "-o", str(victim)]) == 2
+    assert "is a file; -o names the output folder" in capsys.readouterr().err
+    assert victim.read_bytes() == before
+
+
 def test_bundled_styles_are_listed_and_load_by_name():
     assert {"starry_night", "composition_vii", "udnie", "cezanne"} <= set(list_models())
     model = load_model("starry_night")

@@ -140,6 +140,40 @@ def test_bad_model_files_give_one_clear_error(tmp_path, photos):
         load_generator(tmp_path / "future.safetensors")
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--iterations", "0", "--iterations must be at least 1, got 0"),
+     ("--batch-size", "-1", "--batch-size must be at least 1, got -1"),
+     ("--checkpoint-every", "0", "--checkpoint-every must be at least 1"),
+     ("--lr", "nan", "--lr must be a positive number, got nan"),
+     ("--style-weight", "-5", "--style-weight must be a non-negative number"),
+     ("--width", "0", "--width must be a positive number")],
+)  # fmt: skip
+def test_cli_refuses_values_no_training_can_use(tmp_path, photos, capsys, flag, value, message):
+    from instyle.cli import main
+
+    output = tmp_path / "model.safetensors"
+    assert main(_cli_train_args(tmp_path, photos, output, flag, value)) == 1
+    assert message in capsys.readouterr().err
+    assert not output.exists() and not (tmp_path / "model.train").exists()  # refused before any work
+
+
+def test_the_model_never_replaces_the_style_image_or_lands_under_an_image_name(tmp_path, photos, capsys):
+    from instyle.cli import main
+
+    style = tmp_path / "style.png"
+    before = style.read_bytes()
+    assert main(_cli_train_args(tmp_path, photos, style)) == 1
+    assert "the model is a safetensors file, not an image" in capsys.readouterr().err
+    renamed = tmp_path / "painting.model"  # a style image without an image suffix, named outright
+    renamed.write_bytes(before)
+    args = _cli_train_args(tmp_path, photos, renamed)
+    args[args.index("--style") + 1] = str(renamed)
+    assert main(args) == 1
+    assert "is the style image" in capsys.readouterr().err
+    assert style.read_bytes() == before and renamed.read_bytes() == before
+
+
 def _cli_train_args(tmp_path, photos, output, *extra):
     return [
         "train", "--style", str(tmp_path / "style.png"), "--content", str(photos), "-o", str(output),

@@ -102,6 +102,25 @@ def _add_weights_parser(sub) -> None:
         p.set_defaults(func=_cmd_weights)
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse type: ``kind`` within [low, high] (``low`` excluded with ``low_open``), so a bad
+    value is a usage error naming the flag before any work starts."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        if value != value or bad_low or (high is not None and value > high):  # value != value: NaN
+            bounds = f"{'>' if low_open else '>='} {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str]) -> None:
     """Derive --flags from a config dataclass: one source of defaults for CLI and library.
     A field's ``metadata`` may give ``choices`` and ``help``."""
@@ -211,6 +230,17 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     except (ModelFileError, ExportError) as error:
         print(f"instyle stylize: error: {error}", file=sys.stderr)
         return 2
+    stride = getattr(model.generator, "tile_stride", None)
+    if args.tile is not None and stride and args.tile % stride:
+        print(f"instyle stylize: error: --tile {args.tile}: must be a multiple of {stride}, the model's stride", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # -o names an existing file, or a folder that cannot be made
+        what = "is a file; -o names the output folder" if output.is_file() else f"cannot be made: {error.strerror or error}"
+        print(f"instyle stylize: error: -o {output} {what}", file=sys.stderr)
+        return 2
     sources, failed = [], 0
     for pattern in args.inputs:  # a missing input is reported; the others still run
         try:
@@ -230,7 +260,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         runtime=args.runtime,
     )
-    for result in stylize_files(model, sources, Path(args.output), suffix=args.suffix, **options):
+    for result in stylize_files(model, sources, output, suffix=args.suffix, **options):
         if result.error:
             failed += 1
             print(f"FAILED {result.source}: {result.error}", file=sys.stderr)
@@ -454,7 +484,7 @@ def _cmd_texture(args: argparse.Namespace) -> int:
 
 def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--max-pixels", type=int, default=None,
+        "--max-pixels", type=_number(int, 1), default=None,
         help="refuse images with more pixels, checked before decoding (default: $INSTYLE_MAX_PIXELS or 50000000)",
     )  # fmt: skip
 
@@ -531,10 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--model", required=True, help="bundled style name or model file")
     stylize.add_argument("-o", "--output", default="out", help="output folder (default: out)")
     stylize.add_argument("--recursive", action="store_true", help="descend into folders")
-    stylize.add_argument("--max-size", type=int, default=None, help="resize so the long side is at most this")
-    stylize.add_argument("--strength", type=float, default=1.0, help="blend with the content, 0..1 (default 1)")
+    stylize.add_argument("--max-size", type=_number(int, 1), default=None, help="resize so the long side is at most this")
+    stylize.add_argument("--strength", type=_number(float, 0, 1), default=1.0, help="blend with the content, 0..1 (default 1)")
     stylize.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
-    stylize.add_argument("--tile", type=int, default=None, help="tile size (default: automatic when needed)")
+    stylize.add_argument("--tile", type=_number(int, 1), default=None, help="tile size (default: automatic when needed)")
     stylize.add_argument("--device", default="auto", help="auto, cpu or cuda")
     stylize.add_argument(
         "--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -557,17 +587,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model file to offer besides the bundled styles (repeat for more)",
     )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--port", type=_number(int, 0, 65535), default=7860, help="port (default: 7860)")
     serve.add_argument(
-        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 1e6,
+        "--max-upload-mb", type=_number(float, 0, low_open=True), default=DEFAULT_MAX_UPLOAD_BYTES / 1e6,
         help=f"refuse larger uploads (default: {DEFAULT_MAX_UPLOAD_BYTES / 1e6:g})",
     )  # fmt: skip
     serve.add_argument(
-        "--max-size", type=int, default=DEFAULT_MAX_SIZE,
+        "--max-size", type=_number(int, 0), default=DEFAULT_MAX_SIZE,
         help=f"stylize at most this long side, resizing larger photos; 0: no limit (default: {DEFAULT_MAX_SIZE})",
     )  # fmt: skip
     serve.add_argument(
-        "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+        "--queue-size", type=_number(int, 1), default=DEFAULT_QUEUE_SIZE,
         help=f"requests that may wait behind the running one (default: {DEFAULT_QUEUE_SIZE})",
     )  # fmt: skip
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")

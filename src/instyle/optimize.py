@@ -86,8 +86,9 @@ def _validate(config: OptimizeConfig, n_styles: int) -> None:
         raise ValueError(f"init must be content or noise, got {config.init!r}")
     if config.preserve_color not in PRESERVE_COLOR:
         raise ValueError(f"preserve_color must be one of {', '.join(PRESERVE_COLOR)}, got {config.preserve_color!r}")
-    if config.size < 16 or config.iterations < 1 or config.scales < 1:
-        raise ValueError("size must be >= 16, iterations >= 1 and scales >= 1")
+    for name, low in (("size", 16), ("iterations", 1), ("scales", 1)):
+        if getattr(config, name) < low:
+            raise ValueError(f"--{name} must be at least {low}, got {getattr(config, name)}")
     if config.style_scale <= 0:
         raise ValueError(f"style_scale must be positive, got {config.style_scale}")
     if config.style_blend is not None:

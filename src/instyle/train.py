@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .image import default_content_images, iter_image_files, load_image, resize_long_side
+from .image import IMAGE_EXTENSIONS, default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model
 from .weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP
@@ -132,6 +132,31 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
         self.checkpoint = checkpoint
         self.step = step
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse values no training can use, naming the flag, before any work is done."""
+    at_least = {"iterations": 1, "batch_size": 1, "num_residual": 0, "checkpoint_every": 1, "sample_every": 0,
+                "eval_every": 1, "image_size": 1, "style_size": 1, "content_size": 1, "num_content": 1}
+    for name, low in at_least.items():
+        value = getattr(config, name)
+        if value is not None and value < low:
+            raise TrainingError(f"{_flag(name)} must be at least {low}, got {value}")
+    for name in ("content_weight", "style_weight", "tv_weight", "lr", "width", "lr_final_fraction"):
+        value = getattr(config, name)
+        positive = name in ("lr", "width")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise TrainingError(f"{_flag(name)} must be a {'positive' if positive else 'non-negative'} number, got {value}")
+    # a model file never replaces a photo or the painting it learns from
+    output = Path(config.output)
+    if output.suffix.lower() in IMAGE_EXTENSIONS:
+        raise TrainingError(f"-o {output}: the model is a safetensors file, not an image; name it MODEL.safetensors")
+    if output.exists() and Path(config.style).exists() and output.samefile(config.style):
+        raise TrainingError(f"-o {output} is the style image; choose another output path")
 
 
 # ---------------------------------------------------------------------------- data
@@ -341,6 +366,7 @@ def train(
     """Train the generator ``config`` describes; ``extractor`` replaces the VGG (tests)."""
     if not config.style:
         raise TrainingError("a style image or a bundled style name is required (--style IMG_OR_NAME)")
+    check_config(config)
     rank, world = _distributed()
     if config.batch_size % world:
         raise TrainingError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
@@ -397,8 +423,6 @@ def train(
     heldout: list[dict[str, float]] = []  # step, train_seconds, loss terms
     train_seconds = 0.0  # time in training steps, across resumes
     eval_crops = heldout_crops(config) if config.eval_content else None
-    if eval_crops is not None and config.eval_every < 1:
-        raise TrainingError(f"--eval-every must be at least 1, got {config.eval_every}")
     if config.resume:
         if not checkpoint_path.exists():
             raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
