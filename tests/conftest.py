@@ -45,6 +45,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB filesystem (tmpfs) to fill up; needs root, as CI has."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill_disk(folder: Path) -> None:
+    """Write zeros beside ``folder``'s files until its filesystem is full."""
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(1 << 12))
+        except OSError:
+            pass
+
+
 # --- VGG weights, perceptual losses ---------------------------------------------------------------------------
 SHARED_DATA = Path(os.environ.get("INSTYLE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

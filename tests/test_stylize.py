@@ -12,6 +12,8 @@ from instyle.modelfile import ModelFileError, save_model
 from instyle.models import TransformerNet
 from instyle.stylize import list_models, load_model
 
+from .conftest import fill_disk
+
 
 @pytest.fixture
 def model_file(tmp_path):
@@ -130,6 +132,19 @@ def test_cli_output_that_is_a_file_is_refused_and_kept(model_file, photos, capsy
     assert main(["stylize", str(photos / "b.jpg"), "--model", str(model_file), "-o", str(victim)]) == 2
     assert "is a file; -o names the output folder" in capsys.readouterr().err
     assert victim.read_bytes() == before
+
+
+def test_cli_disk_full_reports_each_file_and_leaves_no_partial_image(model_file, photos, small_disk, capsys):
+    out = small_disk / "out"
+    out.mkdir()
+    kept = out / "a_tiny.png"
+    kept.write_bytes(b"an earlier result")
+    fill_disk(small_disk)
+    assert main(["stylize", str(photos / "a.png"), str(photos / "b.jpg"), "--model", str(model_file), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 2 and "the previous file is kept" in err
+    assert kept.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in out.iterdir()) == ["a_tiny.png"]
 
 
 def test_bundled_styles_are_listed_and_load_by_name():

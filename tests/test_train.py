@@ -19,7 +19,7 @@ from instyle.modelfile import ModelFileError, load_generator, read_model_file
 from instyle.stylize import load_model
 from instyle.train import TrainConfig, TrainingError, TrainingInterrupted, load_checkpoint, train
 
-from .conftest import TinyEncoder
+from .conftest import TinyEncoder, fill_disk
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
 
@@ -172,6 +172,21 @@ def test_the_model_never_replaces_the_style_image_or_lands_under_an_image_name(t
     assert main(args) == 1
     assert "is the style image" in capsys.readouterr().err
     assert style.read_bytes() == before and renamed.read_bytes() == before
+
+
+def test_disk_full_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, photos, small_disk):
+    config = _config(tmp_path, photos, output=str(small_disk / "model.safetensors"))
+    checkpoint = small_disk / "model.train" / "checkpoint.pt"
+
+    def fill_after_first_checkpoint(step, losses):
+        if step == 3:
+            fill_disk(small_disk)
+
+    with pytest.raises(OSError, match=r"cannot write .*checkpoint.pt: No space left on device; the previous file is kept"):
+        train(config, on_step=fill_after_first_checkpoint, extractor=TinyEncoder())
+    assert load_checkpoint(checkpoint)["step"] == 2
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["checkpoint.pt"]  # no temporary file left
+    assert not (small_disk / "model.safetensors").exists()
 
 
 def _cli_train_args(tmp_path, photos, output, *extra):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .fileio import write_atomic
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -292,7 +293,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_optimize(args: argparse.Namespace) -> int:
     import dataclasses
     import json
-    import os
 
     from tqdm import tqdm
 
@@ -338,9 +338,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     sidecar = output.with_name(output.name + ".json")
     summary = {"content": str(args.content), "style": [str(s) for s in args.style], "output": str(output)}
     summary.update(result.summary())
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, sidecar)
+    write_atomic(sidecar, json.dumps(summary, indent=2) + "\n")
     print(
         f"wrote {output} ({result.image.shape[2]}x{result.image.shape[1]}) in {result.seconds:.1f} s: "
         f"content {result.initial_losses['content']:.4g} -> {result.final_losses['content']:.4g}, "

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from .fileio import write_atomic
 from .image import ImageError, default_content_images, iter_image_files, load_image, resize_long_side, save_image
 from .losses import PerceptualLoss
 from .modelfile import ModelFileError
@@ -450,8 +451,8 @@ def run_in_vs_bn(
     cpu_after = _cpu_seconds()
     report["meta"]["cpu_seconds"] = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     report["claims"] = _verdicts(report)
-    _write_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
-    _write_atomic(output / "report.md", _markdown(report))
+    write_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(output / "report.md", _markdown(report))
     return report
 
 
@@ -590,22 +591,10 @@ def _figure(config, models, photo: Tensor, name: str, style: StyleSource, path: 
         show(axes[3, j], outputs["batch"][j], f"BN, contrast x{k:g}")
     fig.suptitle(f"instyle experiment in-vs-bn{' --quick' if config.quick else ''}: held-out photo", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- verdicts and the report

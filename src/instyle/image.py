@@ -11,8 +11,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-import secrets
-import stat
 import struct
 import warnings
 import zlib
@@ -25,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
+
+from .fileio import write_atomic
 
 __all__ = [
     "ImageError",
@@ -357,30 +357,8 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, quality:
     if not folder.is_dir():
         raise FileNotFoundError(f"{path}: folder {folder} does not exist")
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    _write_atomic(path, lambda f: pil.save(f, format=fmt, **options))
+    write_atomic(path, lambda f: pil.save(f, format=fmt, **options))
     return path
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Call write(file) on a new temporary file beside `path`, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # O_EXCL: never follow or reuse an existing name; mode 0o666 lets the umask decide, as for
-    # any new file (mkstemp would make it 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():  # keep the permissions of the file being replaced
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # -------------------------------------------------------------------------------------- helpers

