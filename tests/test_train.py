@@ -189,6 +189,32 @@ def test_disk_full_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pa
     assert not (small_disk / "model.safetensors").exists()
 
 
+SAVE_FOREVER = """
+import sys, torch
+from pathlib import Path
+from instyle.train import atomic_torch_save
+step = 0
+while True:
+    atomic_torch_save({"step": step, "weight": torch.full((1 << 20,), float(step))}, Path(sys.argv[1]))
+    if step == 0:
+        print("saved", flush=True)
+    step += 1
+"""
+
+
+def test_sigkill_during_saves_leaves_a_whole_checkpoint(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    for delay in (0.0, 0.05, 0.13, 0.31):
+        child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(checkpoint)], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline() == "saved\n"
+        time.sleep(delay)
+        child.kill()  # SIGKILL: no handler, no cleanup, wherever the save was
+        child.wait()
+        child.stdout.close()
+        state = load_checkpoint(checkpoint)
+        assert torch.equal(state["weight"], torch.full((1 << 20,), float(state["step"])))
+
+
 def _cli_train_args(tmp_path, photos, output, *extra):
     return [
         "train", "--style", str(tmp_path / "style.png"), "--content", str(photos), "-o", str(output),

@@ -37,6 +37,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         if path.exists():  # keep the permissions of the file being replaced
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself survives a power cut
     except OSError as error:
         tmp.unlink(missing_ok=True)
         kept = "; the previous file is kept" if path.exists() else ""
@@ -45,3 +46,16 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # a folder that cannot be opened (Windows): the rename stands as it is
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
