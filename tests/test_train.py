@@ -52,6 +52,8 @@ def test_resume_after_a_signal_equals_training_straight(tmp_path, photos):
         train(config, on_step=interrupt_at_3, extractor=TinyEncoder())
     assert stop.value.step == 3 and stop.value.signum == signal.SIGINT
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
+    log_dir = stop.value.checkpoint.parent  # the log so far, beside the checkpoint
+    assert len(list(csv.DictReader(open(log_dir / "log.csv")))) == 3 and (log_dir / "loss_curve.png").exists()
     resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
     assert resumed.step == 6
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -185,7 +187,7 @@ def test_disk_full_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pa
     with pytest.raises(OSError, match=r"cannot write .*checkpoint.pt: No space left on device; the previous file is kept"):
         train(config, on_step=fill_after_first_checkpoint, extractor=TinyEncoder())
     assert load_checkpoint(checkpoint)["step"] == 2
-    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["checkpoint.pt"]  # no temporary file left
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["checkpoint.pt", "log.csv"]  # no temporary file
     assert not (small_disk / "model.safetensors").exists()
 
 

@@ -465,6 +465,7 @@ def train(
             },
             checkpoint_path,
         )
+        _write_log(history, log_dir, heldout, plot=False)  # the CSV follows the checkpoint (a plot costs more)
 
     stop_signal: list[int] = []
     previous_handlers = {}
@@ -540,6 +541,8 @@ def train(
                 _save_samples(model, content_images, log_dir / f"samples_{step:06d}.png", device)
             if stop_signal:
                 save_checkpoint()
+                if rank == 0:
+                    _write_log(history, log_dir, heldout)
                 raise TrainingInterrupted(stop_signal[0], checkpoint_path, step)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -591,12 +594,16 @@ def _write_rows(rows: list[dict[str, float]], path: Path) -> None:
     write_atomic(path, text.getvalue())
 
 
-def _write_log(history: list[dict[str, float]], log_dir: Path, heldout: list[dict[str, float]] = ()) -> None:
-    """The CSV log and the loss-curve PNG (with the held-out total, where evaluated)."""
+def _write_log(
+    history: list[dict[str, float]], log_dir: Path, heldout: list[dict[str, float]] = (), plot: bool = True
+) -> None:
+    """The CSV log and (with ``plot``) the loss-curve PNG, with the held-out total where evaluated."""
     if not history:
         return
     keys = list(history[0])
     _write_rows(history, log_dir / "log.csv")
+    if not plot:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
