@@ -1,5 +1,6 @@
 """The command line, run in-process through main(argv) and once as a real subprocess."""
 
+import argparse
 import subprocess
 import sys
 
@@ -25,6 +26,18 @@ def test_help_lists_commands(capsys):
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "usage: instyle" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["train", "optimize", "texture", "stylize", "serve", "experiment in-vs-bn"])
+def test_every_flag_says_what_it_does(command):
+    """No flag is listed with a default alone: each has a help text of its own."""
+    from instyle.cli import build_parser
+
+    parser = build_parser()
+    for name in command.split():  # down through the sub-commands
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    bare = [a.option_strings[-1] for a in parser._actions if a.option_strings and not (a.help or "").split("(default:")[0].strip()]
+    assert not bare, f"instyle {command}: flags without a help text: {bare}"
 
 
 def test_python_dash_m_runs_the_cli():

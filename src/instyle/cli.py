@@ -124,7 +124,7 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str]) -> None:
     """Derive --flags from a config dataclass: one source of defaults for CLI and library.
-    A field's ``metadata`` may give ``choices`` and ``help``."""
+    A field's ``metadata`` may give ``choices``; the class's ``FLAG_HELP`` gives the help texts."""
     import dataclasses
     import typing
 
@@ -135,7 +135,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"{f.metadata.get('help', '')} (default: {shown})".strip()
+        help_text = config_cls.FLAG_HELP.get(f.name, "")
+        if "(default:" not in help_text:  # a help text may say what a default of None means
+            help_text = f"{help_text} (default: {shown})".strip()
         if isinstance(default, bool):  # --flag, or --flag / --no-flag where it is on by default
             action = argparse.BooleanOptionalAction if default else "store_true"
             parser.add_argument(flag, action=action, default=default, help=help_text)
@@ -561,7 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--recursive", action="store_true", help="descend into folders")
     stylize.add_argument("--max-size", type=_number(int, 1), default=None, help="resize so the long side is at most this")
     stylize.add_argument("--strength", type=_number(float, 0, 1), default=1.0, help="blend with the content, 0..1 (default 1)")
-    stylize.add_argument("--preserve-color", choices=("none", "luminance", "histogram"), default="none")
+    stylize.add_argument(
+        "--preserve-color", choices=("none", "luminance", "histogram"), default="none",
+        help="keep the photo's colours: luminance transfer or histogram matching (default: none)",
+    )  # fmt: skip
     stylize.add_argument("--tile", type=_number(int, 1), default=None, help="tile size (default: automatic when needed)")
     stylize.add_argument("--device", default="auto", help="auto, cpu or cuda")
     stylize.add_argument(
@@ -599,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"requests that may wait behind the running one (default: {DEFAULT_QUEUE_SIZE})",
     )  # fmt: skip
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    serve.add_argument("--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    serve.add_argument(
+        "--dtype", default="fp32", choices=("auto", "fp32", "bf16", "fp16"), help="compute precision (default: fp32)"
+    )
     _add_max_pixels(serve)
     serve.set_defaults(func=_cmd_serve)
 

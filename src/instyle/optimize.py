@@ -11,7 +11,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ class OptimizeConfig:
     iterations: int = 500  # per scale
     optimizer: str = field(default="lbfgs", metadata={"choices": ("lbfgs", "adam")})
     lr: float = 1.0  # lbfgs step; adam uses lr * 0.02 on [0, 1] pixels
-    init: str = field(default="content", metadata={"choices": ("content", "noise"), "help": "start image"})
+    init: str = field(default="content", metadata={"choices": ("content", "noise")})
     content_weight: float = 5.0
     style_weight: float = 100.0
     tv_weight: float = 1e2
@@ -53,7 +53,28 @@ class OptimizeConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = field(default="fp32", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = field(default=None, metadata={"help": VGG_WEIGHTS_HELP})
+    vgg_weights: str | None = None
+
+    # the --help text of each flag
+    FLAG_HELP: ClassVar[dict[str, str]] = {
+        "size": "long side of the output",
+        "iterations": "optimizer steps per scale",
+        "optimizer": "L-BFGS (Gatys et al.) or Adam",
+        "lr": "L-BFGS step size; Adam uses lr x 0.02 on [0, 1] pixels",
+        "init": "start image",
+        "content_weight": "content loss weight",
+        "style_weight": "style loss weight",
+        "tv_weight": "total-variation (smoothness) loss weight",
+        "style_scale": "style image long side as a multiple of --size",
+        "scales": "coarse-to-fine: optimize at size / 2^(N-1) first, then double",
+        "preserve_color": "keep the content's colours: luminance transfer or histogram matching",
+        "content_layers": "VGG layers of the content loss",
+        "style_layers": "VGG layers whose Gram matrices make the style loss",
+        "seed": "seed of the noise start",
+        "device": "auto, cpu, cuda or cuda:N",
+        "dtype": "compute precision",
+        "vgg_weights": VGG_WEIGHTS_HELP,
+    }
 
 
 @dataclass

@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -53,9 +53,7 @@ class TextureConfig:
     batch_size: int = 1
     train_size: int = 128  # side of the square textures generated while training
     # long side of the style image: sets the scale of the texture's elements
-    style_size: int | None = field(
-        default=None, metadata={"help": f"style image long side; None: {DEFAULT_STYLE_SIZE}, or the size of stored style targets"}
-    )
+    style_size: int | None = None
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     style_weight: float = 1e5
     tv_weight: float = 0.0
@@ -69,7 +67,28 @@ class TextureConfig:
     device: str = "auto"
     # auto: bf16 autocast on CUDA (NCHW), bf16 autocast + channels_last on CPUs with native bf16, else fp32
     dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = field(default=None, metadata={"help": VGG_WEIGHTS_HELP})
+    vgg_weights: str | None = None
+
+    # the --help text of each flag
+    FLAG_HELP: ClassVar[dict[str, str]] = {
+        "iterations": "training steps of the texture generator",
+        "batch_size": "textures generated per training step",
+        "train_size": "side of the square textures generated while training",
+        "style_size": f"style image long side (default: {DEFAULT_STYLE_SIZE}, or the size of stored style targets)",
+        "style_layers": "VGG layers whose Gram matrices make the style loss",
+        "style_weight": "style loss weight",
+        "tv_weight": "total-variation (smoothness) loss weight",
+        "lr": "Adam learning rate",
+        "lr_final_fraction": "the learning rate decays on a cosine to lr x this",
+        "num_scales": "scales of the multi-scale generator (each halves the resolution)",
+        "channels": "channels per scale of the generator",
+        "noise_channels": "noise channels fed in at each scale",
+        "norm": "normalization in the generator",
+        "train_seed": "seed of the generator training (the sampling seed is --seed)",
+        "device": "auto, cpu, cuda or cuda:N",
+        "dtype": "compute precision of training: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+        "vgg_weights": VGG_WEIGHTS_HELP,
+    }
 
     def to_json(self) -> dict:
         data = asdict(self)

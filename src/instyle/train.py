@@ -59,22 +59,16 @@ class TrainConfig:
     image_size: int | None = None  # crop size; None: 256 on CUDA, 128 on CPU (the reduced CPU configuration)
     # style image long side; None: 3 x image_size (384 for the CPU's 128 px crops), or the size stored
     # style targets were computed at
-    style_size: int | None = field(
-        default=None, metadata={"help": "style image long side (default: 3 x --image-size, or the stored targets' size)"}
-    )
+    style_size: int | None = None
     # content photos are scaled to this short side before cropping; None: 1.5 x image_size, so that a
     # crop shows most of a photo. The generator learns its strokes at this scale.
-    content_size: int | None = field(
-        default=None, metadata={"help": "short side content photos are scaled to before cropping (default: 1.5 x --image-size)"}
-    )
+    content_size: int | None = None
     # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG); weights tuned
     # on Starry Night at 128 px crops on CPU (docs/training.md): content at relu2_2 as well as relu4_2
     # keeps faces and edges that relu4_2 alone let the style wash out. The style weight is the ImageNet
     # VGG-19's (40 on the HED VGG-16, whose features are smaller; adopt_target_weights scales it).
     content_weight: float = 1.0
-    style_weight: float = field(
-        default=5.0, metadata={"help": "style loss weight, for imagenet-vgg19; the default becomes 40 on hed-vgg16"}
-    )
+    style_weight: float = 5.0
     tv_weight: float = 50.0
     content_layers: tuple[str, ...] = ("relu2_2", "relu4_2")
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -89,21 +83,55 @@ class TrainConfig:
     checkpoint_every: int = 200
     # held-out photos (a folder) whose perceptual loss is logged every eval_every steps and at the end,
     # in eval mode and fp32, to LOG_DIR/heldout.csv with the training seconds so far
-    eval_content: str | None = field(default=None, metadata={"help": "folder of held-out photos to evaluate on"})
+    eval_content: str | None = None
     eval_every: int = 500
     sample_every: int = 500
     log_dir: str | None = None  # CSV log, loss curve, samples and checkpoint; default: OUTPUT's folder / OUTPUT_stem.train
     resume: bool = False
     # torch.compile of the generator and the loss network for the training steps: fewer, fused kernels
     # and less Python per step, after a first step that compiles (about a minute)
-    compile: bool = field(default=False, metadata={"help": "torch.compile the generator and the loss network"})
+    compile: bool = False
     # On CUDA, one process, transformer generator (with or without --compile): after two eager steps,
     # forward, loss and backward are captured as one CUDA graph and replayed, so a step costs one launch
     # of CPU time instead of a thousand (the eager step waits on Python, not on the GPU)
-    cuda_graph: bool = field(default=True, metadata={"help": "replay each CUDA training step as a CUDA graph"})
-    vgg_weights: str | None = field(default=None, metadata={"help": TRAIN_VGG_WEIGHTS_HELP})
-    save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16"), "help": "model file precision"})
+    cuda_graph: bool = True
+    vgg_weights: str | None = None
+    save_dtype: str = field(default="fp32", metadata={"choices": ("fp32", "fp16")})
 
+    # the --help text of each flag
+    FLAG_HELP: ClassVar[dict[str, str]] = {
+        "content": "folder of content photos (default: the photos bundled with scikit-image)",
+        "arch": "generator: transformer (Johnson et al.) or texture (the multi-scale TextureNet of Ulyanov et al.)",
+        "norm": "normalization in the generator",
+        "width": "channel multiplier of the transformer generator (1: 32-64-128 filters)",
+        "num_residual": "residual blocks in the transformer generator",
+        "iterations": "training steps",
+        "batch_size": "crops per step (split over the processes under torchrun)",
+        "image_size": "side of the square training crops (default: 256 on CUDA, 128 on CPU)",
+        "style_size": "style image long side (default: 3 x --image-size, or the stored targets' size)",
+        "content_size": "short side content photos are scaled to before cropping (default: 1.5 x --image-size)",
+        "content_weight": "content loss weight",
+        "style_weight": "style loss weight, for imagenet-vgg19; the default becomes 40 on hed-vgg16",
+        "tv_weight": "total-variation (smoothness) loss weight",
+        "content_layers": "VGG layers of the content loss",
+        "style_layers": "VGG layers whose Gram matrices make the style loss",
+        "lr": "Adam learning rate",
+        "lr_final_fraction": "the learning rate decays on a cosine to lr x this",
+        "seed": "seed of the weights, crops and flips",
+        "device": "auto, cpu, cuda or cuda:N",
+        "dtype": "compute precision: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+        "num_content": "train on the first N content photos only",
+        "checkpoint_every": "write the checkpoint (and the CSV log) every N steps",
+        "eval_content": "folder of held-out photos to evaluate on",
+        "eval_every": "evaluate on --eval-content every N steps",
+        "sample_every": "write a grid of stylized photos every N steps; 0: never",
+        "log_dir": "folder of the checkpoint, logs and samples (default: OUTPUT_STEM.train beside OUTPUT)",
+        "resume": "continue from the checkpoint in LOG_DIR, exactly where it stopped",
+        "compile": "torch.compile the generator and the loss network",
+        "cuda_graph": "replay each CUDA training step as a CUDA graph",
+        "vgg_weights": TRAIN_VGG_WEIGHTS_HELP,
+        "save_dtype": "model file precision",
+    }
     def to_json(self) -> dict:
         data = asdict(self)
         data["content_layers"] = list(self.content_layers)
