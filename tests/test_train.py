@@ -321,6 +321,45 @@ def test_heldout_loss_is_logged_and_survives_a_resume(tmp_path, photos):
         train(_config(tmp_path, photos, "bad", eval_content=str(heldout_dir), eval_every=0), extractor=TinyEncoder())
 
 
+def test_patience_stops_early_saves_the_best_evaluation_and_resumes_exactly(tmp_path, photos):
+    heldout_dir = tmp_path / "heldout"
+    heldout_dir.mkdir()
+    save_image(torch.rand(3, 50, 60, generator=torch.Generator().manual_seed(5)), heldout_dir / "h.png")
+    # a learning rate this high makes the held-out loss stop improving well before step 40
+    common = dict(eval_content=str(heldout_dir), eval_every=2, patience=3, iterations=40, lr=0.2, checkpoint_every=4)
+    straight = train(_config(tmp_path, photos, "straight", **common), extractor=TinyEncoder())
+    totals = {int(r["step"]): float(r["total"]) for r in csv.DictReader(open(straight.log_dir / "heldout.csv"))}
+    best_step = min(totals, key=lambda k: (totals[k], k))
+    assert straight.stopped_early and straight.best_step == best_step < straight.step < 40
+    assert straight.step == best_step + 3 * 2, "three evaluations without improvement, then stop"
+    _, metadata, tensors = read_model_file(straight.output)
+    assert metadata["best_step"] == best_step and metadata["stopped_early"] and metadata["iterations"] == straight.step
+    assert metadata["heldout_losses"]["step"] == best_step
+    best = load_checkpoint(straight.log_dir / "checkpoint.pt")["best"]
+    assert best["step"] == best_step
+    for name, weight in best["model"].items():  # the file holds the best evaluation's weights
+        assert torch.equal(tensors[name], weight), name
+
+    def interrupt_at_5(step, losses):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = _config(tmp_path, photos, "resumed", **common)
+    with pytest.raises(TrainingInterrupted):
+        train(config, on_step=interrupt_at_5, extractor=TinyEncoder())
+    resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
+    assert (resumed.step, resumed.best_step, resumed.stopped_early) == (straight.step, best_step, True)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    again = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
+    assert again.step == straight.step, "a resume after an early stop trains no further"
+
+
+def test_patience_needs_heldout_photos(tmp_path, photos):
+    with pytest.raises(TrainingError, match="--patience needs --eval-content"):
+        train(_config(tmp_path, photos, patience=2), extractor=TinyEncoder())
+
+
 def test_compiled_training_follows_eager_and_saves_a_plain_model(tmp_path, photos):
     """--compile: the same first loss, losses that stay close, and a model file without compile wrappers."""
     eager = train(_config(tmp_path, photos, "eager", iterations=3, checkpoint_every=100), extractor=TinyEncoder())

@@ -215,8 +215,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"instyle train: error: {error}", file=sys.stderr)
         return 1
     bar.close()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun the first process speaks for all
+        return 0
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items() if k != "images_per_s")
-    print(f"wrote {result.output} after {result.step} steps in {result.seconds:.0f} s ({losses}); log in {result.log_dir}")
+    if result.stopped_early:
+        print(f"stopped early at step {result.step}: the held-out loss last improved at step {result.best_step}")
+    elif result.best_step != result.step:
+        print(f"the held-out loss was lowest at step {result.best_step}")
+    weights = f" with the weights of step {result.best_step}" if result.best_step != result.step else ""
+    print(f"wrote {result.output}{weights} after {result.step} steps in {result.seconds:.0f} s ({losses}); log in {result.log_dir}")
     return 0
 
 

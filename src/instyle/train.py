@@ -85,6 +85,8 @@ class TrainConfig:
     # in eval mode and fp32, to LOG_DIR/heldout.csv with the training seconds so far
     eval_content: str | None = None
     eval_every: int = 500
+    # early stopping on the held-out loss (the paper's 16 photos "with early stopping"); 0: off
+    patience: int = 0
     sample_every: int = 500
     log_dir: str | None = None  # CSV log, loss curve, samples and checkpoint; default: OUTPUT's folder / OUTPUT_stem.train
     resume: bool = False
@@ -124,6 +126,8 @@ class TrainConfig:
         "checkpoint_every": "write the checkpoint (and the CSV log) every N steps",
         "eval_content": "folder of held-out photos to evaluate on",
         "eval_every": "evaluate on --eval-content every N steps",
+        "patience": "with --eval-content: stop when the held-out loss has not improved for N evaluations, "
+        "and save the model of the best one; 0: train all --iterations",
         "sample_every": "write a grid of stylized photos every N steps; 0: never",
         "log_dir": "folder of the checkpoint, logs and samples (default: OUTPUT_STEM.train beside OUTPUT)",
         "resume": "continue from the checkpoint in LOG_DIR, exactly where it stopped",
@@ -148,6 +152,8 @@ class TrainResult:
     log_dir: Path
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0  # the step whose weights were saved (the last one unless --patience chose)
+    stopped_early: bool = False
 
 
 class TrainingError(RuntimeError):
@@ -171,7 +177,7 @@ def _flag(name: str) -> str:
 def check_config(config: TrainConfig) -> None:
     """Refuse values no training can use, naming the flag, before any work is done."""
     at_least = {"iterations": 1, "batch_size": 1, "num_residual": 0, "checkpoint_every": 1, "sample_every": 0,
-                "eval_every": 1, "image_size": 1, "style_size": 1, "content_size": 1, "num_content": 1}
+                "eval_every": 1, "patience": 0, "image_size": 1, "style_size": 1, "content_size": 1, "num_content": 1}
     for name, low in at_least.items():
         value = getattr(config, name)
         if value is not None and value < low:
@@ -181,6 +187,8 @@ def check_config(config: TrainConfig) -> None:
         positive = name in ("lr", "width")
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             raise TrainingError(f"{_flag(name)} must be a {'positive' if positive else 'non-negative'} number, got {value}")
+    if config.patience and not config.eval_content:
+        raise TrainingError("--patience needs --eval-content DIR: the held-out photos it judges by")
     # a model file never replaces a photo or the painting it learns from
     output = Path(config.output)
     if output.suffix.lower() in IMAGE_EXTENSIONS:
@@ -451,6 +459,9 @@ def train(
     heldout: list[dict[str, float]] = []  # step, train_seconds, loss terms
     train_seconds = 0.0  # time in training steps, across resumes
     eval_crops = heldout_crops(config) if config.eval_content else None
+    # with --patience: the evaluation with the lowest held-out total, {"step", "total", "model" (on the CPU)}
+    best: dict | None = None
+    stopped_early = False
     if config.resume:
         if not checkpoint_path.exists():
             raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
@@ -462,6 +473,7 @@ def train(
         history = list(state.get("history", []))
         heldout = list(state.get("heldout", []))
         train_seconds = float(state.get("train_seconds", 0.0))
+        best, stopped_early = state.get("best"), bool(state.get("stopped_early", False))
         _set_rng_state(state["rng"])
     train_model, step_loss = model, loss_fn
     if world > 1:
@@ -488,6 +500,8 @@ def train(
                 "history": history,
                 "heldout": heldout,
                 "train_seconds": train_seconds,
+                "best": best,
+                "stopped_early": stopped_early,
                 "rng": _rng_state(),
                 "config": json.dumps(config.to_json()),
             },
@@ -523,7 +537,7 @@ def train(
     # every step has the same shapes: let cuDNN time its algorithms once (for this loop only)
     torch.backends.cudnn.benchmark = cudnn_benchmark or device.type == "cuda"
     try:
-        while step < config.iterations:
+        while step < config.iterations and not stopped_early:
             batch = batch_for_step(crop_source, config, step)[rank * local : (rank + 1) * local]
             batch = batch.to(device, memory_format=memory_format)
             step_start = time.perf_counter()
@@ -557,13 +571,23 @@ def train(
             train_seconds += seconds
             losses["images_per_s"] = config.batch_size / max(seconds, 1e-9)
             history.append({"step": step, **losses})
-            if rank == 0 and eval_crops is not None and (step % config.eval_every == 0 or step == config.iterations):
+            evaluate = eval_crops is not None and (step % config.eval_every == 0 or step == config.iterations)
+            if rank == 0 and evaluate:
                 terms_out = heldout_loss(model, loss_fn, eval_crops, device, memory_format)
                 heldout.append({"step": step, "train_seconds": round(train_seconds, 3), **terms_out})
                 _write_rows(heldout, log_dir / "heldout.csv")
+                if config.patience:
+                    if best is None or terms_out["total"] < best["total"]:
+                        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                        best = {"step": step, "total": terms_out["total"], "model": weights}
+                    stopped_early = sum(h["step"] > best["step"] for h in heldout) >= config.patience
+            if world > 1 and evaluate and config.patience:  # rank 0 decides for every process
+                flag = torch.tensor([float(stopped_early)], device=device)
+                torch.distributed.broadcast(flag, src=0)
+                stopped_early = bool(flag.item())
             if on_step is not None and rank == 0:
                 on_step(step, losses)
-            if step % config.checkpoint_every == 0 or step == config.iterations:
+            if step % config.checkpoint_every == 0 or step == config.iterations or stopped_early:
                 save_checkpoint()
             if rank == 0 and config.sample_every and step % config.sample_every == 0:
                 _save_samples(model, content_images, log_dir / f"samples_{step:06d}.png", device)
@@ -577,6 +601,10 @@ def train(
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
 
+    best_heldout = heldout[-1] if heldout else None
+    if best is not None:  # the model of the best evaluation, not the last step's
+        model.load_state_dict(best["model"])
+        best_heldout = next(h for h in heldout if h["step"] == best["step"])
     if rank == 0:
         _write_log(history, log_dir, heldout)
         metadata = {
@@ -586,8 +614,10 @@ def train(
             "style_source": source.to_json(),
             "vgg_weights_sha256": getattr(loss_fn.extractor, "weights_sha256", None),
             "final_losses": {k: v for k, v in losses.items() if k != "images_per_s"},
-            "heldout_losses": heldout[-1] if heldout else None,
+            "heldout_losses": best_heldout,
             "iterations": step,
+            "best_step": best["step"] if best else step,
+            "stopped_early": stopped_early,
             "device": device.type,
             "instyle_version": __version__,
         }
@@ -597,7 +627,10 @@ def train(
         )  # fmt: skip
     if world > 1:
         torch.distributed.barrier()
-    return TrainResult(model, step, losses, output, log_dir, time.perf_counter() - start, history)
+    return TrainResult(
+        model, step, losses, output, log_dir, time.perf_counter() - start, history,
+        best_step=best["step"] if best else step, stopped_early=stopped_early,
+    )  # fmt: skip
 
 
 @torch.no_grad()
