@@ -390,8 +390,8 @@ def test_bundled_styles_name_the_weights_their_targets_need():
 
 
 def test_adopted_weights_scale_only_the_default_style_weight():
-    """The loss network settles with the style weight: `train` defaults to the ImageNet VGG-19 at style
-    weight 5, the other commands to the HED VGG-16; --style NAME takes the weights its stored targets
+    """The loss network settles with the style weight: `train` and `texture` default to the ImageNet
+    VGG-19 (style weights 5 and 1.25e4), the other commands to the HED VGG-16; --style NAME takes the weights its stored targets
     were computed with, and a default style weight is scaled from the command's network to the chosen
     one (40 on HED for train's 5, 12.5 on VGG-19 for optimize's 100); a chosen weight stands."""
     from instyle.optimize import OptimizeConfig
@@ -416,6 +416,14 @@ def test_adopted_weights_scale_only_the_default_style_weight():
     config = adopt_target_weights(OptimizeConfig(style_weight=30.0), starry)
     assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 30.0)
     assert adopt_target_weights(OptimizeConfig(), cezanne) == OptimizeConfig()
+    from instyle.texture import TextureConfig, resolve_style_size
+
+    # texture trains a generator like train: the VGG-19 by default, 8x the weight on HED
+    assert TextureConfig.default_vgg_weights == "imagenet-vgg19"
+    config = adopt_target_weights(TextureConfig(style="cezanne"), cezanne)
+    assert (config.vgg_weights, config.style_weight) == ("hed-vgg16", 1e5)
+    config, _ = resolve_style_size(TextureConfig(style="starry_night"))
+    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 1.25e4), "named, for the metadata"
 
 
 def test_targets_of_other_weights_are_refused_with_the_weights_to_use():

@@ -29,7 +29,7 @@ from . import __version__
 from .image import resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import ModelFileError, load_generator, save_model
-from .weights import VGG_WEIGHTS_HELP, file_sha256 as sha256_file
+from .weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP, file_sha256 as sha256_file
 from .models import TextureNet
 from .models.vgg import VGGFeatures
 from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
@@ -46,16 +46,20 @@ _NOT_HASHED = ("style", "device", "dtype", "vgg_weights")
 class TextureConfig:
     """One source of defaults: the CLI derives its flags from these fields."""
 
+    # the loss network vgg_weights=None stands for (instyle.style_targets.adopt_target_weights)
+    default_vgg_weights: ClassVar[str] = TRAIN_VGG_WEIGHTS
+
     style: str = ""  # a style image, a bundled style name, or a model file with style targets
-    # CPU-sized defaults: 150 steps at 128 px, batch 1, gave a recognisable Starry Night texture
-    # (palette and blobs, few strokes) in about 3 minutes on a loaded 2-core CPU; raise them on a GPU.
-    iterations: int = 250
+    # CPU-sized defaults: 1000 steps at 128 px, batch 1, on the ImageNet VGG-19 give a Starry Night
+    # texture with its strokes, yellow dashes and dark patches in about 70 s on the 2-core CPU (250
+    # steps: palette and blobs; the HED VGG-16: blobs under a hatch); raise them on a GPU.
+    iterations: int = 1000
     batch_size: int = 1
     train_size: int = 128  # side of the square textures generated while training
     # long side of the style image: sets the scale of the texture's elements
     style_size: int | None = None
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    style_weight: float = 1e5
+    style_weight: float = 1.25e4  # for the VGG-19; the HED VGG-16 needs 8x (1e5, scaled automatically)
     tv_weight: float = 0.0
     lr: float = 2e-2
     lr_final_fraction: float = 0.1  # cosine decay to lr * this
@@ -76,7 +80,7 @@ class TextureConfig:
         "train_size": "side of the square textures generated while training",
         "style_size": f"style image long side (default: {DEFAULT_STYLE_SIZE}, or the size of stored style targets)",
         "style_layers": "VGG layers whose Gram matrices make the style loss",
-        "style_weight": "style loss weight",
+        "style_weight": "style loss weight, for imagenet-vgg19; the default becomes 1e5 on hed-vgg16",
         "tv_weight": "total-variation (smoothness) loss weight",
         "lr": "Adam learning rate",
         "lr_final_fraction": "the learning rate decays on a cosine to lr x this",
@@ -87,7 +91,7 @@ class TextureConfig:
         "train_seed": "seed of the generator training (the sampling seed is --seed)",
         "device": "auto, cpu, cuda or cuda:N",
         "dtype": "compute precision of training: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
-        "vgg_weights": VGG_WEIGHTS_HELP,
+        "vgg_weights": TRAIN_VGG_WEIGHTS_HELP,
     }
 
     def to_json(self) -> dict:
@@ -130,6 +134,8 @@ def resolve_style_size(config: TextureConfig) -> tuple[TextureConfig, StyleSourc
     _check_config(config)
     source = resolve_style(config.style)
     config = adopt_target_weights(config, source)
+    if config.vgg_weights is None:  # recorded by name in the generator's metadata
+        config = dataclasses.replace(config, vgg_weights=config.default_vgg_weights)
     if source.targets is not None:
         return dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size)), source
     return dataclasses.replace(config, style_size=config.style_size or DEFAULT_STYLE_SIZE), source
