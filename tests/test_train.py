@@ -279,6 +279,19 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         assert float(b["total"]) == pytest.approx(float(a["total"]), rel=1e-4)
 
 
+def test_unreadable_photos_are_skipped_by_name_and_none_readable_is_an_error(tmp_path, caplog):
+    from instyle.train import load_content_set
+
+    save_image(torch.rand(3, 40, 40), tmp_path / "good.png")
+    (tmp_path / "broken.jpg").write_bytes(b"<html>not found</html>")
+    with caplog.at_level("WARNING", logger="instyle"):
+        assert len(load_content_set(str(tmp_path), 32)) == 1
+    assert "skipping" in caplog.text and "broken.jpg" in caplog.text
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(TrainingError, match="none of its 1 images could be read"):
+        load_content_set(str(tmp_path), 32)
+
+
 def test_content_size_sets_the_scale_photos_are_cropped_from(tmp_path):
     from instyle.train import load_content_set
 

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import signal
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from . import __version__
 from .fileio import write_atomic
-from .image import IMAGE_EXTENSIONS, default_content_images, iter_image_files, load_image, resize_long_side
+from .image import IMAGE_EXTENSIONS, ImageError, default_content_images, iter_image_files, load_image, resize_long_side
 from .losses import PerceptualLoss
 from .modelfile import save_model
 from .weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP
@@ -38,6 +39,7 @@ from .style_targets import apply_targets, compute_style_targets, resolve_style, 
 from .runtime import loss_memory_format, preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
+_log = logging.getLogger(__name__)  # the CLI shows its messages on stderr
 
 
 @dataclass
@@ -211,7 +213,14 @@ def load_content_set(
         paths = list(iter_image_files([content], recursive=True))
         if not paths:
             raise TrainingError(f"--content {content}: no images found")
-        images = [load_image(p) for p in paths]
+        images = []
+        for path in paths:  # one unreadable photo in a folder of many is skipped, and said so
+            try:
+                images.append(load_image(path))
+            except ImageError as error:
+                _log.warning("skipping %s", error)
+        if not images:
+            raise TrainingError(f"--content {content}: none of its {len(paths)} images could be read")
     if limit is not None:
         images = images[:limit]
     if not images:
