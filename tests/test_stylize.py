@@ -147,6 +147,18 @@ def test_cli_disk_full_reports_each_file_and_leaves_no_partial_image(model_file,
     assert sorted(p.name for p in out.iterdir()) == ["a_tiny.png"]
 
 
+def test_cli_files_that_share_a_name_get_outputs_of_their_own(model_file, photos, tmp_path, capsys):
+    g = torch.Generator().manual_seed(2)
+    save_image(torch.rand(3, 16, 16, generator=g), photos / "sub" / "a.png")  # a.png beside in/a.png
+    save_image(torch.rand(3, 16, 16, generator=g), photos / "b.png")  # b.png beside in/b.jpg
+    out = tmp_path / "out"
+    assert main(["stylize", str(photos), "--recursive", "--model", str(model_file), "-o", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["a_tiny.png", "b_jpg_tiny.png", "b_png_tiny.png", "c_tiny.png", "sub_a_tiny.png"]
+    # each output is its own photo's: same size as its source
+    assert Image.open(out / "sub_a_tiny.png").size == (16, 16) and Image.open(out / "a_tiny.png").size == (47, 33)
+
+
 def test_bundled_styles_are_listed_and_load_by_name():
     assert {"starry_night", "composition_vii", "udnie", "cezanne"} <= set(list_models())
     model = load_model("starry_night")

@@ -357,8 +357,32 @@ class FileResult:
     error: str | None = None
 
 
-def output_path_for(source: Path, outdir: Path, model_name: str, suffix: str) -> Path:
-    return outdir / f"{source.stem}_{model_name}{suffix}"
+def output_paths(sources: list[Path], outdir: Path, model_name: str, suffix: str) -> list[Path]:
+    """``outdir / STEM_MODEL.SUFFIX`` for each source; sources that would share a name (``a/img.png``
+    and ``b/img.png``, or ``img.png`` and ``img.jpg``) get the folders that tell them apart and then
+    their extension in the name instead, so that no output of a run replaces another."""
+    names = [source.stem for source in sources]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    for members in (m for m in groups.values() if len(m) > 1):
+        paths = [sources[i].resolve() for i in members]
+        root = Path(os.path.commonpath([path.parent for path in paths]))
+        for i, path in zip(members, paths):
+            parts = [*path.parent.relative_to(root).parts, path.stem]
+            names[i] = "_".join(parts)
+        clashing = {n for n in (names[i] for i in members) if sum(names[j] == n for j in members) > 1}
+        for i, path in zip(members, paths):
+            if names[i] in clashing:
+                names[i] += "_" + path.suffix.lstrip(".").lower()
+    targets, used = [], set()
+    for name in names:
+        target, n = outdir / f"{name}_{model_name}{suffix}", 2
+        while target in used:  # a disambiguated name that another file has as its own
+            target, n = outdir / f"{name}_{n}_{model_name}{suffix}", n + 1
+        used.add(target)
+        targets.append(target)
+    return targets
 
 
 def stylize_files(
@@ -368,9 +392,8 @@ def stylize_files(
     sources = [Path(p) for p in sources]
     outdir.mkdir(parents=True, exist_ok=True)
     inputs = {p.resolve() for p in sources}
-    for source in sources:
+    for source, target in zip(sources, output_paths(sources, outdir, model.name, suffix)):
         start = time.perf_counter()
-        target = output_path_for(source, outdir, model.name, suffix)
         try:
             if target.resolve() in inputs:
                 raise ImageError(str(target), "refusing to overwrite an input file")
