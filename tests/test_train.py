@@ -54,8 +54,12 @@ def test_resume_after_a_signal_equals_training_straight(tmp_path, photos):
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
     log_dir = stop.value.checkpoint.parent  # the log so far, beside the checkpoint
     assert len(list(csv.DictReader(open(log_dir / "log.csv")))) == 3 and (log_dir / "loss_curve.png").exists()
+    with pytest.raises(TrainingError, match=r"unfinished run \(step 3 of 6\); continue it with --resume"):
+        train(config, extractor=TinyEncoder())  # forgetting --resume loses nothing
+    assert load_checkpoint(stop.value.checkpoint)["step"] == 3
     resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
     assert resumed.step == 6
+    train(config, extractor=TinyEncoder())  # a finished run's checkpoint may be replaced by a new run
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name  # bitwise on CPU
     assert [h["total"] for h in resumed.history] == [h["total"] for h in straight.history]

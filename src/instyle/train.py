@@ -341,6 +341,22 @@ def atomic_torch_save(obj: dict, path: Path) -> None:
     write_atomic(path, buffer.getbuffer())
 
 
+def _refuse_to_restart_unfinished(checkpoint_path: Path) -> None:
+    """A new run would overwrite the checkpoint of an unfinished one (a run stopped by a signal, say):
+    refuse, so that forgetting --resume loses nothing. A finished run's checkpoint may be replaced."""
+    try:
+        state = load_checkpoint(checkpoint_path)
+        step, planned = int(state["step"]), int(json.loads(state["config"])["iterations"])
+        finished = step >= planned or bool(state.get("stopped_early"))
+    except (TrainingError, KeyError, TypeError, ValueError):
+        return  # not a checkpoint of ours: nothing to resume, so nothing is lost
+    if not finished:
+        raise TrainingError(
+            f"{checkpoint_path} holds an unfinished run (step {step} of {planned}); continue it with --resume, "
+            f"or delete {checkpoint_path.parent} (or pass another --log-dir) to start again"
+        )
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -432,6 +448,8 @@ def train(
     output = Path(config.output)
     log_dir = Path(config.log_dir) if config.log_dir else output.with_name(output.stem + ".train")
     checkpoint_path = log_dir / CHECKPOINT_NAME
+    if not config.resume and checkpoint_path.exists():
+        _refuse_to_restart_unfinished(checkpoint_path)
     if rank == 0:
         log_dir.mkdir(parents=True, exist_ok=True)
 
