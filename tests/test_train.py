@@ -57,6 +57,9 @@ def test_resume_after_a_signal_equals_training_straight(tmp_path, photos):
     with pytest.raises(TrainingError, match=r"unfinished run \(step 3 of 6\); continue it with --resume"):
         train(config, extractor=TinyEncoder())  # forgetting --resume loses nothing
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
+    other = TrainConfig(**{**config.__dict__, "resume": True, "width": 0.25, "lr": 0.5})
+    with pytest.raises(TrainingError, match=r"made with --width 0.125 \(now 0.25\), --lr 0.001 \(now 0.5\)"):
+        train(other, extractor=TinyEncoder())
     resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
     assert resumed.step == 6
     train(config, extractor=TinyEncoder())  # a finished run's checkpoint may be replaced by a new run

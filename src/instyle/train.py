@@ -357,6 +357,28 @@ def _refuse_to_restart_unfinished(checkpoint_path: Path) -> None:
         )
 
 
+# What a resumed run may change: how long it runs, what it logs and where, and how it computes (not
+# what). Every other setting must be the checkpoint's, or the resumed run is not the run it continues.
+_RESUME_MAY_CHANGE = frozenset({
+    "iterations", "checkpoint_every", "sample_every", "eval_every", "eval_content", "patience", "log_dir",
+    "resume", "output", "style", "content", "device", "compile", "cuda_graph", "save_dtype",
+})  # fmt: skip
+
+
+def _check_resumable(saved: dict, config: TrainConfig, checkpoint_path: Path) -> None:
+    current = config.to_json()
+    changed = [n for n in current if n not in _RESUME_MAY_CHANGE and n in saved and saved[n] != current[n]]
+    if changed:
+        def shown(value):
+            return " ".join(map(str, value)) if isinstance(value, list) else value
+
+        settings = ", ".join(f"{_flag(n)} {shown(saved[n])} (now {shown(current[n])})" for n in changed)
+        raise TrainingError(
+            f"--resume: {checkpoint_path} was made with {settings}; resume with its settings, "
+            "or start a new run in another --log-dir"
+        )
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -493,6 +515,7 @@ def train(
         if not checkpoint_path.exists():
             raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
         state = load_checkpoint(checkpoint_path)
+        _check_resumable(json.loads(state["config"]), config, checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
