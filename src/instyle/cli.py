@@ -231,6 +231,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     from .image import iter_image_files
     from .export import ExportError
     from .modelfile import ModelFileError
+    from .runtime import resolve_device
     from .stylize import load_model, stylize_files
 
     try:
@@ -238,6 +239,11 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         if args.runtime == "onnxruntime":
             model.onnx_model()  # export (once) and load before the first image
     except (ModelFileError, ExportError) as error:
+        print(f"instyle stylize: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        resolve_device(args.device)  # once, not as a failure of every file
+    except ValueError as error:
         print(f"instyle stylize: error: {error}", file=sys.stderr)
         return 2
     stride = getattr(model.generator, "tile_stride", None)
