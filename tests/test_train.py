@@ -40,16 +40,29 @@ def _config(tmp_path, photos, name="model", **overrides):
     return TrainConfig(**{**base, **overrides})
 
 
+def _interrupt_at(at_step):
+    """An on_step that sends this process SIGINT after step ``at_step``, as Ctrl-C would."""
+
+    def on_step(step, losses):
+        if step == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return on_step
+
+
+def _heldout_folder(tmp_path):
+    folder = tmp_path / "heldout"
+    folder.mkdir()
+    save_image(torch.rand(3, 50, 60, generator=torch.Generator().manual_seed(5)), folder / "h.png")
+    return folder
+
+
 def test_resume_after_a_signal_equals_training_straight(tmp_path, photos):
     straight = train(_config(tmp_path, photos, "straight"), extractor=TinyEncoder(), handle_signals=True)
 
-    def interrupt_at_3(step, losses):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
     config = _config(tmp_path, photos, "resumed")
     with pytest.raises(TrainingInterrupted) as stop:
-        train(config, on_step=interrupt_at_3, extractor=TinyEncoder())
+        train(config, on_step=_interrupt_at(3), extractor=TinyEncoder())
     assert stop.value.step == 3 and stop.value.signum == signal.SIGINT
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
     log_dir = stop.value.checkpoint.parent  # the log so far, beside the checkpoint
@@ -312,9 +325,7 @@ def test_content_size_sets_the_scale_photos_are_cropped_from(tmp_path):
 
 
 def test_heldout_loss_is_logged_and_survives_a_resume(tmp_path, photos):
-    heldout_dir = tmp_path / "heldout"
-    heldout_dir.mkdir()
-    save_image(torch.rand(3, 50, 60, generator=torch.Generator().manual_seed(5)), heldout_dir / "h.png")
+    heldout_dir = _heldout_folder(tmp_path)
     common = dict(eval_content=str(heldout_dir), eval_every=2, iterations=6)
     straight = train(_config(tmp_path, photos, "straight", **common), extractor=TinyEncoder())
     rows = list(csv.DictReader(open(straight.log_dir / "heldout.csv")))
@@ -325,13 +336,9 @@ def test_heldout_loss_is_logged_and_survives_a_resume(tmp_path, photos):
     _, metadata, _ = read_model_file(straight.output)
     assert metadata["heldout_losses"]["step"] == 6
 
-    def interrupt_at_3(step, losses):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
     config = _config(tmp_path, photos, "resumed", **common)
     with pytest.raises(TrainingInterrupted):
-        train(config, on_step=interrupt_at_3, extractor=TinyEncoder())
+        train(config, on_step=_interrupt_at(3), extractor=TinyEncoder())
     resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
     again = list(csv.DictReader(open(resumed.log_dir / "heldout.csv")))
     assert [int(r["step"]) for r in again] == [2, 4, 6]
@@ -342,9 +349,7 @@ def test_heldout_loss_is_logged_and_survives_a_resume(tmp_path, photos):
 
 
 def test_patience_stops_early_saves_the_best_evaluation_and_resumes_exactly(tmp_path, photos):
-    heldout_dir = tmp_path / "heldout"
-    heldout_dir.mkdir()
-    save_image(torch.rand(3, 50, 60, generator=torch.Generator().manual_seed(5)), heldout_dir / "h.png")
+    heldout_dir = _heldout_folder(tmp_path)
     # a learning rate this high makes the held-out loss stop improving well before step 40
     common = dict(eval_content=str(heldout_dir), eval_every=2, patience=3, iterations=40, lr=0.2, checkpoint_every=4)
     straight = train(_config(tmp_path, photos, "straight", **common), extractor=TinyEncoder())
@@ -360,13 +365,9 @@ def test_patience_stops_early_saves_the_best_evaluation_and_resumes_exactly(tmp_
     for name, weight in best["model"].items():  # the file holds the best evaluation's weights
         assert torch.equal(tensors[name], weight), name
 
-    def interrupt_at_5(step, losses):
-        if step == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-
     config = _config(tmp_path, photos, "resumed", **common)
     with pytest.raises(TrainingInterrupted):
-        train(config, on_step=interrupt_at_5, extractor=TinyEncoder())
+        train(config, on_step=_interrupt_at(5), extractor=TinyEncoder())
     resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
     assert (resumed.step, resumed.best_step, resumed.stopped_early) == (straight.step, best_step, True)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
