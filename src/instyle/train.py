@@ -138,6 +138,7 @@ class TrainConfig:
         "vgg_weights": TRAIN_VGG_WEIGHTS_HELP,
         "save_dtype": "model file precision",
     }
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["content_layers"] = list(self.content_layers)
