@@ -64,6 +64,24 @@ def test_gram_matrix_reads_channels_last_features_in_place(channels_last):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_gram_gradient_on_the_cpu_is_one_bf16_gemm_within_its_rounding(channels_last):
+    """bf16 features (the VGG under CPU autocast): the Gram in fp32, exact for the bf16 values, and its
+    gradient dF = (dG + dG^T) F from one bf16 GEMM with fp32 accumulation, within bf16 rounding of the
+    float64 gradient, in the features' dtype and layout."""
+    features = torch.randn(2, 16, 8, 12).bfloat16()
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(2, 16, 16)
+    features.requires_grad_()
+    (gram_matrix(features) * weight).sum().backward()
+    exact = features.detach().double().requires_grad_()
+    (gram_ref(exact) * weight.double()).sum().backward()
+    assert features.grad.dtype == torch.bfloat16
+    assert features.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(features.grad.double(), exact.grad, rtol=1e-2, atol=1e-2 * exact.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
 def test_half_gram_function_gradients_with_the_position_split(channels_last, monkeypatch):
     """The CUDA Gram of 16-bit features (a custom autograd function, split over positions for
     channels_last features) against autograd's numerical Jacobian, run on the CPU in float64."""
