@@ -250,13 +250,6 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     if args.tile is not None and stride and args.tile % stride:
         print(f"instyle stylize: error: --tile {args.tile}: must be a multiple of {stride}, the model's stride", file=sys.stderr)
         return 2
-    output = Path(args.output)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # -o names an existing file, or a folder that cannot be made
-        what = "is a file; -o names the output folder" if output.is_file() else f"cannot be made: {error.strerror or error}"
-        print(f"instyle stylize: error: -o {output} {what}", file=sys.stderr)
-        return 2
     sources, failed = [], 0
     for pattern in args.inputs:  # a missing input is reported; the others still run
         try:
@@ -266,6 +259,13 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
             print(f"FAILED {error}", file=sys.stderr)
     if not sources:
         print(f"instyle stylize: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
+        return 2
+    output = Path(args.output)  # made only once there is something to put in it
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # -o names an existing file, or a folder that cannot be made
+        what = "is a file; -o names the output folder" if output.is_file() else f"cannot be made: {error.strerror or error}"
+        print(f"instyle stylize: error: -o {output} {what}", file=sys.stderr)
         return 2
     options = dict(
         strength=args.strength,
