@@ -516,7 +516,7 @@ def train(
         if not checkpoint_path.exists():
             raise TrainingError(f"--resume: no checkpoint at {checkpoint_path}")
         state = load_checkpoint(checkpoint_path)
-        _check_resumable(json.loads(state["config"]), config, checkpoint_path)
+        _check_resumable(json.loads(state.get("config", "{}")), config, checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
