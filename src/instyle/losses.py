@@ -113,20 +113,23 @@ class _HalfGram(torch.autograd.Function):
 
     The backward, dF = (dG + dG^T) F, is one GEMM in the features' dtype with fp32 accumulation (dG
     rounded to it: a gradient already headed for 16 bits), where autograd would run two fp32 GEMMs on
-    upcast copies. On the 2-core CPU that made a default `instyle train` step 1.2x faster (3.71 ->
-    4.45 steps/s, 128 px crops, batch 4, VGG-19 loss, 2 threads, 2026-11-26)."""
+    upcast copies. On the 2-core CPU that made a default `instyle train` step about 1.25x faster
+    (128 px crops, batch 4, VGG-19 loss, 2 threads, 2026-11-26; docs/training.md)."""
 
     @staticmethod
     def forward(ctx, features: torch.Tensor) -> torch.Tensor:
         f, positions_first = _positions_by_channels(features)
         n, c = features.shape[:2]
+        ctx.save_for_backward(features)
+        if not f.is_cuda:  # one fp32 copy (a GEMM of two upcast views would make two), one fp32 GEMM
+            up = _upcast(f)
+            return torch.bmm(up.transpose(1, 2), up) if positions_first else torch.bmm(up, up.transpose(1, 2))
         if positions_first:
             chunks = _split_chunks(f.shape[1])
             parts = f.reshape(n * chunks, f.shape[1] // chunks, c)
             gram = _bmm_fp32(parts.transpose(1, 2), parts).reshape(n, chunks, c, c).sum(1)
         else:
             gram = _bmm_fp32(f, f.transpose(1, 2))
-        ctx.save_for_backward(features)
         return gram
 
     @staticmethod
