@@ -40,6 +40,13 @@ def test_every_flag_says_what_it_does(command):
     assert not bare, f"instyle {command}: flags without a help text: {bare}"
 
 
+def test_models_lists_the_bundled_styles_with_their_loss_network(capsys):
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert {"cezanne", "composition_vii", "starry_night", "udnie"} <= set(rows)
+    assert "imagenet-vgg19" in rows["starry_night"] and "hed-vgg16" in rows["cezanne"]
+
+
 def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "instyle", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("instyle ")
