@@ -119,11 +119,11 @@ class _HalfGram(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: torch.Tensor) -> torch.Tensor:
         f, positions_first = _positions_by_channels(features)
-        n, c = features.shape[:2]
         ctx.save_for_backward(features)
         if not f.is_cuda:  # one fp32 copy (a GEMM of two upcast views would make two), one fp32 GEMM
             up = _upcast(f)
             return torch.bmm(up.transpose(1, 2), up) if positions_first else torch.bmm(up, up.transpose(1, 2))
+        n, c = features.shape[:2]
         if positions_first:
             chunks = _split_chunks(f.shape[1])
             parts = f.reshape(n * chunks, f.shape[1] // chunks, c)
