@@ -27,6 +27,13 @@ from .style_targets import (
     StyleSource, StyleTargets, check_targets, compute_style_targets, resolve_style, adopt_target_weights,
 )  # fmt: skip
 
+# With a strong-Wolfe line search every L-BFGS step lowers the loss and every curvature pair it
+# keeps is sound. Fixed steps of lr (neural-style's L-BFGS; None here) overshoot this loss by
+# orders of magnitude now and then, fill the memory with those pairs and can stall: amber.jpg with
+# Starry Night at 512 px barely moved in 500 fp32 steps. Their last step is never evaluated, so it
+# may also be an overshoot. benchmarks/bench_optimize_quality.py measures both.
+LBFGS_LINE_SEARCH: str | None = "strong_wolfe"
+
 
 @dataclass
 class OptimizeConfig:
@@ -58,7 +65,7 @@ class OptimizeConfig:
     # the --help text of each flag
     FLAG_HELP: ClassVar[dict[str, str]] = {
         "size": "long side of the output",
-        "iterations": "optimizer steps per scale",
+        "iterations": "optimizer steps per scale (L-BFGS also stops at 1.25 x this many loss evaluations)",
         "optimizer": "L-BFGS (Gatys et al.) or Adam",
         "lr": "L-BFGS step size; Adam uses lr x 0.02 on [0, 1] pixels",
         "init": "start image",
@@ -231,22 +238,24 @@ def optimize(
                 total, terms = loss_fn(image.contiguous(memory_format=memory_format))
             total.backward()
             count[0] += 1
+            # the step this evaluation belongs to: L-BFGS's line search may evaluate a step more than once
+            step = optimizer.state[image].get("n_iter", 0) if config.optimizer == "lbfgs" else count[0]
             losses = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
             if not math.isfinite(losses["total"]):
-                raise RuntimeError(f"loss became {losses['total']} at iteration {count[0]} (scale {size} px)")
+                raise RuntimeError(f"loss became {losses['total']} at iteration {step} (scale {size} px)")
             if not initial and scale_index == 0:
                 initial.update(losses)
             final.clear()
             final.update(losses)
-            history.append({"scale": size, "iteration": count[0], **losses})
+            history.append({"scale": size, "iteration": step, "evaluation": count[0], **losses})
             if on_iteration is not None:
-                on_iteration(scale_index, count[0], losses)
+                on_iteration(scale_index, step, losses)
             return total
 
         if config.optimizer == "lbfgs":
             optimizer = torch.optim.LBFGS(
                 [image], lr=config.lr, max_iter=config.iterations, max_eval=config.iterations * 5 // 4,
-                history_size=50, tolerance_grad=-1, tolerance_change=-1,
+                history_size=50, tolerance_grad=-1, tolerance_change=-1, line_search_fn=LBFGS_LINE_SEARCH,
             )  # fmt: skip
             optimizer.step(closure)
         else:
