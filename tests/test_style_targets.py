@@ -245,7 +245,7 @@ def test_train_with_a_bundled_name_equals_train_with_the_image(tmp_path, photos,
 def test_optimize_with_stored_targets_equals_the_image(tmp_path, painting, styles_dir):
     _model_with_targets(styles_dir / "mystyle.safetensors", painting, style_size=32)
     content = torch.rand(3, 32, 28, generator=torch.Generator().manual_seed(2))
-    common = dict(extractor=TinyEncoder(), size=32, iterations=4, **LAYERS)
+    common = dict(extractor=TinyEncoder(), size=32, iterations=4, dtype="fp32", **LAYERS)
     by_image = optimize(content, str(painting), **common)  # style at size * style_scale = 32 px
     by_name = optimize(content, "mystyle", **common)
     assert by_name.final_losses["style"] == pytest.approx(by_image.final_losses["style"], rel=1e-4)
