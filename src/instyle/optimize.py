@@ -267,12 +267,12 @@ def optimize(
                 optimizer.step(closure)
     assert image is not None
     result = image.detach().clamp(0, 1)
+    result = preserve_color(result, resize_long_side(content_full, sizes[-1]).unsqueeze(0).to(device), config.preserve_color)
     # The losses of the image returned, which the optimizer's last evaluation need not be (a line
-    # search trial, or the point before Adam's last update).
+    # search trial, the point before Adam's last update, or before the colour preservation).
     with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         total, terms = loss_fn(result.contiguous(memory_format=memory_format))
     final = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
-    result = preserve_color(result, resize_long_side(content_full, sizes[-1]).unsqueeze(0).to(device), config.preserve_color)
     return OptimizeResult(
         result[0].float().cpu(), config, initial, final, time.perf_counter() - start, weights_sha256, history,
         [source.to_json() for source in sources],
