@@ -6,8 +6,8 @@ crops): relu1_1 (64 x 128 x 128), relu2_1 (128 x 64 x 64), relu3_1 (256 x 32 x 3
 ``gram(features)`` with a backward of a random upstream gradient (median of ``--repeats``):
 
 - ``autograd``: the fp32 Gram of upcast copies, differentiated by autograd (two fp32 GEMMs in the
-  backward), which ``instyle.losses.gram_matrix`` did for CPU features before;
-- ``instyle``: ``instyle.losses.gram_matrix`` (the same fp32 forward; the backward is one bf16 GEMM,
+  backward), which ``instyle.engine.losses.gram_matrix`` did for CPU features before;
+- ``instyle``: ``instyle.engine.losses.gram_matrix`` (the same fp32 forward; the backward is one bf16 GEMM,
   dF = (dG + dG^T) F).
 
 It also reports the gradient's relative error against a float64 reference for both. Rows go to
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, cuda_sync, median_seconds, provenance  # noqa: E402
 
-from instyle.losses import _positions_by_channels, _upcast, gram_matrix  # noqa: E402
+from instyle.engine.losses import _positions_by_channels, _upcast, gram_matrix  # noqa: E402
 
 LAYERS = (("relu1_1", 64, 1), ("relu2_1", 128, 2), ("relu3_1", 256, 4), ("relu4_1", 512, 8))  # name, C, downsampling
 

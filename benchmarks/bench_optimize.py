@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
-from instyle.optimize import OptimizeConfig, optimize  # noqa: E402
-from instyle.runtime import resolve_device  # noqa: E402
+from instyle.engine.optimize import OptimizeConfig, optimize  # noqa: E402
+from instyle.engine.device import resolve_device  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

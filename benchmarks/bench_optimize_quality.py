@@ -26,14 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
-from instyle.image import load_image, resize_long_side  # noqa: E402
-from instyle.losses import PerceptualLoss  # noqa: E402
-from instyle.models.vgg import VGGFeatures  # noqa: E402
-from instyle.optimize import OptimizeConfig, optimize  # noqa: E402
-from instyle.runtime import resolve_device  # noqa: E402
+from instyle.engine.image import load_image, resize_long_side  # noqa: E402
+from instyle.engine.losses import PerceptualLoss  # noqa: E402
+from instyle.engine.models.vgg import VGGFeatures  # noqa: E402
+from instyle.engine.optimize import OptimizeConfig, optimize  # noqa: E402
+from instyle.engine.device import resolve_device  # noqa: E402
 
 # the module (the package's attribute of that name is the function)
-optimize_module = importlib.import_module("instyle.optimize")
+optimize_module = importlib.import_module("instyle.engine.optimize")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULTS = (optimize_module.LBFGS_LINE_SEARCH, optimize_module.CLAMP_PIXELS_IN_LOSS)

@@ -51,7 +51,7 @@ GPU_TARGET_S = 0.004
 
 
 def build(width: float, num_residual: int, norm: str, device: torch.device, memory_format) -> torch.nn.Module:
-    from instyle.models import TransformerNet
+    from instyle.engine.models import TransformerNet
 
     torch.manual_seed(0)
     return TransformerNet(width=width, num_residual=num_residual, norm=norm).to(device, memory_format=memory_format).eval()
@@ -73,14 +73,14 @@ def module_call(model, image, autocast: torch.dtype | None, memory_format, devic
 
 
 def stylize_call(model, image, dtype: str, device: torch.device):
-    from instyle.stylize import StyleModel
+    from instyle.engine.inference.stylize import StyleModel
 
     style_model = StyleModel(model, {}, "bench")
     return lambda: style_model.stylize(image, dtype=dtype, device=str(device))
 
 
 def time_rows(args, device: torch.device, base: dict) -> list[dict]:
-    from instyle.runtime import preferred_memory_format, resolve_inference_dtype
+    from instyle.engine.device import preferred_memory_format, resolve_inference_dtype
 
     register_torch_baseline_norm()
     bf16 = torch.bfloat16
@@ -172,7 +172,7 @@ def memory_worker(args) -> dict:
     from PIL import Image
 
     import instyle
-    from instyle.stylize import StyleModel
+    from instyle.engine.inference.stylize import StyleModel
 
     device = torch.device(args.device)
     model = build(args.width, args.num_residual, "instance", device, torch.contiguous_format)
@@ -181,7 +181,7 @@ def memory_worker(args) -> dict:
         if args.input in ("pil", "cli"):
             photo = Image.open(args.photo).convert("RGB").resize((args.size, args.size), Image.BICUBIC)
             if args.input == "cli":
-                from instyle.modelfile import save_model
+                from instyle.engine.modelfile import save_model
 
                 photo.save(folder / "photo.png")
                 save_model(model, folder / "model.safetensors", {"style_name": "bench"})
@@ -191,7 +191,7 @@ def memory_worker(args) -> dict:
         setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         if args.input == "cli":
-            from instyle.cli import main as cli_main
+            from instyle.apps.cli import main as cli_main
 
             argv = ["stylize", str(folder / "photo.png"), "--model", str(folder / "model.safetensors"),
                     "--tile", str(args.tile), "--dtype", args.dtype, "--device", args.device, "-o", str(folder / "out")]  # fmt: skip
@@ -213,7 +213,7 @@ def memory_worker(args) -> dict:
 def memory_rows(args, device: torch.device, base: dict, out: Path) -> list[dict]:
     """Peak RSS rows, one fresh process each; with ``--baseline-src`` the same cases for
     that checkout too, interleaved, so that both see the same (shared) machine."""
-    from instyle.runtime import preferred_memory_format, resolve_inference_dtype
+    from instyle.engine.device import preferred_memory_format, resolve_inference_dtype
 
     auto = resolve_inference_dtype(args.dtype, device)
     codes = [("this", None)] + ([("baseline", str(args.baseline_src))] if args.baseline_src else [])

@@ -60,7 +60,7 @@ def device_name(device: str) -> str:
 def setup(args):
     import torch
 
-    from instyle.models import TransformerNet
+    from instyle.engine.models import TransformerNet
 
     torch.manual_seed(0)
     model = TransformerNet(width=args.width, num_residual=args.num_residual).to(args.device).eval()
@@ -72,7 +72,7 @@ def setup(args):
 def run_one(args, model, image, mode: str):
     import torch
 
-    from instyle.tiling import stylize_tiled
+    from instyle.engine.inference.tiling import stylize_tiled
 
     if mode == "untiled":
         with torch.no_grad():
@@ -135,8 +135,8 @@ def main(argv=None) -> int:
     import torch
 
     import instyle
-    from instyle.models import TransformerNet
-    from instyle.tiling import tile_halo
+    from instyle.engine.models import TransformerNet
+    from instyle.engine.inference.tiling import tile_halo
 
     halo = tile_halo(TransformerNet(width=args.width, num_residual=args.num_residual)) if args.halo is None else args.halo
     jobs = [(s, m) for s in args.sizes for m in ("tiled", "untiled") if m == "tiled" or s <= args.max_untiled]

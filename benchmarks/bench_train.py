@@ -1,6 +1,6 @@
 """Training throughput (images/s) of ``instyle.train`` with the real VGG-16 loss, baseline in the same run.
 
-Every case runs the product's own loop, ``instyle.train.train(TrainConfig(...))``, for
+Every case runs the product's own loop, ``instyle.engine.training.train(TrainConfig(...))``, for
 ``--warmup + --steps`` steps at ``--image-size`` px with batch ``--batch-size``, on the
 scikit-image photos, and reports the median of the timed per-step rates (the
 loop's ``images_per_s``: forward, loss, backward and the Adam step; batch assembly excluded):
@@ -38,8 +38,8 @@ from common import RESULTS, append_csv, provenance, register_torch_baseline_norm
 
 
 def main(argv=None) -> int:
-    from instyle.runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
-    from instyle.train import TrainConfig, train
+    from instyle.engine.device import preferred_memory_format, resolve_autocast_dtype, resolve_device
+    from instyle.engine.training import TrainConfig, train
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

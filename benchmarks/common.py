@@ -82,7 +82,7 @@ def profile_training(config, warmup: int, title: str, path: Path, keys=("self_de
     from step ``warmup`` on, and write the kernel tables sorted by each of ``keys`` to ``path``."""
     from torch.profiler import ProfilerActivity, profile
 
-    from instyle.train import train
+    from instyle.engine.training import train
 
     prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
 

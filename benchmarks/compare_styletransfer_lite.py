@@ -29,9 +29,10 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
-from instyle.demo import DEMO_PHOTOS  # noqa: E402
-from instyle.image import default_content_images, to_pil  # noqa: E402
-from instyle.stylize import list_models, load_model  # noqa: E402
+from instyle.apps.demo import DEMO_PHOTOS  # noqa: E402
+from instyle.engine.image import default_content_images, to_pil  # noqa: E402
+from instyle.engine.inference.stylize import load_model
+from instyle.engine.catalog import list_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAINTINGS = ROOT.parent / "shared" / "data" / "styles"

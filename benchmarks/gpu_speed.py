@@ -10,7 +10,7 @@ NCHW <-> NHWC conversions around bf16 convolutions. Parts (``--parts``):
 - ``gram``: forward + backward of the Gram matrices of VGG relu1_1..relu4_1 features of a batch of
   256 px crops: fp32 (before), TF32 on NCHW features, TF32 on channels_last features split over
   positions (the product), each in the same run.
-- ``train``: images/s of ``instyle.train.train`` for CUDA graph on/off, loss network NCHW/channels_last,
+- ``train``: images/s of ``instyle.engine.training.train`` for CUDA graph on/off, loss network NCHW/channels_last,
   batch sizes ``--batches``; then a profile of a few eager steps in the product layout.
 - ``stylize``: a profile of the bundled architecture's 1024 px forward (fp32 NCHW), its time eagerly,
   replayed as a CUDA graph, and with TF32 convolutions off.
@@ -69,7 +69,7 @@ def profile_table(fn, title: str, steps: int, path: Path) -> None:
 
 
 def train_config(args, tmp: str, **overrides):
-    from instyle.train import TrainConfig
+    from instyle.engine.training import TrainConfig
 
     options = dict(style=args.style, content=args.content, output=str(Path(tmp) / "m.safetensors"), batch_size=8,
                    device=DEVICE, checkpoint_every=10**9, sample_every=0,
@@ -79,8 +79,8 @@ def train_config(args, tmp: str, **overrides):
 
 
 def check(args, base: dict) -> list[dict]:
-    from instyle.losses import gram_matrix
-    from instyle.train import train
+    from instyle.engine.losses import gram_matrix
+    from instyle.engine.training import train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +112,7 @@ def check(args, base: dict) -> list[dict]:
 
 
 def gram(args, base: dict) -> list[dict]:
-    import instyle.losses as losses
+    import instyle.engine.losses as losses
 
     def fp32_gram(features):  # before: upcast, NCHW matrix, one fp32 GEMM (no TF32)
         n, c, h, w = features.shape
@@ -151,9 +151,9 @@ def gram(args, base: dict) -> list[dict]:
 def train_speed(args, base: dict) -> list[dict]:
     """images/s for each of ``--train-cases``: BATCH[:OPTION...] with options eager (no CUDA graph),
     loss-nchw (loss network NCHW), gen-cl (generator channels_last), compile (torch.compile)."""
-    from instyle.train import train
+    from instyle.engine.training import train
 
-    train_module = importlib.import_module("instyle.train")
+    train_module = importlib.import_module("instyle.engine.training")
     product_loss, product_gen = train_module.loss_memory_format, train_module.preferred_memory_format
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,7 +202,7 @@ def slug(base: dict) -> str:
 
 def stylize_speed(args, base: dict) -> list[dict]:
     import instyle
-    from instyle.models import TransformerNet
+    from instyle.engine.models import TransformerNet
 
     rows = []
     model = TransformerNet(width=0.375, num_residual=3).to(DEVICE).eval()

@@ -9,7 +9,7 @@ to change, on a CUDA device:
    3 blocks) and full width, torch eager baseline (``nn.InstanceNorm2d``, fp32 NCHW) in the same
    run; instyle's instance norm in fp32 / bf16 / fp16 (weights cast, no autocast), NCHW and
    channels_last, cuDNN heuristics and ``cudnn.benchmark``. Median of ``--repeats`` after warm-up.
-2. ``train``: ``instyle.train.train`` with the defaults at batch 4, 8 and 16 (images/s, median over
+2. ``train``: ``instyle.engine.training.train`` with the defaults at batch 4, 8 and 16 (images/s, median over
    the timed steps), then a ``torch.profiler`` table of a few batch-8 steps, by CUDA and CPU time.
 
 Rows go to results/gpu_variants.csv (device, versions, date); the profile tables to
@@ -44,7 +44,7 @@ def time_fn(fn, repeats: int) -> float:
 
 
 def stylize_rows(args, base: dict) -> list[dict]:
-    from instyle.models import TransformerNet
+    from instyle.engine.models import TransformerNet
 
     register_torch_baseline_norm()
     rows = []
@@ -85,9 +85,9 @@ def stylize_rows(args, base: dict) -> list[dict]:
 def train_rows(args, base: dict) -> list[dict]:
     import importlib
 
-    from instyle.train import TrainConfig, train
+    from instyle.engine.training import TrainConfig, train
 
-    train_module = importlib.import_module("instyle.train")  # the module: `instyle.train` is also the function
+    train_module = importlib.import_module("instyle.engine.training")  # the module: `instyle.train` is also the function
 
     product_format = train_module.preferred_memory_format
     formats = {"auto": product_format, "nchw": lambda *a: torch.contiguous_format, "cl": lambda *a: torch.channels_last}

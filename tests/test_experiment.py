@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from instyle.cli import main
-from instyle.experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
-from instyle.image import load_image, save_image
+from instyle.apps.cli import main
+from instyle.apps.experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
+from instyle.engine.image import load_image, save_image
 
 from .conftest import TinyEncoder
 

@@ -7,8 +7,8 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from instyle.cli import main  # noqa: E402
-from instyle.export import (  # noqa: E402
+from instyle.apps.cli import main  # noqa: E402
+from instyle.engine.inference.export import (  # noqa: E402
     OPSET,
     ExportError,
     OnnxStyleModel,
@@ -17,11 +17,11 @@ from instyle.export import (  # noqa: E402
     export_model,
     onnx_metadata,
 )
-from instyle.image import load_image, save_image  # noqa: E402
-from instyle.modelfile import ModelFileError, load_generator, save_model  # noqa: E402
-from instyle.weights import file_sha256 as sha256_file  # noqa: E402
-from instyle.models import TextureNet, TransformerNet  # noqa: E402
-from instyle.stylize import load_model  # noqa: E402
+from instyle.engine.image import load_image, save_image  # noqa: E402
+from instyle.engine.modelfile import ModelFileError, load_generator, save_model  # noqa: E402
+from instyle.engine.weights import file_sha256 as sha256_file  # noqa: E402
+from instyle.engine.models import TextureNet, TransformerNet  # noqa: E402
+from instyle.engine.inference.stylize import load_model  # noqa: E402
 
 # Both of torch.onnx.export's exporters; "dynamo" (the default) also needs onnxscript.
 EXPORTERS = ["dynamo", "torchscript"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from instyle.image import (
+from instyle.engine.image import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     default_content_images,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from instyle.losses import (
+from instyle.engine.losses import (
     PerceptualLoss,
     content_loss,
     gram_matrix,
@@ -85,7 +85,7 @@ def test_bf16_gram_gradient_on_the_cpu_is_one_bf16_gemm_within_its_rounding(chan
 def test_half_gram_function_gradients_with_the_position_split(channels_last, monkeypatch):
     """The CUDA Gram of 16-bit features (a custom autograd function, split over positions for
     channels_last features) against autograd's numerical Jacobian, run on the CPU in float64."""
-    import instyle.losses as losses
+    import instyle.engine.losses as losses
 
     monkeypatch.setattr(losses, "GRAM_SPLIT_POSITIONS", 8)  # 32 positions: 4 chunks
     features = torch.randn(2, 3, 4, 8, dtype=torch.float64)
@@ -301,7 +301,7 @@ def test_with_the_real_vgg(default_vgg_weights, shared_data):
     import numpy as np
     from PIL import Image
 
-    from instyle.models import VGGFeatures
+    from instyle.engine.models import VGGFeatures
 
     def load(path):
         image = Image.open(path).convert("RGB").resize((128, 128))

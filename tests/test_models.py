@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from instyle.models import ConvNormAct, NormAct, TextureNet, TransformerNet
+from instyle.engine.models import ConvNormAct, NormAct, TextureNet, TransformerNet
 from instyle.nn import InstanceNorm2d
 
 
@@ -274,7 +274,7 @@ def test_reprs_show_the_options():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape, p", [((1, 12, 37, 53), 4), ((2, 8, 5, 6), 4), ((1, 3, 2, 2), 1), ((3, 24, 16, 9), 1)])
 def test_channels_last_reflect_pad_is_torch_pad_bit_for_bit(shape, p, dtype):
-    from instyle.models.blocks import _fast_reflect_ok, reflect_pad_channels_last
+    from instyle.engine.models.blocks import _fast_reflect_ok, reflect_pad_channels_last
 
     x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
     assert _fast_reflect_ok(x, p)
@@ -285,7 +285,7 @@ def test_channels_last_reflect_pad_is_torch_pad_bit_for_bit(shape, p, dtype):
 
 
 def test_fast_reflect_pad_is_used_only_where_it_applies():
-    from instyle.models.blocks import _fast_reflect_ok
+    from instyle.engine.models.blocks import _fast_reflect_ok
 
     cl = torch.randn(1, 4, 8, 8).contiguous(memory_format=torch.channels_last)
     assert _fast_reflect_ok(cl.bfloat16(), 2)

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from instyle.cli import main
-from instyle.image import save_image
-from instyle.optimize import OptimizeConfig, optimize
+from instyle.apps.cli import main
+from instyle.engine.image import save_image
+from instyle.engine.optimize import OptimizeConfig, optimize
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
 

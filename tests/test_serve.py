@@ -15,14 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from instyle.cli import main
-from instyle.image import save_image
-from instyle.modelfile import ModelFileError, save_model
-from instyle.models import TransformerNet
+from instyle.apps.cli import main
+from instyle.engine.image import save_image
+from instyle.engine.modelfile import ModelFileError, save_model
+from instyle.engine.models import TransformerNet
 
 gr = pytest.importorskip("gradio", reason="instyle serve needs gradio (pip install 'instyle[web]')")
 
-from instyle.serve import RequestError, ServeLimits, StyleService, build_app, load_styles  # noqa: E402
+from instyle.apps.serve import RequestError, ServeLimits, StyleService, build_app, load_styles  # noqa: E402
 
 
 def _tiny_model(path: Path, style_name: str = "tiny", seed: int = 0) -> Path:
@@ -139,7 +139,7 @@ def test_bad_requests_get_short_messages_without_paths(service, tmp_path, make, 
 
 
 def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path, monkeypatch):
-    import instyle.serve
+    import instyle.apps.serve
 
     monkeypatch.setattr(instyle.serve, "list_models", lambda: [])  # an installation without bundled styles
     a = _tiny_model(tmp_path / "a.safetensors", "starry")
@@ -181,8 +181,8 @@ def test_app_runs_one_job_at_a_time_behind_a_bounded_queue(service):
 
 
 def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, monkeypatch):
-    import instyle.serve
-    from instyle.cli import build_parser
+    import instyle.apps.serve
+    from instyle.apps.cli import build_parser
 
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"  # loopback unless told otherwise
     monkeypatch.setattr(instyle.serve, "list_models", lambda: [])  # an installation without bundled styles

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import instyle.stylize
-from instyle.cli import main
-from instyle.experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
-from instyle.image import load_image, resize_long_side, save_image
-from instyle.losses import PerceptualLoss
-from instyle.modelfile import (
+import instyle.engine.catalog
+from instyle.apps.cli import main
+from instyle.apps.experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
+from instyle.engine.image import load_image, resize_long_side, save_image
+from instyle.engine.losses import PerceptualLoss
+from instyle.engine.modelfile import (
     TARGET_PREFIX,
     ModelFileError,
     load_generator,
@@ -26,9 +26,9 @@ from instyle.modelfile import (
     read_style_targets,
     save_model,
 )
-from instyle.models import build_generator
-from instyle.optimize import optimize
-from instyle.style_targets import (
+from instyle.engine.models import build_generator
+from instyle.engine.optimize import optimize
+from instyle.engine.targets import (
     StyleSource,
     StyleTargetsError,
     attach_style_targets,
@@ -36,9 +36,9 @@ from instyle.style_targets import (
     default_style,
     resolve_style,
 )
-from instyle.texture import TextureConfig, train_texture
-from instyle.train import TrainConfig, TrainingError, train
-from instyle.weights import file_sha256
+from instyle.engine.texture import TextureConfig, train_texture
+from instyle.engine.training import TrainConfig, TrainingError, train
+from instyle.engine.weights import file_sha256
 
 from .conftest import TinyEncoder
 
@@ -58,7 +58,7 @@ def styles_dir(tmp_path, monkeypatch):
     """An installation whose bundled styles are the files in this folder."""
     folder = tmp_path / "styles"
     folder.mkdir()
-    monkeypatch.setattr(instyle.stylize, "STYLES_DIR", folder)
+    monkeypatch.setattr(instyle.engine.catalog, "STYLES_DIR", folder)
     return folder
 
 
@@ -197,7 +197,7 @@ def test_resolve_style_names_images_models_and_unknowns(tmp_path, painting, styl
     assert source.bundled and source.targets.style_size == 32 and source.image is None
     assert source.style_sha256 == file_sha256(painting) and "no painting needed" in source.describe()
     assert resolve_style(str(styles_dir / "mystyle.safetensors")).targets is not None
-    assert instyle.stylize.list_models(with_style_targets=True) == ["mystyle"]
+    assert instyle.engine.catalog.list_models(with_style_targets=True) == ["mystyle"]
     assert default_style() == "mystyle"
     with pytest.raises(StyleTargetsError, match="bundled style plain carries no style targets; attach them with"):
         resolve_style("plain")
@@ -353,7 +353,7 @@ def test_attach_refuses_a_wrong_painting_and_writes_the_real_targets(bundled_cop
     assert targets.vgg_weights_sha256 == metadata["vgg_weights_sha256"]
     assert bundled_copy.stat().st_size < 4e6
     # Independently: the loss's own statistics of the painting at that size.
-    from instyle.models.vgg import VGGFeatures
+    from instyle.engine.models.vgg import VGGFeatures
 
     loss = PerceptualLoss(VGGFeatures(targets.layers), (), targets.layers)
     loss.set_style(resize_long_side(load_image(painting), targets.style_size)[None])
@@ -378,7 +378,7 @@ def test_training_from_attached_targets_equals_training_from_the_painting(tmp_pa
 def test_bundled_styles_name_the_weights_their_targets_need():
     """starry_night and udnie were trained on the ImageNet VGG-19: `--style starry_night` selects those
     weights by itself; cezanne and composition_vii keep the default HED VGG-16."""
-    from instyle.style_targets import weights_for_targets
+    from instyle.engine.targets import weights_for_targets
 
     expected = {"starry_night": "imagenet-vgg19", "udnie": "imagenet-vgg19", "cezanne": None, "composition_vii": None}
     under_train = {"starry_night": None, "udnie": None, "cezanne": "hed-vgg16", "composition_vii": "hed-vgg16"}
@@ -394,9 +394,9 @@ def test_adopted_weights_scale_only_the_default_style_weight():
     VGG-19 (style weights 5 and 1.25e4), the other commands to the HED VGG-16; --style NAME takes the weights its stored targets
     were computed with, and a default style weight is scaled from the command's network to the chosen
     one (40 on HED for train's 5, 12.5 on VGG-19 for optimize's 100); a chosen weight stands."""
-    from instyle.optimize import OptimizeConfig
-    from instyle.style_targets import adopt_target_weights
-    from instyle.train import TrainConfig
+    from instyle.engine.optimize import OptimizeConfig
+    from instyle.engine.targets import adopt_target_weights
+    from instyle.engine.training import TrainConfig
 
     starry, cezanne = resolve_style("starry_night"), resolve_style("cezanne")
     plain = StyleSource("painting.png", "painting")
@@ -416,7 +416,7 @@ def test_adopted_weights_scale_only_the_default_style_weight():
     config = adopt_target_weights(OptimizeConfig(style_weight=30.0), starry)
     assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 30.0)
     assert adopt_target_weights(OptimizeConfig(), cezanne) == OptimizeConfig()
-    from instyle.texture import TextureConfig, resolve_style_size
+    from instyle.engine.texture import TextureConfig, resolve_style_size
 
     # texture trains a generator like train: the VGG-19 by default, 8x the weight on HED
     assert TextureConfig.default_vgg_weights == "imagenet-vgg19"
@@ -429,9 +429,9 @@ def test_adopted_weights_scale_only_the_default_style_weight():
 def test_targets_of_other_weights_are_refused_with_the_weights_to_use():
     """Targets whose weights differ from the loss network's: an error that names the source to pass
     (a known digest) or asks for the weight file (an unknown one)."""
-    from instyle.modelfile import StyleTargets
-    from instyle.style_targets import check_targets
-    from instyle.weights import SOURCES
+    from instyle.engine.modelfile import StyleTargets
+    from instyle.engine.targets import check_targets
+    from instyle.engine.weights import SOURCES
 
     extractor = TinyEncoder()
     extractor.weights_sha256 = "0" * 64

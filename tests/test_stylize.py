@@ -5,12 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from instyle.cli import main
-from instyle.color import preserve_color
-from instyle.image import load_image, save_image, to_pil
-from instyle.modelfile import ModelFileError, save_model
-from instyle.models import TransformerNet
-from instyle.stylize import list_models, load_model
+from instyle.apps.cli import main
+from instyle.engine.color import preserve_color
+from instyle.engine.image import load_image, save_image, to_pil
+from instyle.engine.modelfile import ModelFileError, save_model
+from instyle.engine.models import TransformerNet
+from instyle.engine.inference.stylize import load_model
+from instyle.engine.catalog import list_models
 
 from .conftest import fill_disk
 

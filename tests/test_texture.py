@@ -6,12 +6,12 @@ import hashlib
 import pytest
 import torch
 
-from instyle.cli import main
-from instyle.image import load_image, save_image
-from instyle.modelfile import load_generator
-from instyle.models import TextureNet
-from instyle.texture import TextureConfig, load_or_train_texture, sample_texture, synthesize_texture, train_texture
-from instyle.train import TrainingError
+from instyle.apps.cli import main
+from instyle.engine.image import load_image, save_image
+from instyle.engine.modelfile import load_generator
+from instyle.engine.models import TextureNet
+from instyle.engine.texture import TextureConfig, load_or_train_texture, sample_texture, synthesize_texture, train_texture
+from instyle.engine.training import TrainingError
 
 from .conftest import TinyEncoder
 

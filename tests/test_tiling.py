@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from instyle.models import NormAct, TextureNet, TransformerNet
-from instyle.tiling import (
+from instyle.engine.models import NormAct, TextureNet, TransformerNet
+from instyle.engine.inference.tiling import (
     BYTES_PER_PIXEL,
     CACHE_BYTES,
     _spans,

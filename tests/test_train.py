@@ -14,10 +14,10 @@ import time
 import pytest
 import torch
 
-from instyle.image import save_image
-from instyle.modelfile import ModelFileError, load_generator, read_model_file
-from instyle.stylize import load_model
-from instyle.train import TrainConfig, TrainingError, TrainingInterrupted, load_checkpoint, train
+from instyle.engine.image import save_image
+from instyle.engine.modelfile import ModelFileError, load_generator, read_model_file
+from instyle.engine.inference.stylize import load_model
+from instyle.engine.training import TrainConfig, TrainingError, TrainingInterrupted, load_checkpoint, train
 
 from .conftest import TinyEncoder, fill_disk
 
@@ -172,7 +172,7 @@ def test_bad_model_files_give_one_clear_error(tmp_path, photos):
      ("--width", "0", "--width must be a positive number")],
 )  # fmt: skip
 def test_cli_refuses_values_no_training_can_use(tmp_path, photos, capsys, flag, value, message):
-    from instyle.cli import main
+    from instyle.apps.cli import main
 
     output = tmp_path / "model.safetensors"
     assert main(_cli_train_args(tmp_path, photos, output, flag, value)) == 1
@@ -181,7 +181,7 @@ def test_cli_refuses_values_no_training_can_use(tmp_path, photos, capsys, flag, 
 
 
 def test_the_model_never_replaces_the_style_image_or_lands_under_an_image_name(tmp_path, photos, capsys):
-    from instyle.cli import main
+    from instyle.apps.cli import main
 
     style = tmp_path / "style.png"
     before = style.read_bytes()
@@ -214,7 +214,7 @@ def test_disk_full_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pa
 SAVE_FOREVER = """
 import sys, torch
 from pathlib import Path
-from instyle.train import atomic_torch_save
+from instyle.engine.training import atomic_torch_save
 step = 0
 while True:
     atomic_torch_save({"step": step, "weight": torch.full((1 << 20,), float(step))}, Path(sys.argv[1]))
@@ -268,7 +268,7 @@ def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(checkpoint)["step"] == step + 2 and output.exists()
-    from instyle.weights import SOURCES
+    from instyle.engine.weights import SOURCES
 
     _, metadata, _ = read_model_file(output)  # the default loss network, recorded by name and digest
     assert metadata["training"]["vgg_weights"] == "imagenet-vgg19" and metadata["training"]["style_weight"] == 5.0
@@ -300,7 +300,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 
 def test_unreadable_photos_are_skipped_by_name_and_none_readable_is_an_error(tmp_path, caplog):
-    from instyle.train import load_content_set
+    from instyle.engine.training import load_content_set
 
     save_image(torch.rand(3, 40, 40), tmp_path / "good.png")
     (tmp_path / "broken.jpg").write_bytes(b"<html>not found</html>")
@@ -313,7 +313,7 @@ def test_unreadable_photos_are_skipped_by_name_and_none_readable_is_an_error(tmp
 
 
 def test_content_size_sets_the_scale_photos_are_cropped_from(tmp_path):
-    from instyle.train import load_content_set
+    from instyle.engine.training import load_content_set
 
     save_image(torch.rand(3, 400, 600), tmp_path / "wide.png")
     save_image(torch.rand(3, 100, 150), tmp_path / "small.png")
@@ -397,7 +397,7 @@ def test_compiled_training_follows_eager_and_saves_a_plain_model(tmp_path, photo
 
 
 def test_cuda_graph_flag_on_by_default_and_off_from_the_cli():
-    from instyle.cli import build_parser
+    from instyle.apps.cli import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["train", "--style", "x.jpg", "-o", "m.safetensors"]).cuda_graph is True

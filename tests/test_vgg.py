@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from instyle.losses import gram_matrix
-from instyle.models import VGGFeatures
-from instyle.models.vgg import vgg_layer_names
-from instyle.weights import CONVENTIONS, VGGWeights, conv_names
+from instyle.engine.losses import gram_matrix
+from instyle.engine.models import VGGFeatures
+from instyle.engine.models.vgg import vgg_layer_names
+from instyle.engine.weights import CONVENTIONS, VGGWeights, conv_names
 
 
 def random_weights(arch: str = "vgg16", convention: str = "torchvision", seed: int = 0) -> VGGWeights:

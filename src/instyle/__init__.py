@@ -2,9 +2,9 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import functional, nn
-from .functional import adaptive_instance_norm, instance_norm
-from .nn import AdaIN, ConditionalInstanceNorm2d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, make_norm
+from instyle import functional, nn
+from instyle.functional import adaptive_instance_norm, instance_norm
+from instyle.nn import AdaIN, ConditionalInstanceNorm2d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, make_norm
 
 
 def _source_tree_version() -> str:
@@ -24,17 +24,17 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = _source_tree_version()
 
-# Functions named like their modules are imported eagerly: a lazy attribute would be
-# shadowed by the submodule once anything imports it.
-from .optimize import OptimizeConfig, optimize  # noqa: E402
-from .train import TrainConfig, train  # noqa: E402
-
-# The heavier parts load on first use, so that `import instyle` stays as light as torch.
+# The style engine loads on first use, so that `import instyle` (and `instyle.nn`) stays as
+# light as torch: no PIL, matplotlib, scikit-image, safetensors or gradio until they are needed.
 _LAZY = {
-    "load_model": ("instyle.stylize", "load_model"),
-    "list_models": ("instyle.stylize", "list_models"),
-    "load_image": ("instyle.image", "load_image"),
-    "save_image": ("instyle.image", "save_image"),
+    "optimize": ("instyle.engine.optimize", "optimize"),
+    "OptimizeConfig": ("instyle.engine.optimize", "OptimizeConfig"),
+    "train": ("instyle.engine.training", "train"),
+    "TrainConfig": ("instyle.engine.training", "TrainConfig"),
+    "load_model": ("instyle.engine.inference.stylize", "load_model"),
+    "list_models": ("instyle.engine.catalog", "list_models"),
+    "load_image": ("instyle.engine.image", "load_image"),
+    "save_image": ("instyle.engine.image", "save_image"),
 }
 
 
@@ -59,9 +59,5 @@ __all__ = [
     "ConditionalInstanceNorm2d",
     "AdaIN",
     "make_norm",
-    "optimize",
-    "OptimizeConfig",
-    "train",
-    "TrainConfig",
     *_LAZY,
 ]

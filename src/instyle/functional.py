@@ -11,7 +11,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .ops.reference import instance_norm_reference
+from instyle.ops.reference import instance_norm_reference
 
 __all__ = [
     "instance_norm",
@@ -78,7 +78,7 @@ def _load_optional_backends() -> None:
     if _optional_loaded:
         return
     _optional_loaded = True
-    from . import ops
+    from instyle import ops
 
     ops.load_backends()
 

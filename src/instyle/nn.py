@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import functional as F
+from instyle import functional as F
 
 __all__ = [
     "InstanceNorm1d",

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-import instyle.train
-from instyle.style_targets import StyleTargets, compute_style_targets
+import instyle.engine.training
+from instyle.engine.targets import StyleTargets, compute_style_targets
 
 
 def isotropic_style_targets(image: torch.Tensor, **kwargs) -> StyleTargets:
@@ -28,7 +28,7 @@ def isotropic_style_targets(image: torch.Tensor, **kwargs) -> StyleTargets:
 
 
 if __name__ == "__main__":
-    instyle.train.compute_style_targets = isotropic_style_targets
-    from instyle.cli import main
+    instyle.engine.training.compute_style_targets = isotropic_style_targets
+    from instyle.apps.cli import main
 
     raise SystemExit(main(sys.argv[1:]))

@@ -14,7 +14,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from instyle.losses import PerceptualLoss
+from instyle.engine.losses import PerceptualLoss
 
 _forward = PerceptualLoss.forward
 
@@ -38,6 +38,6 @@ def jittered_forward(self, input, content=None, *, per_layer=False):
 
 if __name__ == "__main__":
     PerceptualLoss.forward = jittered_forward
-    from instyle.cli import main
+    from instyle.apps.cli import main
 
     raise SystemExit(main(sys.argv[1:]))

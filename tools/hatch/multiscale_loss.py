@@ -17,8 +17,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from instyle.image import load_image, resize_long_side
-from instyle.losses import LossTerms, PerceptualLoss
+from instyle.engine.image import load_image, resize_long_side
+from instyle.engine.losses import LossTerms, PerceptualLoss
 
 _forward = PerceptualLoss.forward
 
@@ -49,6 +49,6 @@ def multiscale_forward(self, input, content=None, *, per_layer=False):
 
 if __name__ == "__main__":
     PerceptualLoss.forward = multiscale_forward
-    from instyle.cli import main
+    from instyle.apps.cli import main
 
     raise SystemExit(main(sys.argv[1:]))

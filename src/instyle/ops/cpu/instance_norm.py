@@ -27,8 +27,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..reference import _memory_format, instance_norm_reference, update_running_stats
-from . import build
+from instyle.ops.reference import _memory_format, instance_norm_reference, update_running_stats
+from instyle.ops.cpu import build
 
 __all__ = ["instance_norm_cpu", "supports", "InstanceNormCPUFunction"]
 

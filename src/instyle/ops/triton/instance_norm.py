@@ -40,8 +40,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ...functional import register_backend
-from ..reference import update_running_stats
+from instyle.functional import register_backend
+from instyle.ops.reference import update_running_stats
 
 __all__ = ["instance_norm_triton", "instance_norm_fwd", "instance_norm_bwd", "supports"]
 

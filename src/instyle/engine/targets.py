@@ -2,7 +2,7 @@
 
 The bundled styles ship generator weights, not paintings. ``instyle train`` also stores the Gram
 matrix of each style layer of the painting at the training's style size (the *style targets*, see
-:class:`instyle.modelfile.StyleTargets`); :func:`attach_style_targets` adds them to an older model
+:class:`instyle.engine.modelfile.StyleTargets`); :func:`attach_style_targets` adds them to an older model
 file, given the painting it was trained on. :func:`resolve_style` turns what a user passes as
 ``--style`` into a :class:`StyleSource`: an image file, a bundled style name, or a model file with
 targets. Library code: raises, prints nothing.
@@ -20,9 +20,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .image import load_image, resize_long_side
-from .losses import PerceptualLoss, gram_matrix
-from .modelfile import StyleTargets, read_model_file, targets_from_file, write_style_targets
+from instyle.engine.image import load_image, resize_long_side
+from instyle.engine.losses import PerceptualLoss, gram_matrix
+from instyle.engine.modelfile import StyleTargets, read_model_file, targets_from_file, write_style_targets
 
 __all__ = [
     "ATTACH_TOOL",
@@ -61,7 +61,7 @@ class StyleSource:
         if self.targets is not None:
             return self.targets.style_sha256
         if self.path is not None:
-            from .weights import file_sha256
+            from instyle.engine.weights import file_sha256
 
             return file_sha256(self.path)
         return None
@@ -85,7 +85,7 @@ class StyleSource:
 
 
 def _bundled_summary() -> str:
-    from .stylize import list_models
+    from instyle.engine.catalog import list_models
 
     names = list_models()
     if not names:
@@ -115,10 +115,10 @@ def resolve_style(spec: str | os.PathLike, *, image: bool = True) -> StyleSource
 
     A path that exists wins over a bundled name. ``image=False`` skips decoding an image file
     (the caller only wants to know what ``spec`` is). Raises :class:`StyleTargetsError` (unknown
-    name, model file without targets), :class:`~instyle.image.ImageError` (unreadable image) or
-    :class:`~instyle.modelfile.ModelFileError` (corrupt model file).
+    name, model file without targets), :class:`~instyle.engine.image.ImageError` (unreadable image) or
+    :class:`~instyle.engine.modelfile.ModelFileError` (corrupt model file).
     """
-    from .stylize import STYLES_DIR, list_models
+    from instyle.engine.catalog import STYLES_DIR, list_models
 
     text = os.fspath(spec)
     if not text:
@@ -138,14 +138,14 @@ def resolve_style(spec: str | os.PathLike, *, image: bool = True) -> StyleSource
 
 def default_style() -> str | None:
     """The name of the first bundled style that carries style targets, or None."""
-    from .stylize import list_models
+    from instyle.engine.catalog import list_models
 
     names = list_models(with_style_targets=True)
     return names[0] if names else None
 
 
 def _weights_hint(sha256: str | None) -> str:
-    from .weights import source_for_sha256
+    from instyle.engine.weights import source_for_sha256
 
     name = source_for_sha256(sha256)
     return f"--vgg-weights {name}" if name else "--vgg-weights PATH of that weight file"
@@ -158,7 +158,7 @@ def weights_for_targets(vgg_weights: str | None, *sources: StyleSource, default:
     under ``train``), so that ``--style NAME`` needs no ``--vgg-weights``; else None."""
     if vgg_weights is not None:
         return vgg_weights
-    from .weights import source_for_sha256
+    from instyle.engine.weights import source_for_sha256
 
     names = {source_for_sha256(s.targets.vgg_weights_sha256) for s in sources if s.targets is not None}
     names -= {None, default}  # the command's default: nothing to say
@@ -167,7 +167,7 @@ def weights_for_targets(vgg_weights: str | None, *sources: StyleSource, default:
 
 def default_vgg_weights(config) -> str:
     """The weight source a config's ``vgg_weights=None`` stands for: ``default_vgg_weights`` of its
-    class (:class:`instyle.train.TrainConfig`: the ImageNet VGG-19), else the HED VGG-16."""
+    class (:class:`instyle.engine.training.TrainConfig`: the ImageNet VGG-19), else the HED VGG-16."""
     return getattr(config, "default_vgg_weights", "hed-vgg16")
 
 
@@ -175,11 +175,11 @@ def adopt_target_weights(config, *sources: StyleSource):
     """``config`` (any of the train/optimize/texture/experiment configs) with the loss network settled:
     the VGG weights the stored style targets among ``sources`` were computed with, where ``vgg_weights``
     was left out (:func:`weights_for_targets`), and the style weight, when it is the config's default,
-    scaled from the config's default network to the chosen one (:data:`instyle.weights.STYLE_WEIGHT_SCALE`:
+    scaled from the config's default network to the chosen one (:data:`instyle.engine.weights.STYLE_WEIGHT_SCALE`:
     the ImageNet VGG-19's features are larger, so its Gram terms need an eighth of the HED VGG-16's
     weight for the same balance). A style weight the caller chose stands, and so do weight files,
     whose scale is unknown."""
-    from .weights import STYLE_WEIGHT_SCALE
+    from instyle.engine.weights import STYLE_WEIGHT_SCALE
 
     base = default_vgg_weights(config)
     chosen = weights_for_targets(config.vgg_weights, *sources, default=base)
@@ -258,7 +258,7 @@ def compute_style_targets(
 
 
 def _vgg_order(layers: Sequence[str]) -> tuple[str, ...]:
-    from .models.vgg import vgg_layer_names
+    from instyle.engine.models.vgg import vgg_layer_names
 
     order = {name: i for i, name in enumerate(vgg_layer_names("vgg19"))}
     return tuple(sorted(dict.fromkeys(layers), key=lambda name: order.get(name, len(order))))
@@ -275,7 +275,7 @@ def attach_style_targets(
     file (atomically; weights and metadata kept). The painting must have the sha256 the file records;
     the targets use the recorded style size and layers (plus ``extra_layers``) and the VGG weights the
     file records. ``extractor`` replaces the VGG (tests). Returns the targets written."""
-    from .weights import file_sha256
+    from instyle.engine.weights import file_sha256
 
     model_path = Path(model_path)
     painting = Path(painting)
@@ -299,7 +299,7 @@ def attach_style_targets(
         raise StyleTargetsError(f"{model_path} records no style size or style layers in its metadata")
     layers = _vgg_order([*layers, *extra_layers])
     if extractor is None:
-        from .models.vgg import VGGFeatures
+        from instyle.engine.models.vgg import VGGFeatures
 
         try:
             extractor = VGGFeatures(layers, weights=settings.get("vgg_weights") or "default")

@@ -6,10 +6,10 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .blocks import ConvNormAct, NormAct
-from .texture import TextureNet
-from .transformer import ResidualBlock, TransformerNet
-from .vgg import VGGFeatures
+from instyle.engine.models.blocks import ConvNormAct, NormAct
+from instyle.engine.models.texture import TextureNet
+from instyle.engine.models.transformer import ResidualBlock, TransformerNet
+from instyle.engine.models.vgg import VGGFeatures
 
 # CLI names (--arch); model files store each class's own ``arch`` string.
 GENERATORS: dict[str, type[nn.Module]] = {"transformer": TransformerNet, "texture": TextureNet}

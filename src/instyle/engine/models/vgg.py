@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import ARCH_BLOCKS, CONVENTIONS, VGGWeights, resolve_vgg_weights
+from instyle.engine.weights import ARCH_BLOCKS, CONVENTIONS, VGGWeights, resolve_vgg_weights
 
 __all__ = ["VGGFeatures", "vgg_layer_names"]
 
@@ -37,7 +37,7 @@ class VGGFeatures(nn.Module):
     Args:
         layers: names such as ``"relu4_2"``, ``"conv1_1"`` or ``"pool3"`` (see :func:`vgg_layer_names`).
         weights: ``"default"`` (``$INSTYLE_VGG_WEIGHTS`` or the HED VGG-16, fetched once), a path to a weight
-            file, a loaded :class:`~instyle.weights.VGGWeights`, or ``None`` for a randomly initialized net.
+            file, a loaded :class:`~instyle.engine.weights.VGGWeights`, or ``None`` for a randomly initialized net.
         arch: ``"vgg16"`` or ``"vgg19"``; taken from the weights when they are given.
         pooling: ``"max"`` (as trained) or ``"avg"`` (Gatys et al. report smoother results for synthesis).
         convention: input convention of a random net (``weights=None``); default ``"torchvision"``.

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .blocks import ConvNormAct, check_image, kwargs_from_config, receptive_radius
+from instyle.engine.models.blocks import ConvNormAct, check_image, kwargs_from_config, receptive_radius
 
 __all__ = ["TransformerNet", "ResidualBlock"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as torch_F
 
-from .functional import instance_norm, select_backend
+from instyle.functional import instance_norm, select_backend
 
 
 @dataclass

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .modelfile import load_generator
-from .weights import file_sha256 as sha256_file
-from .nn import InstanceNorm2d
+from instyle.engine.modelfile import load_generator
+from instyle.engine.weights import file_sha256 as sha256_file
+from instyle.nn import InstanceNorm2d
 
 __all__ = [
     "OPSET",
@@ -206,7 +206,7 @@ def export_model(
     name_or_path: str | os.PathLike, output: str | os.PathLike, *, exporter: str = "dynamo"
 ) -> Path:
     """Export a model file or bundled style to ``output`` (.onnx)."""
-    from .stylize import resolve_model_path
+    from instyle.engine.catalog import resolve_model_path
 
     path = resolve_model_path(name_or_path)
     output = Path(output)
@@ -230,7 +230,7 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def cached_onnx_path(model_path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """``$INSTYLE_HOME/onnx/<sha256 of the model file>.onnx``."""
-    from .weights import cache_dir
+    from instyle.engine.weights import cache_dir
 
     root = Path(cache) if cache is not None else cache_dir()
     return root / "onnx" / f"{sha256_file(model_path)}.onnx"
@@ -258,7 +258,7 @@ def load_cached_onnx(
     """``generator`` in onnxruntime, exported once into the cache (keyed by the sha256 of its
     model file ``source``, or of its weights). A cached file onnxruntime cannot load is
     exported again."""
-    from .weights import cache_dir
+    from instyle.engine.weights import cache_dir
 
     if source is not None:
         path = cached_onnx_path(source, cache)

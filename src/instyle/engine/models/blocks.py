@@ -1,7 +1,7 @@
 """Blocks shared by the generators: ``NormAct`` (norm, optional residual, activation, with
 the fused instance-norm path) and ``ConvNormAct`` (pad, conv, ``NormAct``).
 
-``NormAct`` is also where :mod:`instyle.tiling` freezes whole-image statistics: while
+``NormAct`` is also where :mod:`instyle.engine.inference.tiling` freezes whole-image statistics: while
 ``frozen_stats`` holds ``(mean, var)`` (each (C,)), the layer normalizes with them instead
 of the input's own statistics.
 """
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .. import functional as F
-from ..nn import InstanceNorm2d, make_norm
+from instyle import functional as F
+from instyle.nn import InstanceNorm2d, make_norm
 
 __all__ = ["NormAct", "ConvNormAct", "check_image", "kwargs_from_config"]
 

@@ -37,18 +37,18 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import __version__
-from .fileio import write_atomic
-from .image import ImageError, default_content_images, iter_image_files, load_image, resize_long_side, save_image
-from .losses import PerceptualLoss
-from .modelfile import ModelFileError
-from .optimize import OptimizeConfig, optimize
-from .runtime import resolve_device
-from .style_targets import (
+from instyle import __version__
+from instyle.engine.fileio import write_atomic
+from instyle.engine.image import ImageError, default_content_images, iter_image_files, load_image, resize_long_side, save_image
+from instyle.engine.losses import PerceptualLoss
+from instyle.engine.modelfile import ModelFileError
+from instyle.engine.optimize import OptimizeConfig, optimize
+from instyle.engine.device import resolve_device
+from instyle.engine.targets import (
     ATTACH_TOOL, StyleSource, StyleTargetsError, apply_targets, compute_style_targets, default_style, resolve_style,
     adopt_target_weights,
 )  # fmt: skip
-from .train import TrainConfig, corner_crops, train
+from instyle.engine.training import TrainConfig, corner_crops, train
 
 __all__ = ["ExperimentConfig", "ExperimentError", "run_in_vs_bn"]
 
@@ -496,7 +496,7 @@ def _training_summary(result) -> dict:
 
 
 def _speed(config, models, photo: Tensor, style: StyleSource, extractor, device: torch.device) -> dict:
-    from .models import TransformerNet
+    from instyle.engine.models import TransformerNet
 
     image = resize_long_side(photo, config.speed_size)
     generator_seconds = {
@@ -551,7 +551,7 @@ def _style_panel(ax, style: StyleSource, x: Tensor, config, show) -> None:
         show(ax, resize_long_side(style.image, config.figure_size), "style")
         return
     try:
-        from .modelfile import load_generator
+        from instyle.engine.modelfile import load_generator
 
         generator, _ = load_generator(style.path)
         show(ax, _forward(generator.to(x.device), x), f"style {style.name}: its model's output\n(no painting shipped)")
@@ -711,7 +711,7 @@ def _markdown(report: dict) -> str:
     lines = [
         "# Instance vs batch normalization in the generator: the seed's five claims, measured",
         "",
-        f"- Command: `{meta['command'] or 'instyle.experiment.run_in_vs_bn(...)'}`",
+        f"- Command: `{meta['command'] or 'instyle.apps.experiment.run_in_vs_bn(...)'}`",
         f"- Date (UTC): {meta['date_utc']}",
         f"- Device: {meta['device']}",
         f"- Versions: instyle {meta['instyle_version']}, torch {meta['torch_version']}, Python {meta['python']}",

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from .fileio import write_atomic
+from instyle.engine.fileio import write_atomic
 
 __all__ = [
     "CONVENTIONS",

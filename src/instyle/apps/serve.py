@@ -3,7 +3,7 @@
 ``build_app(styles)`` returns the page as a ``gr.Blocks``; ``launch(app, host, port)`` serves it.
 Every request goes through one bounded queue that runs one job at a time. An upload is checked for
 its size in bytes before anything reads it, and for its pixel count from the image header before
-any pixel is decoded (:func:`instyle.image.load_image`). A refused or failed request reaches the
+any pixel is decoded (:func:`instyle.engine.image.load_image`). A refused or failed request reaches the
 page as a short message, never a traceback or a path on the server; the server keeps no per-request
 state, so its memory stays flat over many requests.
 
@@ -24,9 +24,10 @@ from typing import Mapping, Sequence
 import torch
 from PIL import Image
 
-from .image import ImageError, load_image, max_pixels_limit, to_pil
-from .modelfile import ModelFileError
-from .stylize import StyleModel, list_models, load_model
+from instyle.engine.image import ImageError, load_image, max_pixels_limit, to_pil
+from instyle.engine.modelfile import ModelFileError
+from instyle.engine.inference.stylize import StyleModel, load_model
+from instyle.engine.catalog import list_models
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",

@@ -29,14 +29,14 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor
 
-from . import __version__
-from .fileio import write_atomic
-from .image import IMAGE_EXTENSIONS, ImageError, default_content_images, iter_image_files, load_image, resize_long_side
-from .losses import PerceptualLoss
-from .modelfile import save_model
-from .weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP
-from .style_targets import apply_targets, compute_style_targets, resolve_style, adopt_target_weights
-from .runtime import loss_memory_format, preferred_memory_format, resolve_autocast_dtype, resolve_device
+from instyle import __version__
+from instyle.engine.fileio import write_atomic
+from instyle.engine.image import IMAGE_EXTENSIONS, ImageError, default_content_images, iter_image_files, load_image, resize_long_side
+from instyle.engine.losses import PerceptualLoss
+from instyle.engine.modelfile import save_model
+from instyle.engine.weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP
+from instyle.engine.targets import apply_targets, compute_style_targets, resolve_style, adopt_target_weights
+from instyle.engine.device import loss_memory_format, preferred_memory_format, resolve_autocast_dtype, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _log = logging.getLogger(__name__)  # the CLI shows its messages on stderr
@@ -46,7 +46,7 @@ _log = logging.getLogger(__name__)  # the CLI shows its messages on stderr
 class TrainConfig:
     """One source of defaults: the CLI derives its flags from these fields."""
 
-    # the loss network vgg_weights=None stands for (instyle.style_targets.adopt_target_weights)
+    # the loss network vgg_weights=None stands for (instyle.engine.targets.adopt_target_weights)
     default_vgg_weights: ClassVar[str] = TRAIN_VGG_WEIGHTS
 
     style: str = ""  # a style image, a bundled style name, or a model file with style targets
@@ -483,7 +483,7 @@ def train(
     if device.type == "cuda" and sum(img.numel() * img.element_size() for img in content_images) <= 1 << 30:
         crop_source = [img.to(device) for img in content_images]
 
-    from .models import build_generator
+    from instyle.engine.models import build_generator
 
     torch.manual_seed(config.seed)
     options = {"norm": config.norm}
@@ -686,7 +686,7 @@ def train(
 
 @torch.no_grad()
 def _save_samples(model: torch.nn.Module, images: list[Tensor], path: Path, device: torch.device) -> None:
-    from .image import save_image
+    from instyle.engine.image import save_image
 
     was_training = model.training
     model.eval()

@@ -5,7 +5,7 @@ A file may also carry the style targets the generator was trained against (:clas
 the Gram matrix of each VGG style layer of the painting, packed as its upper triangle (row-major,
 the order of ``torch.triu_indices``) in fp32 under ``style_targets.<layer>``, described by the
 ``style_targets`` entry of the metadata. They are derived data, not the painting, and make the style
-usable by name (:mod:`instyle.style_targets`). Such files are format version 2; version 1 files are
+usable by name (:mod:`instyle.engine.targets`). Such files are format version 2; version 1 files are
 the same without targets.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .fileio import write_atomic
+from instyle.engine.fileio import write_atomic
 
 FORMAT = "instyle-generator"
 FORMAT_VERSION = 1  # files without style targets: readable by every instyle
@@ -56,7 +56,7 @@ def unpack_gram(packed: torch.Tensor, channels: int) -> torch.Tensor:
 @dataclass(frozen=True, eq=False)
 class StyleTargets:
     """The style statistics of one painting: the Gram matrix (C, C), fp32, of each VGG layer, as
-    :func:`instyle.losses.gram_matrix` computes it for the painting resized to ``style_size`` (long
+    :func:`instyle.engine.losses.gram_matrix` computes it for the painting resized to ``style_size`` (long
     side) and fed to the VGG whose weights have ``vgg_weights_sha256``."""
 
     grams: dict[str, torch.Tensor]  # layer -> (C, C) fp32, symmetric
@@ -303,7 +303,7 @@ def write_style_targets(path: str | os.PathLike, targets: StyleTargets) -> None:
 def load_generator(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """Build the generator a model file describes and load its weights (strictly); style targets
     in the file are checked and left in the metadata's ``style_targets`` entry, not loaded."""
-    from .models import generator_from_config
+    from instyle.engine.models import generator_from_config
 
     config, metadata, tensors = read_model_file(path)
     tensors, _ = split_style_targets(tensors)

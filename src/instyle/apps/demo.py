@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from .image import default_content_images, resize_long_side, save_image
-from .stylize import list_models, load_model
+from instyle.engine.image import default_content_images, resize_long_side, save_image
+from instyle.engine.inference.stylize import load_model
+from instyle.engine.catalog import list_models
 
 DEMO_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

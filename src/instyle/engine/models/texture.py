@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from ..nn import make_norm
-from .blocks import ConvNormAct, NormAct, check_image, kwargs_from_config
+from instyle.nn import make_norm
+from instyle.engine.models.blocks import ConvNormAct, NormAct, check_image, kwargs_from_config
 
 __all__ = ["TextureNet"]
 

@@ -34,7 +34,7 @@ STYLE_STATS = ("gram", "mean_std")
 class FeatureExtractor(Protocol):
     """What :class:`PerceptualLoss` needs: ``extractor(images) -> {layer: (N, C, H, W)}`` for ``extractor.layers``.
 
-    :class:`instyle.models.VGGFeatures` is one; tests use a tiny random conv stack with the same interface.
+    :class:`instyle.engine.models.VGGFeatures` is one; tests use a tiny random conv stack with the same interface.
     """
 
     layers: tuple[str, ...]
@@ -300,7 +300,7 @@ class PerceptualLoss(nn.Module):
         content_layers = tuple(getattr(config, "content_layers", ()))
         style_layers = tuple(config.style_layers)
         if extractor is None:
-            from .models.vgg import VGGFeatures
+            from instyle.engine.models.vgg import VGGFeatures
 
             extractor = VGGFeatures(content_layers + style_layers, weights=config.vgg_weights or "default")
         return cls(

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .fileio import write_atomic
+from instyle import __version__
+from instyle.engine.fileio import write_atomic
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .compare import accuracy_rows, speed_rows
-    from .demo import run_demo
-    from .runtime import resolve_device
+    from instyle.apps.compare import accuracy_rows, speed_rows
+    from instyle.apps.demo import run_demo
+    from instyle.engine.device import resolve_device
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from .weights import SOURCES, WeightsError, describe, fetch_weights, resolve_vgg_weights
+    from instyle.engine.weights import SOURCES, WeightsError, describe, fetch_weights, resolve_vgg_weights
 
     try:
         if args.action == "fetch":
@@ -79,7 +79,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _add_weights_parser(sub) -> None:
-    from .weights import SOURCES
+    from instyle.engine.weights import SOURCES
 
     weights = sub.add_parser("weights", help="fetch or inspect the pretrained VGG weights")
     actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -184,8 +184,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .train import TrainConfig, TrainingError, TrainingInterrupted, train
-    from .weights import WeightsError
+    from instyle.engine.training import TrainConfig, TrainingError, TrainingInterrupted, train
+    from instyle.engine.weights import WeightsError
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     values["content_layers"] = tuple(values["content_layers"])
@@ -228,11 +228,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
-    from .image import iter_image_files
-    from .export import ExportError
-    from .modelfile import ModelFileError
-    from .runtime import resolve_device
-    from .stylize import load_model, stylize_files
+    from instyle.engine.image import iter_image_files
+    from instyle.engine.inference.export import ExportError
+    from instyle.engine.modelfile import ModelFileError
+    from instyle.engine.device import resolve_device
+    from instyle.engine.inference.stylize import load_model, stylize_files
 
     try:
         model = load_model(args.model)
@@ -286,8 +286,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import ExportError, export_model, onnx_metadata
-    from .modelfile import ModelFileError
+    from instyle.engine.inference.export import ExportError, export_model, onnx_metadata
+    from instyle.engine.modelfile import ModelFileError
 
     try:
         path = export_model(args.model, args.onnx, exporter=args.exporter)
@@ -311,9 +311,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .image import ImageError, save_image
-    from .optimize import OptimizeConfig, optimize
-    from .weights import WeightsError
+    from instyle.engine.image import ImageError, save_image
+    from instyle.engine.optimize import OptimizeConfig, optimize
+    from instyle.engine.weights import WeightsError
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(OptimizeConfig) if hasattr(args, f.name)}
     for name in ("content_layers", "style_layers"):
@@ -363,12 +363,12 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
-    from .image import ImageError
-    from .modelfile import ModelFileError
-    from .style_targets import ATTACH_TOOL, StyleTargetsError, default_style
-    from .train import TrainingError
-    from .weights import WeightsError
+    from instyle.apps.experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
+    from instyle.engine.image import ImageError
+    from instyle.engine.modelfile import ModelFileError
+    from instyle.engine.targets import ATTACH_TOOL, StyleTargetsError, default_style
+    from instyle.engine.training import TrainingError
+    from instyle.engine.weights import WeightsError
 
     style = args.style or default_style()
     if style is None:
@@ -425,8 +425,8 @@ def _add_experiment_parser(sub) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .modelfile import ModelFileError
-    from .serve import ServeLimits, StyleService, build_app, launch, load_styles
+    from instyle.engine.modelfile import ModelFileError
+    from instyle.apps.serve import ServeLimits, StyleService, build_app, launch, load_styles
 
     try:
         limits = ServeLimits(
@@ -455,10 +455,10 @@ def _cmd_texture(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .image import ImageError, save_image
-    from .texture import TextureConfig, synthesize_texture
-    from .train import TrainingError
-    from .weights import WeightsError
+    from instyle.engine.image import ImageError, save_image
+    from instyle.engine.texture import TextureConfig, synthesize_texture
+    from instyle.engine.training import TrainingError
+    from instyle.engine.weights import WeightsError
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TextureConfig) if hasattr(args, f.name)}
     values["style_layers"] = tuple(values["style_layers"])
@@ -503,9 +503,9 @@ def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .modelfile import read_model_file
-    from .stylize import list_models, resolve_model_path
-    from .weights import source_for_sha256
+    from instyle.engine.modelfile import read_model_file
+    from instyle.engine.catalog import list_models, resolve_model_path
+    from instyle.engine.weights import source_for_sha256
 
     names = list_models()
     if not names:
@@ -543,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the bundled styles")
     models.set_defaults(func=_cmd_models)
 
-    from .optimize import OptimizeConfig
+    from instyle.engine.optimize import OptimizeConfig
 
     optimize = sub.add_parser("optimize", help="the slow, exact Gatys et al. optimisation of one image")
     optimize.add_argument("content", help="the content image")
@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_max_pixels(optimize)
     optimize.set_defaults(func=_cmd_optimize)
 
-    from .train import TrainConfig
+    from instyle.engine.training import TrainConfig
 
     train = sub.add_parser("train", help="train a feed-forward style model from one painting")
     train.add_argument(
@@ -597,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.set_defaults(func=_cmd_stylize)
     _add_experiment_parser(sub)
 
-    from .serve import DEFAULT_MAX_SIZE, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE_SIZE
+    from instyle.apps.serve import DEFAULT_MAX_SIZE, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_QUEUE_SIZE
 
     serve = sub.add_parser("serve", help="a web page to stylize photos (needs instyle[web])")
     serve.add_argument(
@@ -634,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     export.set_defaults(func=_cmd_export)
 
-    from .texture import TextureConfig
+    from instyle.engine.texture import TextureConfig
 
     texture = sub.add_parser("texture", help="synthesize a texture of a style image from noise (TextureNet)")
     texture.add_argument(
@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    from .image import MAX_PIXELS_ENV
+    from instyle.engine.image import MAX_PIXELS_ENV
 
     log = logging.getLogger("instyle")
     handler, level = _progress_messages(), log.level

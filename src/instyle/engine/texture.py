@@ -8,7 +8,7 @@ style loss alone (Gram matrices of VGG features, Adam) and caches it as
 
 The training loop is small on purpose: no content, no data set, no DDP and no resumable
 checkpoints (a texture trains in minutes; an interrupted run just starts again). Loss,
-extractor, model files, devices and the learning-rate schedule are the ones :mod:`instyle.train`
+extractor, model files, devices and the learning-rate schedule are the ones :mod:`instyle.engine.training`
 uses. Library code: prints nothing, returns values.
 """
 
@@ -25,16 +25,16 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor
 
-from . import __version__
-from .image import resize_long_side
-from .losses import PerceptualLoss
-from .modelfile import ModelFileError, load_generator, save_model
-from .weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP, file_sha256 as sha256_file
-from .models import TextureNet
-from .models.vgg import VGGFeatures
-from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
-from .style_targets import StyleSource, apply_targets, check_targets, resolve_style, adopt_target_weights
-from .train import TrainingError, _cosine_lr, stored_style_size
+from instyle import __version__
+from instyle.engine.image import resize_long_side
+from instyle.engine.losses import PerceptualLoss
+from instyle.engine.modelfile import ModelFileError, load_generator, save_model
+from instyle.engine.weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP, file_sha256 as sha256_file
+from instyle.engine.models import TextureNet
+from instyle.engine.models.vgg import VGGFeatures
+from instyle.engine.device import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
+from instyle.engine.targets import StyleSource, apply_targets, check_targets, resolve_style, adopt_target_weights
+from instyle.engine.training import TrainingError, _cosine_lr, stored_style_size
 
 CACHE_SUBDIR = "textures"
 DEFAULT_STYLE_SIZE = 384
@@ -46,7 +46,7 @@ _NOT_HASHED = ("style", "device", "dtype", "vgg_weights")
 class TextureConfig:
     """One source of defaults: the CLI derives its flags from these fields."""
 
-    # the loss network vgg_weights=None stands for (instyle.style_targets.adopt_target_weights)
+    # the loss network vgg_weights=None stands for (instyle.engine.targets.adopt_target_weights)
     default_vgg_weights: ClassVar[str] = TRAIN_VGG_WEIGHTS
 
     style: str = ""  # a style image, a bundled style name, or a model file with style targets
@@ -166,7 +166,7 @@ def config_hash(config: TextureConfig, autocast: torch.dtype | None, extractor_s
 
 
 def texture_cache_dir() -> Path:
-    from .weights import cache_dir
+    from instyle.engine.weights import cache_dir
 
     return cache_dir() / CACHE_SUBDIR
 

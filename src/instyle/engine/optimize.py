@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .color import PRESERVE_COLOR, preserve_color
-from .image import load_image, resize_long_side
-from .losses import PerceptualLoss
-from .models.vgg import VGGFeatures
-from .runtime import preferred_memory_format, resolve_autocast_dtype, resolve_device
-from .weights import VGG_WEIGHTS_HELP
-from .style_targets import (
+from instyle.engine.color import PRESERVE_COLOR, preserve_color
+from instyle.engine.image import load_image, resize_long_side
+from instyle.engine.losses import PerceptualLoss
+from instyle.engine.models.vgg import VGGFeatures
+from instyle.engine.device import preferred_memory_format, resolve_autocast_dtype, resolve_device
+from instyle.engine.weights import VGG_WEIGHTS_HELP
+from instyle.engine.targets import (
     StyleSource, StyleTargets, check_targets, compute_style_targets, resolve_style, adopt_target_weights,
 )  # fmt: skip
 
@@ -176,7 +176,7 @@ def optimize(
     **overrides,
 ) -> OptimizeResult:
     """Stylize ``content`` with one or several styles: images (paths, PIL images or tensors), bundled
-    style names or model files with style targets, or :class:`~instyle.modelfile.StyleTargets`.
+    style names or model files with style targets, or :class:`~instyle.engine.modelfile.StyleTargets`.
 
     Stored style targets keep the style size they were computed at (``style_scale`` applies to
     images only). ``overrides`` replace fields of ``config`` (e.g. ``iterations=100``). ``extractor``

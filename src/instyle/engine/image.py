@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from .fileio import write_atomic
+from instyle.engine.fileio import write_atomic
 
 __all__ = [
     "ImageError",

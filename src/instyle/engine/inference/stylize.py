@@ -2,7 +2,7 @@
 
 ``stylize`` returns what it was given: a PIL image for a PIL image, a tensor for a tensor
 ((3, H, W) or (N, 3, H, W) in [0, 1]). Large images go through whole-image instance-norm
-statistics and overlapping tiles (:mod:`instyle.tiling`).
+statistics and overlapping tiles (:mod:`instyle.engine.inference.tiling`).
 """
 
 from __future__ import annotations
@@ -22,35 +22,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .color import PRESERVE_COLOR, ColorMoments, apply_color_map, histogram_map, preserve_color
-from .image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
-from .modelfile import ModelFileError, has_style_targets, load_generator
-from .tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
-from .runtime import preferred_memory_format, resolve_device, resolve_inference_dtype
+from instyle.engine.color import PRESERVE_COLOR, ColorMoments, apply_color_map, histogram_map, preserve_color
+from instyle.engine.image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
+from instyle.engine.catalog import resolve_model_path
+from instyle.engine.modelfile import ModelFileError, load_generator
+from instyle.engine.inference.tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
+from instyle.engine.device import preferred_memory_format, resolve_device, resolve_inference_dtype
 
-STYLES_DIR = Path(__file__).parent / "styles"
 RUNTIMES = ("torch", "onnxruntime")
-
-
-def list_models(*, with_style_targets: bool = False) -> list[str]:
-    """Names of the styles bundled with instyle; ``with_style_targets=True``: only those whose model
-    file carries the painting's style statistics, so that the name can stand for the style in
-    ``instyle train/optimize/texture/experiment --style NAME`` (see :mod:`instyle.style_targets`)."""
-    paths = sorted(STYLES_DIR.glob("*.safetensors"))
-    if with_style_targets:
-        paths = [p for p in paths if has_style_targets(p)]
-    return [p.stem for p in paths]
-
-
-def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".safetensors" or path.exists():
-        return path
-    bundled = STYLES_DIR / f"{name_or_path}.safetensors"
-    if bundled.exists():
-        return bundled
-    available = ", ".join(list_models()) or "none bundled"
-    raise ModelFileError(f"model {name_or_path}: no such file or bundled style (bundled: {available})")
 
 
 class _CudaGraphs:
@@ -130,9 +109,9 @@ class StyleModel:
 
     def onnx_model(self):
         """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)
-        and loaded into onnxruntime; see :mod:`instyle.export`."""
+        and loaded into onnxruntime; see :mod:`instyle.engine.inference.export`."""
         if self._onnx is None:
-            from .export import load_cached_onnx
+            from instyle.engine.inference.export import load_cached_onnx
 
             self._onnx = load_cached_onnx(self.generator, self.source, {"style_name": self.name})
         return self._onnx
@@ -189,7 +168,7 @@ class StyleModel:
         tensor's device).
 
         Large images (``tile``, or automatically when an untiled forward would not fit a
-        quarter of free memory) go through :func:`instyle.tiling.stylize_tiled_rows`; the
+        quarter of free memory) go through :func:`instyle.engine.inference.tiling.stylize_tiled_rows`; the
         output is finished (colour, strength, clamp, quantization) band by band, so a PIL
         image never exists as float32 (except for ``preserve="histogram"``, which needs the
         whole stylized image's colours first).

@@ -13,7 +13,7 @@ pick different blockings for different sizes). Two ways to get the statistics:
   the cores partition the image (and, at its right and bottom end, the few rows a model
   computes beyond it, which the untiled statistics include too). Cost: one partial forward
   per norm layer, about (number of norm layers / 2) full forwards; memory: one window.
-- Staged (:class:`instyle.models.TransformerNet`, when its low-resolution maps fit
+- Staged (:class:`instyle.engine.models.TransformerNet`, when its low-resolution maps fit
   ``cache_bytes``): the encoder's norms as above, with halos only as wide as the layers
   each pass runs; then the encoder's last pre-norm map, at 1/4 resolution, is assembled
   whole from tiles, and the residual trunk runs on whole maps layer by layer (each
@@ -30,11 +30,11 @@ that callers can post-process and store rows without an image-sized float buffer
 A model is tileable when it exposes ``tile_stride`` (its total downsampling: windows start
 at multiples of it so that every strided grid lines up with the untiled one),
 ``receptive_radius`` (input pixels an output pixel depends on, norms frozen), and keeps
-every input-statistics norm inside an :class:`instyle.models.blocks.NormAct`, which
-accepts frozen statistics. :class:`instyle.models.TransformerNet` is.
+every input-statistics norm inside an :class:`instyle.engine.models.blocks.NormAct`, which
+accepts frozen statistics. :class:`instyle.engine.models.TransformerNet` is.
 
 Images are float (N, C, H, W) in [0, 1] or uint8 (N, C, H, W) in 0..255; a uint8 image is
-converted one window at a time, exactly as :func:`instyle.image.load_image` converts pixels.
+converted one window at a time, exactly as :func:`instyle.engine.image.load_image` converts pixels.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .models.blocks import ConvNormAct, NormAct, receptive_radius
+from instyle.engine.models.blocks import ConvNormAct, NormAct, receptive_radius
 
 __all__ = [
     "stylize_tiled", "stylize_tiled_rows", "whole_image_in_stats", "auto_tile", "tile_halo",
@@ -494,7 +494,7 @@ class _Staged:
     def plan(cls, model: nn.Module, image: Tensor, tile: int, halo: int | None, cache_bytes: int) -> _Staged | None:
         """A staged run of ``model`` on ``image``, or None where only the generic path applies:
         another model, an explicit ``halo``, an image too small, or maps over ``cache_bytes``."""
-        from .models.transformer import ResidualBlock, TransformerNet
+        from instyle.engine.models.transformer import ResidualBlock, TransformerNet
 
         if halo is not None or not isinstance(model, TransformerNet) or type(model).forward is not TransformerNet.forward:
             return None
