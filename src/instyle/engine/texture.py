@@ -166,7 +166,7 @@ def config_hash(config: TextureConfig, autocast: torch.dtype | None, extractor_s
 
 
 def texture_cache_dir() -> Path:
-    from instyle.engine.weights import cache_dir
+    from instyle.engine.paths import cache_dir
 
     return cache_dir() / CACHE_SUBDIR
 

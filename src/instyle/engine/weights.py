@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from instyle.engine.fileio import write_atomic
+from instyle.engine.paths import cache_dir
 
 __all__ = [
     "CONVENTIONS",
@@ -166,10 +167,6 @@ SOURCES: dict[str, WeightSource] = {}  # filled below, once the converters exist
 
 
 # --- cache and hashes ---------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """``$INSTYLE_HOME`` or ``~/.cache/instyle``."""
-    home = os.environ.get("INSTYLE_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".cache" / "instyle"
 
 
 def default_weights_path(cache: str | os.PathLike | None = None) -> Path:

@@ -230,7 +230,7 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def cached_onnx_path(model_path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """``$INSTYLE_HOME/onnx/<sha256 of the model file>.onnx``."""
-    from instyle.engine.weights import cache_dir
+    from instyle.engine.paths import cache_dir
 
     root = Path(cache) if cache is not None else cache_dir()
     return root / "onnx" / f"{sha256_file(model_path)}.onnx"
@@ -258,7 +258,7 @@ def load_cached_onnx(
     """``generator`` in onnxruntime, exported once into the cache (keyed by the sha256 of its
     model file ``source``, or of its weights). A cached file onnxruntime cannot load is
     exported again."""
-    from instyle.engine.weights import cache_dir
+    from instyle.engine.paths import cache_dir
 
     if source is not None:
         path = cached_onnx_path(source, cache)

@@ -25,7 +25,7 @@ from torch import Tensor
 from instyle.engine.color import PRESERVE_COLOR, ColorMoments, apply_color_map, histogram_map, preserve_color
 from instyle.engine.image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
 from instyle.engine.catalog import resolve_model_path
-from instyle.engine.modelfile import ModelFileError, load_generator
+from instyle.engine.modelfile import load_generator
 from instyle.engine.inference.tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
 from instyle.engine.device import preferred_memory_format, resolve_device, resolve_inference_dtype
 

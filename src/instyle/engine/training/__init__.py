@@ -1,15 +1,11 @@
 """Training a feed-forward stylization generator: ``train(TrainConfig(...))``."""
 
+from instyle.engine.training.config import TrainConfig, TrainingError, TrainingInterrupted, TrainResult, check_config  # noqa: F401
 from instyle.engine.training.trainer import (  # noqa: F401
     CHECKPOINT_NAME,
-    TrainConfig,
-    TrainingError,
-    TrainingInterrupted,
-    TrainResult,
     _cosine_lr,
     atomic_torch_save,
     batch_for_step,
-    check_config,
     corner_crops,
     heldout_crops,
     heldout_loss,
