@@ -76,7 +76,7 @@ class ExperimentConfig:
 
     @classmethod
     def quick_preset(cls, **overrides) -> ExperimentConfig:
-        """Small enough for a 2-core CPU in under 20 minutes: 64 px crops, a quarter-width
+        """Small enough for a CPU (times in docs/experiments/): 64 px crops, a quarter-width
         generator, a few hundred steps, IN alone in the training-set-size study."""
         preset = dict(
             train=quick_training(), set_size_iterations=120, set_size_norms=("instance",), speed_size=256,
