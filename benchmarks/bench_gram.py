@@ -28,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, cuda_sync, median_seconds, provenance  # noqa: E402
 
-from instyle.engine.losses import _positions_by_channels, _upcast, gram_matrix  # noqa: E402
+from instyle.engine.losses import gram_matrix  # noqa: E402
+from instyle.engine.losses._precision import upcast  # noqa: E402
+from instyle.engine.losses.gram import _positions_by_channels  # noqa: E402
 
 LAYERS = (("relu1_1", 64, 1), ("relu2_1", 128, 2), ("relu3_1", 256, 4), ("relu4_1", 512, 8))  # name, C, downsampling
 
@@ -36,7 +38,7 @@ LAYERS = (("relu1_1", 64, 1), ("relu2_1", 128, 2), ("relu3_1", 256, 4), ("relu4_
 def autograd_gram(features: torch.Tensor) -> torch.Tensor:
     """gram_matrix's former path for CPU features: fp32 copies, GEMMs that autograd differentiates."""
     n, c, h, w = features.shape
-    f, positions_first = _positions_by_channels(_upcast(features))
+    f, positions_first = _positions_by_channels(upcast(features))
     gram = torch.bmm(f.transpose(1, 2), f) if positions_first else torch.bmm(f, f.transpose(1, 2))
     return gram / (c * h * w)
 

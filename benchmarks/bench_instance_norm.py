@@ -32,7 +32,6 @@ if "--thp" in sys.argv[1:]:  # torch's allocator reads this once, at its first a
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import datetime  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -41,6 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import instyle  # noqa: E402
+from instyle.engine.device import describe_device  # noqa: E402
 from instyle.functional import instance_norm, select_backend  # noqa: E402
 from instyle.ops.reference import instance_norm_reference  # noqa: E402
 
@@ -72,18 +72,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, help="CSV to append to (default: benchmarks/results/instance_norm_<device>.csv)")
     return p.parse_args(argv)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cpus)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str]:
@@ -163,7 +151,7 @@ def main(argv=None) -> int:
     out = args.out or RESULTS / f"instance_norm_{device.type}.csv"
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_name(device),
+        "device": describe_device(device),
         **versions(),
         "threads": torch.get_num_threads(),
         "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),

@@ -42,21 +42,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def setup(args):
     import torch
 
@@ -135,6 +120,7 @@ def main(argv=None) -> int:
     import torch
 
     import instyle
+    from instyle.engine.device import describe_device
     from instyle.engine.models import TransformerNet
     from instyle.engine.inference.tiling import tile_halo
 
@@ -144,7 +130,7 @@ def main(argv=None) -> int:
     common = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": args.device,
-        "device_name": device_name(args.device),
+        "device_name": describe_device(args.device),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "instyle": instyle.__version__,

@@ -12,13 +12,9 @@ from pathlib import Path
 
 import torch
 
+from instyle.engine.device import describe_device
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} cpu, {torch.get_num_threads()} threads"
 
 
 def provenance(device: torch.device) -> dict[str, str]:
@@ -32,7 +28,7 @@ def provenance(device: torch.device) -> dict[str, str]:
         triton_version = "none"
     return {
         "date": datetime.date.today().isoformat(),
-        "device": device_name(device),
+        "device": describe_device(device),
         "torch": torch.__version__,
         "triton": triton_version,
         "instyle": instyle.__version__,

@@ -14,15 +14,19 @@ import torch
 from instyle.apps.cli import main
 from instyle.apps.experiment import ExperimentConfig, ExperimentError, run_in_vs_bn
 from instyle.engine.image import load_image, save_image
+from instyle.engine.training import TrainConfig
 
 from .conftest import TinyEncoder
 
-TINY = dict(
+TINY_TRAIN = TrainConfig(
     width=0.125, num_residual=1, iterations=3, batch_size=2, image_size=32, style_size=32,
-    content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"),
-    eval_crops_per_image=2, batch_sizes=(2, 3), set_sizes=(1, 2), set_size_iterations=2,
+    content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"), content_weight=1.0,
+    style_weight=20.0, tv_weight=10.0, dtype="fp32",
+)  # fmt: skip
+TINY = dict(
+    train=TINY_TRAIN, eval_crops_per_image=2, batch_sizes=(2, 3), set_sizes=(1, 2), set_size_iterations=2,
     set_size_norms=("instance", "batch"), speed_size=32, optimize_iterations=2, speed_repeats=1,
-    figure_size=48, dtype="fp32", device="cpu",
+    figure_size=48, device="cpu",
 )  # fmt: skip
 
 
@@ -100,13 +104,13 @@ def test_eval_dir_replaces_the_held_back_photos(tmp_path, style):
 
 
 def test_bad_inputs_name_the_option(tmp_path, style):
-    with pytest.raises(ExperimentError, match="--style"):
+    with pytest.raises(ExperimentError, match="^style"):
         run_in_vs_bn(ExperimentConfig(style=str(tmp_path / "missing.jpg"), output=str(tmp_path / "o"), **TINY))
-    with pytest.raises(ExperimentError, match="--eval"):
+    with pytest.raises(ExperimentError, match="^eval_dir"):
         run_in_vs_bn(ExperimentConfig(style=str(style), eval_dir=str(tmp_path / "nothing"), output=str(tmp_path / "o"), **TINY))
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ExperimentError, match="-o"):
+    with pytest.raises(ExperimentError, match="^output"):
         run_in_vs_bn(ExperimentConfig(style=str(style), output=str(blocker), **TINY))
 
 
@@ -116,6 +120,24 @@ def test_cli_reports_a_missing_style(tmp_path, capsys):
 
 
 def test_quick_preset_keeps_the_requested_loss_weights():
-    config = ExperimentConfig.quick_preset(style="s.jpg")
-    assert config.quick and config.image_size <= 96 and config.width == 0.25
-    assert (config.content_weight, config.style_weight, config.tv_weight) == (1.0, 20.0, 10.0)
+    config = ExperimentConfig.quick_preset(style="s.jpg", seed=3, device="cpu", command="c")
+    train = config.train
+    assert config.quick and train.image_size <= 96 and train.width == 0.25 and train.iterations == 200
+    assert (train.content_weight, train.style_weight, train.tv_weight) == (1.0, 20.0, 10.0)
+    assert train.content_layers == ("relu4_2",) and config.set_size_norms == ("instance",)
+    assert (config.style, config.seed, config.device, config.command) == ("s.jpg", 3, "cpu", "c")
+    full = ExperimentConfig()
+    assert full.train.image_size == 256 and full.train.iterations == 2000 and full.train.style_weight == 20.0
+
+
+def test_recorded_paths_are_relative_to_the_working_directory(tmp_path):
+    from instyle.apps.experiment.report import portable_command, portable_path
+
+    repo = tmp_path / "repo"
+    inside, beside, far = repo / "docs" / "out", tmp_path / "shared" / "a b.jpg", "/elsewhere/deep/x.jpg"
+    assert portable_path(str(inside), str(repo)) == "docs/out"
+    assert portable_path(str(beside), str(repo)) == "../shared/a b.jpg"
+    assert portable_path("relative/x.jpg", str(repo)) == "relative/x.jpg"
+    assert portable_path(far, str(repo)) == far
+    command = f"instyle experiment in-vs-bn --style '{beside}' -o {inside}"
+    assert portable_command(command, str(repo)) == "instyle experiment in-vs-bn --style '../shared/a b.jpg' -o docs/out"

@@ -85,7 +85,7 @@ def test_bf16_gram_gradient_on_the_cpu_is_one_bf16_gemm_within_its_rounding(chan
 def test_half_gram_function_gradients_with_the_position_split(channels_last, monkeypatch):
     """The CUDA Gram of 16-bit features (a custom autograd function, split over positions for
     channels_last features) against autograd's numerical Jacobian, run on the CPU in float64."""
-    import instyle.engine.losses as losses
+    import instyle.engine.losses.gram as losses
 
     monkeypatch.setattr(losses, "GRAM_SPLIT_POSITIONS", 8)  # 32 positions: 4 chunks
     features = torch.randn(2, 3, 4, 8, dtype=torch.float64)
@@ -293,6 +293,39 @@ def test_configuration_errors_are_named(tiny_encoder):
 def test_repr_shows_the_configuration(tiny_encoder):
     text = repr(make_loss(tiny_encoder))
     assert "content_layers=('relu2_1',)" in text and "style_weight=10" in text and "style_stat='gram'" in text
+
+
+
+def test_the_term_modules_are_the_functions_summed_over_layers(tiny_encoder):
+    from instyle.engine.losses import ContentLoss, StyleLoss, TotalVariationLoss
+
+    x, content, style = rand(2, 3, 16, 16, seed=1), rand(2, 3, 16, 16, seed=2), rand(1, 3, 16, 16, seed=3)
+    fx, fc, fs = tiny_encoder(x), tiny_encoder(content), tiny_encoder(style)
+    zero = torch.zeros(())
+    total, per_layer = ContentLoss(["relu1_1", "relu2_1"], {"relu2_1": 3.0})(fx, fc, zero)
+    assert set(per_layer) == {"content/relu1_1", "content/relu2_1"}
+    assert torch.equal(per_layer["content/relu2_1"], content_loss(fx["relu2_1"], fc["relu2_1"]))
+    assert torch.equal(total, zero + per_layer["content/relu1_1"] + 3.0 * per_layer["content/relu2_1"])
+
+    term = StyleLoss(["relu1_1", "relu3_1"], stat="mean_std")
+    term.store_targets({name: style_statistic(fs[name], "mean_std") for name in term.layers})
+    total, per_layer = term(fx, None, zero)
+    expected = style_loss(fx["relu3_1"], style_statistic(fs["relu3_1"], "mean_std"), "mean_std")
+    assert torch.equal(per_layer["style/relu3_1"], expected)
+    assert torch.equal(TotalVariationLoss(p=2)(x), total_variation(x, p=2))
+    with pytest.raises(ValueError, match="style_stat"):
+        StyleLoss(["relu1_1"], stat="histogram")
+
+
+def test_from_config_takes_a_loss_config(tiny_encoder):
+    from instyle.engine.config import LossConfig
+
+    config = LossConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu3_1"), style_weight=7.0, tv_weight=0.5)
+    loss_fn = PerceptualLoss.from_config(config, tiny_encoder)
+    assert (loss_fn.content_layers, loss_fn.style_layers) == (("relu2_1",), ("relu1_1", "relu3_1"))
+    assert (loss_fn.content_weight, loss_fn.style_weight, loss_fn.tv_weight) == (1.0, 7.0, 0.5)
+    with pytest.raises(ValueError, match="vgg_weights"):  # None is not a network; the task settles it first
+        PerceptualLoss.from_config(LossConfig(vgg_weights=None))
 
 
 @pytest.mark.network

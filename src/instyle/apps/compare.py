@@ -3,12 +3,12 @@ float64 oracle on the inputs where torch goes wrong, and speed on a few shapes."
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as torch_F
 
+from instyle.engine.device import time_call
 from instyle.functional import instance_norm, select_backend
 
 
@@ -53,17 +53,6 @@ def accuracy_rows(seed: int = 0) -> list[AccuracyRow]:
     return rows
 
 
-def _time_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return 1000 * times[len(times) // 2]
-
-
 def speed_rows(shapes=((8, 64, 64, 64), (4, 32, 128, 128)), repeats: int = 10) -> list[SpeedRow]:
     rows = []
     for shape in shapes:
@@ -74,8 +63,8 @@ def speed_rows(shapes=((8, 64, 64, 64), (4, 32, 128, 128)), repeats: int = 10) -
                     shape,
                     layout,
                     select_backend("auto", x),
-                    _time_ms(lambda: torch_F.instance_norm(x), repeats),
-                    _time_ms(lambda: instance_norm(x), repeats),
+                    1000 * time_call(lambda: torch_F.instance_norm(x), x.device, repeats),
+                    1000 * time_call(lambda: instance_norm(x), x.device, repeats),
                 )
             )
     return rows
