@@ -112,13 +112,12 @@ def _forward(
             mean, rstd, var = _scaled_stats(x, eps)
         return _apply_torch(x, weight, bias, residual, mean, rstd, relu), mean, rstd, var
     flags = torch.empty((n, c), dtype=torch.uint8)
-    args = dict(dtype=_DTYPE_CODES[x.dtype], cl=int(not x.is_contiguous()), x=x, r=residual, y=y, w=weight, b=bias)
-    args.update(N=n, C=c, S=s, eps=eps, relu=int(relu), nt=torch.get_num_threads())
-    flagged = build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, flag=flags, stats=int(stats))
-    if flagged:
+    args = {"dtype": _DTYPE_CODES[x.dtype], "cl": int(not x.is_contiguous()), "x": x, "r": residual, "y": y}
+    args.update(w=weight, b=bias, flag=flags, N=n, C=c, S=s, eps=eps, relu=int(relu), nt=torch.get_num_threads())
+    if build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=int(stats)):
         # fp32 statistics overflowed on finite planes: scaled statistics, then the output again
         mean, rstd, var = _scaled_stats(x, eps)
-        build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, flag=flags, stats=0)
+        build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=0)
     return y, mean, rstd, var
 
 
