@@ -5,18 +5,18 @@ import pytest
 import torch
 from torch import nn
 
-from instyle import functional
 from instyle.engine.image import save_image
+from instyle.ops import registry
 
 
 def _cpu_backends() -> list[str]:
     """Every backend that runs on CPU tensors here (triton only under TRITON_INTERPRET=1)."""
-    functional._load_optional_backends()
+    registry.load_optional_backends()
     probe = torch.zeros(1, 1, 2, 2)
     names = []
-    for name in functional.available_backends():
+    for name in registry.available_backends():
         try:
-            functional.select_backend(name, probe)
+            registry.select_backend(name, probe)
         except ValueError:
             continue
         names.append(name)

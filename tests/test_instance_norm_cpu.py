@@ -446,3 +446,27 @@ def test_portable_build_gives_the_same_bits(shape, dtype, portable_library, monk
         assert torch.equal(portable[0], native[0]), layout
         for name in native[1]:
             assert torch.equal(portable[1][name], native[1][name]), (layout, name)
+
+
+def test_launch_signatures_match_the_cpp_source():
+    """build.SIGNATURES names each C parameter in the order instance_norm.cpp declares them."""
+    import re
+
+    from instyle.ops.cpu import build
+
+    source = build.SOURCE.read_text()
+    extern = source[source.index('extern "C" {') :]
+    for name, (_, params) in build.SIGNATURES.items():
+        declared = re.search(rf"\b{name}\(([^)]*)\)", extern).group(1)
+        c_names = [re.split(r"[\s*]+", p.strip())[-1] for p in declared.split(",") if p.strip()]
+        assert [n for n, _ in params] == c_names, name
+
+
+def test_launch_names_a_missing_or_unexpected_argument():
+    from instyle.ops.cpu import build
+
+    with pytest.raises(TypeError, match=r"missing arguments \['nt'\], unexpected arguments \['threads'\]"):
+        build.launch(
+            "instyle_instance_norm_bwd", dtype=0, cl=0, dy=None, x=None, y=None, mean=None, rstd=None, w=None,
+            dx=None, dr=None, sg=None, sgx=None, N=0, C=0, S=0, stats=0, relu=0, threads=1,
+        )  # fmt: skip

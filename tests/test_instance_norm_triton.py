@@ -269,12 +269,12 @@ def test_opcheck():
     bias = torch.randn(3, device=DEVICE, requires_grad=True)
     residual = torch.randn(2, 3, 4, 5, device=DEVICE, requires_grad=True)
     rm, rv = torch.zeros(3, device=DEVICE), torch.ones(3, device=DEVICE)
-    fwd = torch.ops.instyle.instance_norm_fwd.default
+    fwd = torch.ops.instyle.instance_norm_triton_fwd.default
     torch.library.opcheck(fwd, (x, weight, bias, residual, None, None, True, 1e-5, True, 0, -1))
     torch.library.opcheck(fwd, (x.contiguous(memory_format=torch.channels_last), None, None, None, rm, rv,
                                 False, 1e-5, False, 0, -1))
     y, mean, rstd, _ = fwd(x, weight, None, None, None, None, True, 1e-5, True, 0, -1)
-    bwd = torch.ops.instyle.instance_norm_bwd.default
+    bwd = torch.ops.instyle.instance_norm_triton_bwd.default
     torch.library.opcheck(bwd, (torch.randn_like(x), x.detach(), y.detach(), weight.detach(), mean, rstd,
                                 True, True, True, 0, -1))
 

@@ -6,12 +6,19 @@ adds the fusions the generators use: ``y = act(gamma * x_hat + beta + residual)`
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
 import torch
 from torch import Tensor
 
-from instyle.ops.reference import instance_norm_reference
+# The registry lives in instyle.ops (so ops never imports this module); it is public here.
+from instyle.ops.registry import (  # noqa: F401  (_AUTO_ORDER: benchmarks/gpu_session.sh edits it)
+    AUTO_ORDER as _AUTO_ORDER,
+    Backend,
+    available_backends,
+    get_backend,
+    load_optional_backends as _load_optional_backends,
+    register_backend,
+    select_backend,
+)
 
 __all__ = [
     "instance_norm",
@@ -22,65 +29,6 @@ __all__ = [
 ]
 
 ACTIVATIONS = (None, "relu")
-
-
-class Backend(NamedTuple):
-    fn: Callable[..., Tensor]
-    # supports(input, activation, residual) -> bool: whether the backend handles this call.
-    supports: Callable[..., bool]
-
-
-_BACKENDS: dict[str, Backend] = {}
-# Preference order of backend="auto" per device type; names not registered are skipped.
-_AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("triton", "reference"),
-    "cpu": ("cpu", "reference"),
-}
-
-
-def register_backend(name: str, fn: Callable[..., Tensor], supports: Callable[..., bool] | None = None) -> None:
-    """Make ``fn`` (same arguments as ``instance_norm_reference``) selectable as ``backend=name``."""
-    _BACKENDS[name] = Backend(fn, supports or (lambda *args, **kwargs: True))
-
-
-def available_backends() -> list[str]:
-    return sorted(_BACKENDS)
-
-
-register_backend("reference", instance_norm_reference)
-
-
-def select_backend(name: str, input: Tensor, activation: str | None = None, residual: Tensor | None = None) -> str:
-    """Resolve ``backend`` (a name or "auto") to the registered backend that runs this call."""
-    _load_optional_backends()
-    if name == "auto":
-        for candidate in _AUTO_ORDER.get(input.device.type, ()) + ("reference",):
-            backend = _BACKENDS.get(candidate)
-            if backend is not None and backend.supports(input, activation, residual):
-                return candidate
-        return "reference"
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; available: 'auto', " + ", ".join(map(repr, available_backends())))
-    if not _BACKENDS[name].supports(input, activation, residual):
-        raise ValueError(
-            f"backend {name!r} does not support this input "
-            f"(device={input.device.type}, dtype={input.dtype}, shape={tuple(input.shape)})"
-        )
-    return name
-
-
-_optional_loaded = False
-
-
-def _load_optional_backends() -> None:
-    """Import the fused backends lazily, so that `import instyle` stays light."""
-    global _optional_loaded
-    if _optional_loaded:
-        return
-    _optional_loaded = True
-    from instyle import ops
-
-    ops.load_backends()
 
 
 def _check_param(name: str, t: Tensor | None, channels: int) -> None:
@@ -153,7 +101,7 @@ def instance_norm(
     ``+ residual`` and a ReLU. The output keeps the input's dtype and memory format."""
     _validate(input, running_mean, running_var, weight, bias, use_input_stats, activation, residual)
     name = select_backend(backend, input, activation, residual)
-    return _BACKENDS[name].fn(
+    return get_backend(name).fn(
         input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, activation, residual
     )
 

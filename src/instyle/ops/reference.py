@@ -10,6 +10,8 @@ around 200 no longer overflow x^2.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -18,12 +20,32 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def plane_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+class PlaneStats(NamedTuple):
+    """Per-plane statistics of an (N, C, *spatial) tensor, each keeping dims, computed in the
+    accumulation dtype on the plane divided by ``2^exponent`` (see the module docstring)."""
+
+    centered: Tensor  # (x - mean) / 2^exponent, with grad: ``centered * rstd`` is the normalized input
+    rstd: Tensor  # 2^exponent / sqrt(var + eps), with grad (the scaled units of ``centered``)
+    mean: Tensor  # in the input's units, no grad
+    var: Tensor  # biased, in the input's units squared (inf beyond the dtype's range), no grad
+    exponent: Tensor  # per plane, integer: the power of two the plane was divided by
+
+    def input_rstd(self) -> Tensor:
+        """1 / sqrt(var + eps) in the input's units, no grad (finite where ``rstd`` is).
+
+        A constant plane beyond ~1e20, where eps / 2^(2 exponent) underflows to 0, has an
+        infinite scaled ``rstd``; it is 0 here, so that a kernel applying these statistics
+        writes the bias there, as the kernels' own statistics do, not 0 * inf = NaN."""
+        rstd = torch.ldexp(self.rstd.detach(), -self.exponent)
+        return torch.where(torch.isinf(rstd), torch.zeros_like(rstd), rstd)
+
+
+def plane_stats(x: Tensor, eps: float) -> PlaneStats:
     """Per-plane statistics of ``x`` (N, C, *spatial), computed in the accumulation dtype.
 
-    Returns ``(centered, rstd, mean, var)``, each keeping dims: ``centered * rstd`` is the
-    normalized input; ``mean`` and the biased ``var`` are in the input's units (``var`` may
-    be inf when the true variance exceeds the dtype's range) and carry no gradient.
+    Returns ``PlaneStats(centered, rstd, mean, var, exponent)``: ``centered * rstd`` is the
+    normalized input; ``mean``, the biased ``var`` and ``input_rstd()`` are in the input's
+    units (``var`` may be inf when the true variance exceeds the dtype's range).
     """
     dims = tuple(range(2, x.dim()))
     xf = x.to(accumulation_dtype(x.dtype))
@@ -47,7 +69,7 @@ def plane_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         rstd = torch.where(torch.isinf(rstd), torch.zeros_like(rstd), rstd)
     mean = (mean_u * scale).detach()
     var = (var_u.detach() * scale) * scale
-    return centered, rstd, mean, var
+    return PlaneStats(centered, rstd, mean, var, exponent)
 
 
 def update_running_stats(
@@ -79,7 +101,7 @@ def instance_norm_reference(
     acc = accumulation_dtype(x.dtype)
     stat_shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
     if use_input_stats:
-        centered, rstd, mean, var = plane_stats(x, eps)
+        centered, rstd, mean, var, _ = plane_stats(x, eps)
         y = centered * rstd
         if running_mean is not None and running_var is not None and x.shape[0] > 0:
             n_spatial = x[0, 0].numel()

@@ -70,13 +70,52 @@ def _build(cxx: str) -> Path:
     return target
 
 
+_P, _I, _I64, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+
+# Each exported C function once: its return type and its (name, ctype) parameters in the C
+# order, as in instance_norm.cpp's extern "C" block. Pointer parameters take a tensor or None.
+SIGNATURES: dict[str, tuple[type | None, tuple[tuple[str, type], ...]]] = {
+    "instyle_abi_version": (_I, ()),
+    "instyle_instance_norm_fwd": (_I, (
+        ("dtype", _I), ("cl", _I), ("x", _P), ("r", _P), ("y", _P), ("w", _P), ("b", _P),
+        ("mean", _P), ("rstd", _P), ("var", _P), ("flag", _P), ("N", _I64), ("C", _I64), ("S", _I64),
+        ("stats", _I), ("eps", _F), ("relu", _I), ("nt", _I),
+    )),
+    "instyle_instance_norm_bwd": (None, (
+        ("dtype", _I), ("cl", _I), ("dy", _P), ("x", _P), ("y", _P), ("mean", _P), ("rstd", _P),
+        ("w", _P), ("dx", _P), ("dr", _P), ("sg", _P), ("sgx", _P), ("N", _I64), ("C", _I64), ("S", _I64),
+        ("stats", _I), ("relu", _I), ("nt", _I),
+    )),
+}  # fmt: skip
+
+
 def _declare(lib: ctypes.CDLL) -> None:
-    p, i, i64, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
-    lib.instyle_abi_version.restype = i
-    lib.instyle_instance_norm_fwd.restype = i
-    lib.instyle_instance_norm_fwd.argtypes = (i, i, p, p, p, p, p, p, p, p, p, i64, i64, i64, i, f, i, i)
-    lib.instyle_instance_norm_bwd.restype = None
-    lib.instyle_instance_norm_bwd.argtypes = (i, i, p, p, p, p, p, p, p, p, p, p, i64, i64, i64, i, i, i)
+    for name, (restype, params) in SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = tuple(ctype for _, ctype in params)
+
+
+# For launch(), per function: the parameter names in C order, all of them, the pointers.
+_LAUNCH = {
+    fn: (tuple(name for name, _ in params), frozenset(name for name, _ in params),
+         tuple(name for name, ctype in params if ctype is _P))
+    for fn, (_, params) in SIGNATURES.items()
+}  # fmt: skip
+
+
+def launch(fn_name: str, **kwargs):
+    """Call ``fn_name`` of the loaded library with every argument by name (a tensor, None or an
+    address for a pointer); they are put in the C order of :data:`SIGNATURES`."""
+    names, name_set, pointers = _LAUNCH[fn_name]
+    if kwargs.keys() != name_set:
+        missing, unexpected = sorted(name_set - kwargs.keys()), sorted(kwargs.keys() - name_set)
+        raise TypeError(f"{fn_name}: missing arguments {missing}, unexpected arguments {unexpected}")
+    for name in pointers:
+        value = kwargs[name]
+        if value is not None and not isinstance(value, int):
+            kwargs[name] = value.data_ptr()  # a tensor
+    return getattr(load(), fn_name)(*[kwargs[name] for name in names])
 
 
 def load() -> ctypes.CDLL | None:

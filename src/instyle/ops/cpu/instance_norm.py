@@ -4,19 +4,21 @@ Layers, top to bottom:
 
 - ``instance_norm_cpu``: the backend function (functional.py's contract). Picks the layout,
   converts parameters, updates running stats; float64 and empty inputs go to the reference.
-- ``InstanceNormCPUFunction``: the autograd function (saves x, mean, rstd, and y for ReLU).
 - ``instyle::instance_norm_cpu_fwd`` / ``_bwd``: custom ops, so ``torch.compile`` treats the
-  kernels as opaque calls without graph breaks. They call the C++ kernels of
-  ``instance_norm.cpp`` (built by :mod:`.build`) or, without a compiler, the same math in torch.
+  kernels as opaque calls without graph breaks; the forward's autograd (``register_autograd``)
+  saves x, mean, rstd (and y for the ReLU) and calls the backward op. They call the C++ kernels
+  of ``instance_norm.cpp`` through :func:`.build.launch` or, without a compiler, the same math
+  in torch.
 
 Layouts: planar (N, C, S) for contiguous input and (N, S, C) for channels_last(_3d) input;
 the output has x's strides, so channels_last stays channels_last with no copy. Outputs of
 32 MiB and more come from ``_empty_like``: anonymous memory advised for transparent huge pages,
-which faults in 2 MiB at a time instead of 4 KiB (glibc gives every allocation that large its own
-fresh mmap, and on this project's 2-core VM faulting a fresh 64 MiB output in 4 KiB pages took
-about 10x as long as writing it). Statistics are fp32 (shifted two-pass per chunk, Chan merge). Planes whose fp32
-statistics overflow on finite input (magnitudes beyond ~1e19) are redone with the
-reference's power-of-two plane scaling; only then is the output recomputed from those stats.
+which faults in 2 MiB at a time instead of 4 KiB (glibc gives every allocation that large its
+own fresh mmap, and faulting a fresh output in 4 KiB pages can cost several times writing it:
+measured in docs/notes_core.md#huge-page-outputs). Statistics are fp32 (shifted two-pass per
+chunk, Chan merge). Planes whose fp32 statistics overflow on finite input (magnitudes beyond
+~1e19) are redone with the reference's ``plane_stats`` (power-of-two plane scaling); only then
+is the output recomputed from those stats.
 """
 
 from __future__ import annotations
@@ -27,20 +29,16 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from instyle.ops.reference import _memory_format, instance_norm_reference, update_running_stats
+from instyle.ops.reference import _memory_format, instance_norm_reference, plane_stats, update_running_stats
 from instyle.ops.cpu import build
 
-__all__ = ["instance_norm_cpu", "supports", "InstanceNormCPUFunction"]
+__all__ = ["instance_norm_cpu", "supports"]
 
 _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
 def supports(input: Tensor, activation: str | None = None, residual: Tensor | None = None) -> bool:
     return input.device.type == "cpu" and (input.dtype in _DTYPE_CODES or input.dtype == torch.float64)
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
 
 
 # glibc serves allocations from 32 MiB up (its largest dynamic mmap threshold) with a fresh mmap
@@ -66,23 +64,10 @@ def _empty_like(x: Tensor) -> Tensor:
 
 
 def _scaled_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(mean, rstd, var) per plane, (N, C) fp32, via the reference's power-of-two plane scaling."""
-    dims = tuple(range(2, x.dim()))
-    xf = x.float()
-    amax = xf.abs().amax(dim=dims, keepdim=True)
-    _, exponent = torch.frexp(amax)
-    exponent = torch.where(torch.isfinite(amax), exponent, torch.zeros_like(exponent))
-    one = torch.ones_like(amax)
-    u = xf / torch.ldexp(one, exponent)  # exact: |u| <= 1
-    var_u, mean_u = torch.var_mean(u, dim=dims, correction=0, keepdim=True)
-    rstd_u = torch.rsqrt(var_u + eps * torch.ldexp(one, -2 * exponent))
-    rstd_u = torch.where(torch.isinf(rstd_u), torch.zeros_like(rstd_u), rstd_u)
-    # back to the input's units: mean * 2^e, var * 4^e (may be inf), rstd / 2^e (finite)
-    mean = torch.ldexp(mean_u, exponent)
-    var = torch.ldexp(torch.ldexp(var_u, exponent), exponent)
-    rstd = torch.ldexp(rstd_u, -exponent)
+    """(mean, rstd, var) per plane, (N, C) fp32, in the input's units: the reference's statistics."""
+    stats = plane_stats(x, eps)
     n, c = x.shape[:2]
-    return mean.reshape(n, c), rstd.reshape(n, c), var.reshape(n, c)
+    return stats.mean.reshape(n, c), stats.input_rstd().reshape(n, c), stats.var.reshape(n, c)
 
 
 def _stat_view(t: Tensor, x: Tensor) -> Tensor:
@@ -122,20 +107,17 @@ def _forward(
     stats = mean is None
     mean = x.new_empty((n, c), dtype=torch.float32) if stats else mean.clone()
     rstd = x.new_empty((n, c), dtype=torch.float32) if stats else rstd.clone()
-    lib = build.load()
-    if lib is None:
+    if build.load() is None:
         if stats:
             mean, rstd, var = _scaled_stats(x, eps)
         return _apply_torch(x, weight, bias, residual, mean, rstd, relu), mean, rstd, var
     flags = torch.empty((n, c), dtype=torch.uint8)
-    args = [_DTYPE_CODES[x.dtype], int(not x.is_contiguous()), _ptr(x), _ptr(residual), _ptr(y), _ptr(weight)]
-    args += [_ptr(bias), _ptr(mean), _ptr(rstd), _ptr(var), _ptr(flags), n, c, s]
-    flagged = lib.instyle_instance_norm_fwd(*args, int(stats), eps, int(relu), torch.get_num_threads())
-    if flagged:
+    args = {"dtype": _DTYPE_CODES[x.dtype], "cl": int(not x.is_contiguous()), "x": x, "r": residual, "y": y}
+    args.update(w=weight, b=bias, flag=flags, N=n, C=c, S=s, eps=eps, relu=int(relu), nt=torch.get_num_threads())
+    if build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=int(stats)):
         # fp32 statistics overflowed on finite planes: scaled statistics, then the output again
         mean, rstd, var = _scaled_stats(x, eps)
-        args[7:11] = [_ptr(mean), _ptr(rstd), _ptr(var), _ptr(flags)]
-        lib.instyle_instance_norm_fwd(*args, 0, eps, int(relu), torch.get_num_threads())
+        build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=0)
     return y, mean, rstd, var
 
 
@@ -161,18 +143,18 @@ def _backward(
     """Returns (dx, dweight, dbias, dres); dweight/dbias (C,) fp32; dres empty unless asked."""
     n, c = x.shape[:2]
     s = x.numel() // (n * c)
-    lib = build.load()
-    if lib is None:
+    if build.load() is None:
         return _backward_torch(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres)
     dx = _empty_like(x)
     dres = _empty_like(x) if want_dres and relu else x.new_empty(0)
     sum_g = torch.empty((n, c), dtype=torch.float64)
     sum_gxhat = torch.empty((n, c), dtype=torch.float64)
-    lib.instyle_instance_norm_bwd(
-        _DTYPE_CODES[x.dtype], int(not x.is_contiguous()), _ptr(dy), _ptr(x), _ptr(y if relu else None),
-        _ptr(mean), _ptr(rstd), _ptr(weight), _ptr(dx), _ptr(dres) if dres.numel() else None,
-        _ptr(sum_g), _ptr(sum_gxhat), n, c, s, int(use_input_stats), int(relu), torch.get_num_threads(),
-    )  # fmt: skip
+    build.launch(
+        "instyle_instance_norm_bwd", dtype=_DTYPE_CODES[x.dtype], cl=int(not x.is_contiguous()), dy=dy, x=x,
+        y=y if relu else None, mean=mean, rstd=rstd, w=weight, dx=dx, dr=dres if dres.numel() else None,
+        sg=sum_g, sgx=sum_gxhat, N=n, C=c, S=s, stats=int(use_input_stats), relu=int(relu),
+        nt=torch.get_num_threads(),
+    )
     return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
 
 
@@ -202,40 +184,29 @@ def _(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres):
     return torch.empty_like(x), grad, torch.empty_like(grad), dres
 
 
-class InstanceNormCPUFunction(torch.autograd.Function):
-    """y, mean, var = f(x, weight, bias, residual); mean and var (N, C) are not differentiable."""
+def _setup_context(ctx, inputs, output):
+    x, weight, _, _, given_mean, _, _, relu = inputs
+    y, mean, rstd, var = output
+    ctx.mark_non_differentiable(mean, rstd, var)
+    ctx.save_for_backward(x, weight, mean, rstd, y if relu else None)
+    ctx.use_input_stats = given_mean is None
+    ctx.relu = relu
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, residual, given_mean, given_rstd, eps, relu):
-        y, mean, rstd, var = torch.ops.instyle.instance_norm_cpu_fwd(
-            x, weight, bias, residual, given_mean, given_rstd, eps, relu
-        )
-        ctx.save_for_backward(x, weight, mean, rstd, y if relu else None)
-        ctx.use_input_stats = given_mean is None
-        ctx.relu = relu
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
 
-    @staticmethod
-    def backward(ctx, dy, _dmean, _dvar):
-        x, weight, mean, rstd, y = ctx.saved_tensors
-        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
-        dy = dy.contiguous(memory_format=_memory_format(x))
-        want_dres = need_r and ctx.relu
-        dx, dw, db, dres = torch.ops.instyle.instance_norm_cpu_bwd(
-            dy, x, y, mean, rstd, weight, ctx.use_input_stats, ctx.relu, want_dres
-        )
-        dr = (dres if ctx.relu else dy) if need_r else None
-        return (
-            dx if need_x else None,
-            dw if need_w else None,
-            db if need_b else None,
-            dr,
-            None,
-            None,
-            None,
-            None,
-        )
+def _autograd_backward(ctx, dy, _dmean, _drstd, _dvar):
+    """Gradients of (x, weight, bias, residual); the statistics and options have none."""
+    x, weight, mean, rstd, y = ctx.saved_tensors
+    need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+    dy = dy.contiguous(memory_format=_memory_format(x))
+    want_dres = need_r and ctx.relu
+    dx, dw, db, dres = torch.ops.instyle.instance_norm_cpu_bwd(
+        dy, x, y, mean, rstd, weight, ctx.use_input_stats, ctx.relu, want_dres
+    )
+    dr = (dres if ctx.relu else dy) if need_r else None
+    return dx if need_x else None, dw if need_w else None, db if need_b else None, dr, None, None, None, None
+
+
+_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def instance_norm_cpu(
@@ -268,7 +239,7 @@ def instance_norm_cpu(
     if not use_input_stats:
         given_mean = running_mean.float().expand(n, c).contiguous()
         given_rstd = torch.rsqrt(running_var.float() + eps).expand(n, c).contiguous()
-    y, mean, var = InstanceNormCPUFunction.apply(
+    y, mean, _, var = torch.ops.instyle.instance_norm_cpu_fwd(
         x, weight, bias, residual, given_mean, given_rstd, float(eps), activation == "relu"
     )
     if use_input_stats and running_mean is not None and running_var is not None:

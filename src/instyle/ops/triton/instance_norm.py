@@ -6,8 +6,9 @@ Four layers, each on its own screen:
 1. kernels: ``_instance_norm_fwd_kernel``, ``_instance_norm_stats_combine_kernel``,
    ``_instance_norm_bwd_kernel``;
 2. launchers ``instance_norm_fwd`` / ``instance_norm_bwd`` (layout, tile plan, grid);
-3. the custom ops ``instyle::instance_norm_fwd`` / ``instyle::instance_norm_bwd`` with fake
-   implementations and autograd, so ``torch.compile(fullgraph=True)`` sees one opaque op;
+3. the custom ops ``instyle::instance_norm_triton_fwd`` / ``instyle::instance_norm_triton_bwd``
+   with fake implementations and autograd (``register_autograd``), so
+   ``torch.compile(fullgraph=True)`` sees one opaque op;
 4. the backend function ``instance_norm_triton`` registered as ``backend="triton"``.
 
 Addressing. A tensor (N, C, *spatial) is read as (N, C, S) through three strides; the spatial
@@ -40,8 +41,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from instyle.functional import register_backend
 from instyle.ops.reference import update_running_stats
+from instyle.ops.registry import register_backend
 
 __all__ = ["instance_norm_triton", "instance_norm_fwd", "instance_norm_bwd", "supports"]
 
@@ -643,7 +644,7 @@ def instance_norm_bwd(
 # ---------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("instyle::instance_norm_fwd", mutates_args=())
+@torch.library.custom_op("instyle::instance_norm_triton_fwd", mutates_args=())
 def _fwd_op(
     x: Tensor,
     weight: Tensor | None,
@@ -669,7 +670,7 @@ def _(x, weight, bias, residual, running_mean, running_var, use_input_stats, eps
     return (torch.empty_like(_prepare(x)), *stats)
 
 
-@torch.library.custom_op("instyle::instance_norm_bwd", mutates_args=())
+@torch.library.custom_op("instyle::instance_norm_triton_bwd", mutates_args=())
 def _bwd_op(
     dy: Tensor,
     x: Tensor,
@@ -705,11 +706,11 @@ def _setup_context(ctx, inputs, output):
     ctx.options = (use_input_stats, relu, max_tile, min_programs)
 
 
-def _backward(ctx, dy, _dmean, _drstd, _dvar, bwd=None):
+def _backward(ctx, dy, _dmean, _drstd, _dvar):
     x, y, weight, mean, rstd = ctx.saved_tensors
     use_input_stats, relu, max_tile, min_programs = ctx.options
     wants_dr = ctx.residual_dtype is not None and ctx.needs_input_grad[3]
-    dx, dr, sum_dy, sum_dy_xhat = (bwd or _bwd_op)(
+    dx, dr, sum_dy, sum_dy_xhat = torch.ops.instyle.instance_norm_triton_bwd(
         dy, x, y, weight, mean, rstd, use_input_stats, relu, wants_dr and relu, max_tile, min_programs
     )
     dweight = sum_dy_xhat.sum(0).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
@@ -719,23 +720,6 @@ def _backward(ctx, dy, _dmean, _drstd, _dvar, bwd=None):
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _EagerFunction(torch.autograd.Function):
-    """The same forward and backward as the custom ops, without their dispatch. Outside
-    torch.compile the custom op's Python machinery cost more CPU time per call than the kernels
-    took on the GPU (H100, 2026-11-26: 0.8 ms per forward and 0.9 ms per backward under the
-    profiler, benchmarks/gpu_variants.py), which left training steps waiting on the CPU."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = instance_norm_fwd(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
-
-    @staticmethod
-    def backward(ctx, dy, dmean, drstd, dvar):
-        return _backward(ctx, dy, dmean, drstd, dvar, bwd=instance_norm_bwd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -760,9 +744,7 @@ def instance_norm_triton(
 ) -> Tensor:
     """Instance norm on Triton; ``max_tile`` (elements a program keeps in registers) and
     ``min_programs`` (split planes across programs below this many) default to heuristics."""
-    # torch.compile traces the custom op (one opaque node); eager calls skip its dispatch.
-    op = _fwd_op if torch.compiler.is_compiling() else _EagerFunction.apply
-    y, mean, _, var = op(
+    y, mean, _, var = torch.ops.instyle.instance_norm_triton_fwd(
         input, weight, bias, residual, running_mean, running_var, use_input_stats, eps,
         activation == "relu", max_tile, min_programs,
     )
