@@ -706,11 +706,11 @@ def _setup_context(ctx, inputs, output):
     ctx.options = (use_input_stats, relu, max_tile, min_programs)
 
 
-def _backward(ctx, dy, _dmean, _drstd, _dvar):
+def _backward(ctx, dy, _dmean, _drstd, _dvar, bwd=None):
     x, y, weight, mean, rstd = ctx.saved_tensors
     use_input_stats, relu, max_tile, min_programs = ctx.options
     wants_dr = ctx.residual_dtype is not None and ctx.needs_input_grad[3]
-    dx, dr, sum_dy, sum_dy_xhat = torch.ops.instyle.instance_norm_triton_bwd(
+    dx, dr, sum_dy, sum_dy_xhat = (bwd or torch.ops.instyle.instance_norm_triton_bwd)(
         dy, x, y, weight, mean, rstd, use_input_stats, relu, wants_dr and relu, max_tile, min_programs
     )
     dweight = sum_dy_xhat.sum(0).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
@@ -720,6 +720,23 @@ def _backward(ctx, dy, _dmean, _drstd, _dvar):
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerFunction(torch.autograd.Function):
+    """The custom op's forward and backward (the same ``_setup_context`` and ``_backward``) without
+    its dispatch, for eager calls: outside torch.compile the custom op's Python machinery cost more
+    CPU time per call than the kernels took on the GPU, which left training steps waiting on the
+    CPU (docs/performance.md, "Triton eager dispatch")."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = instance_norm_fwd(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, dy, dmean, drstd, dvar):
+        return _backward(ctx, dy, dmean, drstd, dvar, bwd=instance_norm_bwd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,7 +761,9 @@ def instance_norm_triton(
 ) -> Tensor:
     """Instance norm on Triton; ``max_tile`` (elements a program keeps in registers) and
     ``min_programs`` (split planes across programs below this many) default to heuristics."""
-    y, mean, _, var = torch.ops.instyle.instance_norm_triton_fwd(
+    # torch.compile traces the custom op (one opaque node); eager calls skip its dispatch.
+    op = torch.ops.instyle.instance_norm_triton_fwd if torch.compiler.is_compiling() else _EagerFunction.apply
+    y, mean, _, var = op(
         input, weight, bias, residual, running_mean, running_var, use_input_stats, eps,
         activation == "relu", max_tile, min_programs,
     )
