@@ -67,11 +67,11 @@ def test_resume_after_a_signal_equals_training_straight(tmp_path, photos):
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
     log_dir = stop.value.checkpoint.parent  # the log so far, beside the checkpoint
     assert len(list(csv.DictReader(open(log_dir / "log.csv")))) == 3 and (log_dir / "loss_curve.png").exists()
-    with pytest.raises(TrainingError, match=r"unfinished run \(step 3 of 6\); continue it with --resume"):
-        train(config, extractor=TinyEncoder())  # forgetting --resume loses nothing
+    with pytest.raises(TrainingError, match=r"unfinished run \(step 3 of 6\); continue it with resume"):
+        train(config, extractor=TinyEncoder())  # forgetting resume loses nothing
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
     other = TrainConfig(**{**config.__dict__, "resume": True, "width": 0.25, "lr": 0.5})
-    with pytest.raises(TrainingError, match=r"made with --width 0.125 \(now 0.25\), --lr 0.001 \(now 0.5\)"):
+    with pytest.raises(TrainingError, match=r"made with width 0.125 \(now 0.25\), lr 0.001 \(now 0.5\)"):
         train(other, extractor=TinyEncoder())
     resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
     assert resumed.step == 6
@@ -102,7 +102,7 @@ def test_losses_fall_and_model_file_carries_its_metadata(tmp_path, photos):
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, photos, monkeypatch):
-    from instyle import models
+    from instyle.engine import models
 
     built = []
     build = models.build_generator
