@@ -63,7 +63,7 @@ class ForwardGraphs:
     """A generator's untiled forward on CUDA, replayed from CUDA graphs: ``graphs(module, forward, x)``.
 
     Stylizing large images with the bundled architecture is bound by kernel launches, not by the GPU
-    (measured in docs/performance.md). A graph is captured on the second forward of the same input
+    (measured in docs/performance.md#cuda-graphs). A graph is captured on the second forward of the same input
     shape, dtype and layout (one image alone is not worth a capture) and up to :attr:`KEEP` of them
     are kept, each holding its input, output and activation memory; images over :attr:`MAX_PIXELS`
     never get one. A capture that fails is said once and that shape runs eagerly.
