@@ -38,7 +38,7 @@ from common import RESULTS, append_csv, provenance, register_torch_baseline_norm
 
 
 def main(argv=None) -> int:
-    from instyle.engine.device import preferred_memory_format, resolve_autocast_dtype, resolve_device
+    from instyle.engine.device import DeviceConfig, resolve_device
     from instyle.engine.training import TrainConfig, train
 
     defaults = TrainConfig()
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     baseline_auto_rate = statistics.median(rates[1])
     for i, (label, width, norm, dtype) in enumerate(cases):
         rate = statistics.median(rates[i])
-        autocast = resolve_autocast_dtype(dtype, device)
+        devices = DeviceConfig.resolve(str(device), dtype, "train")
         row = {
             **base,
             "loadavg_1m": round(statistics.mean(loads), 2),
@@ -104,8 +104,8 @@ def main(argv=None) -> int:
             "width": width,
             "num_residual": defaults.num_residual,
             "norm": "torch" if norm == "torch_instance" else "instyle",
-            "dtype": "fp32" if autocast is None else str(autocast).removeprefix("torch."),
-            "memory_format": "channels_last" if preferred_memory_format(device, autocast) == torch.channels_last else "nchw",
+            "dtype": "fp32" if devices.autocast is None else str(devices.autocast).removeprefix("torch."),
+            "memory_format": "channels_last" if devices.memory_format == torch.channels_last else "nchw",
             "image_size": args.image_size,
             "batch_size": args.batch_size,
             "warmup": args.warmup,

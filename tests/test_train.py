@@ -67,11 +67,11 @@ def test_resume_after_a_signal_equals_training_straight(tmp_path, photos):
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
     log_dir = stop.value.checkpoint.parent  # the log so far, beside the checkpoint
     assert len(list(csv.DictReader(open(log_dir / "log.csv")))) == 3 and (log_dir / "loss_curve.png").exists()
-    with pytest.raises(TrainingError, match=r"unfinished run \(step 3 of 6\); continue it with --resume"):
-        train(config, extractor=TinyEncoder())  # forgetting --resume loses nothing
+    with pytest.raises(TrainingError, match=r"unfinished run \(step 3 of 6\); continue it with resume"):
+        train(config, extractor=TinyEncoder())  # forgetting resume loses nothing
     assert load_checkpoint(stop.value.checkpoint)["step"] == 3
     other = TrainConfig(**{**config.__dict__, "resume": True, "width": 0.25, "lr": 0.5})
-    with pytest.raises(TrainingError, match=r"made with --width 0.125 \(now 0.25\), --lr 0.001 \(now 0.5\)"):
+    with pytest.raises(TrainingError, match=r"made with width 0.125 \(now 0.25\), lr 0.001 \(now 0.5\)"):
         train(other, extractor=TinyEncoder())
     resumed = train(TrainConfig(**{**config.__dict__, "resume": True}), extractor=TinyEncoder())
     assert resumed.step == 6
@@ -92,6 +92,9 @@ def test_losses_fall_and_model_file_carries_its_metadata(tmp_path, photos):
     assert metadata["style_name"] == "style" and len(metadata["style_sha256"]) == 64
     assert metadata["training"]["iterations"] == 30 and metadata["final_losses"]["total"] > 0
     assert metadata["instyle_version"]
+    from instyle.engine.device import DeviceConfig
+
+    assert metadata["precision"] == DeviceConfig.resolve("auto", "auto", "train").precision  # the resolved one
     log = list(csv.DictReader(open(result.log_dir / "log.csv")))
     assert len(log) == 30 and {"total", "content", "style", "tv", "images_per_s"} <= set(log[0])
     assert (result.log_dir / "loss_curve.png").stat().st_size > 1000
@@ -102,7 +105,7 @@ def test_losses_fall_and_model_file_carries_its_metadata(tmp_path, photos):
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, photos, monkeypatch):
-    from instyle import models
+    from instyle.engine import models
 
     built = []
     build = models.build_generator
@@ -414,3 +417,26 @@ def test_cuda_graph_training_follows_eager_steps(tmp_path, photos):
         curves.append([h["total"] for h in train(config, extractor=TinyEncoder(), handle_signals=False).history])
         assert torch.backends.cudnn.benchmark is False, "train() turns cuDNN autotuning on for its loop only"
     torch.testing.assert_close(curves[1], curves[0], rtol=1e-3, atol=0)
+
+
+def test_crop_pool_and_training_scale_crops_are_fixed_for_a_seed():
+    from instyle.engine.training import crop_pool, training_scale_crops
+
+    photos = [torch.rand(3, 60, 90, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    pool = crop_pool(photos, 3, 20, seed=4)
+    assert [tuple(c.shape) for c in pool] == [(3, 30, 30)] * 3, "square crops of 1.5 x the crop size"
+    assert all(torch.equal(a, b) for a, b in zip(pool, crop_pool(photos, 3, 20, seed=4)))
+    assert not torch.equal(pool[0], crop_pool(photos, 3, 20, seed=5)[0])
+    crops = training_scale_crops(photos, 20, 5)
+    assert crops.shape == (10, 3, 20, 20)  # centre and four corners of each photo, at a short side of 30
+
+
+def test_forward_graphs_leave_cpu_forwards_alone():
+    from instyle.engine.cuda_graphs import ForwardGraphs
+
+    graphs, calls = ForwardGraphs(), []
+    module = torch.nn.Conv2d(3, 3, 1)
+    x = torch.rand(1, 3, 8, 8)
+    for _ in range(3):  # a CUDA input would be captured on its second forward; a CPU one never is
+        assert torch.equal(graphs(module, lambda t: calls.append(t) or module(t), x), module(x))
+    assert len(calls) == 3 and not graphs.graphs

@@ -34,7 +34,7 @@ from instyle.engine.models import TextureNet
 from instyle.engine.models.vgg import VGGFeatures
 from instyle.engine.device import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
 from instyle.engine.targets import StyleSource, apply_targets, check_targets, resolve_style, adopt_target_weights
-from instyle.engine.training import TrainingError, _cosine_lr, stored_style_size
+from instyle.engine.training import TrainingError, cosine_lr, stored_style_size
 
 CACHE_SUBDIR = "textures"
 DEFAULT_STYLE_SIZE = 384
@@ -196,7 +196,7 @@ def train_texture(
     model = build_texture_net(config).to(device, memory_format=memory_format)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_lr(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(config))
     size = (config.train_size, config.train_size)
     history: list[dict[str, float]] = []
     losses: dict[str, float] = {}

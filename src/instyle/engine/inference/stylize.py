@@ -11,8 +11,6 @@ import copy
 import math
 import os
 import time
-import warnings
-from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -25,72 +23,12 @@ from torch import Tensor
 from instyle.engine.color import PRESERVE_COLOR, ColorMoments, apply_color_map, histogram_map, preserve_color
 from instyle.engine.image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
 from instyle.engine.catalog import resolve_model_path
+from instyle.engine.cuda_graphs import ForwardGraphs
 from instyle.engine.modelfile import load_generator
 from instyle.engine.inference.tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
 from instyle.engine.device import preferred_memory_format, resolve_device, resolve_inference_dtype
 
 RUNTIMES = ("torch", "onnxruntime")
-
-
-class _CudaGraphs:
-    """A generator's untiled forward on CUDA, replayed from CUDA graphs.
-
-    Stylizing 1024 x 1024 with the bundled architecture is bound by kernel launches, not by the GPU:
-    on an H100 the eager forward took 6.1 ms and its CUDA-graph replay 3.5 ms (benchmarks/gpu_speed.py,
-    2026-11-26). A graph is captured on the second forward of the same input shape, dtype and layout
-    (one image alone is not worth a capture) and up to :attr:`KEEP` of them are kept, each holding its
-    input, output and activation memory; images over :attr:`MAX_PIXELS` never get one. A capture that
-    fails is said once and that shape runs eagerly.
-    """
-
-    KEEP = 2
-    MAX_PIXELS = 2048 * 2048
-
-    def __init__(self) -> None:
-        self.seen: Counter = Counter()
-        self.graphs: OrderedDict = OrderedDict()
-
-    def __call__(self, module: torch.nn.Module, forward, x: Tensor) -> Tensor:
-        if x.device.type != "cuda" or x.shape[-2] * x.shape[-1] > self.MAX_PIXELS:
-            return forward(x)
-        params = tuple(module.parameters())  # kept alive with the graph, whose kernels read them in place
-        key = (id(module), tuple(p.data_ptr() for p in params), tuple(x.shape), x.dtype, x.stride(), x.device)
-        entry = self.graphs.get(key)
-        if entry is None:
-            if len(self.seen) > 1000:  # a folder of many sizes: forget the shapes seen once
-                self.seen.clear()
-            self.seen[key] += 1
-            if self.seen[key] != 2:
-                return forward(x)
-            entry = self._capture(forward, x, params)
-            if entry is None:
-                return forward(x)
-            self.graphs[key] = entry
-            while len(self.graphs) > self.KEEP:
-                self.graphs.popitem(last=False)
-        self.graphs.move_to_end(key)
-        graph, static_in, static_out, _ = entry
-        static_in.copy_(x)
-        graph.replay()
-        return static_out  # overwritten by the next replay: the caller copies it out at once
-
-    @staticmethod
-    def _capture(forward, x: Tensor, params):
-        static_in = x.clone()
-        try:
-            side = torch.cuda.Stream(x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                forward(static_in)  # warm-up off the capture, as torch's CUDA-graph notes ask
-            torch.cuda.current_stream(x.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = forward(static_in)
-        except Exception as err:  # noqa: BLE001 - any capture fault leaves the eager forward
-            torch.cuda.synchronize(x.device)
-            warnings.warn(f"CUDA graph capture failed ({err}); stylizing without it", RuntimeWarning)
-            return None
-        return graph, static_in, static_out, params
 
 
 class StyleModel:
@@ -105,7 +43,7 @@ class StyleModel:
         # CUDA graphs of the untiled forward (fp32 and the bf16 copy; not under fp16 autocast, whose
         # weight cache a capture cannot hold); False turns them off
         self.cuda_graphs = True
-        self._graphs = _CudaGraphs()
+        self._graphs = ForwardGraphs()
 
     def onnx_model(self):
         """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)

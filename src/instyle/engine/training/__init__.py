@@ -1,20 +1,28 @@
-"""Training a feed-forward stylization generator: ``train(TrainConfig(...))``."""
+"""Training a feed-forward stylization generator: ``train(TrainConfig(...))``.
 
+- :mod:`.config`: TrainConfig, its result and errors;
+- :mod:`.data`: content photos, crops, flips and the seeded batch order (shared with the experiment);
+- :mod:`.checkpoint`: the checkpoint, its atomic writes and the resume checks;
+- :mod:`.log`: CSV logs, the loss curve and sample grids;
+- :mod:`.schedule`: the cosine learning-rate schedule;
+- :mod:`.trainer`: the Trainer and ``train()``, its driver.
+"""
+
+from instyle.engine.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint  # noqa: F401
 from instyle.engine.training.config import TrainConfig, TrainingError, TrainingInterrupted, TrainResult, check_config  # noqa: F401
-from instyle.engine.training.trainer import (  # noqa: F401
-    CHECKPOINT_NAME,
-    _cosine_lr,
-    atomic_torch_save,
+from instyle.engine.training.data import (  # noqa: F401
     batch_for_step,
     corner_crops,
+    crop_pool,
     heldout_crops,
-    heldout_loss,
-    load_checkpoint,
     load_content_set,
-    resolve_sizes,
+    resize_short_side,
     sample_batch,
-    stored_style_size,
-    train,
+    training_scale_crops,
 )
+from instyle.engine.training.schedule import cosine_lr
+from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_sizes, stored_style_size, train  # noqa: F401
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "TrainingInterrupted", "train"]
+_cosine_lr = cosine_lr  # the name before cosine_lr was public
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingError", "TrainingInterrupted", "train"]
