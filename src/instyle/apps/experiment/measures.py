@@ -15,45 +15,21 @@ from instyle.engine.image import resize_long_side
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.optimize import OptimizeConfig, optimize
 from instyle.engine.targets import StyleSource
-from instyle.engine.training import corner_crops
+from instyle.engine.training import data
+from instyle.engine.training.data import training_scale_crops
 
 # ---------------------------------------------------------------------------- data
 
 
-def resize_short_side(image: Tensor, short: int) -> Tensor:
-    h, w = image.shape[-2:]
-    return resize_long_side(image, max(short, round(max(h, w) * short / min(h, w))))
-
-
 def eval_crops(images: list[Tensor], config: ExperimentConfig) -> Tensor:
-    """Held-out crops at the training scale (short side 1.5x the crop, as the trainer resizes):
-    (N, 3, image_size, image_size)."""
+    """Held-out crops at the training scale: (N, 3, image_size, image_size)."""
     size = config.train.image_size
-    scale = round(1.5 * size)
-    crops = []
-    for image in images[: config.eval_max_images]:
-        crops += corner_crops(resize_short_side(image, scale), size, config.eval_crops_per_image)
-    return torch.stack(crops)
+    return training_scale_crops(images[: config.eval_max_images], size, config.eval_crops_per_image)
 
 
 def crop_pool(photos: list[Tensor], count: int, config: ExperimentConfig, seed: int) -> list[Tensor]:
-    """``count`` fixed content images for the training-set-size study: square crops (1.5x the
-    training crop, so the trainer keeps their scale) of the photos taken in turn, each at a random
-    scale (the photo's short side 1 to 2.5 crops), position and flip."""
-    side = round(1.5 * config.train.image_size)
-    generator = torch.Generator().manual_seed(seed)
-    pool = []
-    for i in range(count):
-        scale = 1.0 + 1.5 * float(torch.rand((), generator=generator))
-        photo = resize_short_side(photos[i % len(photos)], round(side * scale))
-        h, w = photo.shape[-2:]
-        top = int(torch.randint(h - side + 1, (1,), generator=generator))
-        left = int(torch.randint(w - side + 1, (1,), generator=generator))
-        crop = photo[:, top : top + side, left : left + side]
-        if bool(torch.rand((), generator=generator) < 0.5):
-            crop = crop.flip(-1)
-        pool.append(crop)
-    return pool
+    """``count`` fixed content images for the training-set-size study (the trainer's crop pool)."""
+    return data.crop_pool(photos, count, config.train.image_size, seed)
 
 
 # ---------------------------------------------------------------------------- the generators' outputs
