@@ -109,9 +109,9 @@ class StyleModel:
 
     def onnx_model(self):
         """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)
-        and loaded into onnxruntime; see :mod:`instyle.engine.inference.export`."""
+        and loaded into onnxruntime; see :mod:`instyle.engine.inference.onnx_runtime`."""
         if self._onnx is None:
-            from instyle.engine.inference.export import load_cached_onnx
+            from instyle.engine.inference.onnx_runtime import load_cached_onnx
 
             self._onnx = load_cached_onnx(self.generator, self.source, {"style_name": self.name})
         return self._onnx
