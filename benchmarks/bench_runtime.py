@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
-from instyle.engine.inference.export import OnnxStyleModel, export_generator  # noqa: E402
+from instyle.engine.inference.export import export_generator  # noqa: E402
+from instyle.engine.inference.onnx_runtime import OnnxStyleModel  # noqa: E402
 from instyle.engine.models import TransformerNet  # noqa: E402
 
 MODES = ("torch_fp32", "torch_bf16_cl", "onnxruntime_fp32")

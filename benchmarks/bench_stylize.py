@@ -80,12 +80,13 @@ def stylize_call(model, image, dtype: str, device: torch.device):
 
 
 def time_rows(args, device: torch.device, base: dict) -> list[dict]:
-    from instyle.engine.device import preferred_memory_format, resolve_inference_dtype
+    from instyle.engine.device import DeviceConfig
 
     register_torch_baseline_norm()
     bf16 = torch.bfloat16
     cl, nchw = torch.channels_last, torch.contiguous_format
-    auto = resolve_inference_dtype(args.dtype, device)  # what StyleModel.stylize runs in
+    config = DeviceConfig.resolve(device, args.dtype, "inference")  # what StyleModel.stylize runs in
+    auto = config.autocast
     target = GPU_TARGET_S if device.type == "cuda" else CPU_TARGET_S
     # (path, width, num_residual, norm, autocast, memory format)
     cases = [
@@ -98,7 +99,7 @@ def time_rows(args, device: torch.device, base: dict) -> list[dict]:
     archs = [(args.width, args.num_residual)]
     archs += [(w, r) for w in args.sweep_widths for r in args.sweep_num_residual if (w, r) not in archs]
     for w, r in archs:
-        cases.append(("instyle-stylize", w, r, "instance", auto, preferred_memory_format(device, auto)))
+        cases.append(("instyle-stylize", w, r, "instance", auto, config.memory_format))
 
     rows = []
     for size in args.sizes:
@@ -213,9 +214,10 @@ def memory_worker(args) -> dict:
 def memory_rows(args, device: torch.device, base: dict, out: Path) -> list[dict]:
     """Peak RSS rows, one fresh process each; with ``--baseline-src`` the same cases for
     that checkout too, interleaved, so that both see the same (shared) machine."""
-    from instyle.engine.device import preferred_memory_format, resolve_inference_dtype
+    from instyle.engine.device import DeviceConfig
 
-    auto = resolve_inference_dtype(args.dtype, device)
+    config = DeviceConfig.resolve(device, args.dtype, "inference")
+    auto = config.autocast
     codes = [("this", None)] + ([("baseline", str(args.baseline_src))] if args.baseline_src else [])
     rows = []
     for size in args.memory_sizes:
@@ -246,7 +248,7 @@ def memory_rows(args, device: torch.device, base: dict, out: Path) -> list[dict]
                         "width": args.width,
                         "num_residual": args.num_residual,
                         "dtype": "bf16" if auto == torch.bfloat16 else "fp32" if auto is None else str(auto),
-                        "memory_format": "channels_last" if preferred_memory_format(device, auto) == torch.channels_last else "nchw",
+                        "memory_format": "channels_last" if config.memory_format == torch.channels_last else "nchw",
                         "tile": tile,
                         "seconds": result["seconds"],
                         "setup_rss_mb": result["setup_rss_mb"],

@@ -11,7 +11,6 @@ from instyle.apps.cli import main  # noqa: E402
 from instyle.engine.inference.export import (  # noqa: E402
     OPSET,
     ExportError,
-    OnnxStyleModel,
     cached_onnx_path,
     export_generator,
     export_model,
@@ -21,6 +20,7 @@ from instyle.engine.image import load_image, save_image  # noqa: E402
 from instyle.engine.modelfile import ModelFileError, load_generator, save_model  # noqa: E402
 from instyle.engine.weights import file_sha256 as sha256_file  # noqa: E402
 from instyle.engine.models import TextureNet, TransformerNet  # noqa: E402
+from instyle.engine.inference.onnx_runtime import OnnxStyleModel  # noqa: E402
 from instyle.engine.inference.stylize import load_model  # noqa: E402
 
 # Both of torch.onnx.export's exporters; "dynamo" (the default) also needs onnxscript.
@@ -224,3 +224,16 @@ def test_cli_stylize_runtime_onnxruntime(model_file, instyle_home, tmp_path, mon
     code = main(["stylize", str(photos), "--model", str(model_file), "-o", str(out), "--runtime", "onnxruntime",
                  "--dtype", "bf16"])  # fmt: skip
     assert code == 1 and "fp32" in capsys.readouterr().err
+
+
+def test_export_imports_neither_stylize_nor_the_runtime():
+    """stylize -> onnx_runtime -> export, one way: export.py names neither module."""
+    import ast
+    from pathlib import Path
+
+    import instyle.engine.inference.export as export
+
+    tree = ast.parse(Path(export.__file__).read_text())
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {m for m in modules if m and ("stylize" in m or "onnx_runtime" in m)}

@@ -61,6 +61,35 @@ def test_strength_zero_is_the_content_and_max_size_resizes(model_file):
         model.stylize(image, strength=1.5)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"strength": float("nan")}, "strength must be in"),
+    ({"preserve": "lab"}, "preserve must be one of none, luminance, covariance, histogram"),
+    ({"tile": 6}, r"tile must be a positive multiple of the model's tile_stride \(4\)"),
+    ({"tile": 0}, "tile must be"),
+    ({"device": "tpu"}, "device 'tpu'"),
+    ({"dtype": "int8"}, "dtype must be one of"),
+    ({"runtime": "tensorrt"}, "runtime must be one of"),
+])  # fmt: skip
+def test_bad_arguments_name_the_argument(model_file, options, message):
+    with pytest.raises(ValueError, match=message):
+        load_model(model_file).stylize(torch.rand(3, 20, 20), **options)
+
+
+@pytest.mark.parametrize("preserve", ["covariance", "histogram"])
+def test_whole_image_colour_methods_tile_as_untiled_files(model_file, tmp_path, preserve):
+    """Covariance and histogram read the whole stylized image's colours first: the tiled
+    stylization's colours come out as the untiled one's (up to the tiles' round-off)."""
+    model = load_model(model_file)
+    path = tmp_path / "photo.png"
+    save_image(torch.rand(3, 130, 150, generator=torch.Generator().manual_seed(5)), path)
+    whole = np.asarray(model.stylize(path, tile=10_000, dtype="fp32", preserve=preserve)).astype(int)
+    tiled = np.asarray(model.stylize(path, tile=48, dtype="fp32", preserve=preserve)).astype(int)
+    assert np.abs(whole - tiled).max() <= 1
+    content = np.asarray(Image.open(path).convert("RGB")).astype(float)
+    # the photo's colours (the tiny model's output has few distinct levels: matched coarsely)
+    assert np.abs(whole.mean(axis=(0, 1)) - content.mean(axis=(0, 1))).max() < 2
+
+
 def test_tiled_equals_untiled_within_one_level(model_file):
     model = load_model(model_file)
     image = torch.rand(3, 150, 170, generator=torch.Generator().manual_seed(2))
@@ -175,7 +204,9 @@ def _reference_finish(stylized, content, strength, preserve):
     return (strength * out + (1 - strength) * content).clamp(0, 1)
 
 
-@pytest.mark.parametrize("preserve, strength", [("none", 1.0), ("luminance", 0.6), ("histogram", 0.8)])
+@pytest.mark.parametrize(
+    "preserve, strength", [("none", 1.0), ("luminance", 0.6), ("covariance", 0.8), ("histogram", 0.8)]
+)
 def test_tiled_bands_finish_as_the_whole_image_did(model_file, preserve, strength):
     model = load_model(model_file)
     image = torch.rand(3, 150, 170, generator=torch.Generator().manual_seed(3))

@@ -267,3 +267,82 @@ def test_rows_are_handed_on_once_top_to_bottom(overlap):
     assert all(rows.shape == (1, 3, y1 - y0, 90) for y0, y1, rows in bands)
     whole = torch.cat([rows for _, _, rows in bands], dim=2)
     torch.testing.assert_close(whole, stylize_tiled(model, image, tile=48, overlap=overlap), atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------ the tiling protocol
+
+
+def test_transformer_net_is_tileable_and_tiling_reads_only_the_protocol():
+    import ast
+    from pathlib import Path
+
+    from instyle.engine.inference import tiling
+    from instyle.engine.models.blocks import Tileable, TilingStages
+
+    model = tiny_model(num_residual=2)
+    assert isinstance(model, Tileable)
+    stages = model.tiling_stages()
+    assert isinstance(stages, TilingStages)
+    assert stages.encoder == tuple(model.down) and stages.decoder == tuple(model.up) and stages.head is model.head
+    assert stages.residual == tuple((b.conv1, b.conv2) for b in model.residual)
+    source = Path(tiling.__file__).read_text()
+    imported = {
+        alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }  # fmt: skip
+    assert not imported & {"TransformerNet", "ResidualBlock"}
+    assert ".forward is" not in source  # no comparing forward functions
+
+
+def test_a_subclass_with_its_own_forward_takes_the_generic_path():
+    from instyle.engine.models.transformer import ResidualBlock
+
+    class Brighter(TransformerNet):
+        def forward(self, x):
+            return super().forward(x) * 0.5
+
+    class OddBlock(ResidualBlock):
+        def forward(self, x):
+            return self.conv2(self.conv1(x))  # no residual add
+
+    image = ramp_image(96, 80)
+    brighter = Brighter(width=0.25, num_residual=1).eval()
+    assert brighter.tiling_stages() is None and _Staged.plan(brighter, image, 32, None, CACHE_BYTES) is None
+    odd = tiny_model()
+    odd.residual[0].__class__ = OddBlock
+    assert odd.tiling_stages() is None and _Staged.plan(odd, image, 32, None, CACHE_BYTES) is None
+    for model in (brighter, odd):
+        with torch.no_grad():
+            expected = model(image)
+        torch.testing.assert_close(stylize_tiled(model, image, tile=32, overlap=16), expected, atol=1e-5, rtol=0)
+
+
+def test_a_model_offering_stages_through_the_protocol_alone_is_staged():
+    """tiling needs no TransformerNet: any module with the protocol's members takes the staged path."""
+    from instyle.engine.models.blocks import TilingStages
+
+    inner = tiny_model(num_residual=2)
+
+    class Wrapper(nn.Module):
+        tile_stride = 4
+
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        @property
+        def receptive_radius(self):
+            return inner.receptive_radius
+
+        def tiling_stages(self):
+            s = inner.tiling_stages()
+            return TilingStages(s.encoder, s.residual, s.decoder, s.head, output=lambda y: torch.sigmoid(y) * 0.5)
+
+        def forward(self, x):
+            return inner(x) * 0.5
+
+    model, image = Wrapper().eval(), ramp_image(150, 130)
+    assert _Staged.plan(model, image, 64, None, CACHE_BYTES) is not None
+    with torch.no_grad():
+        expected = model(image)
+    torch.testing.assert_close(stylize_tiled(model, image, tile=64, overlap=16), expected, atol=1e-5, rtol=0)

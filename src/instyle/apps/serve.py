@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import torch
 from PIL import Image
 
+from instyle.engine.color import PRESERVE_COLOR
 from instyle.engine.image import ImageError, load_image, max_pixels_limit, to_pil
 from instyle.engine.modelfile import ModelFileError
 from instyle.engine.inference.stylize import StyleModel, load_model
@@ -45,7 +46,7 @@ __all__ = [
 DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
 DEFAULT_MAX_SIZE = 1024  # long side of the result, in pixels: a CPU answers in seconds
 DEFAULT_QUEUE_SIZE = 8  # requests waiting behind the running one; more are turned away
-PRESERVE_CHOICES = ("none", "luminance", "histogram")
+PRESERVE_CHOICES = PRESERVE_COLOR  # the web page offers what stylize accepts
 
 _log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""ONNX export of generator model files, and an onnxruntime-backed ``OnnxStyleModel``.
+"""ONNX export of generator model files (run by :mod:`instyle.engine.inference.onnx_runtime`).
 
 The exported graph takes ``image`` (N, 3, H, W) float32 RGB in [0, 1] and returns
 ``stylized`` with the same shape, with batch, height and width dynamic. instyle's
@@ -24,10 +24,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as TF
+from torch import nn
 
 from instyle.engine.modelfile import load_generator
+from instyle.engine.paths import cache_dir
 from instyle.engine.weights import file_sha256 as sha256_file
 from instyle.nn import InstanceNorm2d
 
@@ -38,9 +38,9 @@ __all__ = [
     "export_generator",
     "export_model",
     "cached_onnx_path",
-    "load_cached_onnx",
+    "onnx_cache_dir",
     "onnx_metadata",
-    "OnnxStyleModel",
+    "require_onnx",
 ]
 
 # InstanceNormalization exists since opset 6; 18 is the dynamo exporter's native opset and
@@ -56,7 +56,8 @@ class ExportError(RuntimeError):
     """The exporter failed, or produced a graph that does not describe the generator."""
 
 
-def _require_onnx(*modules: str):
+def require_onnx(*modules: str) -> list:
+    """The named modules, imported; ExportError (with the install command) for a missing one."""
     import importlib
 
     loaded = []
@@ -111,11 +112,11 @@ def _quiet_exporter():
 
 def _export_proto(model: nn.Module, exporter: str, min_size: int):
     """Run ``exporter`` on ``model`` and return the ONNX ModelProto."""
-    (onnx,) = _require_onnx("onnx")
+    (onnx,) = require_onnx("onnx")
     example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with _quiet_exporter(), torch.no_grad():
         if exporter == "dynamo":
-            _require_onnx("onnxscript")
+            require_onnx("onnxscript")
             dim = torch.export.Dim
             shapes = {"x": {0: dim("batch"), 2: dim("height", min=min_size), 3: dim("width", min=min_size)}}
             program = torch.onnx.export(
@@ -148,7 +149,7 @@ def export_generator(
     """
     import instyle
 
-    (onnx,) = _require_onnx("onnx")
+    (onnx,) = require_onnx("onnx")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
     config = dict(getattr(generator, "config", {}) or {})
@@ -223,90 +224,17 @@ def export_model(
 
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file, as a dict."""
-    (onnx,) = _require_onnx("onnx")
+    (onnx,) = require_onnx("onnx")
     model = onnx.load_model(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
 
 
+def onnx_cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    """Where exported generators are cached: ``cache / "onnx"``, by default
+    :func:`instyle.engine.paths.cache_dir` ``("onnx")`` (``$INSTYLE_HOME/onnx``)."""
+    return Path(cache) / "onnx" if cache is not None else cache_dir("onnx")
+
+
 def cached_onnx_path(model_path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """``$INSTYLE_HOME/onnx/<sha256 of the model file>.onnx``."""
-    from instyle.engine.paths import cache_dir
-
-    root = Path(cache) if cache is not None else cache_dir()
-    return root / "onnx" / f"{sha256_file(model_path)}.onnx"
-
-
-def _weights_digest(generator: nn.Module) -> str:
-    """sha256 of a generator's config and weights, for generators without a model file."""
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(getattr(generator, "config", {}), sort_keys=True).encode())
-    for name, t in generator.state_dict().items():
-        digest.update(name.encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def load_cached_onnx(
-    generator: nn.Module,
-    source: str | os.PathLike | None = None,
-    metadata: dict[str, str] | None = None,
-    *,
-    cache: str | os.PathLike | None = None,
-    exporter: str = "dynamo",
-) -> OnnxStyleModel:
-    """``generator`` in onnxruntime, exported once into the cache (keyed by the sha256 of its
-    model file ``source``, or of its weights). A cached file onnxruntime cannot load is
-    exported again."""
-    from instyle.engine.paths import cache_dir
-
-    if source is not None:
-        path = cached_onnx_path(source, cache)
-        digest = path.stem
-    else:
-        digest = _weights_digest(generator)
-        path = (Path(cache) if cache is not None else cache_dir()) / "onnx" / f"{digest}.onnx"
-    if path.exists():
-        try:
-            return OnnxStyleModel(path)
-        except ExportError:
-            pass  # truncated or foreign file: replace it
-    export_generator(generator, path, metadata={**(metadata or {}), "source_sha256": digest}, exporter=exporter)
-    return OnnxStyleModel(path)
-
-
-class OnnxStyleModel:
-    """An exported generator run by onnxruntime on the CPU: ``run(batch) -> batch``.
-
-    Inputs smaller than the graph's ``min_size`` are edge-padded first and cropped back,
-    as ``TransformerNet`` itself does.
-    """
-
-    def __init__(self, onnx_path: str | os.PathLike, *, threads: int | None = None) -> None:
-        (ort,) = _require_onnx("onnxruntime")
-        self.path = Path(onnx_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ExportError(f"onnxruntime cannot load {self.path}: {error}") from error
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = dict(meta)
-        self.min_size = int(meta.get("min_size", "1"))
-
-    def __repr__(self) -> str:
-        return f"OnnxStyleModel({str(self.path)!r})"
-
-    def run(self, batch: Tensor) -> Tensor:
-        """Stylize ``batch`` (N, 3, H, W) float in [0, 1]; returns a float32 CPU tensor."""
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"expected (N, 3, H, W), got shape {tuple(batch.shape)}")
-        h, w = batch.shape[-2:]
-        x = batch.detach().to("cpu", torch.float32)
-        if h < self.min_size or w < self.min_size:
-            x = TF.pad(x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)), mode="replicate")
-        (y,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()})
-        return torch.from_numpy(y)[..., :h, :w]
+    return onnx_cache_dir(cache) / f"{sha256_file(model_path)}.onnx"

@@ -20,13 +20,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from instyle.engine.color import PRESERVE_COLOR, ColorMoments, apply_color_map, histogram_map, preserve_color
+from instyle.engine.color import PRESERVE_COLOR, WHOLE_IMAGE_METHODS, BandTransfer, preserve_color
 from instyle.engine.image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
 from instyle.engine.catalog import resolve_model_path
 from instyle.engine.cuda_graphs import ForwardGraphs
 from instyle.engine.modelfile import load_generator
 from instyle.engine.inference.tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
-from instyle.engine.device import preferred_memory_format, resolve_device, resolve_inference_dtype
+from instyle.engine.device import DeviceConfig
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -47,9 +47,9 @@ class StyleModel:
 
     def onnx_model(self):
         """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)
-        and loaded into onnxruntime; see :mod:`instyle.engine.inference.export`."""
+        and loaded into onnxruntime; see :mod:`instyle.engine.inference.onnx_runtime`."""
         if self._onnx is None:
-            from instyle.engine.inference.export import load_cached_onnx
+            from instyle.engine.inference.onnx_runtime import load_cached_onnx
 
             self._onnx = load_cached_onnx(self.generator, self.source, {"style_name": self.name})
         return self._onnx
@@ -59,8 +59,8 @@ class StyleModel:
 
     def _placed(self, device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
         """The generator on ``device`` in ``memory_format``, moved only when it is elsewhere: ``Module.to``
-        walks every parameter (half a millisecond a call on the 2-core CPU, as long as a whole 16 px
-        stylization), so its first spatial convolution weight stands for all of them."""
+        walks every parameter (as long as a whole small stylization: docs/notes_infer.md#placing-the-generator),
+        so its first spatial convolution weight stands for all of them."""
         probe = next((p for p in self.generator.parameters() if p.dim() == 4 and min(p.shape[-2:]) > 1), None)
         placed = probe is not None and (
             probe.device.type == device.type
@@ -74,8 +74,8 @@ class StyleModel:
     def _run_bf16(self, image: Tensor, device: torch.device, memory_format: torch.memory_format) -> Tensor:
         """The whole image through a bf16 copy of the generator, outside autocast: autocast re-casts
         weights and activations at every layer, which costs about as much as the convolutions on a
-        CPU (1024 px on the 2-core CPU: 0.41 s under autocast, 0.25 s this way, with the same error
-        against fp32). Instance norm still accumulates its statistics in fp32."""
+        CPU, with the same error against fp32 (docs/notes_infer.md#the-bf16-copy). Instance norm
+        still accumulates its statistics in fp32."""
         key = (id(self.generator), device, memory_format)
         if getattr(self, "_bf16_key", None) != key:
             self._bf16_generator = copy.deepcopy(self.generator).to(device, torch.bfloat16, memory_format=memory_format)
@@ -108,96 +108,133 @@ class StyleModel:
         Large images (``tile``, or automatically when an untiled forward would not fit a
         quarter of free memory) go through :func:`instyle.engine.inference.tiling.stylize_tiled_rows`; the
         output is finished (colour, strength, clamp, quantization) band by band, so a PIL
-        image never exists as float32 (except for ``preserve="histogram"``, which needs the
-        whole stylized image's colours first).
+        image never exists as float32 (except for ``preserve`` "covariance" and "histogram",
+        which need the whole stylized image's colours first).
 
         ``runtime="onnxruntime"`` runs the exported generator in fp32 on the CPU; images that
         need tiles still go through torch (tiling freezes statistics inside the network).
         """
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {strength}")
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        onnx = None
-        if runtime == "onnxruntime":
-            if device not in ("auto", "cpu"):
-                raise ValueError(f"runtime onnxruntime runs on the CPU; got device {device!r}")
-            if dtype not in ("auto", "fp32", "float32"):
-                raise ValueError(f"runtime onnxruntime computes in fp32; got dtype {dtype!r}")
-            device, dtype = "cpu", "fp32"
-            onnx = self.onnx_model()
+        _check_options(self.generator, strength, preserve, tile, runtime)
+        config, onnx = self._resolve_runtime(runtime, device, dtype)
         as_pil = not isinstance(image, Tensor)
-        # 8-bit images stay uint8 (a quarter of float32's memory) until a tile needs them.
-        x = load_pixels(image) if as_pil else image
-        unbatched = x.dim() == 3
-        batch = x.unsqueeze(0) if unbatched else x
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"expected an RGB image (3, H, W) or batch (N, 3, H, W), got shape {tuple(x.shape)}")
-        if not (batch.is_floating_point() or batch.dtype == torch.uint8):
-            raise ValueError(f"expected a float image in [0, 1] or uint8 pixels, got {batch.dtype}")
-        if max_size is not None:
-            batch = torch.stack([resize_long_side(pixels_to_float(img), max_size) for img in batch])
-        dev = resolve_device(device)
-        autocast = resolve_inference_dtype(dtype, dev)
-        # channels_last for bf16 on CPUs (oneDNN's fast convolutions), NCHW on CUDA (faster there, measured).
-        memory_format = preferred_memory_format(dev, autocast)
-        generator = self._placed(dev, memory_format)
-        budget = _memory_budget(dev)
-        outputs = []
-        for single in batch.split(1):
-            h, w = single.shape[-2:]
-            content = single.to(dev) if single.dtype == torch.uint8 else single.to(dev, torch.float32)
-            output = _Output(content, strength, preserve, as_uint8=as_pil, model_name=self.name, device=single.device)
-            bytes_per_pixel = _bytes_per_pixel(generator, autocast)
-            chosen = tile if tile is not None else auto_tile(h, w, budget, bytes_per_pixel=bytes_per_pixel)
-            with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
-                if chosen and chosen < max(h, w):
-                    overlap = min(64, chosen)  # small tiles blend over their whole width
-                    stylize_tiled_rows(generator, content, output.write, chosen, overlap, cache_bytes=budget)
-                else:
-                    whole = pixels_to_float(content)
-                    if onnx is not None:
-                        y = onnx.run(whole)
-                    elif autocast == torch.bfloat16:
-                        y = self._run_bf16(whole, dev, memory_format)
-                    elif autocast is None and self.cuda_graphs:
-                        y = self._graphs(generator, generator, whole.contiguous(memory_format=memory_format))
-                    else:
-                        y = generator(whole.contiguous(memory_format=memory_format))
-                    output.write(0, h, y)
-            outputs.append(output.finish())
+        batch, unbatched = _as_batch(image, max_size)
+        plan = _Plan(config, onnx, strength, preserve, tile, as_pil, _memory_budget(config.device))
+        generator = self._placed(config.device, config.memory_format)
+        outputs = [self._stylize_one(single, generator, plan) for single in batch.split(1)]
         if as_pil:
             return Image.fromarray(outputs[0], mode="RGB")
         stylized = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return stylized[0] if unbatched else stylized
 
+    def _resolve_runtime(self, runtime: str, device: str, dtype: str) -> tuple[DeviceConfig, object | None]:
+        """The device configuration, and the onnxruntime session for ``runtime="onnxruntime"``
+        (exported on first use), which computes in fp32 on the CPU only."""
+        if runtime != "onnxruntime":
+            return DeviceConfig.resolve(device, dtype, "inference"), None
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"runtime onnxruntime runs on the CPU; got device {device!r}")
+        if dtype not in ("auto", "fp32", "float32"):
+            raise ValueError(f"runtime onnxruntime computes in fp32; got dtype {dtype!r}")
+        return DeviceConfig.resolve("cpu", "fp32", "inference"), self.onnx_model()
+
+    def _stylize_one(self, single: Tensor, generator: torch.nn.Module, plan: _Plan):
+        """One image (1, 3, H, W): tiled when asked or when it does not fit, finished in bands."""
+        config = plan.config
+        h, w = single.shape[-2:]
+        content = single.to(config.device) if single.dtype == torch.uint8 else single.to(config.device, torch.float32)
+        output = _Output(
+            content, plan.strength, plan.preserve, as_uint8=plan.as_uint8, model_name=self.name, device=single.device
+        )
+        bytes_per_pixel = _bytes_per_pixel(generator, config.autocast)
+        chosen = plan.tile if plan.tile is not None else auto_tile(h, w, plan.budget, bytes_per_pixel=bytes_per_pixel)
+        with config.autocast_context():
+            if chosen and chosen < max(h, w):
+                overlap = min(64, chosen)  # small tiles blend over their whole width
+                stylize_tiled_rows(generator, content, output.write, chosen, overlap, cache_bytes=plan.budget)
+            else:
+                output.write(0, h, self._forward_whole(pixels_to_float(content), generator, plan))
+        return output.finish()
+
+    def _forward_whole(self, whole: Tensor, generator: torch.nn.Module, plan: _Plan) -> Tensor:
+        """The untiled forward: onnxruntime, the bf16 copy, a CUDA-graph replay or eager torch."""
+        config = plan.config
+        if plan.onnx is not None:
+            return plan.onnx.run(whole)
+        if config.autocast == torch.bfloat16:
+            return self._run_bf16(whole, config.device, config.memory_format)
+        x = whole.contiguous(memory_format=config.memory_format)
+        if config.autocast is None and self.cuda_graphs:
+            return self._graphs(generator, generator, x)
+        return generator(x)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One ``stylize`` call's options, resolved once for every image of its batch."""
+
+    config: DeviceConfig
+    onnx: object | None  # an OnnxStyleModel for runtime="onnxruntime"
+    strength: float
+    preserve: str
+    tile: int | None
+    as_uint8: bool  # a PIL image comes back: finish in uint8 bands
+    budget: int  # bytes an untiled forward may use
+
+
+def _check_options(generator: torch.nn.Module, strength: float, preserve: str, tile: int | None, runtime: str) -> None:
+    """ValueError naming the first bad argument of ``stylize``."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if preserve not in PRESERVE_COLOR:
+        raise ValueError(f"preserve must be one of {', '.join(PRESERVE_COLOR)}, got {preserve!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if tile is not None:
+        stride = int(getattr(generator, "tile_stride", 1))
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1 or tile % stride:
+            raise ValueError(f"tile must be a positive multiple of the model's tile_stride ({stride}) or None, got {tile!r}")
+
+
+def _as_batch(image, max_size: int | None) -> tuple[Tensor, bool]:
+    """``image`` as a batch (N, 3, H, W), float or uint8 (8-bit images stay uint8, a quarter of
+    float32's memory, until a tile needs them), resized to ``max_size``; and whether it was one
+    image (3, H, W)."""
+    x = load_pixels(image) if not isinstance(image, Tensor) else image
+    unbatched = x.dim() == 3
+    batch = x.unsqueeze(0) if unbatched else x
+    if batch.dim() != 4 or batch.shape[1] != 3:
+        raise ValueError(f"image must be RGB (3, H, W) or a batch (N, 3, H, W), got shape {tuple(x.shape)}")
+    if not (batch.is_floating_point() or batch.dtype == torch.uint8):
+        raise ValueError(f"image must be float in [0, 1] or uint8 pixels, got {batch.dtype}")
+    if max_size is not None:
+        batch = torch.stack([resize_long_side(pixels_to_float(img), max_size) for img in batch])
+    return batch, unbatched
+
 
 class _Output:
     """The stylized image, made from bands of rows as they come: NaN check, colour
     preservation, strength blend and clamp per band, stored as uint8 (H, W, 3) or float32
-    (1, 3, H, W) on the input tensor's device. Histogram preservation needs the whole image's colours first,
-    so it keeps the float32 image and finishes it in bands at the end."""
+    (1, 3, H, W) on the input tensor's device. Covariance and histogram preservation need the
+    whole image's colours first, so they keep the float32 image and finish it in bands at the end."""
 
     def __init__(
         self, content: Tensor, strength: float, preserve: str, *, as_uint8: bool, model_name: str, device: torch.device
     ) -> None:
-        if preserve not in PRESERVE_COLOR:
-            raise ValueError(f"preserve_color must be one of {', '.join(PRESERVE_COLOR)}, got {preserve!r}")
         self.content = content  # (1, 3, H, W) uint8 or float32, on the device
         self.strength, self.preserve, self.model_name = strength, preserve, model_name
         h, w = content.shape[-2:]
         self.pixels = np.empty((h, w, 3), dtype=np.uint8) if as_uint8 else None
+        self.transfer = BandTransfer(preserve) if preserve in WHOLE_IMAGE_METHODS else None
         # a float result stays on the device the caller's tensor came from (a CUDA tensor in, a CUDA tensor out)
-        self.image = None if as_uint8 and preserve != "histogram" else torch.empty(1, 3, h, w, device=device)
-        self.moments = ColorMoments() if preserve == "histogram" else None
+        self.image = None if as_uint8 and self.transfer is None else torch.empty(1, 3, h, w, device=device)
         # one flag per band, read once in finish(): on CUDA a read per band would stall the GPU's queue
         self.finite: list[Tensor] = []
 
     def write(self, y0: int, y1: int, rows: Tensor) -> None:
         rows = rows.float()  # (1, 3, y1 - y0, W)
         self.finite.append(torch.isfinite(rows).all())
-        if self.moments is not None:  # finished in finish(), once the whole image's colours are known
-            self.moments.add(rows)
+        if self.transfer is not None:  # finished in finish(), once the whole image's colours are known
+            self.transfer.add(rows)
             self.image[:, :, y0:y1] = rows
             return
         content = pixels_to_float(self.content[:, :, y0:y1])
@@ -217,18 +254,19 @@ class _Output:
         """The result: uint8 (H, W, 3) for a PIL image, else float32 (1, 3, H, W)."""
         if self.finite and not bool(torch.stack(self.finite).all()):
             raise RuntimeError(f"model {self.model_name} produced NaN or inf values; nothing was written")
-        if self.moments is not None:
-            target = ColorMoments()
-            h, band = self.content.shape[-2], max(1, (1 << 22) // self.content.shape[-1])
-            for y0 in range(0, h, band):
-                target.add(pixels_to_float(self.content[:, :, y0 : y0 + band]))
-            a, b = histogram_map(self.moments, target)
-            for y0 in range(0, h, band):
-                y1 = min(y0 + band, h)
-                content = pixels_to_float(self.content[:, :, y0:y1])
-                rows = apply_color_map(self.image[:, :, y0:y1].to(content.device), a, b)
-                self._store(y0, y1, rows, content)
+        if self.transfer is not None:
+            self._finish_transfer(self.transfer)
         return self.pixels if self.pixels is not None else self.image
+
+    def _finish_transfer(self, transfer: BandTransfer) -> None:
+        """The content's colours in bands of about 4 M pixels, then the stored image mapped band by band."""
+        h, band = self.content.shape[-2], max(1, (1 << 22) // self.content.shape[-1])
+        for y0 in range(0, h, band):
+            transfer.add_content(pixels_to_float(self.content[:, :, y0 : y0 + band]))
+        for y0 in range(0, h, band):
+            y1 = min(y0 + band, h)
+            content = pixels_to_float(self.content[:, :, y0:y1])
+            self._store(y0, y1, transfer.apply(self.image[:, :, y0:y1].to(content.device)), content)
 
 
 def _bytes_per_pixel(generator: torch.nn.Module, autocast: torch.dtype | None) -> int:

@@ -13,7 +13,8 @@ pick different blockings for different sizes). Two ways to get the statistics:
   the cores partition the image (and, at its right and bottom end, the few rows a model
   computes beyond it, which the untiled statistics include too). Cost: one partial forward
   per norm layer, about (number of norm layers / 2) full forwards; memory: one window.
-- Staged (:class:`instyle.engine.models.TransformerNet`, when its low-resolution maps fit
+- Staged (a model whose ``tiling_stages()`` describes its forward, as
+  :class:`instyle.engine.models.TransformerNet`'s does, when its low-resolution maps fit
   ``cache_bytes``): the encoder's norms as above, with halos only as wide as the layers
   each pass runs; then the encoder's last pre-norm map, at 1/4 resolution, is assembled
   whole from tiles, and the residual trunk runs on whole maps layer by layer (each
@@ -27,11 +28,12 @@ The output is then made tile by tile: each window's output over its core (plus
 rows, top to bottom, as soon as no later tile touches them (:func:`stylize_tiled_rows`), so
 that callers can post-process and store rows without an image-sized float buffer.
 
-A model is tileable when it exposes ``tile_stride`` (its total downsampling: windows start
-at multiples of it so that every strided grid lines up with the untiled one),
-``receptive_radius`` (input pixels an output pixel depends on, norms frozen), and keeps
-every input-statistics norm inside an :class:`instyle.engine.models.blocks.NormAct`, which
-accepts frozen statistics. :class:`instyle.engine.models.TransformerNet` is.
+A model is tileable when it implements :class:`instyle.engine.models.blocks.Tileable`:
+``tile_stride`` (its total downsampling: windows start at multiples of it so that every
+strided grid lines up with the untiled one), ``receptive_radius`` (input pixels an output
+pixel depends on, norms frozen), every input-statistics norm inside an
+:class:`instyle.engine.models.blocks.NormAct` (which accepts frozen statistics), and for the
+staged path ``tiling_stages()``. This module reads a model only through that protocol.
 
 Images are float (N, C, H, W) in [0, 1] or uint8 (N, C, H, W) in 0..255; a uint8 image is
 converted one window at a time, exactly as :func:`instyle.engine.image.load_image` converts pixels.
@@ -48,7 +50,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from instyle.engine.models.blocks import ConvNormAct, NormAct, receptive_radius
+from instyle.engine.models.blocks import ConvNormAct, NormAct, TilingStages, receptive_radius
 
 __all__ = [
     "stylize_tiled", "stylize_tiled_rows", "whole_image_in_stats", "auto_tile", "tile_halo",
@@ -137,7 +139,7 @@ def _tiling_attrs(model: nn.Module) -> tuple[int, int]:
     except AttributeError:
         raise TypeError(
             f"{type(model).__name__} does not support tiled inference: it needs tile_stride and "
-            "receptive_radius attributes (TransformerNet has them)"
+            "receptive_radius attributes (instyle.engine.models.blocks.Tileable)"
         ) from None
 
 
@@ -366,7 +368,7 @@ def stylize_tiled(
     halo`` (plus up to ``tile_stride``) on a side); an explicit ``halo`` takes the generic
     path with that halo. ``stats`` (from :func:`whole_image_in_stats`, for a one-image
     batch) skips computing them. ``cache_bytes`` bounds the whole 1/4-resolution maps the
-    staged TransformerNet path keeps (three at a time); when they do not fit, the generic
+    staged path keeps (three at a time); when they do not fit, the generic
     path recomputes instead. Returns float32 (float64 for a float64 image) on the image's
     device; the model is left unchanged.
     """
@@ -422,17 +424,23 @@ def stylize_tiled_rows(
             out_halo = tile_halo(model) if halo is None else halo
             if stats is None:
                 _whole_image_stats(model, _stats_layers(model, layers, image, stride), image, tile, out_halo, stride)
-
-            def run(span_y: _Span, span_x: _Span) -> Tensor:
-                window = _read(image, span_y, span_x)
-                result = model(window)
-                if result.shape[-2:] != window.shape[-2:]:
-                    raise TypeError(f"tiled inference needs a size-preserving model; got {tuple(result.shape)}"
-                                    f" for a {tuple(window.shape)} window")  # fmt: skip
-                return result
-
+            run = _generic_runner(model, image)
         rows, cols = _spans(h, tile, overlap, out_halo, stride), _spans(w, tile, overlap, out_halo, stride)
         _blend_rows(run, rows, cols, overlap, h, w, _out_dtype(image), write)
+
+
+def _generic_runner(model: nn.Module, image: Tensor) -> _Runner:
+    """Windows of the output from the whole model on windows of the image (norms frozen)."""
+
+    def run(span_y: _Span, span_x: _Span) -> Tensor:
+        window = _read(image, span_y, span_x)
+        result = model(window)
+        if result.shape[-2:] != window.shape[-2:]:
+            raise TypeError(f"tiled inference needs a size-preserving model; got {tuple(result.shape)}"
+                            f" for a {tuple(window.shape)} window")  # fmt: skip
+        return result
+
+    return run
 
 
 def _blend_rows(
@@ -478,171 +486,222 @@ def _freeze(
         _freeze_layer(layer, (mean, var), image.device)
 
 
-class _Staged:
-    """The staged path for a TransformerNet: encoder from image windows, the residual trunk
-    on whole 1/``stride`` maps, decoder from windows of the trunk's output."""
+def _needs_stats(layer: NormAct) -> bool:
+    return layer.uses_input_stats and layer.frozen_stats is None
 
-    def __init__(self, model: nn.Module, image: Tensor, tile: int, stride: int) -> None:
-        self.model, self.image, self.tile, self.stride = model, image, tile, stride
-        self.h, self.w = image.shape[-2:]
-        self.down: list[ConvNormAct] = list(model.down)
-        self.up: list[ConvNormAct] = list(model.up)
-        self.decoder_halo = receptive_radius(self.up + [model.head], stride)
-        self.stats_dtype = _out_dtype(image)
+
+def _staged_stages(model: nn.Module, image: Tensor, halo: int | None, cache_bytes: int) -> TilingStages | None:
+    """The model's :class:`TilingStages` where the staged path applies, else None: no stages
+    (see :class:`instyle.engine.models.blocks.Tileable`), an explicit ``halo``, an image too
+    small, stages this path cannot run, or maps over ``cache_bytes``."""
+    stages_of = getattr(model, "tiling_stages", None)
+    if halo is not None or stages_of is None:
+        return None
+    stages = stages_of()
+    stride = int(model.tile_stride)
+    if stages is None or min(image.shape[-2:]) < 4 * stride or len(stages.encoder) == 0:
+        return None
+    scale = math.prod(layer.conv.stride[0] for layer in stages.encoder)
+    trunk_convs = [conv for block in stages.residual for conv in block]
+    if scale != stride or any(conv.upsample != 1 or conv.conv.stride[0] != 1 for conv in trunk_convs):
+        return None
+    if 3 * _map_bytes(stages, image, stride) > cache_bytes:
+        return None
+    return stages
+
+
+def _map_bytes(stages: TilingStages, image: Tensor, stride: int) -> int:
+    """Bytes of one whole trunk map (1/``stride`` resolution) in the dtype the layers return."""
+    channels = stages.encoder[-1].conv.out_channels
+    device_type = image.device.type
+    if torch.is_autocast_enabled(device_type):
+        item = torch.tensor([], dtype=torch.get_autocast_dtype(device_type)).element_size()
+    else:
+        item = torch.tensor([], dtype=_float_dtype(image)).element_size()
+    return channels * -(-image.shape[-2] // stride) * -(-image.shape[-1] // stride) * item
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The image the staged path cuts into windows of ``tile`` pixels starting at multiples of
+    ``stride``, and where the statistics it freezes go (the image's device, its stats dtype)."""
+
+    image: Tensor
+    tile: int
+    stride: int
+
+    @property
+    def h(self) -> int:
+        return self.image.shape[-2]
+
+    @property
+    def w(self) -> int:
+        return self.image.shape[-1]
+
+    def spans(self, halo: int) -> tuple[list[_Span], list[_Span]]:
+        """Row and column windows with cores of a tile, no overlap, ``halo`` on each side."""
+        return _spans(self.h, self.tile, 0, halo, self.stride), _spans(self.w, self.tile, 0, halo, self.stride)
+
+    def freeze_streamed(self, run: _Runner, layer: NormAct, scale: int, halo: int) -> None:
+        """Freeze ``layer`` to its whole-image statistics, streamed from windows of ``run``."""
+        rows, cols = self.spans(halo)
+        stats = _stream_stats(run, rows, cols, layer, scale, self.h, self.w, _out_dtype(self.image))
+        _freeze_layer(layer, stats, self.image.device)
+
+    def freeze_map(self, layer: NormAct, x: Tensor) -> None:
+        """Freeze ``layer`` to the statistics of the whole map ``x``, read in row strips."""
+        acc = _ChanAccumulator()
+        acc.add_rows(x, self.map_rows(x.shape[-1]))
+        _freeze_layer(layer, acc.result(_out_dtype(self.image)), self.image.device)
+
+    def map_rows(self, width: int) -> int:
+        """Rows per strip of a whole map ``width`` pixels wide: about a tile's pixels."""
+        return max(8, (self.tile // self.stride) ** 2 // width)
+
+
+def _encode(grid: _Grid, encoder: tuple[ConvNormAct, ...]) -> Tensor:
+    """The encoder's output over the whole image at 1/stride resolution: its norms frozen one
+    at a time, each from windows with just the halo its layers need; the last one's input is
+    assembled whole and normalized as a map."""
+
+    def run(span_y: _Span, span_x: _Span) -> Tensor:
+        x = _read(grid.image, span_y, span_x)
+        for layer in encoder:
+            x = layer(x)
+        return x
+
+    scale = 1
+    for k, layer in enumerate(encoder[:-1]):
+        scale *= layer.conv.stride[0]
+        if _needs_stats(layer.norm_act):
+            grid.freeze_streamed(run, layer.norm_act, scale, receptive_radius(list(encoder[: k + 1])))
+    last = encoder[-1]
+    scale *= last.conv.stride[0]
+    whole = _assemble(grid, run, last.norm_act, scale, receptive_radius(list(encoder)))
+    _norm_map(grid, last.norm_act, whole)
+    return whole
+
+
+def _assemble(grid: _Grid, run: _Runner, layer: NormAct, scale: int, halo: int) -> Tensor:
+    """``layer``'s whole input map (1/``scale`` of the image), pasted from the windows' cores."""
+    whole: list[Tensor] = []
+
+    def store(x: Tensor, span_y: _Span, span_x: _Span) -> None:
+        if not whole:
+            size = (-(-grid.h // scale), -(-grid.w // scale))  # stride-2 convs round up
+            whole.append(_empty_like_map(x, size))
+        y0, x0 = span_y.core0 // scale, span_x.core0 // scale
+        whole[0][:, :, y0 : y0 + x.shape[-2], x0 : x0 + x.shape[-1]] = x
+
+    rows, cols = grid.spans(halo)
+    _stream(run, rows, cols, layer, scale, grid.h, grid.w, store)
+    return whole[0]
+
+
+def _trunk(grid: _Grid, blocks: tuple[tuple[ConvNormAct, ConvNormAct], ...], x: Tensor) -> Tensor:
+    """The residual blocks on the whole map ``x``, layer by layer, each norm frozen to the
+    statistics of the whole map it reads (so no work is repeated across windows)."""
+    for conv1, conv2 in blocks:
+        a = _conv_map(grid, conv1, x)
+        _norm_map(grid, conv1.norm_act, a)
+        y = _conv_map(grid, conv2, a)
+        del a
+        _norm_map(grid, conv2.norm_act, y, residual=x)
+        x = y
+    return x
+
+
+def _conv_map(grid: _Grid, layer: ConvNormAct, x: Tensor) -> Tensor:
+    """``layer``'s pad and stride-1 conv over the whole map ``x``, in row strips."""
+    p, height = layer.padding, x.shape[-2]
+    out: Tensor | None = None
+    step = max(grid.map_rows(x.shape[-1]), p + 1)
+    for r0 in range(0, height, step):
+        r1 = min(r0 + step, height)
+        a0, a1 = max(r0 - p, 0), min(r1 + p, height)
+        # Real neighbouring rows where the map has them, the map's own reflection at its ends.
+        strip = TF.pad(x[:, :, a0:a1], (p, p, p - (r0 - a0), p - (a1 - r1)), mode=layer.padding_mode)
+        y = layer.conv(strip)
+        if out is None:
+            out = _empty_like_map(y, (height, x.shape[-1]))
+        out[:, :, r0:r1] = y
+    assert out is not None
+    return out
+
+
+def _norm_map(grid: _Grid, layer: NormAct, x: Tensor, residual: Tensor | None = None) -> None:
+    """Freeze ``layer`` to the statistics of the whole map ``x`` (unless frozen already) and
+    apply it in place, in row strips."""
+    rows = grid.map_rows(x.shape[-1])
+    if _needs_stats(layer):
+        grid.freeze_map(layer, x)
+    for r0 in range(0, x.shape[-2], rows):
+        part = slice(r0, r0 + rows)
+        x[:, :, part] = layer(x[:, :, part], None if residual is None else residual[:, :, part])
+
+
+def _decoder_runner(stride: int, decoder: tuple[ConvNormAct, ...], trunk: Tensor) -> _Runner:
+    """Image windows through the decoder, read from the whole trunk output."""
+
+    def run(span_y: _Span, span_x: _Span) -> Tensor:
+        # Windows start at multiples of the stride; the trunk window covers the image window.
+        s = stride
+        part = trunk[:, :, span_y.window0 // s : -(-span_y.window1 // s), span_x.window0 // s : -(-span_x.window1 // s)]
+        for layer in decoder:
+            part = layer(part)
+        return part
+
+    return run
+
+
+def _freeze_decoder(grid: _Grid, decoder: tuple[ConvNormAct, ...], trunk: Tensor) -> None:
+    """Freeze the decoder's norms in order, each streamed from windows of the trunk's output."""
+    run, scale = _decoder_runner(grid.stride, decoder, trunk), grid.stride
+    for k, layer in enumerate(decoder):
+        scale //= layer.upsample
+        if _needs_stats(layer.norm_act):
+            grid.freeze_streamed(run, layer.norm_act, scale, receptive_radius(list(decoder[: k + 1]), grid.stride))
+
+
+def _output_runner(grid: _Grid, stages: TilingStages, trunk: Tensor) -> _Runner:
+    """Windows of the final output, read from the trunk's output (norms all frozen)."""
+    up, head, output, h, w = _decoder_runner(grid.stride, stages.decoder, trunk), stages.head, stages.output, grid.h, grid.w
+
+    def run(span_y: _Span, span_x: _Span) -> Tensor:
+        y = up(span_y, span_x)
+        # The untiled forward crops to the image before the head (so that its reflection
+        # pad mirrors the image's own border); only the last windows reach past it.
+        y = y[..., : h - span_y.window0, : w - span_x.window0]
+        return output(head(y))
+
+    return run
+
+
+class _Staged:
+    """The staged path for a generator with :class:`TilingStages`: encoder from image windows,
+    the residual trunk on whole 1/``stride`` maps, decoder from windows of the trunk's output."""
+
+    def __init__(self, stages: TilingStages, image: Tensor, tile: int, stride: int) -> None:
+        self.stages, self.grid = stages, _Grid(image, tile, stride)
+        self.decoder_halo = receptive_radius([*stages.decoder, stages.head], stride)
 
     @classmethod
     def plan(cls, model: nn.Module, image: Tensor, tile: int, halo: int | None, cache_bytes: int) -> _Staged | None:
-        """A staged run of ``model`` on ``image``, or None where only the generic path applies:
-        another model, an explicit ``halo``, an image too small, or maps over ``cache_bytes``."""
-        from instyle.engine.models.transformer import ResidualBlock, TransformerNet
-
-        if halo is not None or not isinstance(model, TransformerNet) or type(model).forward is not TransformerNet.forward:
-            return None
-        stride = model.tile_stride
-        if min(image.shape[-2:]) < 4 * stride or len(model.down) == 0:
-            return None
-        if any(type(block).forward is not ResidualBlock.forward for block in model.residual):
-            return None
-        scale = math.prod(layer.conv.stride[0] for layer in model.down)
-        trunk_convs = [conv for block in model.residual for conv in (block.conv1, block.conv2)]
-        if scale != stride or any(conv.upsample != 1 or conv.conv.stride[0] != 1 for conv in trunk_convs):
-            return None
-        channels = model.down[-1].conv.out_channels
-        device_type = image.device.type
-        if torch.is_autocast_enabled(device_type):
-            item = torch.tensor([], dtype=torch.get_autocast_dtype(device_type)).element_size()
-        else:
-            item = torch.tensor([], dtype=_float_dtype(image)).element_size()
-        map_bytes = channels * -(-image.shape[-2] // stride) * -(-image.shape[-1] // stride) * item
-        if 3 * map_bytes > cache_bytes:
-            return None
-        return cls(model, image, tile, stride)
-
-    def _freeze_from(self, layer: NormAct, acc: _ChanAccumulator) -> None:
-        _freeze_layer(layer, acc.result(self.stats_dtype), self.image.device)
-
-    def _needs_stats(self, layer: NormAct) -> bool:
-        return layer.uses_input_stats and layer.frozen_stats is None
-
-    def _map_rows(self, width: int) -> int:
-        """Rows per strip of a whole map ``width`` pixels wide: about a tile's pixels."""
-        return max(8, (self.tile // self.stride) ** 2 // width)
+        """A staged run of ``model`` on ``image``, or None where only the generic path applies."""
+        stages = _staged_stages(model, image, halo, cache_bytes)
+        return None if stages is None else cls(stages, image, tile, int(model.tile_stride))
 
     def decoder_input(self) -> Tensor:
         """Freeze the encoder's and the trunk's norms, then the decoder's; return the trunk's
         output (1, C, ceil(H / stride), ceil(W / stride))."""
-        x = self._encode()
-        for block in self.model.residual:
-            a = self._conv_map(block.conv1, x)
-            self._norm_map(block.conv1.norm_act, a)
-            y = self._conv_map(block.conv2, a)
-            del a
-            self._norm_map(block.conv2.norm_act, y, residual=x)
-            x = y
-        self._decoder_stats(x)
+        x = _encode(self.grid, self.stages.encoder)
+        x = _trunk(self.grid, self.stages.residual, x)
+        _freeze_decoder(self.grid, self.stages.decoder, x)
         return x
 
-    def _encode(self) -> Tensor:
-        """The encoder's output over the whole image at 1/stride resolution: its norms
-        frozen one at a time, each from windows with just the halo its layers need."""
-        image, h, w, scale = self.image, self.h, self.w, 1
-
-        def run(span_y: _Span, span_x: _Span) -> Tensor:
-            x = _read(image, span_y, span_x)
-            for layer in self.down:
-                x = layer(x)
-            return x
-
-        for k, layer in enumerate(self.down):
-            scale *= layer.conv.stride[0]
-            halo = receptive_radius(self.down[: k + 1])
-            rows, cols = _spans(h, self.tile, 0, halo, self.stride), _spans(w, self.tile, 0, halo, self.stride)
-            if k + 1 < len(self.down):
-                if self._needs_stats(layer.norm_act):
-                    _freeze_layer(
-                        layer.norm_act,
-                        _stream_stats(run, rows, cols, layer.norm_act, scale, h, w, self.stats_dtype),
-                        image.device,
-                    )  # fmt: skip
-                continue
-            # The last encoder layer: assemble its norm's whole input map, then normalize it.
-            whole: list[Tensor] = []
-
-            def store(x: Tensor, span_y: _Span, span_x: _Span) -> None:
-                if not whole:
-                    size = (-(-h // scale), -(-w // scale))  # stride-2 convs round up
-                    whole.append(_empty_like_map(x, size))
-                y0, x0 = span_y.core0 // scale, span_x.core0 // scale
-                whole[0][:, :, y0 : y0 + x.shape[-2], x0 : x0 + x.shape[-1]] = x
-
-            _stream(run, rows, cols, layer.norm_act, scale, h, w, store)
-            self._norm_map(layer.norm_act, whole[0])
-            return whole[0]
-        raise AssertionError("unreachable: the encoder has layers")
-
-    def _conv_map(self, layer: ConvNormAct, x: Tensor) -> Tensor:
-        """``layer``'s pad and stride-1 conv over the whole map ``x``, in row strips."""
-        p, height = layer.padding, x.shape[-2]
-        out: Tensor | None = None
-        step = max(self._map_rows(x.shape[-1]), p + 1)
-        for r0 in range(0, height, step):
-            r1 = min(r0 + step, height)
-            a0, a1 = max(r0 - p, 0), min(r1 + p, height)
-            # Real neighbouring rows where the map has them, the map's own reflection at its ends.
-            strip = TF.pad(x[:, :, a0:a1], (p, p, p - (r0 - a0), p - (a1 - r1)), mode=layer.padding_mode)
-            y = layer.conv(strip)
-            if out is None:
-                out = _empty_like_map(y, (height, x.shape[-1]))
-            out[:, :, r0:r1] = y
-        assert out is not None
-        return out
-
-    def _norm_map(self, layer: NormAct, x: Tensor, residual: Tensor | None = None) -> None:
-        """Freeze ``layer`` to the statistics of the whole map ``x`` and apply it in place."""
-        rows = self._map_rows(x.shape[-1])
-        if self._needs_stats(layer):
-            acc = _ChanAccumulator()
-            acc.add_rows(x, rows)
-            self._freeze_from(layer, acc)
-        for r0 in range(0, x.shape[-2], rows):
-            part = slice(r0, r0 + rows)
-            x[:, :, part] = layer(x[:, :, part], None if residual is None else residual[:, :, part])
-
-    def _decoder_runner(self, trunk: Tensor) -> _Runner:
-        s = self.stride
-
-        def run(span_y: _Span, span_x: _Span) -> Tensor:
-            # Windows start at multiples of the stride; the trunk window covers the image window.
-            part = trunk[:, :, span_y.window0 // s : -(-span_y.window1 // s), span_x.window0 // s : -(-span_x.window1 // s)]
-            for layer in self.up:
-                part = layer(part)
-            return part
-
-        return run
-
-    def _decoder_stats(self, trunk: Tensor) -> None:
-        run, scale = self._decoder_runner(trunk), self.stride
-        for k, layer in enumerate(self.up):
-            scale //= layer.upsample
-            if not self._needs_stats(layer.norm_act):
-                continue
-            halo = receptive_radius(self.up[: k + 1], self.stride)
-            rows, cols = _spans(self.h, self.tile, 0, halo, self.stride), _spans(self.w, self.tile, 0, halo, self.stride)
-            stats = _stream_stats(run, rows, cols, layer.norm_act, scale, self.h, self.w, self.stats_dtype)
-            _freeze_layer(layer.norm_act, stats, self.image.device)
-
     def decoder(self, trunk: Tensor) -> _Runner:
-        """Windows of the final output, read from the trunk's output (norms all frozen)."""
-        up, head, h, w = self._decoder_runner(trunk), self.model.head, self.h, self.w
-
-        def run(span_y: _Span, span_x: _Span) -> Tensor:
-            y = up(span_y, span_x)
-            # The untiled forward crops to the image before the head (so that its reflection
-            # pad mirrors the image's own border); only the last windows reach past it.
-            y = y[..., : h - span_y.window0, : w - span_x.window0]
-            return torch.sigmoid(head(y))
-
-        return run
+        """Windows of the final output from the trunk's output (every norm frozen)."""
+        return _output_runner(self.grid, self.stages, trunk)
 
 
 def _empty_like_map(x: Tensor, size: tuple[int, int]) -> Tensor:

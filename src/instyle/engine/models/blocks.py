@@ -3,13 +3,15 @@ the fused instance-norm path) and ``ConvNormAct`` (pad, conv, ``NormAct``).
 
 ``NormAct`` is also where :mod:`instyle.engine.inference.tiling` freezes whole-image statistics: while
 ``frozen_stats`` holds ``(mean, var)`` (each (C,)), the layer normalizes with them instead
-of the input's own statistics.
+of the input's own statistics. :class:`Tileable` and :class:`TilingStages` are what a generator
+offers tiled inference: tiling reads these, never a generator's attributes or code.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +20,7 @@ from torch.nn import functional as TF
 from instyle import functional as F
 from instyle.nn import InstanceNorm2d, make_norm
 
-__all__ = ["NormAct", "ConvNormAct", "check_image", "kwargs_from_config"]
+__all__ = ["NormAct", "ConvNormAct", "Tileable", "TilingStages", "check_image", "kwargs_from_config", "receptive_radius"]
 
 ACTIVATIONS = (None, "relu", "leaky_relu")
 
@@ -171,6 +173,48 @@ def receptive_radius(convs: list[ConvNormAct], scale: int = 1) -> int:
             radius += scale  # rounding of the strided grid
             scale *= layer.conv.stride[0]
     return radius
+
+
+@dataclass(frozen=True)
+class TilingStages:
+    """A generator's forward as the stages that staged tiling runs, standing for
+    ``output(head(decode(trunk(encode(x)))[..., :H, :W]))``:
+
+    - ``encoder``: convolutions run in order on the image; their strides multiply to the
+      generator's ``tile_stride``;
+    - ``residual``: the trunk's blocks, each ``(conv1, conv2)`` computing
+      ``conv2(conv1(x), residual=x)`` with stride-1 convolutions and no upsampling;
+    - ``decoder``: convolutions run in order on the trunk's output;
+    - ``head`` then ``output``: applied to the decoder's output cropped to the image's size
+      (so that the head's padding mirrors the image's own border).
+    """
+
+    encoder: tuple[ConvNormAct, ...]
+    residual: tuple[tuple[ConvNormAct, ConvNormAct], ...]
+    decoder: tuple[ConvNormAct, ...]
+    head: ConvNormAct
+    output: Callable[[Tensor], Tensor] = torch.sigmoid
+
+
+@runtime_checkable
+class Tileable(Protocol):
+    """A generator that tiled inference can cut into windows (every input-statistics norm
+    inside a :class:`NormAct`, which accepts frozen statistics):
+
+    - ``tile_stride``: its total downsampling; windows start at multiples of it so that every
+      strided grid lines up with the untiled one;
+    - ``receptive_radius``: input pixels an output pixel depends on, with norms frozen;
+    - ``tiling_stages()``: its forward as :class:`TilingStages`, or None where it has none (a
+      subclass whose forward differs from them): the staged path runs only on stages.
+    """
+
+    @property
+    def tile_stride(self) -> int: ...
+
+    @property
+    def receptive_radius(self) -> int: ...
+
+    def tiling_stages(self) -> TilingStages | None: ...
 
 
 def check_image(x: Tensor, channels: int, name: str = "input") -> None:

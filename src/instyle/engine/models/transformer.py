@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from instyle.engine.models.blocks import ConvNormAct, check_image, kwargs_from_config, receptive_radius
+from instyle.engine.models.blocks import ConvNormAct, TilingStages, check_image, kwargs_from_config, receptive_radius
 
 __all__ = ["TransformerNet", "ResidualBlock"]
 
@@ -88,6 +88,23 @@ class TransformerNet(nn.Module):
         """An upper bound on how far (in input pixels) an output pixel's value reaches, when
         every norm is pointwise (eval-mode batch norm, frozen instance-norm statistics)."""
         return receptive_radius(self._convs())
+
+    def tiling_stages(self) -> TilingStages | None:
+        """This network's forward as stages for staged tiling (:class:`Tileable`). A subclass
+        that overrides ``forward``, or whose residual blocks override theirs, computes something
+        the stages do not describe: it gets None (the generic tiled path) unless it overrides
+        this method too."""
+        if type(self).forward is not TransformerNet.forward:
+            return None
+        if any(type(block).forward is not ResidualBlock.forward for block in self.residual):
+            return None
+        return TilingStages(
+            encoder=tuple(self.down),
+            residual=tuple((block.conv1, block.conv2) for block in self.residual),
+            decoder=tuple(self.up),
+            head=self.head,
+            output=torch.sigmoid,
+        )
 
     def _convs(self) -> list[ConvNormAct]:
         return [m for m in self.modules() if isinstance(m, ConvNormAct)]

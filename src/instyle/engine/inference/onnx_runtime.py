@@ -1,0 +1,100 @@
+"""Exported generators run by onnxruntime on the CPU: ``OnnxStyleModel`` and the cache of
+exported model files behind ``StyleModel.stylize(runtime="onnxruntime")``.
+
+Imports run one way: this module uses :mod:`instyle.engine.inference.export`, never the reverse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as TF
+
+from instyle.engine.inference.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    require_onnx,
+    cached_onnx_path,
+    export_generator,
+    onnx_cache_dir,
+)
+
+__all__ = ["OnnxStyleModel", "load_cached_onnx"]
+
+
+class OnnxStyleModel:
+    """An exported generator run by onnxruntime on the CPU: ``run(batch) -> batch``.
+
+    Inputs smaller than the graph's ``min_size`` are edge-padded first and cropped back,
+    as ``TransformerNet`` itself does.
+    """
+
+    def __init__(self, onnx_path: str | os.PathLike, *, threads: int | None = None) -> None:
+        (ort,) = require_onnx("onnxruntime")
+        self.path = Path(onnx_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ExportError(f"onnxruntime cannot load {self.path}: {error}") from error
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = dict(meta)
+        self.min_size = int(meta.get("min_size", "1"))
+
+    def __repr__(self) -> str:
+        return f"OnnxStyleModel({str(self.path)!r})"
+
+    def run(self, batch: Tensor) -> Tensor:
+        """Stylize ``batch`` (N, 3, H, W) float in [0, 1]; returns a float32 CPU tensor."""
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"batch must have shape (N, 3, H, W), got {tuple(batch.shape)}")
+        h, w = batch.shape[-2:]
+        x = batch.detach().to("cpu", torch.float32)
+        if h < self.min_size or w < self.min_size:
+            x = TF.pad(x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)), mode="replicate")
+        (y,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()})
+        return torch.from_numpy(y)[..., :h, :w]
+
+
+def _weights_digest(generator: nn.Module) -> str:
+    """sha256 of a generator's config and weights, for generators without a model file."""
+    digest = hashlib.sha256(json.dumps(getattr(generator, "config", {}), sort_keys=True).encode())
+    for name, t in generator.state_dict().items():
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_cached_onnx(
+    generator: nn.Module,
+    source: str | os.PathLike | None = None,
+    metadata: dict[str, str] | None = None,
+    *,
+    cache: str | os.PathLike | None = None,
+    exporter: str = "dynamo",
+) -> OnnxStyleModel:
+    """``generator`` in onnxruntime, exported once into the cache (keyed by the sha256 of its
+    model file ``source``, or of its weights; see :func:`instyle.engine.inference.export.onnx_cache_dir`).
+    A cached file onnxruntime cannot load is exported again."""
+    if source is not None:
+        path = cached_onnx_path(source, cache)
+        digest = path.stem
+    else:
+        digest = _weights_digest(generator)
+        path = onnx_cache_dir(cache) / f"{digest}.onnx"
+    if path.exists():
+        try:
+            return OnnxStyleModel(path)
+        except ExportError:
+            pass  # truncated or foreign file: replace it
+    export_generator(generator, path, metadata={**(metadata or {}), "source_sha256": digest}, exporter=exporter)
+    return OnnxStyleModel(path)
