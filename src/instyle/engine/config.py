@@ -135,7 +135,10 @@ class LossConfig:
         metavar="LAYER",
     )  # fmt: skip
     content_weight: float = option(1.0, help="content loss weight", min=0)
-    style_weight: float = option(5.0, help="style loss weight", min=0)
+    style_weight: float = option(
+        5.0, min=0, help="style loss weight, for the command's default loss network (scaled on the other named one "
+        "unless given)",
+    )  # fmt: skip
     tv_weight: float = option(50.0, help="total-variation (smoothness) loss weight", min=0)
     follow_style_targets: bool = option(
         True, flag=False,
