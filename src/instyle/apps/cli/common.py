@@ -11,9 +11,6 @@ from typing import Any, Callable
 
 from instyle.engine.config import ConfigError, check_config
 
-SUPPRESS = argparse.SUPPRESS
-
-
 def number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
     """An argparse type: ``kind`` within [low, high] (``low`` excluded with ``low_open``), so a bad
     value is a usage error naming the flag before any work starts."""
@@ -60,10 +57,26 @@ def _kind(f: dataclasses.Field) -> type:
     return int if "int" in text and "float" not in text else float if "float" in text else str
 
 
+GIVEN = "_flags_given"  # the Namespace attribute: dests of the config flags on the command line
+
+
+def _recording(action_cls: type) -> type:
+    """``action_cls`` that also notes its dest in the Namespace's :data:`GIVEN` set when the flag is given."""
+
+    class Recording(action_cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.__dict__.setdefault(GIVEN, set()).add(self.dest)
+
+    return Recording
+
+
+_STORE, _STORE_TRUE, _BOOLEAN = (_recording(c) for c in (argparse._StoreAction, argparse._StoreTrueAction, argparse.BooleanOptionalAction))
+
+
 def add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str] = frozenset()) -> None:
     """One flag per field of ``config_cls`` (see :func:`flag_fields`), its help, choices and default
-    from the field. A flag left out leaves no attribute (argparse.SUPPRESS): the config keeps its own
-    default, and :func:`config_from_args` knows which flags were given."""
+    from the field; :func:`config_from_args` knows which flags were given."""
     for f, default in flag_fields(config_cls):
         if f.name in skip:
             continue
@@ -71,28 +84,29 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str]
         help_text = f.metadata.get("help", "")
         if "(default:" not in help_text:  # a help text may say what a default of None means
             help_text = f"{help_text} (default: {shown})".strip()
-        options: dict[str, Any] = dict(default=SUPPRESS, help=help_text, dest=f.name)
+        options: dict[str, Any] = dict(default=default, help=help_text, dest=f.name)
         if isinstance(default, bool):  # --flag, or --flag / --no-flag where it is on by default
-            options["action"] = argparse.BooleanOptionalAction if default else "store_true"
+            options["action"] = _BOOLEAN if default else _STORE_TRUE
         elif isinstance(default, tuple):
-            options.update(nargs="+", metavar=f.metadata.get("metavar") or "VALUE")
+            options.update(action=_STORE, nargs="+", metavar=f.metadata.get("metavar") or "VALUE")
         else:
-            options.update(type=_kind(f), choices=f.metadata.get("choices"), metavar=f.metadata.get("metavar"))
+            options.update(action=_STORE, type=_kind(f), choices=f.metadata.get("choices"), metavar=f.metadata.get("metavar"))
         parser.add_argument(flag_for(f.name), **options)
 
 
 def config_from_args(config_cls, args: argparse.Namespace, check: Callable = check_config, **fixed):
-    """The one path from parsed arguments to a config: the flags given (others keep the config's
-    defaults), ``fixed`` values the command sets itself, then ``check`` (ConfigError names the field).
-    A style weight given on the command line is never rescaled, and a loss network given is used
-    whatever network stored style targets were computed on."""
+    """The one path from parsed arguments to a config: the flags' values, ``fixed`` values the command
+    sets itself, then ``check`` (ConfigError names the field). A style weight given on the command
+    line is never rescaled, and a loss network given is used whatever network stored style targets
+    were computed on."""
     values = {f.name: getattr(args, f.name) for f, _ in flag_fields(config_cls) if hasattr(args, f.name)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    if "style_weight" in values:
+    given = getattr(args, GIVEN, set())
+    if "style_weight" in given:
         values["rescale_style_weight"] = False
-    if "vgg_weights" in values:
+    if "vgg_weights" in given:
         values["follow_style_targets"] = False
-    config = config_cls(**values, **fixed)
+    config = config_cls(**{**values, **fixed})
     check(config)
     return config
 
