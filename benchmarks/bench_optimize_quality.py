@@ -16,7 +16,6 @@ the baseline fp32 run's on the same photo (lower is better).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -33,10 +32,8 @@ from instyle.engine.optimize import OptimizeConfig, optimize  # noqa: E402
 from instyle.engine.device import resolve_device  # noqa: E402
 
 # the module (the package's attribute of that name is the function)
-optimize_module = importlib.import_module("instyle.engine.optimize")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULTS = (optimize_module.LBFGS_LINE_SEARCH, optimize_module.CLAMP_PIXELS_IN_LOSS)
 # (line search, pixels clamped in the loss): neural-style's L-BFGS (the baseline), then each change
 VARIANTS = [(None, False), ("strong_wolfe", False), ("strong_wolfe", True)]
 
@@ -44,7 +41,7 @@ VARIANTS = [(None, False), ("strong_wolfe", False), ("strong_wolfe", True)]
 @torch.no_grad()
 def fp32_score(image: torch.Tensor, content: str, style: str, config: OptimizeConfig, extractor, device) -> dict:
     """The loss terms of ``image`` (3, H, W) in fp32, set up as `optimize` sets up its one scale."""
-    loss_fn = PerceptualLoss.from_config(config, extractor)
+    loss_fn = PerceptualLoss.from_config(config.loss, extractor)
     loss_fn.set_style([resize_long_side(load_image(style), round(config.size * config.style_scale)).to(device)], None)
     loss_fn.set_content(resize_long_side(load_image(content), config.size).unsqueeze(0).to(device))
     total, terms = loss_fn(image.unsqueeze(0).to(device))
@@ -64,16 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     info = provenance(device)
     base_config = OptimizeConfig(size=args.size, iterations=args.iterations, device=str(device))
-    scorer = VGGFeatures(tuple(base_config.content_layers) + tuple(base_config.style_layers), weights="default").to(device)
+    scorer = VGGFeatures(tuple(base_config.loss.content_layers) + tuple(base_config.loss.style_layers), weights="default").to(device)
     print(f"{info['device']}, torch {info['torch']}: {args.size} px, {args.iterations} steps, style {Path(args.style).name}")
     rows = []
     for content in args.content:
         baseline = None
         for line_search, clamp in VARIANTS:
             for dtype in args.dtypes:
-                optimize_module.LBFGS_LINE_SEARCH = line_search
-                optimize_module.CLAMP_PIXELS_IN_LOSS = clamp
-                config = OptimizeConfig(size=args.size, iterations=args.iterations, device=str(device), dtype=dtype)
+                config = OptimizeConfig(
+                    size=args.size, iterations=args.iterations, device=str(device), dtype=dtype, line_search=line_search,
+                    clamp_pixels_in_loss=clamp,
+                )  # fmt: skip
                 start = time.perf_counter()
                 result = optimize(content, args.style, config)
                 seconds = time.perf_counter() - start
@@ -96,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"({row['score_vs_baseline']:.3g}x baseline)  worst {row['worst']:.3g}",
                     flush=True,
                 )
-    optimize_module.LBFGS_LINE_SEARCH, optimize_module.CLAMP_PIXELS_IN_LOSS = DEFAULTS
     print(f"appended {append_csv(Path(args.out), rows)}")
     return 0
 

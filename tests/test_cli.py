@@ -57,3 +57,43 @@ def test_demo_prints_the_comparison_table_and_writes_csv(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1e19 * randn fp32" in out and "speed-up" in out
     assert (tmp_path / "norm_comparison.csv").read_text().startswith("kind,case")
+
+
+def test_flags_given_are_the_users_and_errors_name_flags():
+    """A style weight given on the command line is never rescaled and a loss network given is used;
+    left out, the command's defaults settle as the library says. Library errors name fields; the
+    command line shows them as flags."""
+    from instyle.apps.cli import build_parser
+    from instyle.apps.cli.common import config_from_args, error_text
+    from instyle.engine.config import ConfigError
+    from instyle.engine.optimize import OptimizeConfig
+    from instyle.engine.targets import adopt_target_weights, resolve_style
+
+    parser = build_parser()
+    common = ["optimize", "c.png", "s.png", "-o", "o.png"]
+    assert config_from_args(OptimizeConfig, parser.parse_args(common)) == OptimizeConfig()
+    cezanne, starry = resolve_style("cezanne"), resolve_style("starry_night")  # HED and VGG-19 targets
+
+    def settled(argv, source):
+        loss = adopt_target_weights(config_from_args(OptimizeConfig, parser.parse_args(common + argv)), source).loss
+        return loss.vgg_weights, loss.style_weight
+
+    assert settled([], starry) == ("imagenet-vgg19", 12.5)
+    assert settled(["--vgg-weights", "imagenet-vgg19"], cezanne) == ("imagenet-vgg19", 12.5)
+    assert settled(["--vgg-weights", "imagenet-vgg19", "--style-weight", "100"], cezanne) == ("imagenet-vgg19", 100.0)
+    assert settled(["--style-weight", "100"], starry) == ("imagenet-vgg19", 100.0)
+    assert settled(["--vgg-weights", "hed-vgg16"], starry) == ("hed-vgg16", 100.0)
+
+    assert error_text(ConfigError("loss.style_weight", "must be at least 0, got -1")) == "--style-weight must be at least 0, got -1"
+    assert error_text(ConfigError("patience", "needs eval_content")) == "--patience needs --eval-content"
+    assert error_text(ValueError("device 'tpu': expected auto")) == "--device tpu: expected auto"
+    assert error_text(ValueError("size must be positive"), names={"size"}) == "--size must be positive"
+    assert error_text(ValueError("style 'x': no such file")) == "style 'x': no such file"
+
+
+def test_config_errors_exit_1_naming_the_flag(tmp_path, capsys):
+    main_args = ["optimize", "c.png", "s.png", "-o", str(tmp_path / "o.png"), "--size", "8"]
+    assert main(main_args) == 1
+    assert "instyle optimize: error: --size must be at least 16, got 8" in capsys.readouterr().err
+    assert main(["texture", "--style", "s.png", "-o", str(tmp_path / "t.png"), "--style-weight", "nan"]) == 1
+    assert "--style-weight must be a non-negative number, got nan" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def test_same_seed_same_result(tiny_encoder):
         ({"init": "zeros"}, "init must be content or noise"),
         ({"style_blend": (1.0, 2.0)}, "style_blend has 2 weights for 1 style images"),
         ({"preserve_color": "lab"}, "preserve_color must be one of"),
-        ({"style_scale": 0.0}, "style_scale must be positive"),
+        ({"style_scale": 0.0}, "style_scale must be a positive number"),
     ],
 )
 def test_bad_settings_are_refused(tiny_encoder, overrides, message):

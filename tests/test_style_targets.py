@@ -380,50 +380,55 @@ def test_bundled_styles_name_the_weights_their_targets_need():
     weights by itself; cezanne and composition_vii keep the default HED VGG-16."""
     from instyle.engine.targets import weights_for_targets
 
-    expected = {"starry_night": "imagenet-vgg19", "udnie": "imagenet-vgg19", "cezanne": None, "composition_vii": None}
-    under_train = {"starry_night": None, "udnie": None, "cezanne": "hed-vgg16", "composition_vii": "hed-vgg16"}
+    expected = {"starry_night": "imagenet-vgg19", "udnie": "imagenet-vgg19", "cezanne": "hed-vgg16", "composition_vii": "hed-vgg16"}
     for name, weights in expected.items():
         source = resolve_style(name)
         assert source.targets is not None, name
-        assert weights_for_targets(None, source) == weights, name
-        assert weights_for_targets(None, source, default="imagenet-vgg19") == under_train[name], name
+        assert weights_for_targets(source) == weights, name
+    assert weights_for_targets(StyleSource("painting.png", "painting")) is None
 
 
-def test_adopted_weights_scale_only_the_default_style_weight():
+def test_adopted_weights_scale_the_style_weight_as_the_loss_config_says():
     """The loss network settles with the style weight: `train` and `texture` default to the ImageNet
-    VGG-19 (style weights 5 and 1.25e4), the other commands to the HED VGG-16; --style NAME takes the weights its stored targets
-    were computed with, and a default style weight is scaled from the command's network to the chosen
-    one (40 on HED for train's 5, 12.5 on VGG-19 for optimize's 100); a chosen weight stands."""
+    VGG-19 (style weights 5 and 1.25e4), the other commands to the HED VGG-16; with follow_style_targets
+    --style NAME takes the weights its stored targets were computed with, and with rescale_style_weight
+    the style weight is scaled from the network it is tuned for to the chosen one (40 on HED for train's
+    5, 12.5 on VGG-19 for optimize's 100); the command line turns both off for the flags it is given."""
     from instyle.engine.optimize import OptimizeConfig
     from instyle.engine.targets import adopt_target_weights
     from instyle.engine.training import TrainConfig
 
     starry, cezanne = resolve_style("starry_night"), resolve_style("cezanne")
     plain = StyleSource("painting.png", "painting")
-    assert TrainConfig().style_weight == 5.0 and TrainConfig.default_vgg_weights == "imagenet-vgg19"
+    def settled(config):
+        return config.loss.vgg_weights, config.loss.style_weight
+
+    assert settled(TrainConfig()) == ("imagenet-vgg19", 5.0)
     config = TrainConfig(style="starry_night")
-    assert adopt_target_weights(config, starry) == config, "VGG-19 targets under train: nothing to change"
+    assert adopt_target_weights(config, starry) is config, "VGG-19 targets under train: nothing to change"
     config = adopt_target_weights(TrainConfig(style="cezanne"), cezanne)
-    assert (config.vgg_weights, config.style_weight) == ("hed-vgg16", 40.0)
-    config = adopt_target_weights(TrainConfig(vgg_weights="hed-vgg16"), plain)
-    assert (config.vgg_weights, config.style_weight) == ("hed-vgg16", 40.0)
-    explicit = TrainConfig(style="starry_night", vgg_weights="hed-vgg16", style_weight=7.0)
-    assert adopt_target_weights(explicit, starry) == explicit
+    assert settled(config) == ("hed-vgg16", 40.0)
+    assert adopt_target_weights(config, cezanne) == config, "settling twice changes nothing"
+    assert settled(adopt_target_weights(TrainConfig(vgg_weights="hed-vgg16"), plain)) == ("hed-vgg16", 40.0)
+    given = TrainConfig(
+        style="starry_night", vgg_weights="hed-vgg16", style_weight=7.0, follow_style_targets=False,
+        rescale_style_weight=False,
+    )  # fmt: skip
+    assert adopt_target_weights(given, starry) == given
     weight_file = TrainConfig(vgg_weights="my_vgg.pth")
     assert adopt_target_weights(weight_file, plain) == weight_file, "a weight file's scale is unknown"
-    config = adopt_target_weights(OptimizeConfig(), starry)
-    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 12.5)
-    config = adopt_target_weights(OptimizeConfig(style_weight=30.0), starry)
-    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 30.0)
+    assert settled(adopt_target_weights(OptimizeConfig(), starry)) == ("imagenet-vgg19", 12.5)
+    given = OptimizeConfig(style_weight=30.0, rescale_style_weight=False)
+    assert settled(adopt_target_weights(given, starry)) == ("imagenet-vgg19", 30.0)
+    assert settled(adopt_target_weights(OptimizeConfig(style_weight=30.0), starry)) == ("imagenet-vgg19", 3.75)
     assert adopt_target_weights(OptimizeConfig(), cezanne) == OptimizeConfig()
     from instyle.engine.texture import TextureConfig, resolve_style_size
 
     # texture trains a generator like train: the VGG-19 by default, 8x the weight on HED
-    assert TextureConfig.default_vgg_weights == "imagenet-vgg19"
-    config = adopt_target_weights(TextureConfig(style="cezanne"), cezanne)
-    assert (config.vgg_weights, config.style_weight) == ("hed-vgg16", 1e5)
+    assert TextureConfig().loss.vgg_weights == "imagenet-vgg19"
+    assert settled(adopt_target_weights(TextureConfig(style="cezanne"), cezanne)) == ("hed-vgg16", 1e5)
     config, _ = resolve_style_size(TextureConfig(style="starry_night"))
-    assert (config.vgg_weights, config.style_weight) == ("imagenet-vgg19", 1.25e4), "named, for the metadata"
+    assert settled(config) == ("imagenet-vgg19", 1.25e4), "named, for the metadata"
 
 
 def test_targets_of_other_weights_are_refused_with_the_weights_to_use():

@@ -140,7 +140,7 @@ def test_cli_bad_model_and_no_inputs(model_file, photos, tmp_path, capsys):
      ("--max-size", "0", "argument --max-size: must be >= 1, got 0"),
      ("--max-size", "big", "argument --max-size: expected an integer, got 'big'"),
      ("--tile", "6", "--tile 6: must be a multiple of 4, the model's stride"),
-     ("--device", "tpu", "--device tpu: expected auto, cpu, cuda or cuda:N")],
+     ("--device", "tpu", "--device tpu: expected auto (CUDA, else MPS, else the CPU), cpu, cuda, cuda:N or mps")],
 )  # fmt: skip
 def test_cli_bad_options_are_usage_errors_before_any_file(model_file, photos, tmp_path, capsys, flag, value, message):
     out = tmp_path / "out"

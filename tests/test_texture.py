@@ -10,6 +10,7 @@ from instyle.apps.cli import main
 from instyle.engine.image import load_image, save_image
 from instyle.engine.modelfile import load_generator
 from instyle.engine.models import TextureNet
+from instyle.engine.config import ConfigError
 from instyle.engine.texture import TextureConfig, load_or_train_texture, sample_texture, synthesize_texture, train_texture
 from instyle.engine.training import TrainingError
 
@@ -90,11 +91,12 @@ def test_a_corrupt_cache_entry_is_rebuilt(style, home):
 
 
 def test_bad_inputs(style, home, tmp_path):
-    with pytest.raises(TrainingError, match="style image"):
+    with pytest.raises(ConfigError, match="style is required: a style image"):
         train_texture(TextureConfig(**TINY), extractor=TinyEncoder())
-    with pytest.raises(ValueError, match="--train-size"):
+    with pytest.raises(ConfigError, match="train_size must be at least 1, got 0") as error:
         train_texture(TextureConfig(style=str(style), **{**TINY, "train_size": 0}), extractor=TinyEncoder())
-    with pytest.raises(ValueError, match="--size"):
+    assert error.value.field == "train_size"
+    with pytest.raises(ValueError, match="size must be a positive integer"):
         synthesize_texture(TextureConfig(style=str(style), **TINY), 0, seed=1, extractor=TinyEncoder())
     with pytest.raises(Exception, match="missing.png"):
         load_or_train_texture(TextureConfig(style=str(tmp_path / "missing.png"), **TINY), extractor=TinyEncoder())

@@ -407,17 +407,19 @@ def test_missing_vgg19_weights_print_their_fetch_command(isolated_home):
 
 
 def test_stored_targets_name_their_weight_source():
-    """Style targets computed with the ImageNet VGG-19 select it when --vgg-weights is left out; HED's
-    (the default) and unknown digests select nothing; an explicit choice always stands."""
+    """Style targets name the weight source they were computed with when its digest is a known one;
+    unknown digests name nothing; a loss that does not follow the targets keeps its own network."""
+    from instyle.engine.config import LossConfig
     from instyle.engine.modelfile import StyleTargets
-    from instyle.engine.targets import StyleSource, weights_for_targets
+    from instyle.engine.targets import StyleSource, settle_loss, weights_for_targets
     from instyle.engine.weights import SOURCES
 
     def source(sha):
         targets = StyleTargets(grams={}, style_size=384, vgg_weights_sha256=sha, style_name="s")
         return StyleSource("s", "s", targets=targets)
 
-    assert weights_for_targets(None, source(SOURCES["imagenet-vgg19"].sha256)) == "imagenet-vgg19"
-    assert weights_for_targets(None, source(SOURCES["hed-vgg16"].sha256)) is None
-    assert weights_for_targets(None, source("f" * 64)) is None
-    assert weights_for_targets("my.pth", source(SOURCES["imagenet-vgg19"].sha256)) == "my.pth"
+    assert weights_for_targets(source(SOURCES["imagenet-vgg19"].sha256)) == "imagenet-vgg19"
+    assert weights_for_targets(source(SOURCES["hed-vgg16"].sha256)) == "hed-vgg16"
+    assert weights_for_targets(source("f" * 64)) is None
+    given = LossConfig(vgg_weights="my.pth", follow_style_targets=False)
+    assert settle_loss(given, source(SOURCES["imagenet-vgg19"].sha256)) is given

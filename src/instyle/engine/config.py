@@ -10,11 +10,12 @@ the same metadata (instyle.apps.cli), and turns field names into flags in one pl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import MISSING, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-__all__ = ["ConfigError", "LossConfig", "check_config", "option"]
+__all__ = ["ConfigError", "LOSS_FIELDS", "LossConfig", "check_config", "flat_json", "loss_defaults", "nests_loss", "option"]
 
 
 class ConfigError(ValueError):
@@ -48,7 +49,31 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _check_value(name: str, value: Any, meta: dict) -> None:
+def _either(choices: Sequence[Any]) -> str:
+    words = [str(c) for c in choices]
+    if len(words) <= 2:
+        return " or ".join(words)
+    return f"one of {', '.join(words[:-1])} or {words[-1]}"
+
+
+def _bounds_text(integer: bool, meta: dict) -> str:
+    """What the bounds ask for, in words: ``at least 1`` for integers, ``a positive number`` for
+    the usual float bounds."""
+    low, high, above = meta.get("min"), meta.get("max"), meta.get("above")
+    if integer and above is None:
+        if high is None:
+            return f"at least {low:g}"
+        return f"at most {high:g}" if low is None else f"in [{low:g}, {high:g}]"
+    if (low, high, above) == (None, None, 0):
+        return "a positive number"
+    if (low, high, above) == (0, None, None):
+        return "a non-negative number"
+    parts = [f"at least {low:g}" if low is not None else "", f"greater than {above:g}" if above is not None else "",
+             f"at most {high:g}" if high is not None else ""]  # fmt: skip
+    return "a number " + " and ".join(p for p in parts if p)
+
+
+def _check_value(name: str, value: Any, meta: dict, integer: bool = False) -> None:
     if value is None:
         return
     choices = meta.get("choices")
@@ -56,20 +81,20 @@ def _check_value(name: str, value: Any, meta: dict) -> None:
     if choices is not None:
         for v in values:
             if v not in choices:
-                raise ConfigError(name, f"must be one of {', '.join(map(str, choices))}; got {v!r}")
+                raise ConfigError(name, f"must be {_either(choices)}, got {v!r}")
     low, high, above = meta.get("min"), meta.get("max"), meta.get("above")
     if low is None and high is None and above is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, f"must be a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(name, f"must be a finite number, got {value}")
-    if low is not None and value < low:
-        raise ConfigError(name, f"must be at least {low:g}, got {value:g}")
-    if high is not None and value > high:
-        raise ConfigError(name, f"must be at most {high:g}, got {value:g}")
-    if above is not None and value <= above:
-        raise ConfigError(name, f"must be greater than {above:g}, got {value:g}")
+    bad = (
+        (isinstance(value, float) and not math.isfinite(value))
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+        or (above is not None and value <= above)
+    )
+    if bad:
+        raise ConfigError(name, f"must be {_bounds_text(integer, meta)}, got {value}")
 
 
 def check_config(config: Any, prefix: str = "") -> None:
@@ -81,30 +106,99 @@ def check_config(config: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_config(value, prefix=name + ".")
         elif f.metadata:
-            _check_value(name, value, f.metadata)
+            kind = str(f.type)  # a string under `from __future__ import annotations`
+            _check_value(name, value, f.metadata, integer="int" in kind and "float" not in kind)
+
+
+# The help of the loss network, shared by every task config (each states its own default).
+VGG_WEIGHTS_HELP = (
+    "loss network: hed-vgg16, imagenet-vgg19, or a torchvision VGG-16/19 state dict (.pth or .safetensors); "
+    "stored style targets pick theirs"
+)
 
 
 @dataclass
 class LossConfig:
     """The perceptual loss every task config nests: the loss network, its layers and the weights.
 
-    Defaults differ by task (each task config declares its own LossConfig default); a default is a
-    value, never a signal: nothing compares a field with its default to guess what the user meant.
+    Defaults differ by task (each task config declares its own LossConfig default with
+    :func:`loss_defaults`); a default is a value, never a signal: nothing compares a field with its
+    default to guess what the user meant. How the network and the style weight follow a style given
+    by stored targets is said by ``follow_style_targets`` and ``rescale_style_weight``
+    (:func:`instyle.engine.targets.adopt_target_weights` applies them).
     """
 
-    vgg_weights: str = option(
-        "imagenet-vgg19",
-        help="the loss network: hed-vgg16, imagenet-vgg19, or a torchvision VGG-16/19 state dict "
-        "(.pth or .safetensors)", metavar="PATH_OR_NAME",
-    )  # fmt: skip
+    vgg_weights: str = option("imagenet-vgg19", help=VGG_WEIGHTS_HELP, metavar="PATH_OR_NAME")
     content_layers: tuple[str, ...] = option(("relu2_2", "relu4_2"), help="VGG layers of the content loss", metavar="LAYER")
     style_layers: tuple[str, ...] = option(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1"), help="VGG layers whose Gram matrices make the style loss",
         metavar="LAYER",
     )  # fmt: skip
     content_weight: float = option(1.0, help="content loss weight", min=0)
-    style_weight: float = option(5.0, help="style loss weight", min=0)
+    style_weight: float = option(
+        5.0, min=0, help="style loss weight, for the command's default loss network (scaled on the other named one "
+        "unless given)",
+    )  # fmt: skip
     tv_weight: float = option(50.0, help="total-variation (smoothness) loss weight", min=0)
+    follow_style_targets: bool = option(
+        True, flag=False,
+        help="when the style is given by stored targets computed on another network, use that network (and "
+        "scale style_weight by the networks' ratio, see rescale_style_weight)",
+    )  # fmt: skip
+    rescale_style_weight: bool = option(
+        True, flag=False,
+        help="style_weight is tuned for style_weight_network: on another named network, scale it by their ratio "
+        "(instyle.engine.weights.STYLE_WEIGHT_SCALE); the command line turns this off when --style-weight is given",
+    )  # fmt: skip
+    style_weight_network: str = option(
+        "imagenet-vgg19", flag=False, help="the loss network style_weight is tuned for", metavar="NAME"
+    )
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> LossConfig:
+        """The config :meth:`to_json` wrote (lists back to tuples); keys it does not know are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
+LOSS_FIELDS = frozenset(f.name for f in dataclasses.fields(LossConfig))
+
+
+def loss_defaults(**values: Any) -> Callable[[], LossConfig]:
+    """A ``default_factory`` for a task config's ``loss`` field: LossConfig with the task's defaults.
+    A value may be a callable, called each time (a default read from the environment)."""
+
+    def make() -> LossConfig:
+        return LossConfig(**{k: v() if callable(v) else v for k, v in values.items()})
+
+    return make
+
+
+def nests_loss(cls: type) -> type:
+    """Let a task config dataclass (with a ``loss: LossConfig`` field) also take the loss fields flat,
+    as before they were nested: ``TrainConfig(style_weight=10)`` is
+    ``TrainConfig(loss=LossConfig(<train's defaults>, style_weight=10))``; so does ``dataclasses.replace``."""
+    init = cls.__init__
+    factory = next(f.default_factory for f in dataclasses.fields(cls) if f.name == "loss")
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        flat = {k: kwargs.pop(k) for k in list(kwargs) if k in LOSS_FIELDS}
+        if flat:
+            loss = kwargs.get("loss")
+            kwargs["loss"] = dataclasses.replace(loss if loss is not None else factory(), **flat)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def flat_json(config: Any) -> dict:
+    """``config.to_json()`` with the nested loss fields at the top level (the layout of the configs
+    recorded before LossConfig): for comparing a config with one recorded in either layout."""
+    data = dict(config.to_json())
+    data.update(data.pop("loss", {}))
+    return data

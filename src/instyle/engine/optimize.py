@@ -7,86 +7,86 @@ content and style losses. The slow, exact baseline the fast generators are measu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from instyle.engine.color import PRESERVE_COLOR, preserve_color
+from instyle.engine.config import ConfigError, LossConfig, check_config, loss_defaults, nests_loss, option
+from instyle.engine.device import DEVICES_HELP, DTYPES, DeviceConfig
 from instyle.engine.image import load_image, resize_long_side
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.models.vgg import VGGFeatures
-from instyle.engine.device import preferred_memory_format, resolve_autocast_dtype, resolve_device
-from instyle.engine.weights import VGG_WEIGHTS_HELP
 from instyle.engine.targets import (
-    StyleSource, StyleTargets, check_targets, compute_style_targets, resolve_style, adopt_target_weights,
+    StyleSource, StyleTargets, adopt_target_weights, check_targets, compute_style_targets, resolve_style,
 )  # fmt: skip
 
-# With a strong-Wolfe line search every L-BFGS step lowers the loss and every curvature pair it
-# keeps is sound. Fixed steps of lr (neural-style's L-BFGS; None here) overshoot this loss by
-# orders of magnitude now and then, fill the memory with those pairs and can stall: amber.jpg with
-# Starry Night at 512 px barely moved in 500 fp32 steps. Their last step is never evaluated, so it
-# may also be an overshoot.
-LBFGS_LINE_SEARCH: str | None = "strong_wolfe"
-# The loss sees the pixels clamped to [0, 1], as the saved image has them. Free pixels drift out of
-# range where that lowers the loss, and clamping them at the end undid it: the saved image's loss
-# was up to 38 times the reported one at 512 px. benchmarks/bench_optimize_quality.py measures both.
-CLAMP_PIXELS_IN_LOSS = True
+VGG_WEIGHTS_ENV = "INSTYLE_VGG_WEIGHTS"
 
 
+def _default_network() -> str:
+    """optimize's loss network: ``$INSTYLE_VGG_WEIGHTS`` when set (a weight file), else the HED VGG-16."""
+    override = os.environ.get(VGG_WEIGHTS_ENV)
+    return os.path.expanduser(override) if override else "hed-vgg16"
+
+
+# The weights follow jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG), whose
+# defaults are content 5 and style 100, on the HED VGG-16.
+_OPTIMIZE_LOSS = loss_defaults(
+    vgg_weights=_default_network, content_layers=("relu4_2",),
+    style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), content_weight=5.0, style_weight=100.0,
+    tv_weight=1e2, style_weight_network="hed-vgg16",
+)  # fmt: skip
+
+
+@nests_loss
 @dataclass
 class OptimizeConfig:
-    """One source of defaults for ``instyle optimize`` and ``instyle.optimize``.
+    """One source of defaults, help and bounds for ``instyle optimize`` and ``instyle.optimize``.
+    The loss fields may also be given flat (``OptimizeConfig(style_weight=30)``)."""
 
-    The weights follow jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG),
-    whose defaults are content 5 and style 100.
-    """
-
-    size: int = 512  # long side of the output
-    iterations: int = 500  # per scale
-    optimizer: str = field(default="lbfgs", metadata={"choices": ("lbfgs", "adam")})
-    lr: float = 1.0  # lbfgs step; adam uses lr * 0.02 on [0, 1] pixels
-    init: str = field(default="content", metadata={"choices": ("content", "noise")})
-    content_weight: float = 5.0
-    style_weight: float = 100.0
-    tv_weight: float = 1e2
-    style_scale: float = 1.0  # style image long side = size * style_scale
-    style_blend: tuple[float, ...] | None = None  # one weight per style image; default equal
-    scales: int = 1  # coarse-to-fine: the first scale is size / 2^(scales - 1)
-    preserve_color: str = field(default="none", metadata={"choices": PRESERVE_COLOR})
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    seed: int = 0
-    device: str = "auto"
-    # auto: bf16 ends where fp32 does, 2.2x sooner on a 2-core CPU with AMX (bench_optimize_quality.py)
-    dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = None
-
-    # the --help text of each flag
-    FLAG_HELP: ClassVar[dict[str, str]] = {
-        "size": "long side of the output",
-        "iterations": "optimizer steps per scale (L-BFGS also stops at 1.25 x this many loss evaluations)",
-        "optimizer": "L-BFGS (Gatys et al.) or Adam",
-        "lr": "L-BFGS step size; Adam uses lr x 0.02 on [0, 1] pixels",
-        "init": "start image",
-        "content_weight": "content loss weight",
-        "style_weight": "style loss weight",
-        "tv_weight": "total-variation (smoothness) loss weight",
-        "style_scale": "style image long side as a multiple of --size",
-        "scales": "coarse-to-fine: optimize at size / 2^(N-1) first, then double",
-        "preserve_color": "keep the content's colours: luminance transfer or histogram matching",
-        "content_layers": "VGG layers of the content loss",
-        "style_layers": "VGG layers whose Gram matrices make the style loss",
-        "seed": "seed of the noise start",
-        "device": "auto, cpu, cuda or cuda:N",
-        "dtype": "compute precision: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
-        "vgg_weights": VGG_WEIGHTS_HELP,
-    }
+    size: int = option(512, min=16, help="long side of the output")
+    iterations: int = option(
+        500, min=1, help="optimizer steps per scale (L-BFGS also stops at 1.25 x this many loss evaluations)"
+    )
+    optimizer: str = option("lbfgs", choices=("lbfgs", "adam"), help="L-BFGS (Gatys et al.) or Adam")
+    lr: float = option(1.0, help="L-BFGS step size; Adam uses lr x 0.02 on [0, 1] pixels")
+    init: str = option("content", choices=("content", "noise"), help="start image")
+    loss: LossConfig = option(default_factory=_OPTIMIZE_LOSS, help="the perceptual loss")
+    style_scale: float = option(1.0, above=0, help="style image long side as a multiple of --size")
+    style_blend: tuple[float, ...] | None = option(
+        None, flag=False, help="weights per style image, e.g. 0.7,0.3 (default: equal)"
+    )
+    scales: int = option(1, min=1, help="coarse-to-fine: optimize at size / 2^(N-1) first, then double")
+    preserve_color: str = option(
+        "none", choices=PRESERVE_COLOR, help="keep the content's colours: luminance transfer or histogram matching"
+    )
+    seed: int = option(0, help="seed of the noise start")
+    device: str = option("auto", help=DEVICES_HELP)
+    # auto: bf16 ends where fp32 does, sooner (docs/notes_cli.md#optimize-precision)
+    dtype: str = option(
+        "auto", choices=DTYPES,
+        help="compute precision: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )  # fmt: skip
+    # With a strong-Wolfe line search every L-BFGS step lowers the loss and every curvature pair it
+    # keeps is sound. Fixed steps of lr (neural-style's L-BFGS) overshoot this loss by orders of
+    # magnitude now and then, fill the memory with those pairs and can stall (docs/notes_cli.md).
+    line_search: str | None = option(
+        "strong_wolfe", choices=("strong_wolfe",), flag=False,
+        help="L-BFGS line search: strong_wolfe, or None for fixed steps of lr (neural-style's L-BFGS)",
+    )  # fmt: skip
+    # Free pixels drift out of range where that lowers the loss, and clamping them only at the end
+    # undid it; benchmarks/bench_optimize_quality.py measures both (docs/notes_cli.md).
+    clamp_pixels_in_loss: bool = option(
+        True, flag=False, help="the loss sees the pixels clamped to [0, 1], as the saved image has them"
+    )
 
 
 @dataclass
@@ -99,10 +99,12 @@ class OptimizeResult:
     weights_sha256: str
     history: list[dict[str, float]] = field(default_factory=list)
     styles: list[dict] = field(default_factory=list)  # what each style was: an image, or stored targets
+    precision: str = "fp32"  # the resolved compute precision (dtype "auto" settled)
 
     def summary(self) -> dict:
         return {
             "settings": asdict(self.config),
+            "precision": self.precision,
             "weights_sha256": self.weights_sha256,
             "initial_losses": self.initial_losses,
             "final_losses": self.final_losses,
@@ -113,22 +115,13 @@ class OptimizeResult:
 
 
 def _validate(config: OptimizeConfig, n_styles: int) -> None:
-    if config.optimizer not in ("lbfgs", "adam"):
-        raise ValueError(f"optimizer must be lbfgs or adam, got {config.optimizer!r}")
-    if config.init not in ("content", "noise"):
-        raise ValueError(f"init must be content or noise, got {config.init!r}")
-    if config.preserve_color not in PRESERVE_COLOR:
-        raise ValueError(f"preserve_color must be one of {', '.join(PRESERVE_COLOR)}, got {config.preserve_color!r}")
-    for name, low in (("size", 16), ("iterations", 1), ("scales", 1)):
-        if getattr(config, name) < low:
-            raise ValueError(f"--{name} must be at least {low}, got {getattr(config, name)}")
-    if config.style_scale <= 0:
-        raise ValueError(f"style_scale must be positive, got {config.style_scale}")
+    """The declared bounds, then what they cannot say: the blend against the number of styles."""
+    check_config(config)
     if config.style_blend is not None:
         if len(config.style_blend) != n_styles:
-            raise ValueError(f"style_blend has {len(config.style_blend)} weights for {n_styles} style images")
+            raise ConfigError("style_blend", f"has {len(config.style_blend)} weights for {n_styles} style images")
         if any(w < 0 for w in config.style_blend) or sum(config.style_blend) <= 0:
-            raise ValueError(f"style_blend weights must be non-negative with a positive sum: {config.style_blend}")
+            raise ConfigError("style_blend", f"weights must be non-negative with a positive sum: {config.style_blend}")
 
 
 def _style_source(style) -> StyleSource:
@@ -151,19 +144,121 @@ def _blended_targets(sources, config, style_size, extractor, device) -> dict[str
         blend = [1.0 / len(sources)] * len(sources)
     else:
         blend = [w / sum(config.style_blend) for w in config.style_blend]
+    layers = config.loss.style_layers
     blended: dict[str, Tensor] = {}
     for source, w in zip(sources, blend):
         if source.targets is not None:
             grams = source.targets.grams
         else:
             grams = compute_style_targets(
-                source.image, style_size=style_size, layers=config.style_layers, extractor=extractor,
+                source.image, style_size=style_size, layers=layers, extractor=extractor,
                 style_name=source.name, style_sha256=None, device=device,
             ).grams  # fmt: skip
-        for layer in config.style_layers:
+        for layer in layers:
             g = grams[layer].to(device) * w
             blended[layer] = g if layer not in blended else blended[layer] + g
     return blended
+
+
+def _loss_network(config: OptimizeConfig, extractor, dc: DeviceConfig, sources) -> torch.nn.Module:
+    """The VGG of the loss (``extractor`` when given), on the device, checked against stored targets."""
+    loss = config.loss
+    if extractor is None:
+        extractor = VGGFeatures(tuple(loss.content_layers) + tuple(loss.style_layers), weights=loss.vgg_weights)
+    extractor = extractor.to(dc.device, memory_format=dc.memory_format)
+    for source in sources:
+        if source.targets is not None:
+            check_targets(source.targets, loss.style_layers, extractor, f"style {source.spec}")
+    return extractor
+
+
+def _scale_loss(config, extractor, dc: DeviceConfig, sources, target: Tensor, size: int) -> PerceptualLoss:
+    """The loss at one scale: the style at ``size * style_scale`` (stored targets at their own size)
+    and the content ``target``."""
+    style_size = max(16, round(size * config.style_scale))
+    loss_fn = PerceptualLoss.from_config(config.loss, extractor)
+    with dc.autocast_context():
+        if any(source.targets is not None for source in sources):
+            loss_fn.set_style_targets(
+                _blended_targets(sources, config, style_size, extractor, dc.device),
+                vgg_weights_sha256=getattr(extractor, "weights_sha256", None), source="the blended style targets",
+            )  # fmt: skip
+        else:
+            loss_fn.set_style([resize_long_side(s.image, style_size).to(dc.device) for s in sources], config.style_blend)
+        loss_fn.set_content(target)
+    return loss_fn
+
+
+def _start_image(previous: Tensor | None, target: Tensor, config: OptimizeConfig) -> Tensor:
+    """The pixels a scale starts from: the content or seeded noise, else the previous scale's result.
+    They stay NCHW (L-BFGS flattens their gradient with .view); the VGG input is converted to the
+    fast layout inside the closure."""
+    if previous is None and config.init == "content":
+        image = target.clone()
+    elif previous is None:
+        image = torch.rand(target.shape, generator=torch.Generator().manual_seed(config.seed)).to(target.device)
+    else:  # coarse-to-fine: start from the previous scale's result
+        image = F.interpolate(previous, size=target.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
+    return image.detach().contiguous().requires_grad_(True)
+
+
+@dataclass
+class _Record:
+    """The losses seen so far: the first evaluation's, and one row per evaluation."""
+
+    on_iteration: Callable[[int, int, dict[str, float]], None] | None
+    initial: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _closure(image, optimizer, loss_fn, config, dc: DeviceConfig, record: _Record, scale_index: int, size: int):
+    count = [0]
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        pixels = image.clamp(0, 1) if config.clamp_pixels_in_loss else image
+        with dc.autocast_context():
+            total, terms = loss_fn(pixels.contiguous(memory_format=dc.memory_format))
+        total.backward()
+        count[0] += 1
+        # the step this evaluation belongs to: L-BFGS's line search may evaluate a step more than once
+        step = optimizer.state[image].get("n_iter", 0) if config.optimizer == "lbfgs" else count[0]
+        losses = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
+        if not math.isfinite(losses["total"]):
+            raise RuntimeError(f"loss became {losses['total']} at iteration {step} (scale {size} px)")
+        if not record.initial and scale_index == 0:
+            record.initial.update(losses)
+        record.history.append({"scale": size, "iteration": step, "evaluation": count[0], **losses})
+        if record.on_iteration is not None:
+            record.on_iteration(scale_index, step, losses)
+        return total
+
+    return closure
+
+
+def _run_scale(image: Tensor, loss_fn, config, dc: DeviceConfig, record: _Record, scale_index: int, size: int) -> None:
+    """Optimize ``image`` in place at one scale."""
+    if config.optimizer == "lbfgs":
+        optimizer = torch.optim.LBFGS(
+            [image], lr=config.lr, max_iter=config.iterations, max_eval=config.iterations * 5 // 4,
+            history_size=50, tolerance_grad=-1, tolerance_change=-1, line_search_fn=config.line_search,
+        )  # fmt: skip
+        optimizer.step(_closure(image, optimizer, loss_fn, config, dc, record, scale_index, size))
+    else:
+        optimizer = torch.optim.Adam([image], lr=config.lr * 0.02)
+        closure = _closure(image, optimizer, loss_fn, config, dc, record, scale_index, size)
+        for _ in range(config.iterations):
+            optimizer.step(closure)
+
+
+def _final(image: Tensor, content: Tensor, loss_fn, config, dc: DeviceConfig) -> tuple[Tensor, dict[str, float]]:
+    """The image returned (clamped, colours preserved) and its losses, which the optimizer's last
+    evaluation need not be (a line search trial, the point before Adam's last update, or before
+    the colour preservation)."""
+    result = preserve_color(image.detach().clamp(0, 1), content, config.preserve_color)
+    with torch.no_grad(), dc.autocast_context():
+        total, terms = loss_fn(result.contiguous(memory_format=dc.memory_format))
+    return result, {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
 
 
 def optimize(
@@ -179,101 +274,33 @@ def optimize(
     style names or model files with style targets, or :class:`~instyle.engine.modelfile.StyleTargets`.
 
     Stored style targets keep the style size they were computed at (``style_scale`` applies to
-    images only). ``overrides`` replace fields of ``config`` (e.g. ``iterations=100``). ``extractor``
-    replaces the VGG (tests pass a tiny stand-in).
+    images only). ``overrides`` replace fields of ``config`` (e.g. ``iterations=100``; the loss fields
+    flat, e.g. ``style_weight=30``). ``extractor`` replaces the VGG (tests pass a tiny stand-in).
     """
-    config = config or OptimizeConfig()
-    if overrides:
-        config = OptimizeConfig(**{**asdict(config), **overrides})
+    config = dataclasses.replace(config or OptimizeConfig(), **overrides)
     styles: Sequence = style if isinstance(style, (list, tuple)) else [style]
     _validate(config, len(styles))
-    device = resolve_device(config.device)
-    autocast = resolve_autocast_dtype(config.dtype, device)
+    dc = DeviceConfig.resolve(config.device, config.dtype, "train")
     torch.manual_seed(config.seed)
 
     content_full = load_image(content) if not isinstance(content, Tensor) else content
     sources = [_style_source(s) for s in styles]
     config = adopt_target_weights(config, *sources)
-    if extractor is None:
-        extractor = VGGFeatures(
-            tuple(config.content_layers) + tuple(config.style_layers), weights=config.vgg_weights or "default"
-        )
-    memory_format = preferred_memory_format(device, autocast)
-    extractor = extractor.to(device, memory_format=memory_format)
-    weights_sha256 = getattr(extractor, "weights_sha256", "") or ""
-    for source in sources:
-        if source.targets is not None:
-            check_targets(source.targets, config.style_layers, extractor, f"style {source.spec}")
-    stored = any(source.targets is not None for source in sources)
-
+    extractor = _loss_network(config, extractor, dc, sources)
+    record = _Record(on_iteration)
     start = time.perf_counter()
     image: Tensor | None = None
-    initial: dict[str, float] = {}
-    history: list[dict[str, float]] = []
     sizes = [max(16, round(config.size / 2 ** (config.scales - 1 - k))) for k in range(config.scales)]
     for scale_index, size in enumerate(sizes):
-        target = resize_long_side(content_full, size).unsqueeze(0).to(device)  # (1, 3, H, W)
-        style_size = max(16, round(size * config.style_scale))
-        loss_fn = PerceptualLoss.from_config(config, extractor)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            if stored:
-                loss_fn.set_style_targets(
-                    _blended_targets(sources, config, style_size, extractor, device),
-                    vgg_weights_sha256=getattr(extractor, "weights_sha256", None), source="the blended style targets",
-                )  # fmt: skip
-            else:
-                loss_fn.set_style([resize_long_side(s.image, style_size).to(device) for s in sources], config.style_blend)
-            loss_fn.set_content(target)
-        if image is None:
-            if config.init == "content":
-                image = target.clone()
-            else:
-                image = torch.rand(target.shape, generator=torch.Generator().manual_seed(config.seed)).to(device)
-        else:  # coarse-to-fine: start from the previous scale's result
-            image = F.interpolate(image, size=target.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
-        # The pixels stay NCHW (L-BFGS flattens their gradient with .view); the VGG input is
-        # converted to the fast layout inside the closure.
-        image = image.detach().contiguous().requires_grad_(True)
-        count = [0]
-
-        def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            pixels = image.clamp(0, 1) if CLAMP_PIXELS_IN_LOSS else image
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                total, terms = loss_fn(pixels.contiguous(memory_format=memory_format))
-            total.backward()
-            count[0] += 1
-            # the step this evaluation belongs to: L-BFGS's line search may evaluate a step more than once
-            step = optimizer.state[image].get("n_iter", 0) if config.optimizer == "lbfgs" else count[0]
-            losses = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
-            if not math.isfinite(losses["total"]):
-                raise RuntimeError(f"loss became {losses['total']} at iteration {step} (scale {size} px)")
-            if not initial and scale_index == 0:
-                initial.update(losses)
-            history.append({"scale": size, "iteration": step, "evaluation": count[0], **losses})
-            if on_iteration is not None:
-                on_iteration(scale_index, step, losses)
-            return total
-
-        if config.optimizer == "lbfgs":
-            optimizer = torch.optim.LBFGS(
-                [image], lr=config.lr, max_iter=config.iterations, max_eval=config.iterations * 5 // 4,
-                history_size=50, tolerance_grad=-1, tolerance_change=-1, line_search_fn=LBFGS_LINE_SEARCH,
-            )  # fmt: skip
-            optimizer.step(closure)
-        else:
-            optimizer = torch.optim.Adam([image], lr=config.lr * 0.02)
-            for _ in range(config.iterations):
-                optimizer.step(closure)
+        target = resize_long_side(content_full, size).unsqueeze(0).to(dc.device)  # (1, 3, H, W)
+        loss_fn = _scale_loss(config, extractor, dc, sources, target, size)
+        image = _start_image(image, target, config)
+        _run_scale(image, loss_fn, config, dc, record, scale_index, size)
     assert image is not None
-    result = image.detach().clamp(0, 1)
-    result = preserve_color(result, resize_long_side(content_full, sizes[-1]).unsqueeze(0).to(device), config.preserve_color)
-    # The losses of the image returned, which the optimizer's last evaluation need not be (a line
-    # search trial, the point before Adam's last update, or before the colour preservation).
-    with torch.no_grad(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        total, terms = loss_fn(result.contiguous(memory_format=memory_format))
-    final = {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
+    content_last = resize_long_side(content_full, sizes[-1]).unsqueeze(0).to(dc.device)
+    result, final = _final(image, content_last, loss_fn, config, dc)
     return OptimizeResult(
-        result[0].float().cpu(), config, initial, final, time.perf_counter() - start, weights_sha256, history,
-        [source.to_json() for source in sources],
+        result[0].float().cpu(), config, record.initial, final, time.perf_counter() - start,
+        getattr(extractor, "weights_sha256", "") or "", record.history, [source.to_json() for source in sources],
+        dc.precision,
     )  # fmt: skip

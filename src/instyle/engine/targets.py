@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from instyle.engine.config import LossConfig
 from instyle.engine.image import load_image, resize_long_side
 from instyle.engine.losses import PerceptualLoss, gram_matrix
 from instyle.engine.modelfile import StyleTargets, read_model_file, targets_from_file, write_style_targets
@@ -35,6 +36,8 @@ __all__ = [
     "compute_style_targets",
     "default_style",
     "resolve_style",
+    "settle_loss",
+    "weights_for_targets",
 ]
 
 ATTACH_TOOL = "python tools/attach_style_targets.py"
@@ -151,48 +154,64 @@ def _weights_hint(sha256: str | None) -> str:
     return f"--vgg-weights {name}" if name else "--vgg-weights PATH of that weight file"
 
 
-def weights_for_targets(vgg_weights: str | None, *sources: StyleSource, default: str = "hed-vgg16") -> str | None:
-    """``vgg_weights`` as given; left out, the named weight source the stored style targets among
-    ``sources`` were computed with, when that is not ``default`` (the command's own loss network:
-    ``imagenet-vgg19`` for the styles bundled from it under ``optimize``, ``hed-vgg16`` for cezanne's
-    under ``train``), so that ``--style NAME`` needs no ``--vgg-weights``; else None."""
-    if vgg_weights is not None:
-        return vgg_weights
+def weights_for_targets(*sources: StyleSource) -> str | None:
+    """The named weight source (:data:`instyle.engine.weights.SOURCES`) the stored style targets among
+    ``sources`` were computed with, when they name one; else None (images, test stand-ins, weight
+    files, or targets of several networks)."""
     from instyle.engine.weights import source_for_sha256
 
     names = {source_for_sha256(s.targets.vgg_weights_sha256) for s in sources if s.targets is not None}
-    names -= {None, default}  # the command's default: nothing to say
+    names.discard(None)
     return names.pop() if len(names) == 1 else None
 
 
-def default_vgg_weights(config) -> str:
-    """The weight source a config's ``vgg_weights=None`` stands for: ``default_vgg_weights`` of its
-    class (:class:`instyle.engine.training.TrainConfig`: the ImageNet VGG-19), else the HED VGG-16."""
-    return getattr(config, "default_vgg_weights", "hed-vgg16")
+def _scale_name(network: str) -> str:
+    """``"default"`` is ``$INSTYLE_VGG_WEIGHTS`` (a weight file: scale unknown) or the HED VGG-16."""
+    if network == "default" and not os.environ.get("INSTYLE_VGG_WEIGHTS"):
+        return "hed-vgg16"
+    return network
+
+
+def settle_loss(loss: LossConfig, *sources: StyleSource) -> LossConfig:
+    """``loss`` with its network and style weight settled for ``sources``, as its own fields say:
+    with ``follow_style_targets``, the network the stored style targets among ``sources`` were computed
+    on; with ``rescale_style_weight``, the style weight scaled from ``style_weight_network`` to the
+    network used (:data:`instyle.engine.weights.STYLE_WEIGHT_SCALE`: the ImageNet VGG-19's features are
+    larger, so its Gram terms need an eighth of the HED VGG-16's weight for the same balance). Weight
+    files, whose scale is unknown, keep the weight. Settling twice changes nothing."""
+    from instyle.engine.weights import STYLE_WEIGHT_SCALE
+
+    network = loss.vgg_weights
+    if loss.follow_style_targets:
+        network = weights_for_targets(*sources) or network
+    weight, tuned_for = loss.style_weight, loss.style_weight_network
+    to, base = _scale_name(network), _scale_name(tuned_for)
+    if loss.rescale_style_weight and to != base and to in STYLE_WEIGHT_SCALE and base in STYLE_WEIGHT_SCALE:
+        weight, tuned_for = weight * STYLE_WEIGHT_SCALE[to] / STYLE_WEIGHT_SCALE[base], network
+    if (network, weight, tuned_for) == (loss.vgg_weights, loss.style_weight, loss.style_weight_network):
+        return loss
+    return dataclasses.replace(loss, vgg_weights=network, style_weight=weight, style_weight_network=tuned_for)
 
 
 def adopt_target_weights(config, *sources: StyleSource):
-    """``config`` (any of the train/optimize/texture/experiment configs) with the loss network settled:
-    the VGG weights the stored style targets among ``sources`` were computed with, where ``vgg_weights``
-    was left out (:func:`weights_for_targets`), and the style weight, when it is the config's default,
-    scaled from the config's default network to the chosen one (:data:`instyle.engine.weights.STYLE_WEIGHT_SCALE`:
-    the ImageNet VGG-19's features are larger, so its Gram terms need an eighth of the HED VGG-16's
-    weight for the same balance). A style weight the caller chose stands, and so do weight files,
-    whose scale is unknown."""
-    from instyle.engine.weights import STYLE_WEIGHT_SCALE
+    """``config`` (a task config nesting a :class:`~instyle.engine.config.LossConfig` as ``loss``) with
+    its loss settled for ``sources`` (:func:`settle_loss`)."""
+    if not hasattr(config, "loss"):
+        return _adopt_flat(config, *sources)
+    loss = settle_loss(config.loss, *sources)
+    return config if loss is config.loss else dataclasses.replace(config, loss=loss)
 
-    base = default_vgg_weights(config)
-    chosen = weights_for_targets(config.vgg_weights, *sources, default=base)
-    network = base if chosen is None else chosen
-    if chosen == "default" and not os.environ.get("INSTYLE_VGG_WEIGHTS"):
-        network = "hed-vgg16"
-    default = next(f.default for f in dataclasses.fields(config) if f.name == "style_weight")
-    weight = config.style_weight
-    if weight == default and network in STYLE_WEIGHT_SCALE and base in STYLE_WEIGHT_SCALE:
-        weight = default * STYLE_WEIGHT_SCALE[network] / STYLE_WEIGHT_SCALE[base]
-    if (chosen, weight) == (config.vgg_weights, config.style_weight):
+
+def _adopt_flat(config, *sources: StyleSource):
+    """TRANSITIONAL, for ExperimentConfig until it nests a LossConfig (docs/notes_cli.md): its flat
+    loss fields settled as a LossConfig tuned for the HED VGG-16 (None: ``"default"``)."""
+    loss = LossConfig(
+        vgg_weights=config.vgg_weights or "default", style_weight=config.style_weight, style_weight_network="hed-vgg16"
+    )
+    settled = settle_loss(loss, *sources)
+    if settled is loss:
         return config
-    return dataclasses.replace(config, vgg_weights=chosen, style_weight=weight)
+    return dataclasses.replace(config, vgg_weights=settled.vgg_weights, style_weight=settled.style_weight)
 
 
 def check_targets(targets: StyleTargets, style_layers: Sequence[str], extractor, what: str) -> None:
@@ -292,6 +311,7 @@ def attach_style_targets(
             f"records style {metadata.get('style_name')!r} with sha256 {recorded}; pass that image"
         )
     settings = metadata.get("training") or metadata.get("texture") or {}
+    settings = {**settings, **(settings.get("loss") or {})}  # the loss fields, flat (older files) or nested
     existing = metadata.get("style_targets") or {}
     style_size = existing.get("style_size") or settings.get("style_size")
     layers = list(settings.get("style_layers") or []) + list(existing.get("layers") or [])

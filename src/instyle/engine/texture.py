@@ -18,85 +18,80 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from instyle import __version__
+from instyle.engine.config import ConfigError, LossConfig, check_config, loss_defaults, nests_loss, option
+from instyle.engine.device import DEVICES_HELP, DTYPES, DeviceConfig
 from instyle.engine.image import resize_long_side
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import ModelFileError, load_generator, save_model
-from instyle.engine.weights import TRAIN_VGG_WEIGHTS, TRAIN_VGG_WEIGHTS_HELP, file_sha256 as sha256_file
+from instyle.engine.weights import TRAIN_VGG_WEIGHTS, file_sha256 as sha256_file
 from instyle.engine.models import TextureNet
 from instyle.engine.models.vgg import VGGFeatures
-from instyle.engine.device import preferred_memory_format, resolve_autocast_dtype, resolve_device, resolve_inference_dtype
 from instyle.engine.targets import StyleSource, apply_targets, check_targets, resolve_style, adopt_target_weights
 from instyle.engine.training import TrainingError, cosine_lr, stored_style_size
 
 CACHE_SUBDIR = "textures"
 DEFAULT_STYLE_SIZE = 384
-# Fields that do not change the trained generator, left out of the cache key.
-_NOT_HASHED = ("style", "device", "dtype", "vgg_weights")
+# The settings that shape the trained generator, by their names before LossConfig (the cache key
+# of generators cached then stays theirs); the style image is hashed on its own.
+_HASHED = (
+    "iterations", "batch_size", "train_size", "style_size", "style_layers", "style_weight", "tv_weight", "lr",
+    "lr_final_fraction", "num_scales", "channels", "noise_channels", "norm", "train_seed",
+)  # fmt: skip
+
+# Style only: the content fields of the loss are unused. The style weight is the ImageNet VGG-19's;
+# the HED VGG-16 needs 8x (1e5, scaled by adopt_target_weights).
+_TEXTURE_LOSS = loss_defaults(
+    vgg_weights=TRAIN_VGG_WEIGHTS, content_layers=(), content_weight=0.0,
+    style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), style_weight=1.25e4, tv_weight=0.0,
+    style_weight_network=TRAIN_VGG_WEIGHTS,
+)  # fmt: skip
 
 
+@nests_loss
 @dataclass
 class TextureConfig:
-    """One source of defaults: the CLI derives its flags from these fields."""
+    """One source of defaults, help and bounds: the CLI derives its flags from these fields. The
+    loss fields may also be given flat (``TextureConfig(style_weight=1e4)``)."""
 
-    # the loss network vgg_weights=None stands for (instyle.engine.targets.adopt_target_weights)
-    default_vgg_weights: ClassVar[str] = TRAIN_VGG_WEIGHTS
-
-    style: str = ""  # a style image, a bundled style name, or a model file with style targets
-    # CPU-sized defaults: 1000 steps at 128 px, batch 1, on the ImageNet VGG-19 give a Starry Night
-    # texture with its strokes, yellow dashes and dark patches in about 70 s on the 2-core CPU (250
-    # steps: palette and blobs; the HED VGG-16: blobs under a hatch); raise them on a GPU.
-    iterations: int = 1000
-    batch_size: int = 1
-    train_size: int = 128  # side of the square textures generated while training
-    # long side of the style image: sets the scale of the texture's elements
-    style_size: int | None = None
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    style_weight: float = 1.25e4  # for the VGG-19; the HED VGG-16 needs 8x (1e5, scaled automatically)
-    tv_weight: float = 0.0
-    lr: float = 2e-2
-    lr_final_fraction: float = 0.1  # cosine decay to lr * this
-    num_scales: int = 5
-    channels: int = 8
-    noise_channels: int = 3
-    norm: str = field(default="instance", metadata={"choices": ("instance", "batch", "none")})
-    train_seed: int = 0  # weights and training noise; the sampling seed is synthesize_texture's
-    device: str = "auto"
+    style: str = option("", help="a style image, a bundled style name, or a model file with style targets")
+    # CPU-sized defaults (the figures: docs/notes_cli.md#texture-defaults); raise them on a GPU.
+    iterations: int = option(1000, min=1, help="training steps of the texture generator")
+    batch_size: int = option(1, min=1, help="textures generated per training step")
+    train_size: int = option(128, min=1, help="side of the square textures generated while training")
+    # the long side of the style image sets the scale of the texture's elements
+    style_size: int | None = option(
+        None, min=1, metavar="STYLE_SIZE",
+        help=f"style image long side (default: {DEFAULT_STYLE_SIZE}, or the size of stored style targets)",
+    )  # fmt: skip
+    loss: LossConfig = option(
+        default_factory=_TEXTURE_LOSS, help="the style loss; its weight is for imagenet-vgg19 and becomes 1e5 on hed-vgg16"
+    )
+    lr: float = option(2e-2, above=0, help="Adam learning rate")
+    lr_final_fraction: float = option(0.1, min=0, help="the learning rate decays on a cosine to lr x this")
+    num_scales: int = option(5, min=1, help="scales of the multi-scale generator (each halves the resolution)")
+    channels: int = option(8, min=1, help="channels per scale of the generator")
+    noise_channels: int = option(3, min=1, help="noise channels fed in at each scale")
+    norm: str = option("instance", choices=("instance", "batch", "none"), help="normalization in the generator")
+    # the sampling seed is synthesize_texture's
+    train_seed: int = option(0, help="seed of the generator training (the sampling seed is --seed)")
+    device: str = option("auto", help=DEVICES_HELP)
     # auto: bf16 autocast on CUDA (NCHW), bf16 autocast + channels_last on CPUs with native bf16, else fp32
-    dtype: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16", "fp16")})
-    vgg_weights: str | None = None
-
-    # the --help text of each flag
-    FLAG_HELP: ClassVar[dict[str, str]] = {
-        "iterations": "training steps of the texture generator",
-        "batch_size": "textures generated per training step",
-        "train_size": "side of the square textures generated while training",
-        "style_size": f"style image long side (default: {DEFAULT_STYLE_SIZE}, or the size of stored style targets)",
-        "style_layers": "VGG layers whose Gram matrices make the style loss",
-        "style_weight": "style loss weight, for imagenet-vgg19; the default becomes 1e5 on hed-vgg16",
-        "tv_weight": "total-variation (smoothness) loss weight",
-        "lr": "Adam learning rate",
-        "lr_final_fraction": "the learning rate decays on a cosine to lr x this",
-        "num_scales": "scales of the multi-scale generator (each halves the resolution)",
-        "channels": "channels per scale of the generator",
-        "noise_channels": "noise channels fed in at each scale",
-        "norm": "normalization in the generator",
-        "train_seed": "seed of the generator training (the sampling seed is --seed)",
-        "device": "auto, cpu, cuda or cuda:N",
-        "dtype": "compute precision of training: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
-        "vgg_weights": TRAIN_VGG_WEIGHTS_HELP,
-    }
+    dtype: str = option(
+        "auto", choices=DTYPES,
+        help="compute precision of training: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )  # fmt: skip
 
     def to_json(self) -> dict:
-        data = asdict(self)
-        data["style_layers"] = list(self.style_layers)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["loss"] = self.loss.to_json()
         return data
 
 
@@ -119,13 +114,8 @@ class TextureResult:
 
 def _check_config(config: TextureConfig) -> None:
     if not config.style:
-        raise TrainingError("a style image or a bundled style name is required (--style IMG_OR_NAME)")
-    for name in ("iterations", "batch_size", "train_size", "style_size"):
-        value = getattr(config, name)
-        if name == "style_size" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        raise ConfigError("style", "is required: a style image, a bundled style name or a model file with style targets")
+    check_config(config)
 
 
 def resolve_style_size(config: TextureConfig) -> tuple[TextureConfig, StyleSource]:
@@ -134,8 +124,6 @@ def resolve_style_size(config: TextureConfig) -> tuple[TextureConfig, StyleSourc
     _check_config(config)
     source = resolve_style(config.style)
     config = adopt_target_weights(config, source)
-    if config.vgg_weights is None:  # recorded by name in the generator's metadata
-        config = dataclasses.replace(config, vgg_weights=config.default_vgg_weights)
     if source.targets is not None:
         return dataclasses.replace(config, style_size=stored_style_size(source, config.style, config.style_size)), source
     return dataclasses.replace(config, style_size=config.style_size or DEFAULT_STYLE_SIZE), source
@@ -159,7 +147,8 @@ def config_hash(config: TextureConfig, autocast: torch.dtype | None, extractor_s
     """16 hex digits naming everything that shapes the trained generator except the style
     image (hashed on its own): the training fields, the autocast dtype actually used ("auto"
     resolved) and the extractor's weights."""
-    key = {k: v for k, v in config.to_json().items() if k not in _NOT_HASHED}
+    settings = {**config.to_json(), **config.loss.to_json()}
+    key = {k: settings[k] for k in _HASHED}
     key["autocast"] = str(autocast) if autocast is not None else "fp32"
     key["extractor"] = extractor_sha
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -180,16 +169,15 @@ def train_texture(
     """Train a noise-only ``TextureNet`` on the style loss of ``config.style`` (an image or stored
     style targets); ``extractor`` replaces the VGG (tests). Deterministic for a given ``train_seed`` on CPU."""
     config, source = resolve_style_size(config)
-    device = resolve_device(config.device)
-    autocast = resolve_autocast_dtype(config.dtype, device)
-    memory_format = preferred_memory_format(device, autocast)
+    dc = DeviceConfig.resolve(config.device, config.dtype, "train")
+    device, memory_format = dc.device, dc.memory_format
 
-    loss_fn = PerceptualLoss.from_config(config, extractor).to(device, memory_format=memory_format)
+    loss_fn = PerceptualLoss.from_config(config.loss, extractor).to(device, memory_format=memory_format)
     if source.targets is not None:
         apply_targets(loss_fn, source.targets, what=f"--style {config.style}")
     else:
         style_image = resize_long_side(source.image, config.style_size)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        with dc.autocast_context():
             loss_fn.set_style(style_image.unsqueeze(0).to(device))
 
     torch.manual_seed(config.train_seed)
@@ -204,7 +192,7 @@ def train_texture(
     for step in range(1, config.iterations + 1):
         # The noise of a step depends only on (train_seed, step).
         noise_generator = torch.Generator().manual_seed(config.train_seed * 1_000_003 + step)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        with dc.autocast_context():
             textures = model(None, size=size, batch_size=config.batch_size, generator=noise_generator)
             total, terms = loss_fn(textures)
         if not torch.isfinite(total):
@@ -232,17 +220,16 @@ def load_or_train_texture(
     it first when there is none, when ``retrain`` is set, or when the cached file is unusable.
     Returns ``(model, path, result)``; ``result`` is None when the cache was used."""
     config, source = resolve_style_size(config)
-    device = resolve_device(config.device)
-    autocast = resolve_autocast_dtype(config.dtype, device)
+    dc = DeviceConfig.resolve(config.device, config.dtype, "train")
     if extractor is None:
-        extractor = VGGFeatures(config.style_layers, weights=config.vgg_weights or "default")
+        extractor = VGGFeatures(config.loss.style_layers, weights=config.loss.vgg_weights)
     if source.targets is not None:
-        check_targets(source.targets, config.style_layers, extractor, f"--style {config.style}")
+        check_targets(source.targets, config.loss.style_layers, extractor, f"--style {config.style}")
         style_key = f"targets-{source.targets.digest()[:32]}"  # the statistics themselves name the style
     else:
         style_key = sha256_file(source.path)
     style_sha = source.style_sha256
-    path = texture_cache_dir() / f"{style_key}-{config_hash(config, autocast, _extractor_sha(extractor))}.safetensors"
+    path = texture_cache_dir() / f"{style_key}-{config_hash(config, dc.autocast, _extractor_sha(extractor))}.safetensors"
     if path.exists() and not retrain:
         try:
             model, _ = load_generator(path)
@@ -260,7 +247,8 @@ def load_or_train_texture(
         "vgg_weights_sha256": _extractor_sha(extractor),
         "final_losses": result.losses,
         "iterations": config.iterations,
-        "device": device.type,
+        "device": dc.device.type,
+        "precision": dc.precision,
         "instyle_version": __version__,
     }
     save_model(result.model, path, metadata)
@@ -273,11 +261,9 @@ def sample_texture(
 ) -> Tensor:
     """One (3, H, W) texture from ``model``; the noise depends only on ``seed`` (drawn on the
     CPU), so a seed gives the same sample on every device, up to the dtype's rounding."""
-    dev = resolve_device(device)
-    autocast = resolve_inference_dtype(dtype, dev)
-    memory_format = preferred_memory_format(dev, autocast)
-    model = model.to(dev, memory_format=memory_format).eval()
-    with torch.autocast(dev.type, dtype=autocast, enabled=autocast is not None):
+    dc = DeviceConfig.resolve(device, dtype, "inference")
+    model = model.to(dc.device, memory_format=dc.memory_format).eval()
+    with dc.autocast_context():
         out = model(None, size=size, generator=torch.Generator().manual_seed(seed))
     out = out.float()
     if not torch.isfinite(out).all():
@@ -300,13 +286,10 @@ def synthesize_texture(
     start = time.perf_counter()
     hw = (size, size) if isinstance(size, int) else tuple(size)
     if len(hw) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in hw):
-        raise ValueError(f"--size must be a positive integer (or (H, W)), got {size!r}")
+        raise ValueError(f"size must be a positive integer (or (H, W)), got {size!r}")
     model, path, result = load_or_train_texture(config, retrain=retrain, extractor=extractor, on_step=on_step)
     image = sample_texture(model, hw, seed, device=config.device, dtype=sample_dtype)
     return TextureResult(
         image, path, result is not None, result.seconds if result else 0.0, time.perf_counter() - start
     )
 
-
-def config_fields() -> list:
-    return list(fields(TextureConfig))

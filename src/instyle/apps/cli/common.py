@@ -1,0 +1,200 @@
+"""What every command shares: flags derived from the config fields, the one path from arguments to a
+config, the one translation of field names to flags, error printing and progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from typing import Any, Callable
+
+from instyle.engine.config import ConfigError, check_config
+
+def number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse type: ``kind`` within [low, high] (``low`` excluded with ``low_open``), so a bad
+    value is a usage error naming the flag before any work starts."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        if value != value or bad_low or (high is not None and value > high):  # value != value: NaN
+            bounds = f"{'>' if low_open else '>='} {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+# ---------------------------------------------------------------------------- flags from config fields
+
+
+def flag_for(field: str) -> str:
+    """The flag of a config field: ``batch_size`` -> ``--batch-size``; a nested field goes by its own
+    name (``loss.style_weight`` -> ``--style-weight``)."""
+    return "--" + field.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def flag_fields(config_cls) -> list[tuple[dataclasses.Field, Any]]:
+    """``(field, default)`` of each field offered as a flag, nested configs (the loss) flattened with
+    the task's own defaults."""
+    found = []
+    for f in dataclasses.fields(config_cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            found += [(g, getattr(default, g.name)) for g in dataclasses.fields(default) if g.metadata.get("flag", True)]
+        elif f.metadata.get("flag", True):
+            found.append((f, default))
+    return found
+
+
+def _kind(f: dataclasses.Field) -> type:
+    text = str(f.type)
+    return int if "int" in text and "float" not in text else float if "float" in text else str
+
+
+GIVEN = "_flags_given"  # the Namespace attribute: dests of the config flags on the command line
+
+
+def _recording(action_cls: type) -> type:
+    """``action_cls`` that also notes its dest in the Namespace's :data:`GIVEN` set when the flag is given."""
+
+    class Recording(action_cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.__dict__.setdefault(GIVEN, set()).add(self.dest)
+
+    return Recording
+
+
+_STORE, _STORE_TRUE, _BOOLEAN = (_recording(c) for c in (argparse._StoreAction, argparse._StoreTrueAction, argparse.BooleanOptionalAction))
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, skip: set[str] = frozenset()) -> None:
+    """One flag per field of ``config_cls`` (see :func:`flag_fields`), its help, choices and default
+    from the field; :func:`config_from_args` knows which flags were given."""
+    for f, default in flag_fields(config_cls):
+        if f.name in skip:
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f.metadata.get("help", "")
+        if "(default:" not in help_text:  # a help text may say what a default of None means
+            help_text = f"{help_text} (default: {shown})".strip()
+        options: dict[str, Any] = dict(default=default, help=help_text, dest=f.name)
+        if isinstance(default, bool):  # --flag, or --flag / --no-flag where it is on by default
+            options["action"] = _BOOLEAN if default else _STORE_TRUE
+        elif isinstance(default, tuple):
+            options.update(action=_STORE, nargs="+", metavar=f.metadata.get("metavar") or "VALUE")
+        else:
+            options.update(action=_STORE, type=_kind(f), choices=f.metadata.get("choices"), metavar=f.metadata.get("metavar"))
+        parser.add_argument(flag_for(f.name), **options)
+
+
+def config_from_args(config_cls, args: argparse.Namespace, check: Callable = check_config, **fixed):
+    """The one path from parsed arguments to a config: the flags' values, ``fixed`` values the command
+    sets itself, then ``check`` (ConfigError names the field). A style weight given on the command
+    line is never rescaled, and a loss network given is used whatever network stored style targets
+    were computed on."""
+    values = {f.name: getattr(args, f.name) for f, _ in flag_fields(config_cls) if hasattr(args, f.name)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    given = getattr(args, GIVEN, set())
+    if "style_weight" in given:
+        values["rescale_style_weight"] = False
+    if "vgg_weights" in given:
+        values["follow_style_targets"] = False
+    config = config_cls(**{**values, **fixed})
+    check(config)
+    return config
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _field_names() -> set[str]:
+    from instyle.engine.optimize import OptimizeConfig
+    from instyle.engine.texture import TextureConfig
+    from instyle.engine.training import TrainConfig
+
+    return {f.name for cls in (TrainConfig, OptimizeConfig, TextureConfig) for f, _ in flag_fields(cls)} | {"output"}
+
+
+def error_text(error: BaseException, names: set[str] = frozenset()) -> str:
+    """A library error in the command line's words, the one place field names become flags:
+    ``ConfigError('loss.style_weight', ...)`` -> ``--style-weight ...`` (field names in the reason too),
+    ``device 'tpu': ...`` -> ``--device tpu: ...``, and a message that starts with one of ``names``
+    (the command's own arguments, e.g. ``size must ...``) -> ``--size must ...``."""
+    known = _field_names() | set(names)
+    if isinstance(error, ConfigError):
+
+        def to_flag(match: re.Match) -> str:
+            return flag_for(match.group(0)) if match.group(0) in known else match.group(0)
+
+        return f"{flag_for(error.field)} {re.sub(r'[a-z]+(?:_[a-z0-9]+)+', to_flag, error.reason)}"
+    text = str(error)
+    value = re.match(r"(device|dtype) '([^']*)': (.*)", text, re.S)
+    if value:
+        return f"{flag_for(value.group(1))} {value.group(2)}: {value.group(3)}"
+    first = text.split(" ", 1)[0]
+    if first in names:
+        return flag_for(first) + text[len(first):]
+    return text
+
+
+def fail(command: str, error: BaseException | str, code: int, names: set[str] = frozenset()) -> int:
+    """Print ``instyle COMMAND: error: ...`` on stderr and return ``code``."""
+    text = error if isinstance(error, str) else error_text(error, names)
+    print(f"instyle {command}: error: {text}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------- progress and shared flags
+
+
+def progress(tqdm, **kwargs):
+    """A live bar on a terminal; in a log file, one line every 30 seconds."""
+    interactive = sys.stderr.isatty()
+    return tqdm(dynamic_ncols=True, mininterval=0.1 if interactive else 30, ascii=not interactive, **kwargs)
+
+
+class LazyBar:
+    """A progress bar that appears with the first step, so that an error before it prints alone."""
+
+    def __init__(self, make) -> None:
+        object.__setattr__(self, "_make", make)
+        object.__setattr__(self, "_bar", None)
+
+    def _get(self):
+        if self._bar is None:
+            object.__setattr__(self, "_bar", self._make())
+        return self._bar
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+    def __setattr__(self, name, value) -> None:
+        setattr(self._get(), name, value)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels", type=number(int, 1), default=None,
+        help="refuse images with more pixels, checked before decoding (default: $INSTYLE_MAX_PIXELS or 50000000)",
+    )  # fmt: skip
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    from instyle.engine.device import DEVICES_HELP
+
+    parser.add_argument("--device", default="auto", help=f"{DEVICES_HELP} (default: auto)")
+
+
+def is_image_name(path) -> bool:
+    return path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
