@@ -12,7 +12,6 @@ from instyle.engine.modelfile import load_generator
 from instyle.engine.models import TextureNet
 from instyle.engine.config import ConfigError
 from instyle.engine.texture import TextureConfig, load_or_train_texture, sample_texture, synthesize_texture, train_texture
-from instyle.engine.training import TrainingError
 
 from .conftest import TinyEncoder
 

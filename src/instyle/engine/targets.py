@@ -196,22 +196,8 @@ def settle_loss(loss: LossConfig, *sources: StyleSource) -> LossConfig:
 def adopt_target_weights(config, *sources: StyleSource):
     """``config`` (a task config nesting a :class:`~instyle.engine.config.LossConfig` as ``loss``) with
     its loss settled for ``sources`` (:func:`settle_loss`)."""
-    if not hasattr(config, "loss"):
-        return _adopt_flat(config, *sources)
     loss = settle_loss(config.loss, *sources)
     return config if loss is config.loss else dataclasses.replace(config, loss=loss)
-
-
-def _adopt_flat(config, *sources: StyleSource):
-    """TRANSITIONAL, for ExperimentConfig until it nests a LossConfig (docs/notes_cli.md): its flat
-    loss fields settled as a LossConfig tuned for the HED VGG-16 (None: ``"default"``)."""
-    loss = LossConfig(
-        vgg_weights=config.vgg_weights or "default", style_weight=config.style_weight, style_weight_network="hed-vgg16"
-    )
-    settled = settle_loss(loss, *sources)
-    if settled is loss:
-        return config
-    return dataclasses.replace(config, vgg_weights=settled.vgg_weights, style_weight=settled.style_weight)
 
 
 def check_targets(targets: StyleTargets, style_layers: Sequence[str], extractor, what: str) -> None:

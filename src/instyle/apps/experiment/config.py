@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from instyle.engine.config import LossConfig
 from instyle.engine.training import TrainConfig
 
 __all__ = ["HELD_OUT", "NORMS", "ExperimentConfig", "ExperimentError", "validate"]
@@ -22,12 +23,17 @@ class ExperimentError(ValueError):
 
 def full_training() -> TrainConfig:
     """The generator and its training for the full run (both norms get exactly these). The loss is
-    explicit here, not TrainConfig's defaults, which are tuned for other purposes; ``style_weight``
-    is for the HED VGG-16 (see ``ExperimentConfig.scale_style_weight``)."""
+    explicit here, not TrainConfig's defaults, which are tuned for other purposes. The network is
+    "default" (``$INSTYLE_VGG_WEIGHTS``, else the HED VGG-16), or the one a style's stored targets
+    were computed on; ``style_weight`` is stated for the HED VGG-16 and scaled to the network used
+    (``loss.rescale_style_weight``)."""
+    loss = LossConfig(
+        vgg_weights="default", content_layers=("relu4_2",), style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
+        content_weight=1.0, style_weight=20.0, tv_weight=10.0, style_weight_network="hed-vgg16",
+    )  # fmt: skip
     return TrainConfig(
         width=0.5, num_residual=5, iterations=2000, batch_size=4, image_size=256, style_size=384, lr=1e-3,
-        content_weight=1.0, style_weight=20.0, tv_weight=10.0, content_layers=("relu4_2",),
-        style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"), dtype="auto", vgg_weights=None,
+        loss=loss, dtype="auto",
     )  # fmt: skip
 
 
@@ -54,9 +60,6 @@ class ExperimentConfig:
     output: str = "out/in_vs_bn"
     eval_dir: str | None = None  # held-out photos; None: HELD_OUT from the default content set
     train: TrainConfig = field(default_factory=full_training)
-    # train.style_weight is stated for the HED VGG-16; True: scaled to the network the loss runs on
-    # (instyle.engine.weights.STYLE_WEIGHT_SCALE), False: used as given
-    scale_style_weight: bool = True
     # measurements; evaluation crops are train.image_size, at the training scale
     eval_crops_per_image: int = 5
     eval_max_images: int = 16

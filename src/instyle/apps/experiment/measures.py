@@ -146,8 +146,8 @@ def optimize_speed(config: ExperimentConfig, photo: Tensor, style: StyleSource, 
     which makes each iteration a little cheaper than `instyle optimize`'s default); fewer than the
     standard iterations are extrapolated to it at the measured time per evaluation."""
     optimize_config = OptimizeConfig(
-        size=config.speed_size, iterations=config.optimize_iterations, content_layers=config.train.content_layers,
-        style_layers=config.train.style_layers, seed=config.seed, device=config.device, dtype="fp32",
+        size=config.speed_size, iterations=config.optimize_iterations, content_layers=config.train.loss.content_layers,
+        style_layers=config.train.loss.style_layers, seed=config.seed, device=config.device, dtype="fp32",
     )  # fmt: skip
     synchronize(device)
     result = optimize(photo, style, optimize_config, extractor=extractor)  # an image or stored targets

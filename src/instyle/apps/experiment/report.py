@@ -182,14 +182,15 @@ def _header(report: dict) -> list[str]:
 def _setting(report: dict) -> list[str]:
     config, data = report["config"], report["data"]
     train = config["train"]
+    loss = train.get("loss", train)  # nested since LossConfig; flat in older reports
     return [
         f"Setting{' (`--quick`, small sizes: expect rough numbers)' if config['quick'] else ''}: TransformerNet, "
         f"width {train['width']:g}, residual blocks: {train['num_residual']}, trained twice from seed {config['seed']} "
         f"on the same batches ({train['iterations']} steps, batch {train['batch_size']}, {train['image_size']} px crops, "
         f"style at {train['style_size']} px, Adam lr {train['lr']:g} with cosine decay, training dtype "
         f"`{train['dtype']}`), once with instance norm and once with batch norm in every layer. Loss: "
-        f"content_weight {train['content_weight']:g} ({', '.join(train['content_layers'])}), style_weight "
-        f"{train['style_weight']:g} ({', '.join(train['style_layers'])}, Gram), tv_weight {train['tv_weight']:g}. "
+        f"content_weight {loss['content_weight']:g} ({', '.join(loss['content_layers'])}), style_weight "
+        f"{loss['style_weight']:g} ({', '.join(loss['style_layers'])}, Gram), tv_weight {loss['tv_weight']:g}. "
         f"Style: {_style_words(report['style'])}. Training photos: {', '.join(data['train_photos'])}. Evaluation: "
         f"{data['eval_crops']} crops of {data['eval_crop_size']} px from {', '.join(data['eval_images'])} (not trained on), "
         "at the training scale, eval mode, fp32.",

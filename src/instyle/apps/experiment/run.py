@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 import tempfile
 import time
@@ -28,33 +27,13 @@ from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import ModelFileError
 from instyle.engine.targets import (
     ATTACH_TOOL, StyleSource, StyleTargetsError, apply_targets, compute_style_targets, default_style, resolve_style,
-    weights_for_targets,
+    settle_loss,
 )  # fmt: skip
-from instyle.engine.training import TrainConfig, train
-from instyle.engine.weights import STYLE_WEIGHT_SCALE
+from instyle.engine.training import train
 
 __all__ = ["run_in_vs_bn"]
 
-# The network the experiment's style weight is stated for (ExperimentConfig.scale_style_weight).
-STYLE_WEIGHT_NETWORK = "hed-vgg16"
-
-
 # ---------------------------------------------------------------------------- the style and the loss network
-
-
-def _settle_loss_network(config: ExperimentConfig, source: StyleSource) -> TrainConfig:
-    """``config.train`` with its VGG weights named (train.vgg_weights None: those the stored style
-    targets were computed with, else ``"default"``) and its style weight scaled to that network
-    when ``scale_style_weight``."""
-    train_config = config.train
-    chosen = weights_for_targets(train_config.vgg_weights, source, default=STYLE_WEIGHT_NETWORK)
-    network = chosen or STYLE_WEIGHT_NETWORK
-    if network == "default" and not os.environ.get("INSTYLE_VGG_WEIGHTS"):
-        network = STYLE_WEIGHT_NETWORK  # what "default" resolves to (instyle.engine.weights.resolve_vgg_weights)
-    weight = train_config.style_weight
-    if config.scale_style_weight and network in STYLE_WEIGHT_SCALE:
-        weight = weight * STYLE_WEIGHT_SCALE[network] / STYLE_WEIGHT_SCALE[STYLE_WEIGHT_NETWORK]
-    return dataclasses.replace(train_config, vgg_weights=chosen or "default", style_weight=weight)
 
 
 def _resolve_style(config: ExperimentConfig) -> tuple[ExperimentConfig, StyleSource, list[str]]:
@@ -71,7 +50,7 @@ def _resolve_style(config: ExperimentConfig) -> tuple[ExperimentConfig, StyleSou
     except (StyleTargetsError, ModelFileError, ImageError) as error:
         raise ExperimentError(f"style: {error}") from error
     notes = []
-    train_config = _settle_loss_network(config, source)
+    train_config = dataclasses.replace(config.train, loss=settle_loss(config.train.loss, source))
     if source.targets is not None:
         recorded = source.targets.style_size
         if train_config.style_size != recorded:
@@ -125,9 +104,9 @@ def _photos(config: ExperimentConfig) -> tuple[list[tuple[str, Tensor]], list[st
 def _loss(config: ExperimentConfig, source: StyleSource, extractor) -> PerceptualLoss:
     """The training loss with the training's style targets (stored, or computed once in fp32 as
     train() does), set before any training so that a bad fit fails fast."""
-    loss_fn = PerceptualLoss.from_config(config.train, extractor)
+    loss_fn = PerceptualLoss.from_config(config.train.loss, extractor)
     style_targets = source.targets or compute_style_targets(
-        source.image, style_size=config.train.style_size, layers=config.train.style_layers,
+        source.image, style_size=config.train.style_size, layers=config.train.loss.style_layers,
         extractor=loss_fn.extractor, style_name=source.name, style_sha256=source.style_sha256,
     )  # fmt: skip
     try:

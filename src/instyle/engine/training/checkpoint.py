@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from instyle.engine.config import flat_json
 from instyle.engine.fileio import write_atomic
 from instyle.engine.training.config import TrainConfig, TrainingError
 
@@ -25,6 +26,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 _RESUME_MAY_CHANGE = frozenset({
     "iterations", "checkpoint_every", "sample_every", "eval_every", "eval_content", "patience", "log_dir",
     "resume", "output", "style", "content", "device", "compile", "cuda_graph", "save_dtype",
+    # how the loss network and style weight were chosen, not what they are (both are compared)
+    "follow_style_targets", "rescale_style_weight", "style_weight_network",
 })  # fmt: skip
 
 
@@ -112,14 +115,16 @@ def resume_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConf
 
 def check_resumable(saved: dict, config: TrainConfig, checkpoint_path: Path) -> None:
     """Refuse to resume the run of the settings ``saved`` with settings that change what it computes."""
-    current = config.to_json()
-    changed = [n for n in current if n not in _RESUME_MAY_CHANGE and n in saved and saved[n] != current[n]]
+    current = flat_json(config)
+    before = flat_json(TrainConfig.from_json(saved))  # either layout: loss nested, or flat (older runs)
+    recorded = set(saved) | set(saved.get("loss") or ())  # a setting newer than the checkpoint is not compared
+    changed = [n for n in current if n not in _RESUME_MAY_CHANGE and n in recorded and before[n] != current[n]]
     if changed:
 
         def shown(value):
             return " ".join(map(str, value)) if isinstance(value, list) else value
 
-        settings = ", ".join(f"{n} {shown(saved[n])} (now {shown(current[n])})" for n in changed)
+        settings = ", ".join(f"{n} {shown(before[n])} (now {shown(current[n])})" for n in changed)
         raise TrainingError(
             f"resume: {checkpoint_path} was made with {settings}; resume with its settings, "
             "or start a new run in another log_dir"

@@ -100,16 +100,6 @@ class TrainConfig:
     cuda_graph: bool = option(True, help="replay each CUDA training step as a CUDA graph")
     save_dtype: str = option("fp32", choices=("fp32", "fp16"), help="model file precision")
 
-    # Read-only views of the loss fields for trainer.py until it reads config.loss (TRANSITIONAL:
-    # the lead removes them at merge, see docs/notes_cli.md).
-    vgg_weights = property(lambda self: self.loss.vgg_weights)
-    content_layers = property(lambda self: self.loss.content_layers)
-    style_layers = property(lambda self: self.loss.style_layers)
-    content_weight = property(lambda self: self.loss.content_weight)
-    style_weight = property(lambda self: self.loss.style_weight)
-    tv_weight = property(lambda self: self.loss.tv_weight)
-    default_vgg_weights = TRAIN_VGG_WEIGHTS
-
     def to_json(self) -> dict:
         """The settings as recorded in checkpoints and model files (the loss nested under "loss")."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -116,8 +116,6 @@ class Trainer:
         if self.source.targets is not None:
             config = dataclasses.replace(config, style_size=stored_style_size(self.source, config.style, config.style_size))
         config = adopt_target_weights(config, self.source)
-        if config.vgg_weights is None:  # recorded by name in the model file's training config
-            config = dataclasses.replace(config, vgg_weights=config.default_vgg_weights)
         self.config = resolve_sizes(config, devices.device)
         if self.world > 1 and devices.device.type == "cuda":
             devices = dataclasses.replace(devices, device=torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
@@ -145,13 +143,13 @@ class Trainer:
             options.update(width=config.width, num_residual=config.num_residual)
         self.model = build_generator(config.arch, **options).to(device, memory_format=self.devices.memory_format)
         # the loss network in its own layout: channels_last wherever it computes in 16 bits
-        self.loss_fn = PerceptualLoss.from_config(config, self.extractor).to(
+        self.loss_fn = PerceptualLoss.from_config(config.loss, self.extractor).to(
             device, memory_format=self.devices.loss_memory_format
         )
         # The targets are computed once, in fp32 (also under dtype bf16), so a style given by its stored
         # targets trains exactly like the image they were computed from; the model file keeps them.
         self.style_targets = self.source.targets or compute_style_targets(
-            self.source.image, style_size=config.style_size, layers=config.style_layers,
+            self.source.image, style_size=config.style_size, layers=config.loss.style_layers,
             extractor=self.loss_fn.extractor, style_name=self.source.name, style_sha256=self.source.style_sha256,
             device=device,
         )  # fmt: skip
