@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import datetime
 import os
 import platform
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from instyle.engine.device import describe_device
+from instyle.engine.device import DeviceConfig, describe_device
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -122,3 +124,22 @@ def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
         cuda_sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def layout_override(generator: torch.memory_format | None = None, loss: torch.memory_format | None = None):
+    """Inside the block every DeviceConfig the product resolves puts the generator (and the images)
+    and/or the loss network in the given memory formats instead of its own choice: the layouts the
+    product did not pick, measured with its own loop."""
+    original = DeviceConfig.__dict__["resolve"]
+
+    def resolve(cls, *args, **kwargs):
+        config = original.__func__(cls, *args, **kwargs)
+        changes = {"memory_format": generator, "loss_memory_format": loss}
+        return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+    DeviceConfig.resolve = classmethod(resolve)
+    try:
+        yield
+    finally:
+        DeviceConfig.resolve = original

@@ -23,7 +23,6 @@ Rows go to results/gpu_speed.csv (device, versions, date); profiles to results/*
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, append_csv, median_seconds, profile_training, provenance  # noqa: E402
+from common import RESULTS, append_csv, layout_override, median_seconds, profile_training, provenance  # noqa: E402
 
 
 DEVICE = "cuda"  # --device cpu: a quick run of the script itself on a machine without a GPU
@@ -113,6 +112,7 @@ def check(args, base: dict) -> list[dict]:
 
 def gram(args, base: dict) -> list[dict]:
     import instyle.engine.losses as losses
+    import instyle.engine.losses.gram as gram_module
 
     def fp32_gram(features):  # before: upcast, NCHW matrix, one fp32 GEMM (no TF32)
         n, c, h, w = features.shape
@@ -120,7 +120,7 @@ def gram(args, base: dict) -> list[dict]:
         return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
     rows = []
-    split = losses.GRAM_SPLIT_POSITIONS
+    split = gram_module.GRAM_SPLIT_POSITIONS
     for c, size in ((64, 256), (128, 128), (256, 64), (512, 32)):
         f = torch.relu(torch.randn(args.batch, c, size, size, device=DEVICE)).bfloat16()
         cases = [("fp32-nchw", fp32_gram, torch.contiguous_format, split),
@@ -132,7 +132,7 @@ def gram(args, base: dict) -> list[dict]:
         for label, fn, fmt, positions in cases:
             x = f.clone(memory_format=fmt).requires_grad_()
             weight = torch.randn(c, c, device=DEVICE)
-            losses.GRAM_SPLIT_POSITIONS = positions
+            gram_module.GRAM_SPLIT_POSITIONS = positions
 
             def run(fn=fn, x=x, weight=weight):
                 (fn(x) * weight).sum().backward()
@@ -140,7 +140,7 @@ def gram(args, base: dict) -> list[dict]:
             try:
                 ms = time_fn(run, 20) * 1e3
             finally:
-                losses.GRAM_SPLIT_POSITIONS = split
+                gram_module.GRAM_SPLIT_POSITIONS = split
             base_ms = base_ms or ms
             print(f"gram fwd+bwd {args.batch}x{c}x{size}x{size} {label:<18} {ms:8.3f} ms  x{base_ms / ms:.2f}", flush=True)
             rows.append({**base, "part": "gram", "case": label, "size": size, "channels": c, "batch_size": args.batch,
@@ -153,8 +153,6 @@ def train_speed(args, base: dict) -> list[dict]:
     loss-nchw (loss network NCHW), gen-cl (generator channels_last), compile (torch.compile)."""
     from instyle.engine.training import train
 
-    train_module = importlib.import_module("instyle.engine.training")
-    product_loss, product_gen = train_module.loss_memory_format, train_module.preferred_memory_format
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.train_cases:
@@ -162,11 +160,11 @@ def train_speed(args, base: dict) -> list[dict]:
             batch = int(batch)
             config = train_config(args, tmp, iterations=args.warmup + args.steps, batch_size=batch,
                                   cuda_graph="eager" not in options, compile="compile" in options)  # fmt: skip
-            if "loss-nchw" in options:
-                train_module.loss_memory_format = lambda *a: torch.contiguous_format
-            if "gen-cl" in options:
-                train_module.preferred_memory_format = lambda *a: torch.channels_last
-            try:
+            layouts = layout_override(
+                generator=torch.channels_last if "gen-cl" in options else None,
+                loss=torch.contiguous_format if "loss-nchw" in options else None,
+            )
+            with layouts:
                 start = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", RuntimeWarning)
@@ -176,8 +174,6 @@ def train_speed(args, base: dict) -> list[dict]:
                     if "CUDA graph" in str(w.message):
                         options.append("graph-failed")
                         print(f"   {w.message}", flush=True)
-            finally:
-                train_module.loss_memory_format, train_module.preferred_memory_format = product_loss, product_gen
             rate = statistics.median(h["images_per_s"] for h in result.history[args.warmup :])
             label = "+".join(options) or "defaults"
             print(f"train batch {batch:>3} {label:<16}: {rate:8.1f} img/s {batch / rate * 1e3:7.2f} ms/step "

@@ -29,7 +29,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, append_csv, median_seconds, profile_training, provenance, register_torch_baseline_norm  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS, append_csv, layout_override, median_seconds, profile_training, provenance, register_torch_baseline_norm,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -83,14 +85,10 @@ def stylize_rows(args, base: dict) -> list[dict]:
 
 
 def train_rows(args, base: dict) -> list[dict]:
-    import importlib
 
     from instyle.engine.training import TrainConfig, train
 
-    train_module = importlib.import_module("instyle.engine.training")  # the module: `instyle.train` is also the function
-
-    product_format = train_module.preferred_memory_format
-    formats = {"auto": product_format, "nchw": lambda *a: torch.contiguous_format, "cl": lambda *a: torch.channels_last}
+    formats = {"auto": None, "nchw": torch.contiguous_format, "cl": torch.channels_last}
     # (batch, dtype, layout): the defaults at each batch, then the other precision and layouts at batch 8
     cases = [(b, "auto", "auto") for b in args.batches]
     cases += [(8, "auto", "cl"), (8, "auto", "nchw"), (8, "fp32", "nchw")]
@@ -100,11 +98,8 @@ def train_rows(args, base: dict) -> list[dict]:
             config = TrainConfig(style=args.style, content=args.content, output=str(Path(tmp) / f"b{batch}.safetensors"),
                                  iterations=args.warmup + args.steps, batch_size=batch, device=args.device,
                                  dtype=dtype, checkpoint_every=10**9, sample_every=0, vgg_weights="default")  # fmt: skip
-            train_module.preferred_memory_format = formats[layout]
-            try:
+            with layout_override(generator=formats[layout]):
                 result = train(config, handle_signals=False)
-            finally:
-                train_module.preferred_memory_format = product_format
             rate = statistics.median(h["images_per_s"] for h in result.history[args.warmup :])
             rows.append({**base, "part": "train", "size": 256, "case": "instyle-defaults", "width": config.width,
                          "num_residual": config.num_residual, "dtype": dtype, "layout": layout,

@@ -123,11 +123,11 @@ def test_quick_preset_keeps_the_requested_loss_weights():
     config = ExperimentConfig.quick_preset(style="s.jpg", seed=3, device="cpu", command="c")
     train = config.train
     assert config.quick and train.image_size <= 96 and train.width == 0.25 and train.iterations == 200
-    assert (train.content_weight, train.style_weight, train.tv_weight) == (1.0, 20.0, 10.0)
-    assert train.content_layers == ("relu4_2",) and config.set_size_norms == ("instance",)
+    assert (train.loss.content_weight, train.loss.style_weight, train.loss.tv_weight) == (1.0, 20.0, 10.0)
+    assert train.loss.content_layers == ("relu4_2",) and train.loss.vgg_weights == "default" and config.set_size_norms == ("instance",)
     assert (config.style, config.seed, config.device, config.command) == ("s.jpg", 3, "cpu", "c")
     full = ExperimentConfig()
-    assert full.train.image_size == 256 and full.train.iterations == 2000 and full.train.style_weight == 20.0
+    assert full.train.image_size == 256 and full.train.iterations == 2000 and full.train.loss.style_weight == 20.0
 
 
 def test_recorded_paths_are_relative_to_the_working_directory(tmp_path):

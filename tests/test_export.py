@@ -108,7 +108,7 @@ def test_metadata_props(exported, model_file):
     assert meta["style_name"] == "tiny"
     assert meta["instyle_version"] == instyle.__version__
     assert meta["source_sha256"] == sha256_file(model_file)
-    assert '"arch": "transformer_net"' in meta["generator_config"]
+    assert '"arch": "transformer"' in meta["generator_config"]
     assert meta["min_size"] == "5"
 
 
@@ -143,7 +143,7 @@ def test_failed_export_keeps_the_previous_file(tmp_path, model_file):
     out = tmp_path / "kept.onnx"
     out.write_bytes(b"previous export")
     texture = TextureNet(num_scales=2, channels=4)
-    with pytest.raises(ExportError, match="texture_net"):
+    with pytest.raises(ExportError, match="'texture'"):
         export_generator(texture, out)
     with pytest.raises(ValueError, match="exporter"):
         export_model(model_file, out, exporter="tflite")

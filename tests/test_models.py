@@ -75,12 +75,23 @@ def test_config_round_trip(cls, kwargs):
 
 
 def test_from_config_rejects_wrong_arch_and_unknown_keys():
-    with pytest.raises(ValueError, match="arch 'texture_net'"):
+    with pytest.raises(ValueError, match="arch 'texture'"):
         TransformerNet.from_config(TextureNet().config)
     with pytest.raises(ValueError, match="unknown keys: depth"):
         TransformerNet.from_config({"arch": "transformer_net", "depth": 3})
     with pytest.raises(TypeError, match="mapping"):
         TransformerNet.from_config([("width", 1.0)])
+
+
+def test_one_name_per_architecture_and_old_model_files_still_load():
+    """The architecture is called "transformer" / "texture" in configs, on the command line and in new
+    model files; files written before say "transformer_net" / "texture_net" and still load."""
+    from instyle.engine.models import GENERATORS, generator_from_config
+
+    assert set(GENERATORS) == {"transformer", "texture"} == {TransformerNet.arch, TextureNet.arch}
+    old = {**TransformerNet(width=0.25, num_residual=1).config, "arch": "transformer_net"}
+    assert generator_from_config(old).config["arch"] == "transformer"
+    assert TextureNet.from_config({**TextureNet().config, "arch": "texture_net"}).config == TextureNet().config
 
 
 @pytest.mark.parametrize("bad", [{"width": 0.01}, {"width": "wide"}, {"num_residual": -1}, {"num_residual": 1.5}])

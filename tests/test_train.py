@@ -87,7 +87,7 @@ def test_losses_fall_and_model_file_carries_its_metadata(tmp_path, photos):
     first, last = result.history[0]["total"], result.history[-1]["total"]
     assert last < first
     model_config, metadata, tensors = read_model_file(config.output)
-    assert model_config["arch"] == "transformer_net" and model_config["norm"] == "instance"
+    assert model_config["arch"] == "transformer" and model_config["norm"] == "instance"
     assert model_config["width"] == 0.125 and model_config["num_residual"] == 1
     assert metadata["style_name"] == "style" and len(metadata["style_sha256"]) == 64
     assert metadata["training"]["iterations"] == 30 and metadata["final_losses"]["total"] > 0

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-import instyle.engine.training
+import instyle.engine.training.trainer
 from instyle.engine.targets import StyleTargets, compute_style_targets
 
 
@@ -28,7 +28,7 @@ def isotropic_style_targets(image: torch.Tensor, **kwargs) -> StyleTargets:
 
 
 if __name__ == "__main__":
-    instyle.engine.training.compute_style_targets = isotropic_style_targets
+    instyle.engine.training.trainer.compute_style_targets = isotropic_style_targets
     from instyle.apps.cli import main
 
     raise SystemExit(main(sys.argv[1:]))

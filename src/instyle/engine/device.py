@@ -166,20 +166,3 @@ def describe_device(device: torch.device | str) -> str:
     if device.type == "mps":
         return "mps: Apple GPU"
     return f"cpu: {_cpu_model()}, {os.cpu_count()} cores, torch using {torch.get_num_threads()} threads"
-
-
-# ---- kept for the call sites not yet on DeviceConfig; they go once every task resolves one ----
-def resolve_autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    return _autocast_dtype(name, device, "train")
-
-
-def resolve_inference_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    return _autocast_dtype(name, device, "inference")
-
-
-def preferred_memory_format(device: torch.device, autocast: torch.dtype | None) -> torch.memory_format:
-    return torch.channels_last if device.type == "cpu" and autocast is not None else torch.contiguous_format
-
-
-def loss_memory_format(device: torch.device, autocast: torch.dtype | None) -> torch.memory_format:
-    return torch.channels_last if autocast is not None else torch.contiguous_format

@@ -66,7 +66,9 @@ class OptimizeConfig:
     )
     scales: int = option(1, min=1, help="coarse-to-fine: optimize at size / 2^(N-1) first, then double")
     preserve_color: str = option(
-        "none", choices=PRESERVE_COLOR, help="keep the content's colours: luminance transfer or histogram matching"
+        "none", choices=PRESERVE_COLOR,
+        help="keep the content's colours: luminance transfer, mean/covariance colour transfer or per-channel "
+        "histogram matching",
     )
     seed: int = option(0, help="seed of the noise start")
     device: str = option("auto", help=DEVICES_HELP)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from instyle.apps.cli.common import add_device, add_max_pixels, fail, number
+from instyle.engine.color import PRESERVE_COLOR
 
 
 def add_parser(sub) -> None:
@@ -20,8 +21,9 @@ def add_parser(sub) -> None:
     stylize.add_argument("--max-size", type=number(int, 1), default=None, help="resize so the long side is at most this")
     stylize.add_argument("--strength", type=number(float, 0, 1), default=1.0, help="blend with the content, 0..1 (default 1)")
     stylize.add_argument(
-        "--preserve-color", choices=("none", "luminance", "histogram"), default="none",
-        help="keep the photo's colours: luminance transfer or histogram matching (default: none)",
+        "--preserve-color", choices=PRESERVE_COLOR, default="none",
+        help="keep the photo's colours: luminance transfer, mean/covariance colour transfer or per-channel "
+        "histogram matching (default: none)",
     )  # fmt: skip
     stylize.add_argument("--tile", type=number(int, 1), default=None, help="tile size (default: automatic when needed)")
     add_device(stylize)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from instyle.engine.modelfile import load_generator
+from instyle.engine.models.blocks import canonical_arch
 from instyle.engine.paths import cache_dir
 from instyle.engine.weights import file_sha256 as sha256_file
 from instyle.nn import InstanceNorm2d
@@ -49,7 +50,7 @@ OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
 INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
-EXPORTABLE_ARCHS = ("transformer_net",)
+EXPORTABLE_ARCHS = ("transformer",)
 
 
 class ExportError(RuntimeError):
@@ -153,7 +154,7 @@ def export_generator(
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
     config = dict(getattr(generator, "config", {}) or {})
-    if config.get("arch") not in EXPORTABLE_ARCHS:
+    if canonical_arch(config.get("arch")) not in EXPORTABLE_ARCHS:
         raise ExportError(
             f"ONNX export supports {', '.join(EXPORTABLE_ARCHS)} generators, not {config.get('arch')!r}"
         )

@@ -6,14 +6,13 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from instyle.engine.models.blocks import ConvNormAct, NormAct
+from instyle.engine.models.blocks import ConvNormAct, NormAct, canonical_arch
 from instyle.engine.models.texture import TextureNet
 from instyle.engine.models.transformer import ResidualBlock, TransformerNet
 from instyle.engine.models.vgg import VGGFeatures
 
-# CLI names (--arch); model files store each class's own ``arch`` string.
-GENERATORS: dict[str, type[nn.Module]] = {"transformer": TransformerNet, "texture": TextureNet}
-_BY_CONFIG_ARCH = {cls.arch: cls for cls in GENERATORS.values()}
+# One name per architecture: the config's ``arch``, the model file's and the class's ``arch``.
+GENERATORS: dict[str, type[nn.Module]] = {cls.arch: cls for cls in (TransformerNet, TextureNet)}
 
 
 def build_generator(arch: str, **options: Any) -> nn.Module:
@@ -27,10 +26,10 @@ def build_generator(arch: str, **options: Any) -> nn.Module:
 
 def generator_from_config(config: Mapping[str, Any]) -> nn.Module:
     """Rebuild a generator from its ``.config`` (as stored in a model file)."""
-    arch = config.get("arch")
-    if arch not in _BY_CONFIG_ARCH:
+    arch = canonical_arch(config.get("arch"))
+    if arch not in GENERATORS:
         raise ValueError(f"unknown architecture {arch!r} in config")
-    return _BY_CONFIG_ARCH[arch].from_config(config)
+    return GENERATORS[arch].from_config(config)
 
 
 __all__ = [

@@ -229,12 +229,21 @@ def check_image(x: Tensor, channels: int, name: str = "input") -> None:
         raise ValueError(f"{name} has an empty spatial size {tuple(x.shape[2:])}")
 
 
+# Model files written before the architecture had one name say "transformer_net" / "texture_net".
+LEGACY_ARCH_NAMES = {"transformer_net": "transformer", "texture_net": "texture"}
+
+
+def canonical_arch(name: Any) -> Any:
+    """The architecture's one name (``transformer``, ``texture``) for a name a model file may carry."""
+    return LEGACY_ARCH_NAMES.get(name, name) if isinstance(name, str) else name
+
+
 def kwargs_from_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
     """The constructor keywords in ``config`` (a model's ``config`` dict), checked against
     ``cls``'s ``arch`` and signature so that a wrong or stale config fails with one message."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping, got {type(config).__name__}")
-    arch = config.get("arch", cls.arch)
+    arch = canonical_arch(config.get("arch", cls.arch))
     if arch != cls.arch:
         raise ValueError(f"config is for arch {arch!r}, not {cls.arch!r}")
     params = inspect.signature(cls.__init__).parameters

@@ -60,7 +60,7 @@ class TextureNet(nn.Module):
     """``forward(content)`` stylizes (N, 3, H, W) in [0, 1]; with ``content_channels=0``,
     ``forward(None, size=(H, W), seed=...)`` synthesizes a texture from noise alone."""
 
-    arch = "texture_net"
+    arch = "texture"
 
     def __init__(
         self,

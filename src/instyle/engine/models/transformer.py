@@ -44,7 +44,7 @@ class TransformerNet(nn.Module):
     ``norm`` is any name of :func:`instyle.nn.make_norm` ("instance", "batch", "none", ...).
     """
 
-    arch = "transformer_net"
+    arch = "transformer"
     # Edge-pad inputs below this size: the 9x9 reflection pad needs at least 5 pixels.
     MIN_SIZE = 5
 
