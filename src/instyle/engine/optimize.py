@@ -72,20 +72,20 @@ class OptimizeConfig:
     )
     seed: int = option(0, help="seed of the noise start")
     device: str = option("auto", help=DEVICES_HELP)
-    # auto: bf16 ends where fp32 does, sooner (docs/notes_cli.md#optimize-precision)
+    # auto: bf16 ends where fp32 does, sooner (docs/performance.md#optimize-lbfgs)
     dtype: str = option(
         "auto", choices=DTYPES,
         help="compute precision: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
     )  # fmt: skip
     # With a strong-Wolfe line search every L-BFGS step lowers the loss and every curvature pair it
     # keeps is sound. Fixed steps of lr (neural-style's L-BFGS) overshoot this loss by orders of
-    # magnitude now and then, fill the memory with those pairs and can stall (docs/notes_cli.md).
+    # magnitude now and then, fill the memory with those pairs and can stall (docs/performance.md#optimize-lbfgs).
     line_search: str | None = option(
         "strong_wolfe", choices=("strong_wolfe",), flag=False,
         help="L-BFGS line search: strong_wolfe, or None for fixed steps of lr (neural-style's L-BFGS)",
     )  # fmt: skip
     # Free pixels drift out of range where that lowers the loss, and clamping them only at the end
-    # undid it; benchmarks/bench_optimize_quality.py measures both (docs/notes_cli.md).
+    # undid it; benchmarks/bench_optimize_quality.py measures both (docs/performance.md#optimize-lbfgs).
     clamp_pixels_in_loss: bool = option(
         True, flag=False, help="the loss sees the pixels clamped to [0, 1], as the saved image has them"
     )

@@ -62,7 +62,7 @@ class TextureConfig:
     loss fields may also be given flat (``TextureConfig(style_weight=1e4)``)."""
 
     style: str = option("", help="a style image, a bundled style name, or a model file with style targets")
-    # CPU-sized defaults (the figures: docs/notes_cli.md#texture-defaults); raise them on a GPU.
+    # CPU-sized defaults (the figures: docs/performance.md#texture-defaults); raise them on a GPU.
     iterations: int = option(1000, min=1, help="training steps of the texture generator")
     batch_size: int = option(1, min=1, help="textures generated per training step")
     train_size: int = option(128, min=1, help="side of the square textures generated while training")

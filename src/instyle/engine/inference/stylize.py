@@ -59,7 +59,7 @@ class StyleModel:
 
     def _placed(self, device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
         """The generator on ``device`` in ``memory_format``, moved only when it is elsewhere: ``Module.to``
-        walks every parameter (as long as a whole small stylization: docs/notes_infer.md#placing-the-generator),
+        walks every parameter (as long as a whole small stylization: docs/performance.md, "Placing the generator"),
         so its first spatial convolution weight stands for all of them."""
         probe = next((p for p in self.generator.parameters() if p.dim() == 4 and min(p.shape[-2:]) > 1), None)
         placed = probe is not None and (
@@ -74,7 +74,7 @@ class StyleModel:
     def _run_bf16(self, image: Tensor, device: torch.device, memory_format: torch.memory_format) -> Tensor:
         """The whole image through a bf16 copy of the generator, outside autocast: autocast re-casts
         weights and activations at every layer, which costs about as much as the convolutions on a
-        CPU, with the same error against fp32 (docs/notes_infer.md#the-bf16-copy). Instance norm
+        CPU, with the same error against fp32 (docs/performance.md, "Placing the generator"). Instance norm
         still accumulates its statistics in fp32."""
         key = (id(self.generator), device, memory_format)
         if getattr(self, "_bf16_key", None) != key:

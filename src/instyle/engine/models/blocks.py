@@ -103,8 +103,8 @@ def _fast_reflect_ok(x: Tensor, p: int) -> bool:
 def reflect_pad_channels_last(x: Tensor, p: int) -> Tensor:
     """``F.pad(x, (p,) * 4, mode="reflect")`` for a channels_last tensor, written straight into a
     channels_last result: the interior in one copy, then the reflected rows and columns. torch's
-    reflection_pad2d walks channels_last bf16 maps element by element (1024 x 1024 x 12 channels:
-    5.1 ms against 1.8 ms here on the 2-core CPU); the values are the same bits."""
+    reflection_pad2d walks channels_last bf16 maps element by element, about 3x slower
+    (docs/performance.md, "Reflection padding"); the values are the same bits."""
     n, c, h, w = x.shape
     out = torch.empty((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     out[:, :, p : p + h, p : p + w] = x

@@ -15,7 +15,7 @@ the output has x's strides, so channels_last stays channels_last with no copy. O
 32 MiB and more come from ``_empty_like``: anonymous memory advised for transparent huge pages,
 which faults in 2 MiB at a time instead of 4 KiB (glibc gives every allocation that large its
 own fresh mmap, and faulting a fresh output in 4 KiB pages can cost several times writing it:
-measured in docs/notes_core.md#huge-page-outputs). Statistics are fp32 (shifted two-pass per
+measured in docs/performance.md, "Huge-page outputs"). Statistics are fp32 (shifted two-pass per
 chunk, Chan merge). Planes whose fp32 statistics overflow on finite input (magnitudes beyond
 ~1e19) are redone with the reference's ``plane_stats`` (power-of-two plane scaling); only then
 is the output recomputed from those stats.
