@@ -141,7 +141,7 @@ def test_bad_requests_get_short_messages_without_paths(service, tmp_path, make, 
 def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path, monkeypatch):
     import instyle.apps.serve
 
-    monkeypatch.setattr(instyle.serve, "list_models", lambda: [])  # an installation without bundled styles
+    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # an installation without bundled styles
     a = _tiny_model(tmp_path / "a.safetensors", "starry")
     b = _tiny_model(tmp_path / "b.safetensors", "starry", seed=1)
     assert list(load_styles([a, b])) == ["starry", "starry (b.safetensors)"]
@@ -185,7 +185,7 @@ def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, 
     from instyle.apps.cli import build_parser
 
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"  # loopback unless told otherwise
-    monkeypatch.setattr(instyle.serve, "list_models", lambda: [])  # an installation without bundled styles
+    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # an installation without bundled styles
     assert main(["serve"]) == 2
     assert "pass --model PATH" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2

@@ -234,7 +234,7 @@ def test_train_with_a_bundled_name_equals_train_with_the_image(tmp_path, photos,
     a, b = read_style_targets(from_image.output), read_style_targets(from_name.output)
     assert all(torch.equal(a.grams[k], b.grams[k]) for k in a.layers)  # passed on to the new model
 
-    with pytest.raises(TrainingError, match="--style-size 48 conflicts with --style mystyle.*computed at 32 px"):
+    with pytest.raises(TrainingError, match="style_size 48 conflicts with style mystyle.*computed at 32 px"):
         train(_train_config(tmp_path, photos, "mystyle", "c", style_size=48), extractor=TinyEncoder())
     limited = _train_config(tmp_path, photos, painting, "d", style_size=32, style_layers=("relu1_1", "relu2_1"))
     shutil.copy(train(limited, extractor=TinyEncoder()).output, styles_dir / "two.safetensors")
@@ -259,15 +259,17 @@ def test_texture_from_stored_targets_keeps_their_size(tmp_path, painting, styles
                 device="cpu", dtype="fp32")  # fmt: skip
     result = train_texture(TextureConfig(style="mystyle", **tiny), extractor=TinyEncoder())
     assert all(torch.isfinite(torch.tensor(h["total"])) for h in result.history)
-    with pytest.raises(TrainingError, match="--style-size 64 conflicts"):
+    with pytest.raises(TrainingError, match="style_size 64 conflicts"):
         train_texture(TextureConfig(style="mystyle", style_size=64, **tiny), extractor=TinyEncoder())
 
 
 TINY_EXPERIMENT = dict(
-    width=0.125, num_residual=1, iterations=2, batch_size=2, image_size=32, style_size=32,
-    content_layers=("relu2_1",), style_layers=TinyEncoder.names, eval_crops_per_image=1, batch_sizes=(2,),
-    set_sizes=(1,), set_size_iterations=1, set_size_norms=("instance",), speed_size=32, optimize_iterations=1,
-    speed_repeats=1, figure_size=48, dtype="fp32", device="cpu",
+    train=TrainConfig(
+        width=0.125, num_residual=1, iterations=2, batch_size=2, image_size=32, style_size=32, dtype="fp32",
+        content_layers=("relu2_1",), style_layers=TinyEncoder.names,
+    ),
+    eval_crops_per_image=1, batch_sizes=(2,), set_sizes=(1,), set_size_iterations=1, set_size_norms=("instance",),
+    speed_size=32, optimize_iterations=1, speed_repeats=1, figure_size=48, device="cpu",
 )  # fmt: skip
 
 
@@ -277,7 +279,7 @@ def test_experiment_runs_without_a_style_once_a_bundled_model_carries_targets(tm
     _model_with_targets(styles_dir / "mystyle.safetensors", painting, style_size=40)
     out = tmp_path / "report"
     report = run_in_vs_bn(ExperimentConfig(output=str(out), **TINY_EXPERIMENT), extractor=TinyEncoder())
-    assert report["config"]["style"] == "mystyle" and report["config"]["style_size"] == 40  # the targets' size
+    assert report["config"]["style"] == "mystyle" and report["config"]["train"]["style_size"] == 40  # the targets' size
     assert report["style"]["kind"] == "style_targets" and report["style"]["bundled"]
     assert any("40 px" in note for note in report["meta"]["notes"])
     assert report["speed"]["optimize_style"] == "stored style targets at 40 px"
@@ -442,8 +444,8 @@ def test_targets_of_other_weights_are_refused_with_the_weights_to_use():
     extractor.weights_sha256 = "0" * 64
     grams = {name: torch.eye(4) for name in TinyEncoder.names}
     known = StyleTargets(grams=grams, style_size=64, vgg_weights_sha256=SOURCES["imagenet-vgg19"].sha256, style_name="s")
-    with pytest.raises(StyleTargetsError, match="--vgg-weights imagenet-vgg19"):
+    with pytest.raises(StyleTargetsError, match="vgg_weights imagenet-vgg19"):
         check_targets(known, TinyEncoder.names, extractor, "--style s")
     unknown = StyleTargets(grams=grams, style_size=64, vgg_weights_sha256="f" * 64, style_name="s")
-    with pytest.raises(StyleTargetsError, match="--vgg-weights PATH of that weight file"):
+    with pytest.raises(StyleTargetsError, match="vgg_weights PATH of that weight file"):
         check_targets(unknown, TinyEncoder.names, extractor, "--style s")

@@ -17,6 +17,7 @@ import torch
 from instyle.engine.image import save_image
 from instyle.engine.modelfile import ModelFileError, load_generator, read_model_file
 from instyle.engine.inference.stylize import load_model
+from instyle.engine.config import ConfigError
 from instyle.engine.training import TrainConfig, TrainingError, TrainingInterrupted, load_checkpoint, train
 
 from .conftest import TinyEncoder, fill_disk
@@ -274,7 +275,8 @@ def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos
     from instyle.engine.weights import SOURCES
 
     _, metadata, _ = read_model_file(output)  # the default loss network, recorded by name and digest
-    assert metadata["training"]["vgg_weights"] == "imagenet-vgg19" and metadata["training"]["style_weight"] == 5.0
+    loss = metadata["training"]["loss"]
+    assert loss["vgg_weights"] == "imagenet-vgg19" and loss["style_weight"] == 5.0
     assert metadata["vgg_weights_sha256"] == SOURCES["imagenet-vgg19"].sha256
 
 
@@ -347,7 +349,7 @@ def test_heldout_loss_is_logged_and_survives_a_resume(tmp_path, photos):
     assert [int(r["step"]) for r in again] == [2, 4, 6]
     for a, b in zip(rows, again):  # the same weights at the same steps: the same held-out loss
         assert float(a["total"]) == pytest.approx(float(b["total"]), rel=1e-6)
-    with pytest.raises(TrainingError, match="eval-every"):
+    with pytest.raises(ConfigError, match="eval_every must be at least 1"):
         train(_config(tmp_path, photos, "bad", eval_content=str(heldout_dir), eval_every=0), extractor=TinyEncoder())
 
 
@@ -380,7 +382,7 @@ def test_patience_stops_early_saves_the_best_evaluation_and_resumes_exactly(tmp_
 
 
 def test_patience_needs_heldout_photos(tmp_path, photos):
-    with pytest.raises(TrainingError, match="--patience needs --eval-content"):
+    with pytest.raises(ConfigError, match="patience needs eval_content"):
         train(_config(tmp_path, photos, patience=2), extractor=TinyEncoder())
 
 

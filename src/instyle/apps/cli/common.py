@@ -140,8 +140,9 @@ def error_text(error: BaseException, names: set[str] = frozenset()) -> str:
         return f"{flag_for(value.group(1))} {value.group(2)}: {value.group(3)}"
     first = text.split(" ", 1)[0]
     if first in names:
-        return flag_for(first) + text[len(first):]
-    return text
+        text = flag_for(first) + text[len(first):]
+    # field names the message gives as advice ("pass style_layers ...") become their flags
+    return re.sub(r"(?<![\w/.-])[a-z]+(?:_[a-z0-9]+)+(?![\w/.-])", lambda m: flag_for(m.group(0)) if m.group(0) in known else m.group(0), text)
 
 
 def fail(command: str, error: BaseException | str, code: int, names: set[str] = frozenset()) -> int:
