@@ -90,6 +90,8 @@ def test_flags_given_are_the_users_and_errors_name_flags():
     assert error_text(ValueError("size must be positive"), names={"size"}) == "--size must be positive"
     # advice that names fields reads as flags; file names with underscores stay as they are
     advice = ValueError("out/style_layers_a.png: pass style_layers relu1_1, or vgg_weights hed-vgg16")
+    assert error_text(ValueError("eval_dir x: not a folder"), names={"eval_dir": "--eval"}) == "--eval x: not a folder"
+    assert error_text(ValueError("style: no such file"), names={"style": "--style"}) == "--style: no such file"
     assert error_text(advice) == "out/style_layers_a.png: pass --style-layers relu1_1, or --vgg-weights hed-vgg16"
     assert error_text(ValueError("style 'x': no such file")) == "style 'x': no such file"
 

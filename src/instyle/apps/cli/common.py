@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import re
 import sys
+from collections.abc import Collection, Mapping
 from typing import Any, Callable
 
 from instyle.engine.config import ConfigError, check_config
@@ -122,11 +123,13 @@ def _field_names() -> set[str]:
     return {f.name for cls in (TrainConfig, OptimizeConfig, TextureConfig) for f, _ in flag_fields(cls)} | {"output"}
 
 
-def error_text(error: BaseException, names: set[str] = frozenset()) -> str:
+def error_text(error: BaseException, names: Collection[str] | Mapping[str, str] = frozenset()) -> str:
     """A library error in the command line's words, the one place field names become flags:
     ``ConfigError('loss.style_weight', ...)`` -> ``--style-weight ...`` (field names in the reason too),
     ``device 'tpu': ...`` -> ``--device tpu: ...``, and a message that starts with one of ``names``
-    (the command's own arguments, e.g. ``size must ...``) -> ``--size must ...``."""
+    (the command's own arguments, e.g. ``size must ...``) -> ``--size must ...``; ``names`` may map a
+    field to a flag not named after it (``{"eval_dir": "--eval"}``)."""
+    aliases = dict(names) if isinstance(names, Mapping) else {}
     known = _field_names() | set(names)
     if isinstance(error, ConfigError):
 
@@ -138,14 +141,14 @@ def error_text(error: BaseException, names: set[str] = frozenset()) -> str:
     value = re.match(r"(device|dtype) '([^']*)': (.*)", text, re.S)
     if value:
         return f"{flag_for(value.group(1))} {value.group(2)}: {value.group(3)}"
-    first = text.split(" ", 1)[0]
+    first = text.split(" ", 1)[0].rstrip(":")
     if first in names:
-        text = flag_for(first) + text[len(first):]
+        text = (aliases.get(first) or flag_for(first)) + text[len(first):]
     # field names the message gives as advice ("pass style_layers ...") become their flags
     return re.sub(r"(?<![\w/.-])[a-z]+(?:_[a-z0-9]+)+(?![\w/.-])", lambda m: flag_for(m.group(0)) if m.group(0) in known else m.group(0), text)
 
 
-def fail(command: str, error: BaseException | str, code: int, names: set[str] = frozenset()) -> int:
+def fail(command: str, error: BaseException | str, code: int, names: Collection[str] | Mapping[str, str] = frozenset()) -> int:
     """Print ``instyle COMMAND: error: ...`` on stderr and return ``code``."""
     text = error if isinstance(error, str) else error_text(error, names)
     print(f"instyle {command}: error: {text}", file=sys.stderr)

@@ -10,6 +10,10 @@ import time
 from instyle.apps.cli.common import add_device, fail
 
 
+# ExperimentConfig's fields that errors name, and their flags
+_FLAGS = {"style": "--style", "eval_dir": "--eval", "output": "-o", "device": "--device", "seed": "--seed"}
+
+
 def add_parser(sub) -> None:
     experiment = sub.add_parser("experiment", help="reproduce the seed's claims with numbers and figures")
     names = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_in_vs_bn(config, on_progress=on_progress)
     except (ExperimentError, ImageError, TrainingError, WeightsError, ModelFileError, StyleTargetsError, OSError) as error:
-        return fail("experiment", error, 2 if isinstance(error, (ExperimentError, ImageError, StyleTargetsError)) else 1)
+        code = 2 if isinstance(error, (ExperimentError, ImageError, StyleTargetsError)) else 1
+        return fail("experiment", error, code, names=_FLAGS)
     for claim in report["claims"]:
         verdict = {True: "holds", False: "does NOT hold", None: "not tested"}[claim["holds"]]
         print(f"{claim['claim']}: {verdict} ({claim['evidence']})")
