@@ -15,7 +15,10 @@ import math
 from dataclasses import MISSING, dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["ConfigError", "LOSS_FIELDS", "LossConfig", "check_config", "flat_json", "loss_defaults", "nests_loss", "option"]
+__all__ = [
+    "ConfigError", "LOSS_FIELDS", "LossConfig", "check_config", "device_option", "dtype_option", "flat_json",
+    "loss_defaults", "nests_loss", "option",
+]  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -47,6 +50,22 @@ def option(
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def device_option() -> Any:
+    """The ``device`` field every task config has (resolved by :class:`instyle.engine.device.DeviceConfig`)."""
+    from instyle.engine.device import DEVICES_HELP
+
+    return option("auto", help=DEVICES_HELP)
+
+
+def dtype_option(what: str = "compute precision") -> Any:
+    """The ``dtype`` field of a task that trains or optimises under autocast (DeviceConfig, "train")."""
+    from instyle.engine.device import DTYPES
+
+    return option(
+        "auto", choices=DTYPES, help=f"{what}: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32"
+    )
 
 
 def _either(choices: Sequence[Any]) -> str:

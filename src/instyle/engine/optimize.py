@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from instyle.engine.color import PRESERVE_COLOR, preserve_color
-from instyle.engine.config import ConfigError, LossConfig, check_config, loss_defaults, nests_loss, option
-from instyle.engine.device import DEVICES_HELP, DTYPES, DeviceConfig
+from instyle.engine.config import (
+    ConfigError, LossConfig, check_config, device_option, dtype_option, loss_defaults, nests_loss, option,
+)
+from instyle.engine.device import DeviceConfig
 from instyle.engine.image import load_image, resize_long_side
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.models.vgg import VGGFeatures
@@ -71,12 +73,9 @@ class OptimizeConfig:
         "histogram matching",
     )
     seed: int = option(0, help="seed of the noise start")
-    device: str = option("auto", help=DEVICES_HELP)
+    device: str = device_option()
     # auto: bf16 ends where fp32 does, sooner (docs/performance.md#optimize-lbfgs)
-    dtype: str = option(
-        "auto", choices=DTYPES,
-        help="compute precision: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
-    )  # fmt: skip
+    dtype: str = dtype_option()
     # With a strong-Wolfe line search every L-BFGS step lowers the loss and every curvature pair it
     # keeps is sound. Fixed steps of lr (neural-style's L-BFGS) overshoot this loss by orders of
     # magnitude now and then, fill the memory with those pairs and can stall (docs/performance.md#optimize-lbfgs).

@@ -26,8 +26,10 @@ import torch
 from torch import Tensor
 
 from instyle import __version__
-from instyle.engine.config import ConfigError, LossConfig, check_config, loss_defaults, nests_loss, option
-from instyle.engine.device import DEVICES_HELP, DTYPES, DeviceConfig
+from instyle.engine.config import (
+    ConfigError, LossConfig, check_config, device_option, dtype_option, loss_defaults, nests_loss, option,
+)
+from instyle.engine.device import DeviceConfig
 from instyle.engine.image import resize_long_side
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import ModelFileError, load_generator, save_model
@@ -82,12 +84,9 @@ class TextureConfig:
     norm: str = option("instance", choices=("instance", "batch", "none"), help="normalization in the generator")
     # the sampling seed is synthesize_texture's
     train_seed: int = option(0, help="seed of the generator training (the sampling seed is --seed)")
-    device: str = option("auto", help=DEVICES_HELP)
+    device: str = device_option()
     # auto: bf16 autocast on CUDA (NCHW), bf16 autocast + channels_last on CPUs with native bf16, else fp32
-    dtype: str = option(
-        "auto", choices=DTYPES,
-        help="compute precision of training: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
-    )  # fmt: skip
+    dtype: str = dtype_option("compute precision of training")
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from instyle.engine.config import LOSS_FIELDS, ConfigError, LossConfig, loss_defaults, nests_loss, option
+from instyle.engine.config import (
+    LOSS_FIELDS, ConfigError, LossConfig, device_option, dtype_option, loss_defaults, nests_loss, option,
+)
 from instyle.engine.config import check_config as check_fields
-from instyle.engine.device import DEVICES_HELP, DTYPES
 from instyle.engine.image import IMAGE_EXTENSIONS
 from instyle.engine.weights import TRAIN_VGG_WEIGHTS
 
@@ -66,13 +67,10 @@ class TrainConfig:
     lr: float = option(1e-3, above=0, help="Adam learning rate")
     lr_final_fraction: float = option(0.1, min=0, help="the learning rate decays on a cosine to lr x this")
     seed: int = option(0, help="seed of the weights, crops and flips")
-    device: str = option("auto", help=DEVICES_HELP)
+    device: str = device_option()
     # auto: bf16 autocast on CUDA (generator NCHW, VGG channels_last), bf16 autocast + channels_last
     # on CPUs with native bf16, else fp32
-    dtype: str = option(
-        "auto", choices=DTYPES,
-        help="compute precision: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
-    )  # fmt: skip
+    dtype: str = dtype_option()
     num_content: int | None = option(
         None, min=1, help="train on the first N content photos only (training-set size studies)", metavar="NUM_CONTENT"
     )
