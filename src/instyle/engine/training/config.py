@@ -150,11 +150,6 @@ class TrainingInterrupted(RuntimeError):
         self.step = step
 
 
-def _flag(name: str) -> str:
-    # kept for the resume message in trainer.py until it names fields (the CLI translates them)
-    return "--" + name.replace("_", "-")
-
-
 def check_config(config: TrainConfig) -> None:
     """Refuse values no training can use before any work is done: the bounds the fields declare
     (:func:`instyle.engine.config.check_config`), then what they cannot say alone. Raises

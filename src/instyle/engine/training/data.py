@@ -73,14 +73,17 @@ def sample_batch(images: list[Tensor], batch_size: int, size: int, generator: to
     crops = []
     for _ in range(batch_size):
         img = images[int(torch.randint(len(images), (1,), generator=generator))]
-        h, w = img.shape[-2:]
-        top = int(torch.randint(h - size + 1, (1,), generator=generator))
-        left = int(torch.randint(w - size + 1, (1,), generator=generator))
-        crop = img[:, top : top + size, left : left + size]
-        if bool(torch.rand((), generator=generator) < 0.5):
-            crop = crop.flip(-1)
-        crops.append(crop)
+        crops.append(random_crop(img, size, generator))
     return torch.stack(crops)
+
+
+def random_crop(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """A square crop of ``image`` at a random position, flipped horizontally half the time."""
+    h, w = image.shape[-2:]
+    top = int(torch.randint(h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(w - size + 1, (1,), generator=generator))
+    crop = image[:, top : top + size, left : left + size]
+    return crop.flip(-1) if bool(torch.rand((), generator=generator) < 0.5) else crop
 
 
 def batch_for_step(images: list[Tensor], config: TrainConfig, step: int) -> Tensor:
@@ -129,11 +132,5 @@ def crop_pool(photos: list[Tensor], count: int, image_size: int, seed: int) -> l
     for i in range(count):
         scale = 1.0 + 1.5 * float(torch.rand((), generator=generator))
         photo = resize_short_side(photos[i % len(photos)], round(side * scale))
-        h, w = photo.shape[-2:]
-        top = int(torch.randint(h - side + 1, (1,), generator=generator))
-        left = int(torch.randint(w - side + 1, (1,), generator=generator))
-        crop = photo[:, top : top + side, left : left + side]
-        if bool(torch.rand((), generator=generator) < 0.5):
-            crop = crop.flip(-1)
-        pool.append(crop)
+        pool.append(random_crop(photo, side, generator))
     return pool
