@@ -1,6 +1,7 @@
 """The command line, run in-process through main(argv) and once as a real subprocess."""
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -47,9 +48,39 @@ def test_models_lists_the_bundled_styles_with_their_loss_network(capsys):
     assert "imagenet-vgg19" in rows["starry_night"] and "hed-vgg16" in rows["cezanne"]
 
 
+def run_cli(*args, cwd=None, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """``python -m instyle ARGS`` as a user runs it (this interpreter, the inherited PYTHONPATH),
+    with ``env`` added to the environment; a hang is a failure after ``timeout`` seconds."""
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "instyle", *map(str, args)], cwd=cwd, env=environment,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
+    )  # fmt: skip
+
+
 def test_python_dash_m_runs_the_cli():
-    result = subprocess.run([sys.executable, "-m", "instyle", "--version"], capture_output=True, text=True)
+    result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("instyle ")
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--size", "0", "argument --size: must be in [16, 4096], got 0"),
+     ("--size", "-5", "argument --size: must be in [16, 4096], got -5"),
+     ("--device", "tpu", "instyle demo: error: --device tpu: expected auto")],
+)  # fmt: skip
+def test_demo_refuses_bad_options_before_making_its_folder(tmp_path, flag, value, message):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", out, flag, value, "--no-bench")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_demo_help_shows_the_size_bounds(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "16..4096" in " ".join(capsys.readouterr().out.split())
 
 
 def test_demo_prints_the_comparison_table_and_writes_csv(tmp_path, capsys):

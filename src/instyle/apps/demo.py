@@ -8,11 +8,8 @@ from pathlib import Path
 
 import torch
 
-from instyle.engine.image import default_content_images, resize_long_side, save_image
-from instyle.engine.inference.stylize import load_model
-from instyle.engine.catalog import list_models
-
 DEMO_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+DEMO_SIZES = (16, 4096)  # the long sides offered: big enough to see a style, small enough for the grid's memory
 
 
 @dataclass
@@ -24,7 +21,16 @@ class DemoRow:
 
 
 def run_demo(out: Path, size: int = 512, device: str = "auto") -> tuple[list[DemoRow], Path | None]:
-    """Stylize the demo photos with each bundled style into ``out``; returns the rows and the grid."""
+    """Stylize the demo photos with each bundled style into ``out``; returns the rows and the grid.
+    A ``size`` outside :data:`DEMO_SIZES` is a ValueError, before anything is made."""
+    # imported here: the command line reads DEMO_SIZES to build its parser, at every start
+    from instyle.engine.catalog import list_models
+    from instyle.engine.image import default_content_images, resize_long_side, save_image
+    from instyle.engine.inference.stylize import load_model
+
+    low, high = DEMO_SIZES
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        raise ValueError(f"size must be an int in [{low}, {high}], got {size!r}")
     out.mkdir(parents=True, exist_ok=True)
     photos = {name: resize_long_side(img, size) for name, img in default_content_images() if name in DEMO_PHOTOS}
     photos = {name: photos[name] for name in DEMO_PHOTOS if name in photos}

@@ -9,13 +9,17 @@ from pathlib import Path
 import torch
 
 from instyle import __version__
-from instyle.apps.cli.common import add_device
+from instyle.apps.cli.common import add_device, fail, number
+from instyle.apps.demo import DEMO_SIZES
 
 
 def add_parser(sub) -> None:
     demo = sub.add_parser("demo", help="run the main demo on embedded defaults")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
-    demo.add_argument("--size", type=int, default=512, help="long side of the demo photos (default: 512)")
+    low, high = DEMO_SIZES
+    demo.add_argument(
+        "--size", type=number(int, low, high), default=512, help=f"long side of the demo photos, {low}..{high} (default: 512)"
+    )  # fmt: skip
     add_device(demo)
     demo.add_argument("--no-bench", action="store_true", help="skip the instance-norm comparison")
     demo.set_defaults(func=run)
@@ -25,9 +29,15 @@ def run(args: argparse.Namespace) -> int:
     from instyle.apps.demo import run_demo
     from instyle.engine.device import resolve_device
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        return fail("demo", error, 2)
+    out = Path(args.out)  # made once the options are known to be good
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # --out names an existing file, or a folder that cannot be made
+        return fail("demo", f"--out {out}: {'is a file' if out.is_file() else error.strerror or error}", 2)
     print(f"instyle {__version__}, torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads\n")
     rows, grid = run_demo(out, size=args.size, device=str(device))
     if rows:
