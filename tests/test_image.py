@@ -4,6 +4,7 @@ under "Images" in docs ROBUSTNESS.md, save round trips, atomic writes, and the s
 import io
 import os
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -558,6 +559,48 @@ def test_iter_image_files(tmp_path):
         list(iter_image_files(tmp_path / "nope.png"))
     with pytest.raises(FileNotFoundError, match="no files match"):
         list(iter_image_files(str(tmp_path / "*.gif")))
+
+
+def _listed(paths, recursive, timeout=20):
+    """iter_image_files in a thread, so that a walk that never ends fails the test instead of hanging it."""
+    found = []
+    worker = threading.Thread(target=lambda: found.append(list(iter_image_files(paths, recursive=recursive))), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert found, f"iter_image_files({paths!r}) did not finish in {timeout} s"
+    return found[0]
+
+
+def test_iter_image_files_enters_each_real_folder_once(tmp_path):
+    """Links to folders are followed, but a folder reached again (a loop, or a second link to it)
+    is not entered again: globs with "**" and --recursive walks end, each photo listed once."""
+    loop = tmp_path / "loopdir"
+    for name in ["a.png", "sub/b.png", "sub/.hidden/c.png"]:
+        (loop / name).parent.mkdir(parents=True, exist_ok=True)
+        (loop / name).write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "d.png").write_bytes(b"x")
+    (loop / "self").symlink_to(".")
+    (loop / "up").symlink_to("../loopdir")
+    (loop / "sub" / "back").symlink_to("..")
+    (loop / "there").symlink_to("../elsewhere")
+
+    def names(paths, recursive=True):
+        return [p.relative_to(tmp_path).as_posix() for p in _listed(paths, recursive)]
+
+    walked = ["loopdir/a.png", "loopdir/sub/.hidden/c.png", "loopdir/sub/b.png", "loopdir/there/d.png"]
+    assert names(loop) == walked
+    globbed = ["loopdir/a.png", "loopdir/sub/b.png", "loopdir/there/d.png"]  # glob's "**" skips hidden folders
+    assert names(str(loop / "**" / "*.png")) == globbed
+    assert names(str(loop / "**")) == walked  # folders matched are walked in turn
+    # below sub, back leads to loopdir once more: its photos are listed under that name, once
+    below_sub = ["loopdir/sub/b.png", "loopdir/sub/back/a.png", "loopdir/sub/back/there/d.png"]
+    assert names(str(tmp_path / "loop*" / "su*" / "**" / "*.png")) == below_sub
+    # without "**" (or not recursive, where "**" is "*") a glob names what it matches, links
+    # included: a.png as self/a.png, once
+    one_down = ["loopdir/self/a.png", "loopdir/sub/b.png", "loopdir/there/d.png"]
+    assert names(str(loop / "*" / "*.png"), recursive=False) == one_down
+    assert names(str(loop / "**" / "*.png"), recursive=False) == one_down
 
 
 def test_default_content_images():

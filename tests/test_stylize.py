@@ -1,5 +1,7 @@
 """instyle stylize and load_model(...).stylize: files, folders, failures, options, tiling."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from instyle.engine.inference.stylize import load_model
 from instyle.engine.catalog import list_models
 
 from .conftest import fill_disk
+from .test_cli import run_cli
 
 
 @pytest.fixture
@@ -275,3 +278,24 @@ def test_cuda_graph_replay_gives_the_eager_result():
     expected = model.stylize(other, device="cuda")
     model.cuda_graphs = True
     torch.testing.assert_close(model.stylize(other, device="cuda"), expected, rtol=0, atol=1e-5)
+
+
+# --- the command line in a subprocess, as a user runs it ---------------------------------------
+
+
+def test_cli_symlink_loops_end_with_each_photo_once(model_file, tmp_path):
+    """A glob with "**" and a --recursive folder walk over links that loop (to the folder itself
+    and to its parent's view of it) enter each real folder once, and finish quickly."""
+    loop = tmp_path / "loopdir"
+    (loop / "sub").mkdir(parents=True)
+    save_image(torch.rand(3, 12, 12), loop / "a.png")
+    save_image(torch.rand(3, 12, 12), loop / "sub" / "b.png")
+    (loop / "self").symlink_to(".")
+    (loop / "up").symlink_to("../loopdir")
+    for inputs in (["loopdir/**/*.png"], ["loopdir"]):
+        out = tmp_path / "out"
+        result = run_cli("stylize", *inputs, "--recursive", "--model", model_file, "-o", out, cwd=tmp_path, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert sorted(line.split(" -> ")[0] for line in result.stdout.splitlines()) == ["loopdir/a.png", "loopdir/sub/b.png"]
+        assert sorted(p.name for p in out.iterdir()) == ["a_tiny.png", "b_tiny.png"]
+        shutil.rmtree(out)

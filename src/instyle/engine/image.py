@@ -8,12 +8,15 @@ Decoding is Pillow's; this module only decides what to accept and how to map pix
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import io
 import os
+import re
 import struct
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Union
@@ -390,7 +393,8 @@ def iter_image_files(
 
     A file named outright is yielded whatever its extension (loading it reports any problem);
     folders and globs yield files with an image extension (case-insensitive), skipping hidden
-    names such as macOS "._photo.jpg". `recursive` walks sub-folders and enables "**" in globs.
+    names such as macOS "._photo.jpg". `recursive` walks sub-folders and enables "**" in globs;
+    links to folders are followed, but each real folder is entered once, so links that loop end.
     A path that does not exist, or a glob that matches nothing, is a FileNotFoundError.
     """
     if isinstance(paths, (str, os.PathLike)):
@@ -403,8 +407,8 @@ def iter_image_files(
             found = [path]
         elif path.is_dir():
             found = _folder_images(path, recursive)
-        elif any(char in text for char in "*?["):
-            matches = sorted(glob.glob(text, recursive=recursive))
+        elif glob.has_magic(text):
+            matches = _glob(text, recursive)
             if not matches:
                 raise FileNotFoundError(f"{text}: no files match")
             found = []
@@ -423,8 +427,91 @@ def iter_image_files(
 
 
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:
-    files = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(f for f in files if _is_image_name(f) and f.is_file())
+    """The image files in ``folder`` (``recursive``: and below it, each real folder entered once)."""
+    found, entered, queue = [], set(), deque([os.fspath(folder)])
+    while queue:
+        current = queue.popleft()
+        if not _enter(current, entered):
+            continue
+        for entry in _scan(current):
+            if _is_dir(entry):
+                if recursive:
+                    queue.append(entry.path)
+            elif _is_image_name(Path(entry.name)) and entry.is_file():
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+def _glob(pattern: str, recursive: bool) -> list[str]:
+    """``glob.glob(pattern, recursive=recursive)``, sorted, except that "**" enters each real folder
+    once: glob follows links to folders, and with a link back up (``ln -s . self``) it would nest
+    the names forever. Breadth first, so a folder is found under its shortest name."""
+    root, parts = _split_pattern(pattern)
+    if not recursive:  # as in glob: "**" is "*" unless recursive
+        parts = ["*" if part == "**" else part for part in parts]
+    found, entered, queue = [], set(), deque([(root, 0)])
+    while queue:
+        folder, i = queue.popleft()
+        part, last = parts[i], i == len(parts) - 1
+        if part == "**":
+            if not _enter(folder, entered, i):
+                continue
+            if last:  # "folder/**": the folder, which the caller walks, stands for all below it
+                found += [folder] if folder else [entry.name for entry in _scan(folder) if entry.name[0] != "."]
+                continue
+            queue.append((folder, i + 1))  # "**" as no folder at all
+            queue += [(os.path.join(folder, entry.name), i) for entry in _scan(folder) if _is_dir(entry) and entry.name[0] != "."]
+        elif part == "":  # a pattern that ends with a separator matches folders only (never "")
+            found += [os.path.join(folder, "")] if folder else []
+        else:
+            for entry in _scan(folder):
+                if entry.name[0] == "." and part[0] != "." or not fnmatch.fnmatch(entry.name, part):
+                    continue  # as in glob: wildcards do not match hidden names
+                path = os.path.join(folder, entry.name)
+                if last:
+                    found.append(path)
+                elif _is_dir(entry):
+                    queue.append((path, i + 1))
+    return sorted(set(found))
+
+
+def _split_pattern(pattern: str) -> tuple[str, list[str]]:
+    """``"photos/2024/**/*.png"`` -> ``("photos/2024", ["**", "*.png"])``: the folder before the
+    first wildcard ("" for the current folder), and the components from there on."""
+    parts = re.split("[" + re.escape(os.sep + (os.altsep or "")) + "]", pattern)
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root = os.sep.join(parts[:first]) or (os.sep if first else "")
+    return root, [part for part in parts[first:-1] if part] + parts[-1:]
+
+
+def _enter(folder: str, entered: set, state: object = None) -> bool:
+    """Whether to list ``folder`` (in ``state``): False once its real folder, known by device and
+    inode whatever link led to it, has been entered (in that state)."""
+    try:
+        info = os.stat(folder or os.curdir)
+    except OSError:  # gone, or a broken link
+        return False
+    key = (info.st_dev, info.st_ino, state)
+    if key in entered:
+        return False
+    entered.add(key)
+    return True
+
+
+def _scan(folder: str) -> list[os.DirEntry]:
+    """The entries of ``folder`` ("": the current folder) by name; none where it cannot be read."""
+    try:
+        with os.scandir(folder or os.curdir) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links
+    except OSError:
+        return False
 
 
 def _is_image_name(path: Path) -> bool:

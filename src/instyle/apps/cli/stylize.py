@@ -17,7 +17,10 @@ def add_parser(sub) -> None:
     stylize.add_argument("inputs", nargs="+", help="image files, folders or globs")
     stylize.add_argument("--model", required=True, help="bundled style name or model file")
     stylize.add_argument("-o", "--output", default="out", help="output folder (default: out)")
-    stylize.add_argument("--recursive", action="store_true", help="descend into folders")
+    stylize.add_argument(
+        "--recursive", action="store_true",
+        help="descend into folders, and let \"**\" in a glob match any depth; links to folders are followed, each real folder once",
+    )  # fmt: skip
     stylize.add_argument("--max-size", type=number(int, 1), default=None, help="resize so the long side is at most this")
     stylize.add_argument("--strength", type=number(float, 0, 1), default=1.0, help="blend with the content, 0..1 (default 1)")
     stylize.add_argument(
