@@ -12,7 +12,7 @@ from instyle.engine.color import preserve_color
 from instyle.engine.image import load_image, save_image, to_pil
 from instyle.engine.modelfile import ModelFileError, save_model
 from instyle.engine.models import TransformerNet
-from instyle.engine.inference.stylize import load_model
+from instyle.engine.inference.stylize import load_model, output_paths
 from instyle.engine.catalog import list_models
 
 from .conftest import fill_disk
@@ -299,3 +299,37 @@ def test_cli_symlink_loops_end_with_each_photo_once(model_file, tmp_path):
         assert sorted(line.split(" -> ")[0] for line in result.stdout.splitlines()) == ["loopdir/a.png", "loopdir/sub/b.png"]
         assert sorted(p.name for p in out.iterdir()) == ["a_tiny.png", "b_tiny.png"]
         shutil.rmtree(out)
+
+
+def test_cli_one_file_spelled_three_ways_is_stylized_once(model_file, tmp_path):
+    (tmp_path / "in").mkdir()
+    save_image(torch.rand(3, 12, 12), tmp_path / "in" / "ok.png")
+    (tmp_path / "link.png").symlink_to("in/ok.png")
+    result = run_cli(
+        "stylize", "in/ok.png", "./in/ok.png", "in/../in/ok.png", "link.png", "--model", model_file, "-o", "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" -> ")[0] for line in result.stdout.splitlines()] == ["in/ok.png"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["ok_tiny.png"]
+
+
+
+def test_cli_failure_lines_name_the_file_once(model_file, photos, tmp_path):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (photos / "notes.png").write_text("not a picture")
+    result = run_cli("stylize", photos / "broken.png", photos / "notes.png", photos / "a.png", "--model", model_file,
+                     "-o", tmp_path / "out")  # fmt: skip
+    assert result.returncode == 1
+    failed = result.stderr.splitlines()
+    assert len(failed) == 2 and "Traceback" not in result.stderr
+    for line, name in zip(failed, ["broken.png", "notes.png"]):
+        assert line.startswith(f"FAILED {photos / name}: ") and line.count(name) == 1, line
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_tiny.png"]
+
+
+
+def test_output_names_never_differ_by_case_alone(tmp_path):
+    """``A.png`` and ``a.png`` would share one file on a case-insensitive disk (macOS, Windows)."""
+    targets = output_paths([tmp_path / "A.png", tmp_path / "a.png"], tmp_path / "out", "m", ".png")
+    assert len({t.name.casefold() for t in targets}) == 2

@@ -309,7 +309,7 @@ class FileResult:
     source: Path
     output: Path | None
     seconds: float
-    error: str | None = None
+    error: str | None = None  # why it failed, in words that never repeat ``source`` itself
 
 
 def output_paths(sources: list[Path], outdir: Path, model_name: str, suffix: str) -> list[Path]:
@@ -333,9 +333,11 @@ def output_paths(sources: list[Path], outdir: Path, model_name: str, suffix: str
     targets, used = [], set()
     for name in names:
         target, n = outdir / f"{name}_{model_name}{suffix}", 2
-        while target in used:  # a disambiguated name that another file has as its own
+        # a disambiguated name that another file has as its own, or one that differs only by case
+        # (``A.png`` and ``a.png``: one file on the disks of macOS and Windows)
+        while target.name.casefold() in used:
             target, n = outdir / f"{name}_{n}_{model_name}{suffix}", n + 1
-        used.add(target)
+        used.add(target.name.casefold())
         targets.append(target)
     return targets
 
@@ -343,17 +345,22 @@ def output_paths(sources: list[Path], outdir: Path, model_name: str, suffix: str
 def stylize_files(
     model: StyleModel, sources: Iterable[Path], outdir: Path, *, suffix: str = ".png", **options
 ) -> Iterator[FileResult]:
-    """Stylize each file into ``outdir``; a failing file is reported and the rest still run."""
-    sources = [Path(p) for p in sources]
+    """Stylize each file into ``outdir``, once however often it is named (``a.png``, ``./a.png``, a
+    link to it); a failing file is reported and the rest still run."""
+    unique: dict[Path, Path] = {}  # the real file -> the first name it was given by
+    for source in map(Path, sources):
+        unique.setdefault(source.resolve(), source)
+    sources = list(unique.values())
     outdir.mkdir(parents=True, exist_ok=True)
-    inputs = {p.resolve() for p in sources}
     for source, target in zip(sources, output_paths(sources, outdir, model.name, suffix)):
         start = time.perf_counter()
         try:
-            if target.resolve() in inputs:
+            if target.resolve() in unique:
                 raise ImageError(str(target), "refusing to overwrite an input file")
             result = model.stylize(source, **options)  # a PIL image, never a float copy of the file
             save_image(result, target)
             yield FileResult(source, target, time.perf_counter() - start)
         except (ImageError, ValueError, RuntimeError, OSError) as error:
-            yield FileResult(source, None, time.perf_counter() - start, str(error))
+            # an ImageError about the source itself says only why: the caller names the source
+            about_source = isinstance(error, ImageError) and error.source == str(source)
+            yield FileResult(source, None, time.perf_counter() - start, error.reason if about_source else str(error))
