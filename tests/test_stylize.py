@@ -314,6 +314,13 @@ def test_cli_one_file_spelled_three_ways_is_stylized_once(model_file, tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["ok_tiny.png"]
 
 
+def test_cli_bad_max_pixels_variable_is_one_error_up_front(model_file, photos, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("stylize", photos, "--model", model_file, "-o", out, env={"INSTYLE_MAX_PIXELS": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["instyle stylize: error: INSTYLE_MAX_PIXELS='lots' is not a whole number of pixels"]
+    assert not out.exists()
+
 
 def test_cli_failure_lines_name_the_file_once(model_file, photos, tmp_path):
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
@@ -327,6 +334,18 @@ def test_cli_failure_lines_name_the_file_once(model_file, photos, tmp_path):
         assert line.startswith(f"FAILED {photos / name}: ") and line.count(name) == 1, line
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_tiny.png"]
 
+
+def test_cli_survives_an_ascii_terminal_with_non_ascii_names(model_file, tmp_path):
+    """PYTHONIOENCODING=ascii: a non-ASCII name is printed escaped, never a crash after the output
+    is written."""
+    (tmp_path / "photos").mkdir()
+    save_image(torch.rand(3, 12, 12), tmp_path / "photos" / "café.png")
+    (tmp_path / "photos" / "ñu.png").write_bytes(b"broken")
+    result = run_cli("stylize", "photos", "--model", model_file, "-o", "out", cwd=tmp_path, env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stdout.startswith("photos/caf\\xe9.png -> out/caf\\xe9_tiny.png (")
+    assert result.stderr.startswith("FAILED photos/\\xf1u.png: ")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["café_tiny.png"]
 
 
 def test_output_names_never_differ_by_case_alone(tmp_path):
