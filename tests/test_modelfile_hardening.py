@@ -3,6 +3,7 @@ against the weights the header lists before anything is built; the ONNX cache ch
 a cached file records; a failed export names the file asked for."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -139,3 +140,32 @@ def test_nothing_is_saved_that_would_not_load(tmp_path):
     with pytest.raises(ModelFileError, match=r"refusing to save .*bigger.safetensors.*unexpected keys \['extra'\]"):
         save_model(Bigger(width=0.25, num_residual=1), out, {"style_name": "bigger"})
     assert not out.exists()
+
+
+# --- the ONNX cache -----------------------------------------------------------------------------------------------
+def test_onnx_cache_rebuilds_a_file_of_another_style(tmp_path, monkeypatch):
+    """A valid ONNX export of cezanne copied over udnie's cache entry is not used: its recorded
+    source hash is not udnie's, so the entry is exported again."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from instyle.engine.catalog import resolve_model_path
+    from instyle.engine.inference.export import cached_onnx_path, export_model, onnx_metadata
+    from instyle.engine.inference.onnx_runtime import OnnxStyleModel
+    from instyle.engine.inference.stylize import load_model
+    from instyle.engine.weights import file_sha256
+
+    monkeypatch.setenv("INSTYLE_HOME", str(tmp_path))
+    udnie = resolve_model_path("udnie")
+    cached = cached_onnx_path(udnie)
+    cached.parent.mkdir(parents=True)
+    export_model("cezanne", tmp_path / "cezanne.onnx", exporter="torchscript")
+    shutil.copyfile(tmp_path / "cezanne.onnx", cached)
+    image = torch.rand(3, 40, 52, generator=torch.Generator().manual_seed(0))
+    wrong = OnnxStyleModel(cached, threads=1).run(image[None])[0]
+
+    got = load_model("udnie").stylize(image, runtime="onnxruntime")
+    expected = load_model("udnie").stylize(image, dtype="fp32")
+    assert (got - expected).abs().max().item() <= 1e-3
+    assert (wrong - expected).abs().max().item() > 0.05  # the copied file really is another style
+    assert onnx_metadata(cached)["source_sha256"] == file_sha256(udnie)
+    assert cached.read_bytes() != (tmp_path / "cezanne.onnx").read_bytes()
