@@ -3,6 +3,7 @@ against the weights the header lists before anything is built; the ONNX cache ch
 a cached file records; a failed export names the file asked for."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,35 @@ def test_onnx_cache_rebuilds_a_file_of_another_style(tmp_path, monkeypatch):
     assert (wrong - expected).abs().max().item() > 0.05  # the copied file really is another style
     assert onnx_metadata(cached)["source_sha256"] == file_sha256(udnie)
     assert cached.read_bytes() != (tmp_path / "cezanne.onnx").read_bytes()
+
+
+# --- export's errors ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody can write in: a read-only tmpfs as root (for whom modes do not count), else 0o555."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]).returncode:
+        pytest.skip("mounting a read-only tmpfs failed")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("where", ["out.onnx", "sub/out.onnx"])
+def test_export_into_a_read_only_folder_names_the_output(read_only_folder, where):
+    out = read_only_folder / where
+    result = subprocess.run(
+        [sys.executable, "-m", "instyle", "export", "cezanne", "--onnx", str(out), "--exporter", "torchscript"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and ".tmp" not in result.stderr
+    assert result.stderr.strip() == f"instyle export: error: cannot write {out}: Read-only file system" or (
+        os.geteuid() != 0 and result.stderr.strip() == f"instyle export: error: cannot write {out}: Permission denied"
+    ), result.stderr
+    assert list(read_only_folder.iterdir()) == []
