@@ -94,20 +94,82 @@ def test_one_name_per_architecture_and_old_model_files_still_load():
     assert TextureNet.from_config({**TextureNet().config, "arch": "texture_net"}).config == TextureNet().config
 
 
-@pytest.mark.parametrize("bad", [{"width": 0.01}, {"width": "wide"}, {"num_residual": -1}, {"num_residual": 1.5}])
-def test_transformer_rejects_bad_options(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, message", [
+    ({"width": 0.01}, "width must be a number from 0.03125 to 16, got 0.01"),
+    ({"width": "wide"}, "width must be a number"),
+    ({"width": 64.0}, "width must be a number from 0.03125 to 16, got 64.0"),
+    ({"width": float("nan")}, "width must be a number"),
+    ({"num_residual": -1}, "num_residual must be an integer from 0 to 64, got -1"),
+    ({"num_residual": 1.5}, "num_residual must be an integer"),
+    ({"num_residual": 20000}, "num_residual must be an integer from 0 to 64, got 20000"),
+])  # fmt: skip
+def test_transformer_rejects_bad_options(bad, message):
+    with pytest.raises(ValueError, match=message):
         TransformerNet(**bad)
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"num_scales": 0}, "num_scales must be an integer >= 1"),
-    ({"channels": True}, "channels must be an integer >= 1"),
+    ({"num_scales": 0}, "num_scales must be an integer from 1 to 10, got 0"),
+    ({"num_scales": 11}, "num_scales must be an integer from 1 to 10, got 11"),
+    ({"channels": True}, "channels must be an integer from 1 to 256, got True"),
+    ({"negative_slope": -0.5}, "negative_slope must be a number from 0 to 1"),
     ({"noise_channels": 0, "content_channels": 0}, "noise_channels or content_channels"),
 ])  # fmt: skip
 def test_texture_rejects_bad_options(bad, message):
     with pytest.raises(ValueError, match=message):
         TextureNet(**bad)
+
+
+# Every norm a model file may name, on both architectures, and the edges of the settings' bounds.
+STATE_CONFIGS = [
+    *({"arch": "transformer", "norm": norm, "width": 0.25, "num_residual": 2} for norm in ("instance", "batch", "group", "layer", "none")),
+    *({"arch": "texture_net", "norm": norm, "num_scales": 3, "channels": 4} for norm in ("instance", "batch", "group", "layer", "none")),
+    {"arch": "transformer_net", "width": 0.03125, "num_residual": 0},
+    {"arch": "transformer", "width": 0.375, "num_residual": 3},  # the bundled styles' shape
+    {"arch": "texture", "num_scales": 1, "channels": 1, "noise_channels": 0, "content_channels": 3},
+    {"arch": "texture", "num_scales": 4, "channels": 3, "noise_channels": 5, "content_channels": 0, "negative_slope": 0.2},
+]
+
+
+@pytest.mark.parametrize("config", STATE_CONFIGS)
+def test_derived_state_is_the_built_state_dict(config):
+    """generator_state derives the names, shapes and kinds of a generator's state from its settings
+    without building it (model files are checked with it): they are exactly the built module's."""
+    from instyle.engine.models import generator_from_config, generator_state
+
+    settings, entries = generator_state(config)
+    built = generator_from_config(config)
+    assert settings == built.config
+    state = built.state_dict()
+    assert {k: e.shape for k, e in entries.items()} == {k: tuple(t.shape) for k, t in state.items()}
+    assert {k: e.floating for k, e in entries.items()} == {k: t.is_floating_point() for k, t in state.items()}
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"arch": "transformer_net", "width": 64.0, "num_residual": 1}, "config.width must be a number from 0.03125 to 16, got 64.0"),
+    ({"arch": "transformer_net", "num_residual": 20000, "width": 0.03125}, "config.num_residual must be an integer from 0 to 64"),
+    ({"arch": "transformer", "num_residual": 2.0}, "config.num_residual must be an integer"),
+    ({"arch": "transformer", "width": True}, "config.width must be a number"),
+    ({"arch": "transformer", "norm": "conditional_instance"}, "config.norm must be one of instance, batch, group, layer, none"),
+    ({"arch": "transformer", "norm": 3}, "config.norm must be one of"),
+    ({"arch": "transformer", "depth": 3}, "unknown keys: depth"),
+    ({"width": 1.0}, "unknown architecture None"),
+    ({"arch": "gan"}, "unknown architecture 'gan'"),
+    ({"arch": "texture", "num_scales": 100}, "config.num_scales must be an integer from 1 to 10"),
+    ({"arch": "texture", "channels": 100000}, "config.channels must be an integer from 1 to 256"),
+    ({"arch": "texture", "noise_channels": 0, "content_channels": 0}, "config.noise_channels or config.content_channels"),
+    ({"arch": "texture", "negative_slope": float("inf")}, "config.negative_slope must be a number"),
+    (["arch", "transformer"], "not an object"),
+    ({"arch": ["transformer"]}, r"unknown architecture \['transformer'\]"),
+    ({"arch": "transformer", "num_residual": 10**100}, "got an integer of more than 40 digits"),
+    ({"arch": "transformer", "norm": "x" * 10**6}, r"got 'xxxx.*\.\.\.$"),
+    ({"arch": "texture", **{f"extra{i}": 0 for i in range(1000)}}, r"unknown keys: extra0, extra1, extra10, extra100, extra101 \.\.\.$"),
+])  # fmt: skip
+def test_stored_settings_are_bounded(config, message):
+    from instyle.engine.models import generator_state
+
+    with pytest.raises(ValueError, match=message):
+        generator_state(config)
 
 
 def test_unknown_norm_is_a_clear_error():

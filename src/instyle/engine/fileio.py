@@ -39,13 +39,22 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         os.replace(tmp, path)
         _fsync_folder(path.parent)  # the rename itself survives a power cut
     except OSError as error:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         kept = "; the previous file is kept" if path.exists() else ""
         raise WriteError(error.errno, f"cannot write {path}: {error.strerror or error}{kept}") from error
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return path
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there; on a read-only filesystem even a missing one fails
+    to unlink (EROFS), and that must not hide the error that names the file being written."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _fsync_folder(folder: Path) -> None:

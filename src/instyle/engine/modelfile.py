@@ -193,6 +193,11 @@ def save_model(
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ModelFileError(f"refusing to save {path}: weight {name} has NaN or inf values")
         tensors[name] = t
+    # What load_generator would refuse is not written: settings out of bounds, weights the config
+    # does not describe (a subclass with more state, say). A module's dtypes are its own: unchecked.
+    problems = _layout_problems(model.config, {k: (tuple(t.shape), None) for k, t in tensors.items()})
+    if problems:
+        raise ModelFileError(f"refusing to save {path}: " + "; ".join(problems))
     if style_targets is not None:
         for name, t in style_targets.tensors().items():
             if not torch.isfinite(t).all():
@@ -216,20 +221,45 @@ def _unreadable_reason(path: Path, error: Exception) -> str:
     return f"is not a readable safetensors file (truncated or corrupt?): {error}"
 
 
-def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torch.Tensor]]:
-    """Return (config, metadata, tensors) after checking the header and every tensor; ``tensors``
-    includes any ``style_targets.*`` (see :func:`split_style_targets`)."""
-    from safetensors import SafetensorError, safe_open
+# safetensors dtype names: generator weights are stored in one of the first, counters in the second.
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+INT_DTYPES = ("I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64")
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+
+def _shortlist(names: list[str]) -> str:
+    return f"{names[:5]}{' ...' if len(names) > 5 else ''}"
+
+
+def _layout_problems(config: dict, layout: dict[str, tuple[tuple[int, ...], str | None]]) -> list[str]:
+    """What is wrong with the generator ``config`` (bounded settings) and with the weights
+    ``layout`` (name -> (shape, safetensors dtype or None: unchecked), style targets left out)
+    it implies; nothing is built and no tensor is read."""
+    from instyle.engine.models import generator_state
+
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ModelFileError(f"model file {path} {_unreadable_reason(path, error)}") from error
+        _, entries = generator_state(config)
+    except (TypeError, ValueError) as error:
+        return [str(error)]  # names the setting: config.width
+    missing = sorted(set(entries) - set(layout))
+    unexpected = sorted(set(layout) - set(entries))
+    problems = [f"missing keys {_shortlist(missing)}"] if missing else []
+    if unexpected:
+        problems.append(f"unexpected keys {_shortlist(unexpected)}")
+    wrong = [f"{k}: {layout[k][0]} instead of {e.shape}" for k, e in entries.items() if k in layout and layout[k][0] != e.shape]
+    if wrong:
+        problems.append(f"wrong shapes {wrong[:5]}")
+    for name, entry in entries.items():
+        dtype = layout[name][1] if name in layout else None
+        if dtype is not None and dtype not in (FLOAT_DTYPES if entry.floating else INT_DTYPES):
+            problems.append(f"weight {name} is stored as {dtype}, not {'floating point' if entry.floating else 'integer'}")
+    if problems:
+        problems.insert(0, f"the weights do not match the generator config {json.dumps(config)}")
+    return problems
+
+
+def _header_problems(header: dict[str, str], layout: dict[str, tuple[tuple[int, ...], str]]) -> tuple[dict, dict, list[str]]:
+    """(config, metadata, problems) of a file's header: format, version, metadata, and the
+    generator config checked against the tensors' names, shapes and dtypes."""
     problems = []
     if header.get("format") != FORMAT:
         problems.append(f"format is {header.get('format')!r}, expected {FORMAT!r}")
@@ -239,13 +269,44 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torc
     try:
         config = json.loads(header.get("config", "null"))
         metadata = json.loads(header.get("instyle", "{}"))
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"model file {path}: metadata is not valid JSON ({error})") from error
-    if not isinstance(config, dict):
-        problems.append("no generator config in the metadata")
+    except ValueError as error:  # JSONDecodeError, or an integer too long for int()
+        return {}, {}, problems + [f"metadata is not valid JSON ({error})"]
     if not isinstance(metadata, dict):
         problems.append("the instyle metadata is not an object")
         metadata = {}
+    if not isinstance(config, dict):
+        problems.append("no generator config in the metadata")
+    elif not problems:
+        weights = {k: v for k, v in layout.items() if not k.startswith(TARGET_PREFIX)}
+        problems += _layout_problems(config, weights)
+    return config, metadata, problems
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torch.Tensor]]:
+    """Return (config, metadata, tensors) after checking the header and every tensor; ``tensors``
+    includes any ``style_targets.*`` (see :func:`split_style_targets`).
+
+    The generator config is checked (bounded settings) against the names, shapes and dtypes
+    that the header lists before any tensor is read, so that a small file cannot make the
+    loader allocate more than the weights it holds."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            slices = {name: f.get_slice(name) for name in f.keys()}
+            layout = {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in slices.items()}
+            config, metadata, problems = _header_problems(header, layout)
+            if problems:
+                raise ModelFileError(f"model file {path} is not usable: " + "; ".join(problems))
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except ModelFileError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ModelFileError(f"model file {path} {_unreadable_reason(path, error)}") from error
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             kind = "style target" if name.startswith(TARGET_PREFIX) else "weight"
@@ -302,32 +363,17 @@ def write_style_targets(path: str | os.PathLike, targets: StyleTargets) -> None:
 
 def load_generator(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """Build the generator a model file describes and load its weights (strictly); style targets
-    in the file are checked and left in the metadata's ``style_targets`` entry, not loaded."""
+    in the file are checked and left in the metadata's ``style_targets`` entry, not loaded.
+    :func:`read_model_file` has checked the config against the weights before the build."""
     from instyle.engine.models import generator_from_config
 
     config, metadata, tensors = read_model_file(path)
     tensors, _ = split_style_targets(tensors)
     try:
         model = generator_from_config(config)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelFileError(f"model file {path}: bad generator config {config}: {error}") from error
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [
-        f"{k}: {tuple(tensors[k].shape)} instead of {tuple(expected[k].shape)}"
-        for k in expected
-        if k in tensors and tensors[k].shape != expected[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-    if wrong:
-        problems.append(f"wrong shapes {wrong[:5]}")
-    if problems:
-        raise ModelFileError(f"model file {path} does not match its config: " + "; ".join(problems))
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+        expected = model.state_dict()
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # the checks above should catch all
+        raise ModelFileError(f"model file {path} does not match its config {config}: {error}") from error
     model.eval()
     return model, metadata

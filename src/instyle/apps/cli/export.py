@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from instyle.engine.fileio import WriteError
     from instyle.engine.inference.export import ExportError, export_model, onnx_metadata
     from instyle.engine.modelfile import ModelFileError
 
@@ -26,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
         path = export_model(args.model, args.onnx, exporter=args.exporter)
     except ModelFileError as error:
         return fail("export", error, 2)
+    except WriteError as error:  # "cannot write OUT.onnx: ...", without the "[Errno N]" of str()
+        return fail("export", error.strerror, 1)
     except (ExportError, ValueError, OSError) as error:
         return fail("export", error, 1)
     meta = onnx_metadata(path)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from instyle.engine.fileio import WriteError, write_atomic
 from instyle.engine.modelfile import load_generator
 from instyle.engine.models.blocks import canonical_arch
 from instyle.engine.paths import cache_dir
@@ -194,14 +195,11 @@ def export_generator(
     proto.doc_string = f"instyle {config.get('arch')} style model {props.get('style_name', '')}".strip()
     onnx.checker.check_model(proto)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + f".tmp{os.getpid()}")
     try:
-        onnx.save_model(proto, str(tmp))
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return output
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # name the file asked for, not the folder
+        raise WriteError(error.errno, f"cannot write {output}: {error.strerror or error}") from error
+    return write_atomic(output, proto.SerializeToString())  # a WriteError names the output too
 
 
 def export_model(

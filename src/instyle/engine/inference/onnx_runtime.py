@@ -84,7 +84,8 @@ def load_cached_onnx(
 ) -> OnnxStyleModel:
     """``generator`` in onnxruntime, exported once into the cache (keyed by the sha256 of its
     model file ``source``, or of its weights; see :func:`instyle.engine.inference.export.onnx_cache_dir`).
-    A cached file onnxruntime cannot load is exported again."""
+    A cached file is used only when onnxruntime loads it and the source hash it records is the
+    key's: the file name alone proves nothing (a copied or stale file). Any other is exported again."""
     if source is not None:
         path = cached_onnx_path(source, cache)
         digest = path.stem
@@ -93,8 +94,10 @@ def load_cached_onnx(
         path = onnx_cache_dir(cache) / f"{digest}.onnx"
     if path.exists():
         try:
-            return OnnxStyleModel(path)
+            cached = OnnxStyleModel(path)
         except ExportError:
-            pass  # truncated or foreign file: replace it
+            cached = None  # truncated or not ONNX: replace it
+        if cached is not None and cached.metadata.get("source_sha256") == digest:
+            return cached
     export_generator(generator, path, metadata={**(metadata or {}), "source_sha256": digest}, exporter=exporter)
     return OnnxStyleModel(path)

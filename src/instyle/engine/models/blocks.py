@@ -250,5 +250,5 @@ def kwargs_from_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = {key: value for key, value in config.items() if key != "arch"}
     unknown = sorted(set(kwargs) - set(params) - {"self"})
     if unknown:
-        raise ValueError(f"{cls.__name__} config has unknown keys: {', '.join(unknown)}")
+        raise ValueError(f"{cls.__name__} config has unknown keys: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
     return kwargs

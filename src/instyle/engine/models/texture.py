@@ -25,6 +25,7 @@ from torch.nn import functional as TF
 
 from instyle.nn import make_norm
 from instyle.engine.models.blocks import ConvNormAct, NormAct, check_image, kwargs_from_config
+from instyle.engine.models.settings import Entry, Setting, check_settings, conv_state, norm_state
 
 __all__ = ["TextureNet"]
 
@@ -61,6 +62,14 @@ class TextureNet(nn.Module):
     ``forward(None, size=(H, W), seed=...)`` synthesizes a texture from noise alone."""
 
     arch = "texture"
+    # Bounds for the constructor and for model files.
+    SETTINGS = (
+        Setting("num_scales", int, 1, 10),
+        Setting("channels", int, 1, 256),
+        Setting("noise_channels", int, 0, 64),
+        Setting("content_channels", int, 0, 4),
+        Setting("negative_slope", float, 0.0, 1.0),
+    )
 
     def __init__(
         self,
@@ -73,16 +82,10 @@ class TextureNet(nn.Module):
         negative_slope: float = 0.01,
     ) -> None:
         super().__init__()
-        for name, value, low in [
-            ("num_scales", num_scales, 1),
-            ("channels", channels, 1),
-            ("noise_channels", noise_channels, 0),
-            ("content_channels", content_channels, 0),
-        ]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if noise_channels + content_channels == 0:
-            raise ValueError("TextureNet needs noise_channels or content_channels (or both) > 0")
+        self.check_inputs(
+            num_scales=num_scales, channels=channels, noise_channels=noise_channels,
+            content_channels=content_channels, negative_slope=negative_slope,
+        )  # fmt: skip
         self._config = {
             "arch": self.arch,
             "num_scales": num_scales,
@@ -110,6 +113,38 @@ class TextureNet(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TextureNet:
         return cls(**kwargs_from_config(cls, config))
+
+    @classmethod
+    def check_inputs(cls, prefix: str = "", **settings: Any) -> None:
+        """ValueError naming the setting (after ``prefix``) unless the numeric settings make a generator."""
+        check_settings(cls.SETTINGS, settings, prefix)
+        if settings["noise_channels"] + settings["content_channels"] == 0:
+            raise ValueError(f"TextureNet needs {prefix}noise_channels or {prefix}content_channels (or both) > 0")
+
+    @classmethod
+    def state_entries(
+        cls, *, num_scales: int, channels: int, noise_channels: int, content_channels: int, norm: str, negative_slope: float
+    ) -> dict[str, Entry]:
+        """The state dict of ``cls(...)`` with these settings (names, shapes, kinds), derived from
+        the settings alone: nothing is built (``negative_slope`` changes no state)."""
+
+        def block(prefix: str, cin: int, cout: int) -> dict[str, Entry]:  # a _ConvBlock
+            entries = {}
+            for i, (a, b, size) in enumerate([(cin, cout, 3), (cout, cout, 3), (cout, cout, 1)]):
+                entries.update(conv_state(f"{prefix}.{i}", a, b, size, norm))
+            return entries
+
+        state = {}
+        for k in range(num_scales):
+            state.update(block(f"branches.{k}", content_channels + noise_channels, channels))
+        for k in range(num_scales - 1):
+            coarse = channels * (num_scales - 1 - k)
+            state.update(norm_state(f"joins.{k}.coarse_norm.norm", norm, coarse))
+            state.update(norm_state(f"joins.{k}.fine_norm.norm", norm, channels))
+            state.update(block(f"joins.{k}.block", coarse + channels, coarse + channels))
+        state["head.weight"] = Entry((3, channels * num_scales, 1, 1))
+        state["head.bias"] = Entry((3,))
+        return state
 
     @property
     def num_scales(self) -> int:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as TF
 
 from instyle.engine.models.blocks import ConvNormAct, TilingStages, check_image, kwargs_from_config, receptive_radius
+from instyle.engine.models.settings import Entry, Setting, check_settings, conv_state
 
 __all__ = ["TransformerNet", "ResidualBlock"]
 
@@ -48,15 +49,14 @@ class TransformerNet(nn.Module):
     # Edge-pad inputs below this size: the 9x9 reflection pad needs at least 5 pixels.
     MIN_SIZE = 5
 
+    # Bounds for the constructor and for model files: 32 * width channels at the first layer.
+    SETTINGS = (Setting("width", float, 1 / 32, 16.0), Setting("num_residual", int, 0, 64))
+
     def __init__(self, *, norm: str = "instance", width: float = 1.0, num_residual: int = 5) -> None:
         super().__init__()
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or round(32 * width) < 1:
-            raise ValueError(f"width must be a number with 32 * width >= 1, got {width!r}")
-        if isinstance(num_residual, bool) or not isinstance(num_residual, int) or num_residual < 0:
-            raise ValueError(f"num_residual must be a non-negative integer, got {num_residual!r}")
+        self.check_inputs(width=width, num_residual=num_residual)
         self._config = {"arch": self.arch, "norm": norm, "width": float(width), "num_residual": num_residual}
-        base = round(32 * width)
-        c1, c2, c3 = base, 2 * base, 4 * base
+        c1, c2, c3 = self.channels(width)
         self.down = nn.Sequential(
             ConvNormAct(3, c1, 9, norm=norm),
             ConvNormAct(c1, c2, 3, stride=2, norm=norm),
@@ -77,6 +77,33 @@ class TransformerNet(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TransformerNet:
         return cls(**kwargs_from_config(cls, config))
+
+    @classmethod
+    def check_inputs(cls, prefix: str = "", **settings: Any) -> None:
+        """ValueError naming the setting (after ``prefix``) unless the numeric settings make a generator."""
+        check_settings(cls.SETTINGS, settings, prefix)
+
+    @staticmethod
+    def channels(width: float) -> tuple[int, int, int]:
+        """The channel counts of the three encoder stages for ``width``."""
+        base = round(32 * width)
+        return base, 2 * base, 4 * base
+
+    @classmethod
+    def state_entries(cls, *, norm: str, width: float, num_residual: int) -> dict[str, Entry]:
+        """The state dict of ``cls(norm=norm, width=width, num_residual=num_residual)`` (names,
+        shapes, kinds), derived from the settings alone: nothing is built."""
+        c1, c2, c3 = cls.channels(width)
+        state = {}
+        for i, (cin, cout, k) in enumerate([(3, c1, 9), (c1, c2, 3), (c2, c3, 3)]):
+            state.update(conv_state(f"down.{i}", cin, cout, k, norm))
+        for i in range(num_residual):
+            for conv in ("conv1", "conv2"):
+                state.update(conv_state(f"residual.{i}.{conv}", c3, c3, 3, norm))
+        for i, (cin, cout) in enumerate([(c3, c2), (c2, c1)]):
+            state.update(conv_state(f"up.{i}", cin, cout, 3, norm))
+        state.update(conv_state("head", c1, 3, 9, "none"))
+        return state
 
     @property
     def tile_stride(self) -> int:
