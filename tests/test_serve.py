@@ -1,6 +1,7 @@
 """instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium."""
 
 import os
+import re
 import shutil
 import socket
 import struct
@@ -208,27 +209,27 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`instyle serve` in a subprocess on a free loopback port, as a user would start it."""
-    folder = tmp_path_factory.mktemp("serve")
-    model = _tiny_model(folder / "tiny.safetensors")
-    port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(folder / "gradio"))
-    command = [sys.executable, "-m", "instyle", "serve", "--model", str(model), "--port", str(port)]
-    command += ["--max-size", "800", "--max-upload-mb", "5", "--queue-size", "4"]
-    log = open(folder / "server.log", "w+")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
+def _serve(folder: Path, *args: str):
+    """`instyle serve ARGS` in a subprocess, as a user would start it, with Gradio's temp folder in
+    ``folder/gradio``; yields the server once its printed URL answers, stops it afterwards."""
     import httpx
 
+    model = _tiny_model(folder / "tiny.safetensors")
+    env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(folder / "gradio"))
+    command = [sys.executable, "-m", "instyle", "serve", "--model", str(model), *args]
+    log = open(folder / "server.log", "w+")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    url = None
     while True:
         if process.poll() is not None:
             log.seek(0)
             pytest.fail(f"instyle serve exited with {process.returncode}:\n{log.read()[-3000:]}")
+        log.seek(0)
+        printed = re.search(r" on (http://\S+/) \(Ctrl-C stops\)", log.read())
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if printed and httpx.get(printed.group(1), timeout=2).status_code == 200:
+                url = printed.group(1)
                 break
         except httpx.HTTPError:
             pass
@@ -236,6 +237,7 @@ def server(tmp_path_factory):
             process.kill()
             pytest.fail("instyle serve did not answer within 180 s")
         time.sleep(0.5)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
     yield type("Server", (), dict(url=url, port=port, pid=process.pid, folder=folder, log=folder / "server.log"))
     process.terminate()
     try:
@@ -244,6 +246,12 @@ def server(tmp_path_factory):
         process.kill()
         process.wait()
     log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    limits = ["--max-size", "800", "--max-upload-mb", "5", "--queue-size", "4"]
+    yield from _serve(tmp_path_factory.mktemp("serve"), "--port", str(_free_port()), *limits)
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -262,6 +270,19 @@ def _listening_addresses(port: int) -> set[str]:
 
 def test_server_listens_on_loopback_only(server):
     assert _listening_addresses(server.port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+
+
+@pytest.fixture(scope="module")
+def any_port_server(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("any-port"), "--port", "0")
+
+
+def test_port_0_serves_on_a_free_port_and_prints_its_url(any_port_server):
+    import httpx
+
+    assert any_port_server.port != 0  # the URL printed is the one in use
+    assert httpx.get(any_port_server.url, timeout=10).status_code == 200
+    assert _listening_addresses(any_port_server.port) == {"0100007F"}
 
 
 def test_server_refuses_oversized_uploads_before_storing_them(server, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -279,8 +280,9 @@ def build_app(service: StyleService):
 
 
 def launch(app, *, host: str = "127.0.0.1", port: int = 7860, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> str:
-    """Serve ``app`` on ``host:port`` (loopback unless told otherwise) from a background thread
-    and return its URL; ``app.block_thread()`` waits until Ctrl-C, ``app.close()`` stops it.
+    """Serve ``app`` on ``host:port`` (loopback unless told otherwise; port 0: a free one) from a
+    background thread and return its URL, with the port in use; ``app.block_thread()`` waits until
+    Ctrl-C, ``app.close()`` stops it.
 
     Gradio refuses uploads over ``max_upload_bytes`` before storing them; ``StyleService`` checks
     again.
@@ -289,7 +291,7 @@ def launch(app, *, host: str = "127.0.0.1", port: int = 7860, max_upload_bytes: 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     _, local_url, _ = app.launch(
         server_name=host,
-        server_port=port,
+        server_port=port or _free_port(host),  # Gradio would wait for an answer on port 0
         share=False,
         inbrowser=False,
         prevent_thread_lock=True,
@@ -304,3 +306,11 @@ def launch(app, *, host: str = "127.0.0.1", port: int = 7860, max_upload_bytes: 
         theme=theme,  # system fonts: the page fetches nothing from other hosts
     )
     return local_url
+
+
+def _free_port(host: str) -> int:
+    """A port free on ``host`` now (raises OSError for a host with no address here)."""
+    family, kind, _, _, address = socket.getaddrinfo(host.strip("[]"), 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind) as probe:
+        probe.bind(address)
+        return probe.getsockname()[1]

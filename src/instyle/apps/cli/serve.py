@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
         help="a model file to offer besides the bundled styles (repeat for more)",
     )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=number(int, 0, 65535), default=7860, help="port (default: 7860)")
+    serve.add_argument("--port", type=number(int, 0, 65535), default=7860, help="port; 0: any free one (default: 7860)")
     serve.add_argument(
         "--max-upload-mb", type=number(float, 0, low_open=True), default=DEFAULT_MAX_UPLOAD_BYTES / 1e6,
         help=f"refuse larger uploads (default: {DEFAULT_MAX_UPLOAD_BYTES / 1e6:g})",
