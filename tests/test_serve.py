@@ -1,6 +1,7 @@
 """instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium."""
 
 import os
+import re
 import shutil
 import socket
 import struct
@@ -22,7 +23,7 @@ from instyle.engine.models import TransformerNet
 
 gr = pytest.importorskip("gradio", reason="instyle serve needs gradio (pip install 'instyle[web]')")
 
-from instyle.apps.serve import RequestError, ServeLimits, StyleService, build_app, load_styles  # noqa: E402
+from instyle.apps.serve import RequestError, ServeLimits, StyleService, UploadGuard, build_app, load_styles  # noqa: E402
 
 
 def _tiny_model(path: Path, style_name: str = "tiny", seed: int = 0) -> Path:
@@ -155,16 +156,31 @@ def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path, monk
 
 
 def test_limits_are_validated():
-    for bad in (dict(max_upload_bytes=0), dict(queue_size=0), dict(max_size=-1), dict(max_pixels=0)):
+    bad_limits = [dict(max_upload_bytes=0), dict(queue_size=0), dict(max_size=-1), dict(max_pixels=0),
+                  dict(client_upload_bytes=0), dict(upload_max_age=0.0), dict(upload_max_age=float("nan"))]  # fmt: skip
+    for bad in bad_limits:
         with pytest.raises(ValueError):
             ServeLimits(**bad)
+    with pytest.raises(ValueError, match="client_upload_bytes .* less than max_upload_bytes"):
+        ServeLimits(max_upload_bytes=10, client_upload_bytes=5, total_upload_bytes=20)
+    with pytest.raises(ValueError, match="total_upload_bytes .* less than client_upload_bytes"):
+        ServeLimits(max_upload_bytes=10, client_upload_bytes=30, total_upload_bytes=20)
+
+
+def test_cli_upload_bounds_that_hold_no_upload_are_refused_by_flag(capsys):
+    assert main(["serve", "--max-upload-mb", "20", "--client-uploads-mb", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--client-uploads-mb (10.0 MB) is less than --max-upload-mb (20.0 MB)" in err
+    assert "Traceback" not in err and "_bytes" not in err
 
 
 @pytest.mark.parametrize(
     "flag, value, message",
     [("--port", "99999", "argument --port: must be in [0, 65535], got 99999"),
      ("--max-upload-mb", "-1", "argument --max-upload-mb: must be > 0, got -1"),
-     ("--queue-size", "0", "argument --queue-size: must be >= 1, got 0")],
+     ("--queue-size", "0", "argument --queue-size: must be >= 1, got 0"),
+     ("--keep-uploads-min", "0", "argument --keep-uploads-min: must be > 0, got 0"),
+     ("--client-uploads-mb", "0", "argument --client-uploads-mb: must be > 0, got 0")],
 )  # fmt: skip
 def test_cli_flags_out_of_range_are_usage_errors(capsys, flag, value, message):
     with pytest.raises(SystemExit) as exit:
@@ -172,12 +188,41 @@ def test_cli_flags_out_of_range_are_usage_errors(capsys, flag, value, message):
     assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_app_runs_one_job_at_a_time_behind_a_bounded_queue(service):
+def test_app_runs_one_job_at_a_time_behind_a_bounded_queue(service, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # build_app points it at the page's own folder
     app = build_app(service)
     (event,) = app.fns.values()
     assert event.concurrency_limit == 1 and event.api_name == "stylize"
     assert app._queue.max_size == service.limits.queue_size
     assert not app.analytics_enabled
+    folder = app.upload_guard.folder
+    assert folder.parent == tmp_path and os.environ["GRADIO_TEMP_DIR"] == str(folder)
+    assert build_app(service).upload_guard.folder.parent == tmp_path  # a second page: a sibling folder
+
+
+def test_upload_guard_cuts_a_body_longer_than_its_content_length(tmp_path):
+    """HTTP/1.1 framing hands the app no more than Content-Length; the guard's count holds anyway."""
+    import asyncio
+
+    limits = ServeLimits(max_upload_bytes=20_000, client_upload_bytes=50_000, total_upload_bytes=50_000)
+    guard = UploadGuard(tmp_path, limits)
+    body = [{"type": "http.request", "body": b"x" * 6000, "more_body": True} for _ in range(3)]
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.extend([(await receive())["type"] for _ in range(3)])
+
+    async def receive():
+        return body.pop()
+
+    async def send(message):
+        pass
+
+    headers = [(b"content-length", b"10000")]
+    scope = dict(type="http", method="POST", path="/gradio_api/upload", client=("10.0.0.1", 1), headers=headers)
+    asyncio.run(guard.middleware(app)(scope, receive, send))
+    assert seen == ["http.request", "http.disconnect", "http.disconnect"]
+    assert guard.charged("10.0.0.1") == guard.charged() == 10_000  # what it said, not what it sent
 
 
 def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, monkeypatch):
@@ -208,27 +253,27 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`instyle serve` in a subprocess on a free loopback port, as a user would start it."""
-    folder = tmp_path_factory.mktemp("serve")
-    model = _tiny_model(folder / "tiny.safetensors")
-    port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(folder / "gradio"))
-    command = [sys.executable, "-m", "instyle", "serve", "--model", str(model), "--port", str(port)]
-    command += ["--max-size", "800", "--max-upload-mb", "5", "--queue-size", "4"]
-    log = open(folder / "server.log", "w+")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
+def _serve(folder: Path, *args: str):
+    """`instyle serve ARGS` in a subprocess, as a user would start it, with Gradio's temp folder in
+    ``folder/gradio``; yields the server once its printed URL answers, stops it afterwards."""
     import httpx
 
+    model = _tiny_model(folder / "tiny.safetensors")
+    env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(folder / "gradio"))
+    command = [sys.executable, "-m", "instyle", "serve", "--model", str(model), *args]
+    log = open(folder / "server.log", "w+")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    url = None
     while True:
         if process.poll() is not None:
             log.seek(0)
             pytest.fail(f"instyle serve exited with {process.returncode}:\n{log.read()[-3000:]}")
+        log.seek(0)
+        printed = re.search(r" on (http://\S+/) \(Ctrl-C stops\)", log.read())
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if printed and httpx.get(printed.group(1), timeout=2).status_code == 200:
+                url = printed.group(1)
                 break
         except httpx.HTTPError:
             pass
@@ -236,6 +281,7 @@ def server(tmp_path_factory):
             process.kill()
             pytest.fail("instyle serve did not answer within 180 s")
         time.sleep(0.5)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
     yield type("Server", (), dict(url=url, port=port, pid=process.pid, folder=folder, log=folder / "server.log"))
     process.terminate()
     try:
@@ -244,6 +290,14 @@ def server(tmp_path_factory):
         process.kill()
         process.wait()
     log.close()
+    left = list((folder / "gradio").glob("instyle-serve-*"))
+    assert not left, f"the stopped server left its upload folder {left}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    limits = ["--max-size", "800", "--max-upload-mb", "5", "--queue-size", "4"]
+    yield from _serve(tmp_path_factory.mktemp("serve"), "--port", str(_free_port()), *limits)
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -290,6 +344,111 @@ def test_server_memory_stays_flat_over_many_requests(server, tmp_path):
     # photo alone would add 5.8 MB a request, 170 MB in all)
     early, late = max(rss[5:10]), max(rss[-5:])
     assert late - early < 16, f"server RSS grew from {early:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
+
+
+# ------------------------------------------------------------------- upload storage under a flood
+
+UPLOAD_BOUNDS = ["--max-upload-mb", "2", "--client-uploads-mb", "5", "--total-uploads-mb", "8"]
+
+
+@pytest.fixture(scope="module")
+def bounded_server(tmp_path_factory):
+    """A server with small upload bounds (2 MB each, 5 MB an address, 8 MB in all, kept 6 s) on a
+    port it picks itself."""
+    yield from _serve(tmp_path_factory.mktemp("bounded"), "--port", "0", *UPLOAD_BOUNDS, "--keep-uploads-min", "0.1")
+
+
+def _stored_bytes(folder: Path) -> int:
+    """What the files under ``folder`` hold now (the server may remove some while we look)."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(parent, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def _upload(url: str, data: bytes, source: str = "127.0.0.1"):
+    """POST ``data`` to the page's upload route from the loopback address ``source``."""
+    import httpx
+
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=20) as client:
+        return client.post(url + "gradio_api/upload", files={"files": ("photo.png", data, "image/png")})
+
+
+def test_port_0_serves_on_a_free_port_and_prints_its_url(bounded_server):
+    import httpx
+
+    assert bounded_server.port != 0  # the URL printed is the one in use
+    assert httpx.get(bounded_server.url, timeout=10).status_code == 200
+    assert _listening_addresses(bounded_server.port) == {"0100007F"}
+
+
+def test_an_upload_flood_stays_within_the_storage_bounds_and_ages_out(bounded_server):
+    """12 uploads of 1.5 MB, 4 at a time, from 127.0.0.1, then 4 from 127.0.0.2, all to 127.0.0.1:
+    an address keeps 3 (4.5 MB of its 5), the second gets 2 before the 8 MB in all is reached, the
+    rest are refused with a message while their bodies stream, and all is gone after 6 s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, size = bounded_server.folder / "gradio", 1_500_000
+    peak, start = 0, time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        flood = [pool.submit(_upload, bounded_server.url, os.urandom(size)) for _ in range(12)]
+        while not all(f.done() for f in flood):
+            peak = max(peak, _stored_bytes(folder))
+            time.sleep(0.01)
+    first = [f.result() for f in flood]
+    second = [_upload(bounded_server.url, os.urandom(size), source="127.0.0.2") for _ in range(4)]
+    peak = max(peak, _stored_bytes(folder))
+    assert time.monotonic() - start < 6, "the flood outlasted the 6 s age: the counts below would not hold"
+
+    assert sorted(r.status_code for r in first) == [200] * 3 + [429] * 9
+    assert [r.status_code for r in second] == [200, 200, 503, 503]
+    assert peak <= 8_000_000 and _stored_bytes(folder) == 5 * size  # the accepted uploads, nothing else
+    refusals = [r for r in first + second if r.status_code != 200]
+    for r in refusals:
+        assert int(r.headers["retry-after"]) > 0 and len(r.text) < 150 and "/" not in r.text
+    assert "this address" in refusals[0].text and "5.0 MB" in refusals[0].text
+    assert "8.0 MB" in refusals[-1].text
+
+    deadline = time.monotonic() + 20  # 6 s age, then the next sweep
+    while _stored_bytes(folder) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _stored_bytes(folder) == 0
+    assert _upload(bounded_server.url, os.urandom(size)).status_code == 200  # the address's share is back
+
+
+def test_uploads_store_no_more_than_their_content_length(bounded_server):
+    """No length (chunked) is refused unread; a length that lies stores at most what it says."""
+    import httpx
+
+    folder = bounded_server.folder / "gradio"
+    before = _stored_bytes(folder)
+    chunks = (os.urandom(100_000) for _ in range(30))
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3"), timeout=20) as client:
+        response = client.post(
+            bounded_server.url + "gradio_api/upload", content=chunks,
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )  # fmt: skip
+    assert response.status_code == 411 and "Content-Length" in response.text
+
+    part = b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+    head = f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+    head += "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", bounded_server.port), timeout=20, source_address=("127.0.0.3", 0)) as s:
+        try:
+            s.sendall(head.encode() + part + os.urandom(3_000_000))
+        except OSError:  # the server may close once it has read the 1000 bytes
+            pass
+        s.settimeout(20)
+        try:
+            s.recv(1000)
+        except OSError:
+            pass
+    assert _stored_bytes(folder) <= before + 1000
+    assert httpx.get(bounded_server.url, timeout=10).status_code == 200
 
 
 # ------------------------------------------------------------------------------ the page in Chromium
@@ -382,3 +541,18 @@ def test_page_stylizes_an_upload_shows_errors_and_keeps_working(server, page, tm
     page.click("#stylize")
     assert _result_size(page) == (80, 120)
     assert "Traceback" not in page.inner_text("body")
+
+
+@pytest.mark.browser
+def test_page_shows_why_an_upload_is_refused(bounded_server, page, tmp_path):
+    page.goto(bounded_server.url)
+    page.wait_for_selector("#stylize")
+    for _ in range(5):  # fill this address's 5 MB (the browser's address too)
+        if _upload(bounded_server.url, os.urandom(1_500_000)).status_code == 429:
+            break
+    noise = np.random.default_rng(0).integers(0, 256, (560, 560, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")  # 0.9 MB: within the 2 MB for one upload
+    page.locator("#photo input[type=file]").set_input_files(tmp_path / "noise.png")
+    toast = page.locator(".toast-body").filter(has_text="Uploads from this address hold")
+    toast.wait_for()
+    assert "5.0 MB allowed; try again in a few minutes" in toast.inner_text()

@@ -7,15 +7,27 @@ any pixel is decoded (:func:`instyle.engine.image.load_image`). A refused or fai
 page as a short message, never a traceback or a path on the server; the server keeps no per-request
 state, so its memory stays flat over many requests.
 
+Uploads reach Gradio's upload route outside the queue, so :class:`UploadGuard` bounds what they
+store: each upload, each client address's uploads and all uploads together, counted as the body
+streams and refused before it is stored; files older than ``upload_max_age`` are removed. The page
+keeps its files in a folder of its own, removed when the server stops.
+
 Gradio is an optional dependency: ``pip install 'instyle[web]'``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import logging
+import math
 import os
+import shutil
+import socket
 import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +43,30 @@ from instyle.engine.inference.stylize import StyleModel, load_model
 from instyle.engine.catalog import list_models
 
 __all__ = [
+    "DEFAULT_CLIENT_UPLOAD_BYTES",
     "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_TOTAL_UPLOAD_BYTES",
+    "DEFAULT_UPLOAD_MAX_AGE",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_QUEUE_SIZE",
     "PRESERVE_CHOICES",
     "RequestError",
     "ServeLimits",
     "StyleService",
+    "UploadGuard",
     "load_styles",
     "build_app",
     "launch",
 ]
 
 DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
+# An address may keep five full-size uploads (a dozen phone photos) at once, and the server 25 of
+# them: 500 MB is a size any machine that runs the page can spare, and needs at least five
+# addresses filling their share to reach. Uploads live 15 minutes: long enough to try several
+# styles on one photo (each press reads the upload again), short enough to give the space back.
+DEFAULT_CLIENT_UPLOAD_BYTES = 100_000_000
+DEFAULT_TOTAL_UPLOAD_BYTES = 500_000_000
+DEFAULT_UPLOAD_MAX_AGE = 900.0  # seconds
 DEFAULT_MAX_SIZE = 1024  # long side of the result, in pixels: a CPU answers in seconds
 DEFAULT_QUEUE_SIZE = 8  # requests waiting behind the running one; more are turned away
 PRESERVE_CHOICES = PRESERVE_COLOR  # the web page offers what stylize accepts
@@ -63,14 +86,23 @@ class ServeLimits:
     max_pixels: int | None = None  # None: $INSTYLE_MAX_PIXELS, else instyle.image's 50 MP
     max_size: int | None = DEFAULT_MAX_SIZE  # None: stylize at the upload's own size
     queue_size: int = DEFAULT_QUEUE_SIZE
+    client_upload_bytes: int = DEFAULT_CLIENT_UPLOAD_BYTES  # one client address's uploads kept at once
+    total_upload_bytes: int = DEFAULT_TOTAL_UPLOAD_BYTES  # all uploads kept at once
+    upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE  # seconds an upload is kept
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "queue_size"):
+        for name in ("max_upload_bytes", "queue_size", "client_upload_bytes", "total_upload_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.max_size is not None and (not isinstance(self.max_size, int) or self.max_size < 1):
             raise ValueError(f"max_size must be a positive int or None, got {self.max_size!r}")
+        if not isinstance(self.upload_max_age, (int, float)) or not 0 < self.upload_max_age < math.inf:
+            raise ValueError(f"upload_max_age must be a positive number of seconds, got {self.upload_max_age!r}")
+        for small, large in (("max_upload_bytes", "client_upload_bytes"), ("client_upload_bytes", "total_upload_bytes")):
+            low, high = getattr(self, small), getattr(self, large)
+            if high < low:  # no upload could ever be kept
+                raise ValueError(f"{large} ({_megabytes(high)}) is less than {small} ({_megabytes(low)})")
         max_pixels_limit(self.max_pixels)  # raises on a bad value or a bad $INSTYLE_MAX_PIXELS
 
 
@@ -217,6 +249,209 @@ def _release_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
+# --------------------------------------------------------------------------------------- uploads
+
+_FOLDER_PREFIX = "instyle-serve-"
+_MULTIPART_SLACK = 64_000  # a request's bytes besides the file: boundaries, part headers, file name
+_MIN_CHARGE = 8192  # an upload costs at least the disk blocks of its file and its folder
+
+
+@dataclass
+class _Charge:
+    """What one upload request may store: its Content-Length while it streams, then what came."""
+
+    size: int
+    end: float | None = None  # time.time() when the request was done; None while it streams
+
+
+class UploadGuard:
+    """Bounds what Gradio's upload route, which runs outside the one-job queue, keeps on disk.
+
+    Each upload is charged to its client address: its Content-Length before a byte is read (a
+    request without one is refused), then the bytes that came, counted as they stream. A request
+    larger than ``max_upload_bytes``, or that would take its address past ``client_upload_bytes``
+    or all addresses past ``total_upload_bytes``, gets a short text the page shows (413, 429, 503)
+    and its body is read and dropped, never stored. :meth:`sweep` removes the files in ``folder``
+    last written longer than ``upload_max_age`` ago together with the charges as old, so what the
+    uploads keep on disk never exceeds the live charges, nor these the bounds. A charge stays when
+    Gradio refuses an upload itself: it may have stored part of it. Behind a reverse proxy all
+    clients have the proxy's address, and share one allowance.
+
+    The charges are touched only from the server's event loop; files are removed in a thread.
+    """
+
+    def __init__(self, folder: str | os.PathLike, limits: ServeLimits) -> None:
+        self.folder = Path(folder)
+        self.limits = limits
+        self._charges: dict[str, list[_Charge]] = {}
+
+    @property
+    def sweep_every(self) -> float:
+        """Seconds between sweeps: a quarter of the age, at most a minute."""
+        return min(60.0, self.limits.upload_max_age / 4)
+
+    def _of(self, client: str | None) -> list[_Charge]:
+        """The charges of ``client``; of every client for None."""
+        if client is not None:
+            return self._charges.get(client, [])
+        return [charge for charges in self._charges.values() for charge in charges]
+
+    def charged(self, client: str | None = None) -> int:
+        """Bytes charged to ``client`` (to all clients for None) and not yet swept."""
+        return sum(charge.size for charge in self._of(client))
+
+    def refusal(self, client: str, size: int | None) -> tuple[int, str] | None:
+        """(HTTP status, text for the page) refusing an upload of ``size`` bytes from ``client``, or None."""
+        limits = self.limits
+        if size is None:
+            return 411, "An upload needs a Content-Length header."
+        if size > limits.max_upload_bytes + _MULTIPART_SLACK:
+            return 413, f"The file is {_megabytes(size)}; the limit is {_megabytes(limits.max_upload_bytes)}."
+        size = max(size, _MIN_CHARGE)
+        if self.charged(client) + size > limits.client_upload_bytes:
+            kept, limit = _megabytes(self.charged(client)), _megabytes(limits.client_upload_bytes)
+            return 429, f"Uploads from this address hold {kept} of {limit} allowed; try again in a few minutes."
+        if self.charged() + size > limits.total_upload_bytes:
+            limit = _megabytes(limits.total_upload_bytes)
+            return 503, f"The server holds its {limit} of uploads; try again in a few minutes."
+        return None
+
+    def retry_after(self, client: str | None) -> int:
+        """Seconds until the oldest finished upload of ``client`` (of anyone: None) is swept."""
+        oldest = min((charge.end for charge in self._of(client) if charge.end is not None), default=time.time())
+        return max(1, math.ceil(oldest + self.limits.upload_max_age + self.sweep_every - time.time()))
+
+    def charge(self, client: str, size: int) -> _Charge:
+        charge = _Charge(max(size, _MIN_CHARGE))
+        self._charges.setdefault(client, []).append(charge)
+        return charge
+
+    async def sweep(self) -> None:
+        """Remove the files and the charges older than ``upload_max_age``."""
+        cutoff = time.time() - self.limits.upload_max_age
+        await asyncio.to_thread(_remove_files_older_than, self.folder, cutoff)
+        for client in list(self._charges):  # a file is never newer than its charge's end
+            live = [charge for charge in self._charges[client] if charge.end is None or charge.end >= cutoff]
+            if live:
+                self._charges[client] = live
+            else:
+                del self._charges[client]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app):
+        """The server's lifespan (Starlette's): sweep while it runs, remove the folder when it stops."""
+
+        async def sweep_forever():
+            while True:
+                await asyncio.sleep(self.sweep_every)
+                await self.sweep()
+
+        task = asyncio.create_task(sweep_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def middleware(self, app):
+        """ASGI middleware (Starlette's ``Middleware(guard.middleware)``) guarding the upload route."""
+
+        async def guarded(scope, receive, send):
+            path = scope.get("path", "").rstrip("/")
+            if scope["type"] == "http" and scope["method"] == "POST" and path.endswith("/gradio_api/upload"):
+                await self._upload(app, scope, receive, send)
+            else:
+                await app(scope, receive, send)
+
+        return guarded
+
+    async def _upload(self, app, scope, receive, send) -> None:
+        client = (scope.get("client") or ("unknown",))[0]
+        size = _content_length(scope["headers"])
+        refused = self.refusal(client, size)
+        if refused is not None:
+            status, text = refused
+            await _drop_body(receive, 2 * (self.limits.max_upload_bytes + _MULTIPART_SLACK))
+            retry = self.retry_after(client if status == 429 else None) if status in (429, 503) else None
+            await _send_text(send, status, text, retry)
+            return
+        charge = self.charge(client, size)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > size:  # more than its Content-Length (HTTP/1.1 framing stops this first)
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            await app(scope, counted, send)
+        finally:
+            charge.size, charge.end = max(min(received, size), _MIN_CHARGE), time.time()
+
+
+def _content_length(headers) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+async def _drop_body(receive, limit: int) -> None:
+    """Read and drop a refused request's body, so that a client still sending it reads the answer;
+    past ``limit`` bytes the connection closes with the rest unread."""
+    dropped = 0
+    while dropped <= limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+        dropped += len(message.get("body", b""))
+
+
+async def _send_text(send, status: int, text: str, retry_after: int | None = None) -> None:
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _remove_files_older_than(folder: Path, cutoff: float) -> None:
+    """Remove the files under ``folder`` last written before ``cutoff`` (a time.time()), then the
+    folders this emptied or as old (a fresh empty one may be about to receive an upload)."""
+    for parent, _, names in os.walk(folder, topdown=False):
+        removed = False
+        for name in names:
+            path = os.path.join(parent, name)
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_mtime < cutoff:
+                    os.remove(path)
+                    removed = True
+        if parent != str(folder):
+            with contextlib.suppress(OSError):  # rmdir fails unless the folder is empty
+                if removed or os.lstat(parent).st_mtime < cutoff:
+                    os.rmdir(parent)
+
+
+def _own_upload_folder() -> Path:
+    """A fresh folder for the page's uploads and results, made Gradio's for this process: Gradio
+    reads $GRADIO_TEMP_DIR when it builds components and again as it serves, so there is one page
+    per process. The folder is the page's alone: the guard removes what ages in it."""
+    root = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()).resolve()
+    if root.name.startswith(_FOLDER_PREFIX):  # an earlier page's folder in this process
+        root = root.parent
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX, dir=root))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    return folder
+
+
 # ------------------------------------------------------------------------------------------ page
 
 
@@ -235,8 +470,11 @@ def _upload_path(payload) -> str | None:
 
 def build_app(service: StyleService):
     """The page: upload, style, strength, colour preservation, and the result with a download
-    button. Returns a ``gr.Blocks`` whose queue runs one job at a time."""
+    button. Returns a ``gr.Blocks`` whose queue runs one job at a time; its ``upload_guard`` (an
+    :class:`UploadGuard` on a fresh folder, see :func:`_own_upload_folder`) is installed by
+    :func:`launch`."""
     gr = _gradio()
+    guard = UploadGuard(_own_upload_folder(), service.limits)
 
     def run(upload, style, strength, preserve):
         try:
@@ -248,7 +486,7 @@ def build_app(service: StyleService):
             raise gr.Error("Something went wrong on the server.", print_exception=False) from None
 
     names = list(service.styles)
-    with gr.Blocks(title="instyle", analytics_enabled=False, delete_cache=(600, 3600)) as app:
+    with gr.Blocks(title="instyle", analytics_enabled=False) as app:  # the guard removes old files
         gr.Markdown("## instyle: fast neural style transfer\nUpload a photo, pick a style, press **Stylize**.")
         with gr.Row():
             with gr.Column():
@@ -275,32 +513,50 @@ def build_app(service: StyleService):
             run, inputs=[upload, style, strength, preserve], outputs=result, api_name="stylize", concurrency_limit=1
         )
     app.queue(max_size=service.limits.queue_size, default_concurrency_limit=1, api_open=False)
+    app.upload_guard = guard
     return app
 
 
-def launch(app, *, host: str = "127.0.0.1", port: int = 7860, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> str:
-    """Serve ``app`` on ``host:port`` (loopback unless told otherwise) from a background thread
-    and return its URL; ``app.block_thread()`` waits until Ctrl-C, ``app.close()`` stops it.
+def launch(app, *, host: str = "127.0.0.1", port: int = 7860) -> str:
+    """Serve ``app`` (from :func:`build_app`) on ``host:port`` (loopback unless told otherwise;
+    port 0: a free one) from a background thread and return its URL, with the port in use;
+    ``app.block_thread()`` waits until Ctrl-C, ``app.close()`` stops it.
 
-    Gradio refuses uploads over ``max_upload_bytes`` before storing them; ``StyleService`` checks
-    again.
+    Its upload guard checks every upload as it streams; Gradio refuses files over
+    ``max_upload_bytes`` too, and ``StyleService`` checks again.
     """
     gr = _gradio()
+    from starlette.middleware import Middleware
+
+    guard: UploadGuard = app.upload_guard
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    _, local_url, _ = app.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        prevent_thread_lock=True,
-        show_error=False,  # only gr.Error messages reach the page
-        quiet=True,
-        max_file_size=max_upload_bytes,
-        ssr_mode=False,
-        mcp_server=False,
-        pwa=False,
-        enable_monitoring=False,
-        footer_links=[],
-        theme=theme,  # system fonts: the page fetches nothing from other hosts
-    )
+    try:
+        _, local_url, _ = app.launch(
+            server_name=host,
+            server_port=port or _free_port(host),  # Gradio would wait for an answer on port 0
+            share=False,
+            inbrowser=False,
+            prevent_thread_lock=True,
+            show_error=False,  # only gr.Error messages reach the page
+            quiet=True,
+            max_file_size=guard.limits.max_upload_bytes,
+            app_kwargs={"middleware": [Middleware(guard.middleware)], "lifespan": guard.lifespan},
+            ssr_mode=False,
+            mcp_server=False,
+            pwa=False,
+            enable_monitoring=False,
+            footer_links=[],
+            theme=theme,  # system fonts: the page fetches nothing from other hosts
+        )
+    except BaseException:
+        shutil.rmtree(guard.folder, ignore_errors=True)  # no server ran, so none will remove it
+        raise
     return local_url
+
+
+def _free_port(host: str) -> int:
+    """A port free on ``host`` now (raises OSError for a host with no address here)."""
+    family, kind, _, _, address = socket.getaddrinfo(host.strip("[]"), 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind) as probe:
+        probe.bind(address)
+        return probe.getsockname()[1]
