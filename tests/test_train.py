@@ -485,12 +485,12 @@ BAD_CHECKPOINTS = {
     "a wrong-shaped weight": (
         lambda s: _with(s, model={**s["model"], _first_weight(s): torch.zeros(3)}), r"entry 'model': .* has shape \(3,\), the model's is"
     ),
-    "a missing weight": (lambda s: _with(s, model=dict(list(s["model"].items())[1:])), "entry 'model': no weight"),
+    "a missing weight": (lambda s: _with(s, model=dict(list(s["model"].items())[1:])), r"entry 'model': the model's weight \S+ is missing"),
     "NaN weights": (
         lambda s: _with(s, model={**s["model"], _first_weight(s): s["model"][_first_weight(s)] * float("nan")}),
         r"entry 'model': weight .* has NaN or inf values",
     ),
-    "no rng": (lambda s: {k: v for k, v in s.items() if k != "rng"}, "no entries 'rng'"),
+    "no rng": (lambda s: {k: v for k, v in s.items() if k != "rng"}, "no entry 'rng'"),
     "an rng of floats": (lambda s: _with(s, rng={"torch": torch.zeros(5)}), "entry 'rng': "),
     "a step of text": (lambda s: _with(s, step="abc"), "entry 'step': 'abc' is not a step number"),
     "a negative step": (lambda s: _with(s, step=-3), "entry 'step': -3 is not a step number"),

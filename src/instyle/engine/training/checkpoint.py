@@ -139,7 +139,8 @@ def check_checkpoint(saved: object, path: Path, model, optimizer, config: TrainC
         raise TrainingError(f"resume: {path} holds a {kind}, not a checkpoint (a dict of the model, optimizer, step, ...)")
     missing = [name for name in _REQUIRED if name not in saved]
     if missing:
-        raise TrainingError(f"resume: {path} is not a whole checkpoint: no entries {', '.join(map(repr, missing))}")
+        entries = "entry" if len(missing) == 1 else "entries"
+        raise TrainingError(f"resume: {path} is not a whole checkpoint: no {entries} {', '.join(map(repr, missing))}")
     weights = model.state_dict()
     checks = {
         "config": _config_problem,
@@ -190,8 +191,10 @@ def _config_problem(value) -> str | None:
         settings = json.loads(value)
     except (TypeError, ValueError):
         return "the run's settings are not JSON text"
-    if not isinstance(settings, dict) or not isinstance(settings.get("loss", {}), dict):
-        return f"the run's settings are not a JSON object of settings, the loss's among them, but {value[:40]!r}"
+    if not isinstance(settings, dict):
+        return f"the run's settings are not a JSON object: {value[:40]!r}"
+    if not isinstance(settings.get("loss", {}), dict):
+        return f"the run's loss settings are not a JSON object: {settings['loss']!r}"
     try:
         flat_json(TrainConfig.from_json(settings))
     except (TypeError, ValueError, AttributeError, KeyError) as error:
@@ -214,7 +217,8 @@ def _weights_problem(value, expected: dict) -> str | None:
         return f"a {type(value).__name__}, not the model's weights"
     missing = [name for name in expected if name not in value]
     if missing:
-        return f"no weight {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} of the model"
+        names = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return f"the model's weight{'s' if len(missing) > 1 else ''} {names} {'are' if len(missing) > 1 else 'is'} missing"
     unexpected = [str(name) for name in value if name not in expected]
     if unexpected:
         return f"weight {', '.join(unexpected[:3])} is not the model's"
