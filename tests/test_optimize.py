@@ -141,3 +141,42 @@ def test_every_lbfgs_step_lowers_the_loss_on_real_weights(default_vgg_weights, s
     # pixels clamped to [0, 1], as they are saved (free pixels drift out of range, and clamping
     # them afterwards raised the loss).
     assert result.final_losses["total"] == pytest.approx(min(e["total"] for e in result.history), rel=1e-5)
+
+
+def _instyle(*argv, timeout=120):
+    """``python -m instyle ARGV`` in a real subprocess (PYTHONPATH is inherited)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "instyle", *map(str, argv)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_refuses_an_output_folder_named_like_the_settings_file_before_any_work(tmp_path):
+    """At the defaults (512 px, 500 iterations) the run would take minutes: the refusal comes first."""
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 16, 16), style)
+    (tmp_path / "out.png.json").mkdir()
+    run = _instyle("optimize", style, style, "-o", tmp_path / "out.png")
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.count("\n") == 1 and "out.png.json" in run.stderr and "is a folder" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png.json", "style.png"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("nodir/x.png", "folder {tmp}/nodir does not exist"),
+    ("notes.txt/x.png", "{tmp}/notes.txt is a file, not a folder"),
+    ("folder.png", "{tmp}/folder.png is a folder"),
+])  # fmt: skip
+def test_cli_checks_the_output_location_before_any_work(tmp_path, capsys, monkeypatch, where, message):
+    from instyle.engine import optimize as engine
+
+    monkeypatch.setattr(engine, "optimize", lambda *a, **k: pytest.fail("optimize ran before the output was checked"))
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 16, 16), style)
+    (tmp_path / "notes.txt").write_text("notes")
+    (tmp_path / "folder.png").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["optimize", str(style), str(style), "-o", str(tmp_path / where)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"instyle optimize: error: -o {tmp_path / where}") and message.format(tmp=tmp_path) in err
+    assert sorted(tmp_path.rglob("*")) == before

@@ -11,6 +11,7 @@ from instyle.engine.image import load_image, save_image
 from instyle.engine.modelfile import load_generator
 from instyle.engine.models import TextureNet
 from instyle.engine.config import ConfigError
+from instyle.engine.training import TrainingError
 from instyle.engine.texture import TextureConfig, load_or_train_texture, sample_texture, synthesize_texture, train_texture
 
 from .conftest import TinyEncoder
@@ -126,3 +127,30 @@ def test_cli_seeds_and_cache_with_the_real_vgg(tmp_path, shared_data, default_vg
 def test_cli_refuses_bad_output_names(tmp_path, capsys):
     assert main(["texture", "--style", "x.png", "-o", str(tmp_path / "out.txt")]) == 2
     assert "use a .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, message", [
+    ("nodir/x.png", "folder {tmp}/nodir does not exist"),
+    ("notes.txt/x.png", "{tmp}/notes.txt is a file, not a folder"),
+    ("folder.png", "{tmp}/folder.png is a folder"),
+])  # fmt: skip
+def test_cli_checks_the_output_location_before_any_work(style, home, tmp_path, capsys, monkeypatch, where, message):
+    from instyle.engine import texture as engine
+
+    monkeypatch.setattr(engine, "synthesize_texture", lambda *a, **k: pytest.fail("trained before the output was checked"))
+    (tmp_path / "notes.txt").write_text("notes")
+    (tmp_path / "folder.png").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["texture", "--style", str(style), "-o", str(tmp_path / where)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"instyle texture: error: -o {tmp_path / where}") and message.format(tmp=tmp_path) in err
+    assert err.count("\n") == 1 and sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_unwritable_cache_is_refused_before_training(style, tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("notes")
+    monkeypatch.setenv("INSTYLE_HOME", str(tmp_path / "notes.txt" / "home"))
+    steps = []
+    with pytest.raises(TrainingError, match=r"cannot cache the texture generator in .*notes.txt is a file.*INSTYLE_HOME"):
+        load_or_train_texture(TextureConfig(style=str(style), **TINY), extractor=TinyEncoder(), on_step=lambda *a: steps.append(a))
+    assert not steps

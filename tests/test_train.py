@@ -442,3 +442,212 @@ def test_forward_graphs_leave_cpu_forwards_alone():
     for _ in range(3):  # a CUDA input would be captured on its second forward; a CPU one never is
         assert torch.equal(graphs(module, lambda t: calls.append(t) or module(t), x), module(x))
     assert len(calls) == 3 and not graphs.graphs
+
+
+# ---------------------------------------------------------------------------- issue #17: checkpoints resumed
+
+
+def _instyle(*argv, timeout=120):
+    """``python -m instyle ARGV`` in a real subprocess (PYTHONPATH is inherited)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "instyle", *map(str, argv)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished_checkpoint(tmp_path_factory):
+    """The checkpoint of a finished two-step run (style and photos may move: a resume may change them)."""
+    tmp_path = tmp_path_factory.mktemp("finished")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save_image(torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(0)), photos / "p.png")
+    save_image(torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(1)), tmp_path / "style.png")
+    train(_config(tmp_path, photos, iterations=2, checkpoint_every=1), extractor=TinyEncoder())
+    return load_checkpoint(tmp_path / "model.train" / "checkpoint.pt")
+
+
+def _first_weight(saved):
+    return next(k for k, v in saved["model"].items() if v.is_floating_point())
+
+
+def _with(saved, **entries):
+    return {**saved, **entries}
+
+
+def _poisoned_optimizer(saved, value):
+    optimizer = {"state": {k: dict(v) for k, v in saved["optimizer"]["state"].items()}, "param_groups": saved["optimizer"]["param_groups"]}
+    optimizer["state"][0]["exp_avg"] = value(optimizer["state"][0]["exp_avg"])
+    return _with(saved, optimizer=optimizer)
+
+
+BAD_CHECKPOINTS = {
+    "no model": (lambda s: {"config": "{}"}, "not a whole checkpoint: no entries 'model', 'optimizer', 'scheduler', 'step', 'rng'"),
+    "a list": (lambda s: [1, 2], "holds a list, not a checkpoint"),
+    "a wrong-shaped weight": (
+        lambda s: _with(s, model={**s["model"], _first_weight(s): torch.zeros(3)}), r"entry 'model': .* has shape \(3,\), the model's is"
+    ),
+    "a missing weight": (lambda s: _with(s, model=dict(list(s["model"].items())[1:])), r"entry 'model': the model's weight \S+ is missing"),
+    "NaN weights": (
+        lambda s: _with(s, model={**s["model"], _first_weight(s): s["model"][_first_weight(s)] * float("nan")}),
+        r"entry 'model': weight .* has NaN or inf values",
+    ),
+    "no rng": (lambda s: {k: v for k, v in s.items() if k != "rng"}, "no entry 'rng'"),
+    "an rng of floats": (lambda s: _with(s, rng={"torch": torch.zeros(5)}), "entry 'rng': "),
+    "a step of text": (lambda s: _with(s, step="abc"), "entry 'step': 'abc' is not a step number"),
+    "a negative step": (lambda s: _with(s, step=-3), "entry 'step': -3 is not a step number"),
+    "a config list": (lambda s: _with(s, config="[1]"), "entry 'config': .*not a JSON object"),
+    "a config of bad JSON": (lambda s: _with(s, config="{"), "entry 'config': .*not JSON"),
+    "a wrong-shaped optimizer state": (lambda s: _poisoned_optimizer(s, lambda t: torch.zeros(2)), r"entry 'optimizer': .*shape \(2,\)"),
+    "an inf optimizer state": (lambda s: _poisoned_optimizer(s, lambda t: t + float("inf")), "entry 'optimizer': .*NaN or inf"),
+    "a scheduler list": (lambda s: _with(s, scheduler=[]), "entry 'scheduler': "),
+    "a history of text": (lambda s: _with(s, history="steps"), "entry 'history': "),
+    "NaN best weights": (
+        lambda s: _with(s, best={"step": 1, "total": 1.0, "model": {k: v * float("nan") for k, v in s["model"].items()}}),
+        "entry 'best': .*NaN or inf",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+def test_a_checkpoint_of_the_wrong_structure_is_refused_naming_the_file_and_entry(tmp_path, photos, finished_checkpoint, case):
+    corrupt, message = BAD_CHECKPOINTS[case]
+    checkpoint = tmp_path / "model.train" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    torch.save(corrupt(finished_checkpoint), checkpoint)
+    before = checkpoint.read_bytes()
+    config = _config(tmp_path, photos, iterations=4, resume=True)
+    with pytest.raises(TrainingError, match=message) as refused:
+        train(config, extractor=TinyEncoder())
+    assert str(refused.value).startswith(f"resume: {checkpoint}") and "\n" not in str(refused.value)
+    assert checkpoint.read_bytes() == before and sorted(checkpoint.parent.iterdir()) == [checkpoint]
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_the_checkpoint_of_a_finished_run_resumes(tmp_path, photos, finished_checkpoint):
+    checkpoint = tmp_path / "model.train" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    torch.save(finished_checkpoint, checkpoint)
+    result = train(_config(tmp_path, photos, iterations=3, resume=True), extractor=TinyEncoder())
+    assert result.step == 3 and load_checkpoint(checkpoint)["step"] == 3
+
+
+class _RunsCode:
+    """Unpickling this would create the marker file: proof that code ran."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("case", ["no model", "a list", "empty", "a pickle that runs code"])
+def test_cli_resume_refuses_a_bad_checkpoint_in_one_line(tmp_path, photos, case):
+    checkpoint = tmp_path / "model.train" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    marker = tmp_path / "code_ran"
+    content = {"no model": {"config": "{}"}, "a list": [1, 2], "a pickle that runs code": {"step": _RunsCode(marker)}}
+    if case == "empty":
+        checkpoint.write_bytes(b"")
+    else:
+        torch.save(content[case], checkpoint)
+    run = _instyle(*_cli_train_args(tmp_path, photos, tmp_path / "model.safetensors", "--iterations", "4", "--resume"))
+    assert run.returncode == 1 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"instyle train: error: resume: {checkpoint}")
+    expected = {
+        "no model": "no entries 'model'", "a list": "holds a list", "empty": "is empty (0 bytes)",
+        "a pickle that runs code": "refused: a pickle that would build objects or run code",
+    }  # fmt: skip
+    assert expected[case] in run.stderr
+    assert "weights_only" not in run.stderr and "set to `False`" not in run.stderr
+    assert not marker.exists() and not (tmp_path / "model.safetensors").exists()
+
+
+def test_the_nan_guard_never_calls_another_runs_checkpoint_the_last_good_one(tmp_path, photos, monkeypatch, finished_checkpoint):
+    """A new run may replace a finished run's checkpoint; until it writes its own, it has no last good one."""
+    from instyle.engine import models
+
+    checkpoint = tmp_path / "model.train" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    nan_weights = {k: v * float("nan") if v.is_floating_point() else v for k, v in finished_checkpoint["model"].items()}
+    torch.save(_with(finished_checkpoint, model=nan_weights), checkpoint)  # finished: a new run may start here
+    build = models.build_generator
+
+    def poisoned(*args, **kwargs):
+        generator = build(*args, **kwargs)
+        with torch.no_grad():
+            next(iter(generator.parameters())).fill_(float("nan"))
+        return generator
+
+    monkeypatch.setattr(models, "build_generator", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan at step 1") as stopped:
+        train(_config(tmp_path, photos), extractor=TinyEncoder())
+    assert str(checkpoint) not in str(stopped.value) and "no checkpoint of this run yet" in str(stopped.value)
+
+
+# ---------------------------------------------------------------------------- issue #17: outputs checked first
+
+
+@pytest.mark.parametrize("output, log_dir, message", [
+    ("notes.txt/m.safetensors", "logs", "--output {tmp}/notes.txt/m.safetensors: {tmp}/notes.txt is a file, not a folder"),
+    ("folder.safetensors", None, "--output {tmp}/folder.safetensors is a folder"),
+    ("m.safetensors", "notes.txt/logs", "--log-dir {tmp}/notes.txt/logs: {tmp}/notes.txt is a file, not a folder"),
+    ("m.safetensors", "notes.txt", "--log-dir {tmp}/notes.txt is a file, not a folder"),
+    ("notes.safetensors", None, "--output {tmp}/notes.safetensors: the log folder beside it, {tmp}/notes.train is a file"),
+])  # fmt: skip
+def test_cli_checks_every_output_before_any_work(tmp_path, photos, output, log_dir, message):
+    """100000 steps would run for hours: the refusal comes first, and creates nothing."""
+    (tmp_path / "notes.txt").write_text("notes")
+    (tmp_path / "notes.train").write_text("notes")
+    (tmp_path / "folder.safetensors").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    extra = ["--iterations", "100000", *(["--log-dir", tmp_path / log_dir] if log_dir else [])]
+    run = _instyle(*_cli_train_args(tmp_path, photos, tmp_path / output, *extra), timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("instyle train: error: " + message.format(tmp=tmp_path))
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("case", ["missing content", "missing held-out photos", "no checkpoint to resume", "bad style"])
+def test_a_run_refused_by_validation_creates_nothing(tmp_path, photos, case):
+    overrides = {
+        "missing content": dict(content=str(tmp_path / "missing")),
+        "missing held-out photos": dict(eval_content=str(tmp_path / "missing")),
+        "no checkpoint to resume": dict(resume=True),
+        "bad style": dict(style=str(tmp_path / "missing.png")),
+    }[case]  # fmt: skip
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(Exception, match="missing|no checkpoint"):
+        train(_config(tmp_path, photos, **overrides), extractor=TinyEncoder())
+    assert sorted(tmp_path.rglob("*")) == before  # no empty log folder
+
+
+def test_a_model_file_given_as_style_and_output_is_not_called_an_image(tmp_path, photos, capsys):
+    from instyle.apps.cli import main
+
+    train(_config(tmp_path, photos, iterations=1), extractor=TinyEncoder())
+    model = tmp_path / "model.safetensors"
+    before = model.read_bytes()
+    args = _cli_train_args(tmp_path, photos, model)
+    args[args.index("--style") + 1] = str(model)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"--output {model} is the style (a model file with style targets)" in err and "image" not in err
+    assert model.read_bytes() == before
+
+
+def test_an_output_that_fails_at_the_end_says_how_to_save_the_run(tmp_path, photos, small_disk):
+    """A full disk at the final save: the checkpoint holds the run, and --resume -o OTHER saves it."""
+    log_dir, other = tmp_path / "logs", tmp_path / "other.safetensors"
+    fill_disk(small_disk)  # the location is fine; the disk fills only later
+    args = _cli_train_args(tmp_path, photos, small_disk / "m.safetensors", "--iterations", "2", "--log-dir", log_dir)
+    run = _instyle(*args)
+    error = run.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert error.startswith(f"instyle train: error: cannot write {small_disk / 'm.safetensors'}: No space left on device")
+    assert str(log_dir / "checkpoint.pt") in error and f"--resume --log-dir {log_dir} -o OTHER.safetensors" in error
+    args[args.index("-o") + 1] = str(other)
+    rescue = _instyle(*args, "--resume")
+    assert rescue.returncode == 0, rescue.stderr
+    assert "()" not in rescue.stdout and "total " in rescue.stdout  # the losses of the finished run
+    _, metadata, _ = read_model_file(other)
+    assert metadata["final_losses"]["total"] > 0 and metadata["iterations"] == 2

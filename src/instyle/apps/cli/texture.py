@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from instyle.apps.cli.common import add_config_flags, add_max_pixels, config_from_args, fail, is_image_name
+from instyle.engine.fileio import OutputError, check_writable_output
 
 
 def add_parser(sub) -> None:
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         return fail("texture", f"-o {output}: use a .png, .jpg or .webp file name", 2)
     if output.resolve() == Path(args.style).resolve():
         return fail("texture", f"-o {output} would overwrite the style image", 2)
+    try:  # before the minutes a generator trains
+        check_writable_output(output, field="output")
+    except OutputError as error:
+        return fail("texture", f"-o {error.reason}", 2)
     bar = None
 
     def on_step(step: int, losses: dict[str, float]) -> None:

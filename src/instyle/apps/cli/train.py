@@ -42,7 +42,7 @@ def _on_step(bar: LazyBar):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from instyle.engine.training import TrainConfig, TrainingError, TrainingInterrupted, check_config, train
+    from instyle.engine.training import ModelNotSaved, TrainConfig, TrainingError, TrainingInterrupted, check_config, train
     from instyle.engine.weights import WeightsError
 
     bar = None
@@ -54,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         print(f"instyle train: {stop}; resume with --resume", file=sys.stderr)
         return 128 + stop.signum
+    except ModelNotSaved as unsaved:
+        bar.close()
+        rescue = f"--resume --log-dir {unsaved.log_dir} -o OTHER.safetensors"
+        return fail("train", f"{unsaved.reason}; the finished run is kept in {unsaved.checkpoint}: "
+                    f"run the same command with {rescue} to save its model", 1)  # fmt: skip
     except (TrainingError, WeightsError, OSError, ValueError) as error:
         if bar is not None:
             bar.close()

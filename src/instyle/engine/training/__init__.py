@@ -9,7 +9,9 @@
 """
 
 from instyle.engine.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint  # noqa: F401
-from instyle.engine.training.config import TrainConfig, TrainingError, TrainingInterrupted, TrainResult, check_config  # noqa: F401
+from instyle.engine.training.config import (  # noqa: F401
+    ModelNotSaved, TrainConfig, TrainingError, TrainingInterrupted, TrainResult, check_config,
+)
 from instyle.engine.training.data import (  # noqa: F401
     batch_for_step,
     corner_crops,
@@ -23,4 +25,4 @@ from instyle.engine.training.data import (  # noqa: F401
 from instyle.engine.training.schedule import cosine_lr  # noqa: F401
 from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_sizes, stored_style_size, train  # noqa: F401
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingError", "TrainingInterrupted", "train"]
+__all__ = ["ModelNotSaved", "TrainConfig", "TrainResult", "Trainer", "TrainingError", "TrainingInterrupted", "train"]

@@ -12,6 +12,7 @@ from instyle.engine.config import (
     LOSS_FIELDS, ConfigError, LossConfig, device_option, dtype_option, loss_defaults, nests_loss, option,
 )
 from instyle.engine.config import check_config as check_fields
+from instyle.engine.fileio import OutputError, check_writable_output
 from instyle.engine.image import IMAGE_EXTENSIONS
 from instyle.engine.weights import TRAIN_VGG_WEIGHTS
 
@@ -140,6 +141,19 @@ class TrainingError(RuntimeError):
     """Training stopped on a fault (NaN loss, bad input); the last good checkpoint is intact."""
 
 
+class ModelNotSaved(TrainingError):
+    """The run finished but its model file could not be written; the checkpoint in ``log_dir`` holds
+    the run, and resuming it with another output saves the model."""
+
+    def __init__(self, reason: str, checkpoint: Path, log_dir: Path) -> None:
+        super().__init__(
+            f"{reason}; the finished run is kept in {checkpoint}: resume it (log_dir {log_dir}) with another output"
+        )
+        self.reason = reason
+        self.checkpoint = checkpoint
+        self.log_dir = log_dir
+
+
 class TrainingInterrupted(RuntimeError):
     """SIGINT or SIGTERM arrived; the step finished and a checkpoint was written."""
 
@@ -162,4 +176,25 @@ def check_config(config: TrainConfig) -> None:
     if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise ConfigError("output", f"{output}: the model is a safetensors file, not an image; name it MODEL.safetensors")
     if output.exists() and Path(config.style).exists() and output.samefile(config.style):
-        raise ConfigError("output", f"{output} is the style image; choose another output path")
+        style = "style (a model file with style targets)" if output.suffix.lower() == ".safetensors" else "style image"
+        raise ConfigError("output", f"{output} is the {style}; choose another output path")
+    check_outputs(config)
+
+
+def log_dir_of(config: TrainConfig) -> Path:
+    """The run's folder of checkpoint, logs and samples: ``log_dir``, else OUTPUT_STEM.train beside the output."""
+    output = Path(config.output)
+    return Path(config.log_dir) if config.log_dir else output.with_name(output.stem + ".train")
+
+
+def check_outputs(config: TrainConfig) -> None:
+    """Every place the run writes, before any work: the model file and the log folder (their
+    missing folders are made, as the run starts and ends). Raises ConfigError naming the field."""
+    check_writable_output(config.output, field="output", make_parents=True)
+    if config.log_dir:
+        check_writable_output(config.log_dir, field="log_dir", folder=True, make_parents=True)
+        return
+    try:
+        check_writable_output(log_dir_of(config), field="output", folder=True, make_parents=True)
+    except OutputError as error:  # the folder beside the output, not one the user named
+        raise ConfigError("output", f"{config.output}: the log folder beside it, {error.reason}; choose another log_dir") from error

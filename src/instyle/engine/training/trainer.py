@@ -27,12 +27,15 @@ from torch import Tensor
 from instyle import __version__
 from instyle.engine.cuda_graphs import GraphedStep
 from instyle.engine.device import DeviceConfig
+from instyle.engine.fileio import WriteError
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import save_model
 from instyle.engine.targets import adopt_target_weights, apply_targets, compute_style_targets, resolve_style
 from instyle.engine.training import checkpoint as ckpt
 from instyle.engine.training.checkpoint import CHECKPOINT_NAME, TrainState
-from instyle.engine.training.config import TrainConfig, TrainingError, TrainingInterrupted, TrainResult, check_config
+from instyle.engine.training.config import (
+    ModelNotSaved, TrainConfig, TrainingError, TrainingInterrupted, TrainResult, check_config, log_dir_of,
+)
 from instyle.engine.training.data import batch_for_step, crop_source, heldout_crops, load_content_set
 from instyle.engine.training.log import save_samples, write_log, write_rows
 from instyle.engine.training.schedule import cosine_lr
@@ -78,23 +81,27 @@ class Trainer:
         self._term_names: list[str] = []
         self._graphed: GraphedStep | None = None
         self._eager_steps = 0
+        self._good_checkpoint: Path | None = None  # this run's last checkpoint (written, or resumed from)
 
     # ---------------------------------------------------------------------------- setup
 
     def setup(self) -> None:
-        """Check and resolve the settings, load the photos, build the model, loss and optimizer, and
-        continue the checkpoint where ``config.resume`` asks."""
+        """Check and resolve the settings, build the model and optimizer, continue the checkpoint where
+        ``config.resume`` asks, load the photos and build the loss. The log folder is made last: a run
+        refused on the way leaves nothing behind."""
         self._resolve()
         self._prepare_log_dir()
-        self.content_images = load_content_set(
-            self.config.content, self.config.image_size, self.config.num_content, self.config.content_size
-        )
-        self.crop_source = crop_source(self.content_images, self.devices.device)
-        self._build()
+        self._build_generator()
+        rng = self._resume() if self.config.resume else None  # before the photos and the loss network load
         config = self.config
+        self.content_images = load_content_set(config.content, config.image_size, config.num_content, config.content_size)
+        self.crop_source = crop_source(self.content_images, self.devices.device)
+        self._build_loss()
         self.eval_crops = heldout_crops(config) if config.eval_content else None
-        if config.resume:
-            self.state = ckpt.resume_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, config)
+        if self.rank == 0:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        if rng is not None:  # last: building the loss network draws random numbers
+            ckpt.set_rng_state(rng)
         self._wrap_for_steps()
         self._use_graph = (
             config.cuda_graph and self.devices.device.type == "cuda" and self.world == 1 and config.arch == "transformer"
@@ -125,15 +132,13 @@ class Trainer:
     def _prepare_log_dir(self) -> None:
         config = self.config
         self.output = Path(config.output)
-        self.log_dir = Path(config.log_dir) if config.log_dir else self.output.with_name(self.output.stem + ".train")
+        self.log_dir = log_dir_of(config)
         self.checkpoint_path = self.log_dir / CHECKPOINT_NAME
         if not config.resume and self.checkpoint_path.exists():
             ckpt.refuse_to_restart_unfinished(self.checkpoint_path)
-        if self.rank == 0:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def _build(self) -> None:
-        """The generator (seeded), the loss network with its style targets, the optimizer and schedule."""
+    def _build_generator(self) -> None:
+        """The generator (seeded), its optimizer and learning-rate schedule."""
         from instyle.engine.models import build_generator
 
         config, device = self.config, self.devices.device
@@ -142,6 +147,22 @@ class Trainer:
         if config.arch == "transformer":
             options.update(width=config.width, num_residual=config.num_residual)
         self.model = build_generator(config.arch, **options).to(device, memory_format=self.devices.memory_format)
+        # fused: one kernel for the whole update on CUDA instead of several per parameter tensor
+        fused = True if device.type == "cuda" else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lr(config))
+
+    def _resume(self) -> dict:
+        """The checkpoint, checked, into the model, optimizer and schedule; its RNG states returned."""
+        self.state, rng = ckpt.resume_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.config)
+        self._good_checkpoint = self.checkpoint_path
+        if self.state.history:  # a finished run resumed to save its model: the losses of its last step
+            self.losses = {k: v for k, v in self.state.history[-1].items() if k != "step"}
+        return rng
+
+    def _build_loss(self) -> None:
+        """The loss network with its style targets."""
+        config, device = self.config, self.devices.device
         # the loss network in its own layout: channels_last wherever it computes in 16 bits
         self.loss_fn = PerceptualLoss.from_config(config.loss, self.extractor).to(
             device, memory_format=self.devices.loss_memory_format
@@ -154,10 +175,6 @@ class Trainer:
             device=device,
         )  # fmt: skip
         apply_targets(self.loss_fn, self.style_targets, what=f"style {config.style}")
-        # fused: one kernel for the whole update on CUDA instead of several per parameter tensor
-        fused = True if device.type == "cuda" else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lr(config))
 
     def _wrap_for_steps(self) -> None:
         """The modules the steps run: DDP under torchrun, compiled with ``config.compile``; the plain
@@ -189,10 +206,7 @@ class Trainer:
         # One device-to-host read per step for every term (each .item() waits for the GPU).
         values = self._forward_backward_step(batch).tolist()
         if not math.isfinite(values[0]):
-            last_good = self.checkpoint_path if self.checkpoint_path.exists() else "none"
-            raise TrainingError(
-                f"loss became {values[0]} at step {state.step + 1}; stopped without saving (last good checkpoint: {last_good})"
-            )
+            raise TrainingError(f"loss became {values[0]} at step {state.step + 1}; stopped without saving ({self._last_good()})")
         self.optimizer.step()
         self.scheduler.step()
         state.step += 1
@@ -264,15 +278,22 @@ class Trainer:
         return step % config.checkpoint_every == 0 or step == config.iterations or self.state.stopped_early
 
     def save_checkpoint(self) -> None:
-        """The checkpoint and the CSV log (rank 0); weights gone NaN or inf never overwrite a good one."""
+        """The checkpoint and the CSV log (rank 0); weights or optimizer state gone NaN or inf never
+        overwrite a good checkpoint (nor would a resume take them)."""
         if self.rank != 0:
             return
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise TrainingError(
-                f"weights became NaN or inf by step {self.state.step}; stopped without overwriting {self.checkpoint_path}"
-            )
+        bad = ckpt.nonfinite_state(self.model, self.optimizer)
+        if bad:
+            raise TrainingError(f"{bad} became NaN or inf by step {self.state.step}; stopped without saving ({self._last_good()})")
         ckpt.save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.state, self.config)
+        self._good_checkpoint = self.checkpoint_path
         write_log(self.state.history, self.log_dir, self.state.heldout, plot=False)  # a plot costs more
+
+    def _last_good(self) -> str:
+        """Where this run can be resumed from: never a checkpoint another run left in the log folder."""
+        if self._good_checkpoint is None:
+            return "no checkpoint of this run yet"
+        return f"last good checkpoint: {self._good_checkpoint}"
 
     def samples_due(self) -> bool:
         every = self.config.sample_every
@@ -299,11 +320,15 @@ class Trainer:
             best_heldout = next(h for h in state.heldout if h["step"] == state.best["step"])
         best_step = state.best["step"] if state.best else state.step
         if self.rank == 0:
-            write_log(state.history, self.log_dir, state.heldout)
-            save_model(
-                self.model, self.output, self._metadata(best_heldout, best_step),
-                dtype=torch.float16 if self.config.save_dtype == "fp16" else None, style_targets=self.style_targets,
-            )  # fmt: skip
+            try:
+                write_log(state.history, self.log_dir, state.heldout)
+                save_model(
+                    self.model, self.output, self._metadata(best_heldout, best_step),
+                    dtype=torch.float16 if self.config.save_dtype == "fp16" else None, style_targets=self.style_targets,
+                )  # fmt: skip
+            except OSError as error:  # the disk filled up, say: the checkpoint of the last step holds the run
+                reason = error.strerror if isinstance(error, WriteError) else str(error)  # WriteError's names the file
+                raise ModelNotSaved(reason, self.checkpoint_path, self.log_dir) from error
         if self.world > 1:
             torch.distributed.barrier()
         return TrainResult(
