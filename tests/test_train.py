@@ -173,7 +173,7 @@ def test_bad_model_files_give_one_clear_error(tmp_path, photos):
      ("--checkpoint-every", "0", "--checkpoint-every must be at least 1"),
      ("--lr", "nan", "--lr must be a positive number, got nan"),
      ("--style-weight", "-5", "--style-weight must be a non-negative number"),
-     ("--width", "0", "--width must be a positive number")],
+     ("--width", "0", "--width must be a number at least 0.03125"), ("--num-residual", "65", "--num-residual must be in [0, 64], got 65")],
 )  # fmt: skip
 def test_cli_refuses_values_no_training_can_use(tmp_path, photos, capsys, flag, value, message):
     from instyle.apps.cli import main

@@ -41,6 +41,8 @@ from instyle.engine.models.vgg import VGGFeatures
 from instyle.engine.targets import StyleSource, apply_targets, check_targets, resolve_style, adopt_target_weights
 from instyle.engine.training import TrainingError, cosine_lr, stored_style_size
 
+# the generator's own bounds (those a model file may hold)
+_SETTING = {setting.name: setting for setting in TextureNet.SETTINGS}
 CACHE_SUBDIR = "textures"
 DEFAULT_STYLE_SIZE = 384
 # The settings that shape the trained generator, by their names before LossConfig (the cache key
@@ -80,9 +82,9 @@ class TextureConfig:
     )
     lr: float = option(2e-2, above=0, help="Adam learning rate")
     lr_final_fraction: float = option(0.1, min=0, help="the learning rate decays on a cosine to lr x this")
-    num_scales: int = option(5, min=1, help="scales of the multi-scale generator (each halves the resolution)")
-    channels: int = option(8, min=1, help="channels per scale of the generator")
-    noise_channels: int = option(3, min=1, help="noise channels fed in at each scale")
+    num_scales: int = option(5, min=_SETTING["num_scales"].low, max=_SETTING["num_scales"].high, help="scales of the multi-scale generator (each halves the resolution)")
+    channels: int = option(8, min=_SETTING["channels"].low, max=_SETTING["channels"].high, help="channels per scale of the generator")
+    noise_channels: int = option(3, min=1, max=_SETTING["noise_channels"].high, help="noise channels fed in at each scale")
     norm: str = option("instance", choices=("instance", "batch", "none"), help="normalization in the generator")
     # the sampling seed is synthesize_texture's
     train_seed: int = option(0, help="seed of the generator training (the sampling seed is --seed)")

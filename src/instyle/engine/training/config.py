@@ -14,12 +14,16 @@ from instyle.engine.config import (
 from instyle.engine.config import check_config as check_fields
 from instyle.engine.fileio import OutputError, check_writable_output
 from instyle.engine.image import IMAGE_EXTENSIONS
+from instyle.engine.models.transformer import TransformerNet
 from instyle.engine.weights import TRAIN_VGG_WEIGHTS
 
 # Losses as in jcjohnson/neural-style (Gram / (C*H*W), MSE, Caffe-convention VGG); weights tuned on
 # Starry Night at 128 px crops on the CPU (docs/training.md): content at relu2_2 as well as relu4_2
 # keeps faces and edges that relu4_2 alone let the style wash out. The style weight is the ImageNet
 # VGG-19's (40 on the HED VGG-16, whose features are smaller: adopt_target_weights scales it).
+# the generator's own bounds (those a model file may hold), so a run never trains what cannot load
+_WIDTH, _RESIDUAL = TransformerNet.SETTINGS
+
 _TRAIN_LOSS = loss_defaults(
     vgg_weights=TRAIN_VGG_WEIGHTS, content_layers=("relu2_2", "relu4_2"),
     style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"), content_weight=1.0, style_weight=5.0, tv_weight=50.0,
@@ -44,8 +48,8 @@ class TrainConfig:
     )  # fmt: skip
     norm: str = option("instance", choices=("instance", "batch", "none"), help="normalization in the generator")
     # IN models keep their quality at half the filters (fast-neural-style)
-    width: float = option(0.5, above=0, help="channel multiplier of the transformer generator (1: 32-64-128 filters)")
-    num_residual: int = option(5, min=0, help="residual blocks in the transformer generator")
+    width: float = option(0.5, min=_WIDTH.low, max=_WIDTH.high, help="channel multiplier of the transformer generator (1: 32-64-128 filters)")
+    num_residual: int = option(5, min=_RESIDUAL.low, max=_RESIDUAL.high, help="residual blocks in the transformer generator")
     iterations: int = option(2000, min=1, help="training steps")
     batch_size: int = option(4, min=1, help="crops per step (split over the processes under torchrun)")
     image_size: int | None = option(
