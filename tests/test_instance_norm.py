@@ -284,6 +284,21 @@ def test_module_with_an_empty_plane_updates_nothing(backend):
     assert layer(torch.randn(2, 4, 0, 8)).shape == (2, 4, 0, 8)
 
 
+@pytest.mark.parametrize("case", ["max_2e38", "pair_3e38", "constant_planes"])
+def test_adain_style_statistics_of_huge_planes(case, backend):
+    style = _edge_input(case)
+    mean, std = F.calc_mean_std(style)  # std was inf where var overflows fp32 (the true std fits)
+    style64 = style.double()
+    mean64 = style64.mean(dim=(2, 3))
+    var64 = (style64 - style64[:, :, :1, :1]).var(dim=(2, 3), correction=0)  # shifted: exact for constants
+    torch.testing.assert_close(mean.double(), mean64, rtol=1e-6, atol=1e-6 * style.abs().max().item())
+    torch.testing.assert_close(std.double(), (var64 + 1e-5).sqrt(), rtol=1e-6, atol=0)
+    content = torch.randn(style.shape[:2] + (3, 5))
+    y = inn.AdaIN(backend=backend)(content, style)
+    assert torch.isfinite(y).all()
+    assert inn.AdaIN(backend=backend)(torch.randn(style.shape[:2] + (0, 5)), style).shape == style.shape[:2] + (0, 5)
+
+
 def test_empty_batch_with_affine_gives_empty_output_and_zero_grads(backend):
     layer = inn.InstanceNorm2d(3, affine=True, track_running_stats=True, backend=backend)
     x = torch.randn(0, 3, 4, 4, requires_grad=True)
