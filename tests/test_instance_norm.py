@@ -133,6 +133,172 @@ def test_huge_magnitudes_are_correct_not_zeros(magnitude, backend):
     assert y.abs().max() > 1
 
 
+# --- the edge of fp32 (issue #17, item 6): every finite input, against float64 ground truth ---
+TINY = 2.0**-149  # the smallest fp32 subnormal: outputs and gradients below ~1e-38 are that coarse
+
+
+def _edge_input(case):
+    """Finite fp32 inputs whose fp32 statistics overflow (or underflow, with eps=0)."""
+    g = torch.Generator().manual_seed(3)
+    if case == "max_2e38":  # the issue's figure: 512 values, max |x| = 2e38
+        x = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+        return (x / x.abs().max() * 2e38).float()
+    if case == "pair_3e38":  # +-3e38 among 14 zeros: +-sqrt(8) = +-2.83 there, zeros elsewhere
+        x = torch.zeros(2, 3, 4, 4)
+        x[0, 1, 0, 0], x[0, 1, 2, 3] = 3e38, -3e38
+        return x
+    if case == "one_against_many":  # mean -2.6e38: x - mean overflows for the one 3e38
+        x = torch.full((1, 2, 4, 4), -3e38)
+        x[:, :, 1, 2] = 3e38
+        x[:, 1] *= torch.linspace(0.5, 1, 16, dtype=torch.float64).reshape(4, 4).float()
+        return x
+    if case == "huge_and_tiny":  # magnitudes log-uniform over 1e-45 .. 3e38, random signs
+        exponent = torch.rand(2, 3, 6, 6, generator=g, dtype=torch.float64) * 83.5 - 45
+        sign = torch.randint(0, 2, (2, 3, 6, 6), generator=g) * 2 - 1
+        x = (sign * 10**exponent).float()
+        x[1, 2] = x[1, 2] * 1e-40  # a plane of subnormals and zeros: y ~ x / sqrt(eps)
+        return x
+    if case == "few_large_planes":  # 3 planes of 4757: the cpu kernels split each plane over threads
+        x = torch.randn(1, 3, 67, 71, generator=g, dtype=torch.float64)
+        return (x / x.abs().max() * 3e38).float()
+    if case == "constant_planes":  # output 0, grad_input w * (g - mean g) / sqrt(eps): finite at any size
+        return torch.tensor([7.3, 1.1e30, 3e38, -2.9e38, 0.0, 1e-40]).reshape(1, 6, 1, 1).expand(1, 6, 5, 7).clone()
+    if case == "tiny_eps0":  # squares of 1e-30 underflow fp32; with eps=0 the output is O(1)
+        return (torch.randn(2, 3, 5, 7, generator=g, dtype=torch.float64) * 1e-30).float()
+    raise ValueError(case)
+
+
+EDGE_CASES = [("max_2e38", 1e-5), ("pair_3e38", 1e-5), ("one_against_many", 1e-5), ("huge_and_tiny", 1e-5),
+              ("constant_planes", 1e-5), ("tiny_eps0", 0.0)]
+
+
+def _assert_close_per_plane(got, want, rtol, what):
+    """|got - want| <= rtol * max|want| of each (n, c) plane, plus two fp32 subnormal units."""
+    assert got.shape == want.shape and torch.isfinite(got).all(), f"{what}: not finite"
+    err = (got.double() - want).abs().flatten(2).amax(-1)
+    bound = rtol * want.abs().flatten(2).amax(-1) + 2 * TINY
+    assert (err <= bound).all(), f"{what}: error {err.max().item():.3g} (planes {(err > bound).nonzero().tolist()})"
+
+
+def _edge_run(x, norm, eps, grad_out, dtype=torch.float32, device="cpu"):
+    """Output and gradients of x, weight, bias for ``norm(x, weight, bias, eps)`` in ``dtype``, on CPU."""
+    c = x.shape[1]
+    w = torch.linspace(0.5, 1.5, c, dtype=torch.float64)
+    b = torch.linspace(-1, 1, c, dtype=torch.float64)
+    leaves = [t.detach().to(device, dtype).requires_grad_() for t in (x, w, b)]
+    y = norm(*leaves, eps)
+    y.backward(grad_out.to(device, dtype))
+    return [y.detach().cpu()] + [t.grad.cpu() for t in leaves]
+
+
+def check_edge_case(case, eps, norm, layout="contiguous", dtype=torch.float32, grad_input=True, device="cpu"):
+    """``norm(x, weight, bias, eps)`` in ``dtype`` against stock torch in float64 (where nothing
+    overflows, nor underflows for squares above 1e-45): output and gradients of x, weight, bias.
+    Tolerances are relative to each plane's largest value: a few fp32 units, or bf16's rounding."""
+    x = _edge_input(case).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    got = _edge_run(x, norm, eps, grad_out, dtype, device)
+    out_tol, grad_tol = (1e-5, 1e-4) if dtype == torch.float32 else (1e-2, 1e-2)
+
+    def torch64(x, w, b, eps):  # shifted by each plane's first value, as float64's mean of 35 x 1e30 rounds
+        first = x.detach().flatten(2)[..., :1].unsqueeze(-1)
+        return torch.nn.functional.instance_norm(x - first, weight=w, bias=b, eps=eps)
+
+    want = _edge_run(x, torch64, eps, grad_out, torch.float64)
+    for name, g, w in zip(("output", "grad_input")[: 1 + grad_input], got, want):
+        _assert_close_per_plane(g, w, out_tol if name == "output" else grad_tol, name)
+    for name, g, w in zip(("grad_weight", "grad_bias"), got[2:], want[2:]):
+        atol = grad_tol * max(1.0, w.abs().max().item())
+        torch.testing.assert_close(g.double(), w, atol=atol, rtol=grad_tol, msg=name)
+    return got
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case, eps", EDGE_CASES, ids=[case for case, _ in EDGE_CASES])
+def test_fp32_edge_inputs_match_float64(case, eps, layout, backend):
+    def norm(x, w, b, eps):
+        return F.instance_norm(x, weight=w, bias=b, eps=eps, backend=backend)
+
+    y = check_edge_case(case, eps, norm, layout)[0]
+    if case == "pair_3e38":  # the issue's numbers: +-sqrt(8) = +-2.83 (the weight of channel 1 is 1)
+        torch.testing.assert_close(y[0, 1, 0, 0], torch.tensor(8**0.5), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(y[0, 1, 2, 3], torch.tensor(-(8**0.5)), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["max_2e38", "one_against_many"])
+def test_bf16_edge_inputs_match_float64(case, backend):  # bf16 has fp32's range
+    def norm(x, w, b, eps):
+        return F.instance_norm(x, weight=w, bias=b, eps=eps, backend=backend)
+
+    # Triton runs in its interpreter here (CPU tensors), which rounds fp32 to bf16 subnormals
+    # wrongly (1e-38 to 8.2e-39); these gradients are ~1e-38: its grad_input is checked in fp32.
+    check_edge_case(case, 1e-5, norm, dtype=torch.bfloat16, grad_input=backend != "triton")
+
+
+def test_fp32_subnormal_planes_with_eps_zero_are_normalized(backend):
+    x = (torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 1e-42).float()
+    got = F.instance_norm(x, eps=0.0, backend=backend)
+    want = torch.nn.functional.instance_norm(x.double(), eps=0.0)
+    _assert_close_per_plane(got, want, 1e-5, "output")
+
+
+def test_running_mean_of_huge_planes_is_finite_and_right(backend):
+    x = torch.full((2, 4, 3, 5), -3e38)  # plane means ~ -2.6e38: their sum over the batch overflows fp32
+    x[:, :, 0, 0] = 3e38
+    x[1] *= 0.75
+    mean, var = torch.zeros(4), torch.ones(4)
+    F.instance_norm(x, mean, var, momentum=0.5, backend=backend)
+    want = x.double().mean(dim=(0, 2, 3)) * 0.5
+    torch.testing.assert_close(mean.double(), want, rtol=1e-6, atol=0)
+    assert not torch.isnan(var).any()  # variances ~1e76: inf, as the true value is beyond fp32
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 0, 8), (0, 4, 8, 8), (2, 0, 8, 8), (2, 4, 0)], ids=str)
+@pytest.mark.parametrize("use_input_stats", [True, False], ids=["train", "eval"])
+def test_empty_inputs_give_empty_outputs_and_grads_like_torch(shape, use_input_stats, backend):
+    c = shape[1]
+    x = torch.randn(shape, requires_grad=True)
+    w, b = torch.randn(c, requires_grad=True), torch.randn(c, requires_grad=True)
+    running = (torch.randn(c), torch.rand(c) + 0.5)
+    before = [t.clone() for t in running]
+    y = F.instance_norm(x, *running, w, b, use_input_stats=use_input_stats, backend=backend)
+    expected = torch.nn.functional.instance_norm(torch.randn(shape), use_input_stats=use_input_stats,
+                                                 *[t.clone() for t in running])
+    assert y.shape == expected.shape == x.shape and y.dtype == x.dtype
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(w.grad, torch.zeros(c)) and torch.equal(b.grad, torch.zeros(c))
+    for got, old in zip(running, before):  # no data, no update (as torch)
+        assert torch.equal(got, old)
+
+
+def test_module_with_an_empty_plane_updates_nothing(backend):
+    layer = inn.InstanceNorm2d(4, affine=True, track_running_stats=True, momentum=None, backend=backend)
+    y = layer(torch.randn(2, 4, 0, 8))
+    assert y.shape == (2, 4, 0, 8)
+    assert int(layer.num_batches_tracked) == 0  # an empty batch is not a batch of the average
+    assert torch.equal(layer.running_mean, torch.zeros(4)) and torch.equal(layer.running_var, torch.ones(4))
+    layer.eval()
+    assert layer(torch.randn(2, 4, 0, 8)).shape == (2, 4, 0, 8)
+
+
+@pytest.mark.parametrize("case", ["max_2e38", "pair_3e38", "constant_planes"])
+def test_adain_style_statistics_of_huge_planes(case, backend):
+    style = _edge_input(case)
+    mean, std = F.calc_mean_std(style)  # std was inf where var overflows fp32 (the true std fits)
+    style64 = style.double()
+    mean64 = style64.mean(dim=(2, 3))
+    var64 = (style64 - style64[:, :, :1, :1]).var(dim=(2, 3), correction=0)  # shifted: exact for constants
+    torch.testing.assert_close(mean.double(), mean64, rtol=1e-6, atol=1e-6 * style.abs().max().item())
+    torch.testing.assert_close(std.double(), (var64 + 1e-5).sqrt(), rtol=1e-6, atol=0)
+    content = torch.randn(style.shape[:2] + (3, 5))
+    y = inn.AdaIN(backend=backend)(content, style)
+    assert torch.isfinite(y).all()
+    assert inn.AdaIN(backend=backend)(torch.randn(style.shape[:2] + (0, 5)), style).shape == style.shape[:2] + (0, 5)
+
+
 def test_empty_batch_with_affine_gives_empty_output_and_zero_grads(backend):
     layer = inn.InstanceNorm2d(3, affine=True, track_running_stats=True, backend=backend)
     x = torch.randn(0, 3, 4, 4, requires_grad=True)

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from instyle.functional import instance_norm, select_backend
 
+from .test_instance_norm import check_edge_case
+
 pytestmark = pytest.mark.filterwarnings("ignore:instyle")
 
 SHAPES = [
@@ -289,6 +291,32 @@ def test_pure_torch_path_matches_kernels(layout, monkeypatch):
     torch.testing.assert_close(native[0], portable[0], atol=1e-5, rtol=1e-5)
     for name in native[1]:
         torch.testing.assert_close(native[1][name], portable[1][name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def _cpu_norm(x, weight, bias, eps):
+    return instance_norm(x, weight=weight, bias=bias, eps=eps, backend="cpu")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case, eps", [("max_2e38", 1e-5), ("one_against_many", 1e-5), ("tiny_eps0", 0.0)])
+def test_pure_torch_path_at_the_edge_of_fp32(case, eps, layout, monkeypatch):
+    """Without a C++ compiler: the same scaled statistics, output and gradients."""
+    from instyle.ops.cpu import build
+
+    build.load()
+    monkeypatch.setattr(build, "_lib", None)
+    check_edge_case(case, eps, _cpu_norm, layout)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_huge_planes_split_over_threads(layout):
+    """N * C = 3 large planes on 2 threads (chunks shared by all threads): flagged, redone, right."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        check_edge_case("few_large_planes", 1e-5, _cpu_norm, layout)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # Channels-last layouts of the kernels: lcm(C, 16) <= 128 reads blocks flat with C-periodic

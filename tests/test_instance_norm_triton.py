@@ -22,6 +22,8 @@ from instyle import functional as F  # noqa: E402
 from instyle.ops.reference import update_running_stats  # noqa: E402
 from instyle.ops.triton import instance_norm as tin  # noqa: E402
 
+from .test_instance_norm import EDGE_CASES, check_edge_case  # noqa: E402
+
 DEVICE = torch.device(os.environ.get("INSTYLE_TEST_DEVICE", "cpu"))
 if DEVICE.type == "cpu" and not tin.interpreter_ready():
     pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
@@ -162,6 +164,32 @@ def test_huge_magnitudes_are_correct_not_zeros(max_tile, min_programs, magnitude
     assert torch.isfinite(y).all() and (y.double() - want).abs().max() < 1e-4
 
 
+# fused: one tile per plane; looped: tiles of 2 merged by Chan; split: chunks combined by a second kernel
+MODES = pytest.mark.parametrize("max_tile, min_programs", [(0, -1), (8, 0), (8, 16)], ids=["fused", "looped", "split"])
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # variances beyond fp32 are inf, as in torch
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # rsqrt(0) of padded lanes with eps=0
+@MODES
+@pytest.mark.parametrize("case, eps", EDGE_CASES, ids=[case for case, _ in EDGE_CASES])
+def test_fp32_edge_inputs_in_every_mode(case, eps, max_tile, min_programs):
+    def norm(x, weight, bias, eps):
+        return tin.instance_norm_triton(x, None, None, weight, bias, True, 0.1, eps,
+                                        max_tile=max_tile, min_programs=min_programs)
+
+    check_edge_case(case, eps, norm, device=DEVICE)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@MODES
+def test_running_mean_of_huge_planes(max_tile, min_programs):
+    x = torch.full((2, 2, 3, 5), -3e38, device=DEVICE)
+    x[:, :, 0, 0] = 3e38
+    mean, var = torch.zeros(2, device=DEVICE), torch.ones(2, device=DEVICE)
+    tin.instance_norm_triton(x, mean, var, None, None, True, 1.0, 1e-5, max_tile=max_tile, min_programs=min_programs)
+    torch.testing.assert_close(mean.double(), x.double().mean(dim=(0, 2, 3)), rtol=1e-6, atol=0)
+
+
 def test_fp16_around_200():
     x = (200 + 50 * torch.randn(2, 3, 16, 16, device=DEVICE)).half()  # x^2 overflows fp16
     y = F.instance_norm(x, backend="triton")
@@ -273,10 +301,10 @@ def test_opcheck():
     torch.library.opcheck(fwd, (x, weight, bias, residual, None, None, True, 1e-5, True, 0, -1))
     torch.library.opcheck(fwd, (x.contiguous(memory_format=torch.channels_last), None, None, None, rm, rv,
                                 False, 1e-5, False, 0, -1))
-    y, mean, rstd, _ = fwd(x, weight, None, None, None, None, True, 1e-5, True, 0, -1)
+    y, mean, rstd, _, inv_scale = fwd(x, weight, None, None, None, None, True, 1e-5, True, 0, -1)
     bwd = torch.ops.instyle.instance_norm_triton_bwd.default
     torch.library.opcheck(bwd, (torch.randn_like(x), x.detach(), y.detach(), weight.detach(), mean, rstd,
-                                True, True, True, 0, -1))
+                                inv_scale, True, True, True, 0, -1))
 
 
 def test_model_compiles_fullgraph():

@@ -19,6 +19,7 @@ from instyle.ops.registry import (  # noqa: F401  (_AUTO_ORDER: benchmarks/gpu_s
     register_backend,
     select_backend,
 )
+from instyle.ops.reference import scaled_planes
 
 __all__ = [
     "instance_norm",
@@ -107,13 +108,18 @@ def instance_norm(
 
 
 def calc_mean_std(x: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-    """Per-(n, c) mean and std = sqrt(var + eps) of ``x`` (N, C, *spatial), shaped (N, C)."""
+    """Per-(n, c) mean and std = sqrt(var + eps) of ``x`` (N, C, *spatial), shaped (N, C).
+
+    Computed on planes divided by a power of two (as instance_norm's statistics), so that
+    planes near fp32's largest value get their finite std rather than inf."""
     if x.dim() < 3:
         raise ValueError(f"expected (N, C, *spatial), got shape {tuple(x.shape)}")
     dims = tuple(range(2, x.dim()))
-    xf = x.float() if x.dtype != torch.float64 else x
-    var, mean = torch.var_mean(xf, dim=dims, correction=0)
-    return mean.to(x.dtype), (var + eps).sqrt().to(x.dtype)
+    u, shift, _, scale, inv_scale = scaled_planes(x, eps)
+    var_u, mean_s = torch.var_mean(u - shift, dim=dims, correction=0, keepdim=True)
+    std = (var_u + (eps * inv_scale) * inv_scale).sqrt() * scale
+    n, c = x.shape[:2]
+    return ((shift + mean_s) * scale).reshape(n, c).to(x.dtype), std.reshape(n, c).to(x.dtype)
 
 
 def adaptive_instance_norm(

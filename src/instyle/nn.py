@@ -97,8 +97,9 @@ class _InstanceNormMixin:
         use_input_stats = self.training or not self.track_running_stats
         momentum = self.momentum
         if use_input_stats and self.track_running_stats and self.num_batches_tracked is not None:
-            # Count batches as BatchNorm does; momentum=None averages all batches so far.
-            if input.shape[0] > 0:
+            # Count batches as BatchNorm does; momentum=None averages all batches so far. A batch
+            # with no elements (no samples or no positions) updates nothing, so it does not count.
+            if input.numel() > 0:
                 self.num_batches_tracked.add_(1)
             if momentum is None:
                 momentum = 1.0 / float(max(int(self.num_batches_tracked), 1))

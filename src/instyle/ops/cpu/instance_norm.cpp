@@ -230,6 +230,15 @@ inline float inv_std(float var, float eps) {
   return std::isinf(r) ? 0.0f : r;
 }
 
+// Statistics fp32 cannot give: a mean or variance that overflowed, or (eps ~ 0 only) a variance
+// so small that the squares summed into it underflowed (squares below 2^-126 are lost; they do
+// not matter once var + eps >= 2^-100). On finite input Python redoes such planes with scaled
+// values (the reference's plane_stats).
+constexpr float kTinyVar = 0x1p-100f;
+inline bool unreliable(float mean, float var, float eps) {
+  return !std::isfinite(mean) || !std::isfinite(var) || !(var + eps >= kTinyVar);
+}
+
 template <typename T>
 bool all_finite(const T* x, int64_t n, int64_t stride) {
   for (int64_t i = 0; i < n; ++i)
@@ -309,8 +318,7 @@ bool finish_plane(const T* x, int64_t S, float k, const Moments& m, float eps, i
                   float* Var, uint8_t* Flag) {
   const float mean = static_cast<float>(k + m.mean);
   const float var = static_cast<float>(m.m2 / static_cast<double>(S));
-  // finite input whose statistics overflow fp32: Python redoes the plane with scaled values
-  Flag[p] = (!std::isfinite(mean) || !std::isfinite(var)) && all_finite(x, S, 1);
+  Flag[p] = unreliable(mean, var, eps) && all_finite(x, S, 1);
   Mean[p] = mean;
   Var[p] = var;
   Rstd[p] = inv_std(var, eps);
@@ -796,7 +804,7 @@ void fwd_cl(const T* X,       // (N, S, C) input
             Mean[p] = static_cast<float>(ld(x0 + c) + mean[c]);
             Var[p] = static_cast<float>(m2[c] / static_cast<double>(S));
             Rstd[p] = inv_std(Var[p], eps);
-            Flag[p] = (!std::isfinite(Mean[p]) || !std::isfinite(Var[p])) && all_finite(x0 + c, S, C);
+            Flag[p] = unreliable(Mean[p], Var[p], eps) && all_finite(x0 + c, S, C);
             if (Flag[p]) {
 #pragma omp atomic write
               flagged = 1;
@@ -1008,8 +1016,8 @@ extern "C" {
 
 int instyle_abi_version() { return 1; }
 
-// Forward. stats=1: computes Mean/Rstd/Var (N*C fp32) and y; planes whose statistics
-// overflow fp32 on finite input get Flag=1 and no output; returns their count.
+// Forward. stats=1: computes Mean/Rstd/Var (N*C fp32) and y; planes whose fp32 statistics are
+// unreliable on finite input (see `unreliable`) get Flag=1 and no output; returns their count.
 // stats=0: Mean/Rstd are given (N*C), only y is written. r, w, b may be null.
 int instyle_instance_norm_fwd(int dtype, int cl, const void* x, const void* r, void* y, const float* w,
                               const float* b, float* mean, float* rstd, float* var, uint8_t* flag, int64_t N,

@@ -16,9 +16,11 @@ the output has x's strides, so channels_last stays channels_last with no copy. O
 which faults in 2 MiB at a time instead of 4 KiB (glibc gives every allocation that large its
 own fresh mmap, and faulting a fresh output in 4 KiB pages can cost several times writing it:
 measured in docs/performance.md, "Huge-page outputs"). Statistics are fp32 (shifted two-pass per
-chunk, Chan merge). Planes whose fp32 statistics overflow on finite input (magnitudes beyond
-~1e19) are redone with the reference's ``plane_stats`` (power-of-two plane scaling); only then
-is the output recomputed from those stats.
+chunk, Chan merge). When the kernels flag planes whose fp32 statistics overflowed on finite input
+(magnitudes beyond ~1e19) or, with eps ~ 0, underflowed, every plane is redone in torch with the
+reference's ``plane_stats``: statistics of the plane divided by a power of two 2^e, returned with
+e, so that the output and the backward work in those units too (x - mean itself may overflow
+there, and 1 / std may be subnormal). The common case returns e = 0 and runs kernels only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from instyle.ops.reference import _memory_format, instance_norm_reference, plane_stats, update_running_stats
+from instyle.ops.reference import (
+    _memory_format,
+    instance_norm_reference,
+    plane_stats,
+    spatial_size,
+    update_running_stats,
+)
 from instyle.ops.cpu import build
 
 __all__ = ["instance_norm_cpu", "supports"]
@@ -63,22 +71,29 @@ def _empty_like(x: Tensor) -> Tensor:
     return torch.frombuffer(buf, dtype=x.dtype).as_strided(x.shape, x.stride())
 
 
-def _scaled_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(mean, rstd, var) per plane, (N, C) fp32, in the input's units: the reference's statistics."""
+def _scaled_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(mean, rstd, var, exponent) per plane, (N, C), the reference's statistics: mean and rstd
+    (fp32) of the plane divided by 2^exponent (int32), var (fp32) in x's units."""
     stats = plane_stats(x, eps)
     n, c = x.shape[:2]
-    return stats.mean.reshape(n, c), stats.input_rstd().reshape(n, c), stats.var.reshape(n, c)
+    return (stats.scaled_mean.reshape(n, c), stats.rstd.detach().reshape(n, c), stats.var.reshape(n, c),
+            stats.exponent.reshape(n, c))
 
 
 def _stat_view(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(t.shape + (1,) * (x.dim() - 2))
 
 
-def _apply_torch(x, weight, bias, residual, mean, rstd, relu):
-    """y = act((x - mean) * rstd * w + b + r) in torch ops, in x's layout (portable path)."""
+def _scaled_input(x: Tensor, exponent: Tensor) -> Tensor:
+    """x / 2^exponent per plane in fp32: the units of the statistics (exact where it stays normal)."""
+    return torch.ldexp(x.float(), _stat_view(-exponent, x))
+
+
+def _apply_torch(x, weight, bias, residual, mean, rstd, relu, exponent):
+    """y = act((x / 2^e - mean) * rstd * w + b + r) in torch ops, in x's layout (portable path)."""
     c = x.shape[1]
     scale = rstd if weight is None else rstd * weight
-    y = (x.float() - _stat_view(mean, x)) * _stat_view(scale, x)
+    y = (_scaled_input(x, exponent) - _stat_view(mean, x)) * _stat_view(scale, x)
     if bias is not None:
         y = y + bias.reshape((1, c) + (1,) * (x.dim() - 2))
     if residual is not None:
@@ -98,34 +113,40 @@ def _forward(
     rstd: Optional[Tensor],  # (N, C) fp32, with mean
     eps: float,
     relu: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Returns (y, mean, rstd, var), statistics (N, C) fp32; var is unset with given stats."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Returns (y, mean, rstd, var, exponent), each statistic (N, C): mean and rstd (fp32) of the
+    planes divided by 2^exponent (int32, 0 unless the kernels' fp32 statistics failed), var (fp32,
+    biased) in x's units, unset with given statistics."""
     n, c = x.shape[:2]
-    s = x.numel() // (n * c)
-    y = _empty_like(x)
-    var = x.new_empty((n, c), dtype=torch.float32)
     stats = mean is None
-    mean = x.new_empty((n, c), dtype=torch.float32) if stats else mean.clone()
-    rstd = x.new_empty((n, c), dtype=torch.float32) if stats else rstd.clone()
+    var = x.new_empty((n, c), dtype=torch.float32)
+    exponent = x.new_zeros((n, c), dtype=torch.int32)
+    if stats:
+        mean, rstd = x.new_empty((n, c), dtype=torch.float32), x.new_empty((n, c), dtype=torch.float32)
+    else:
+        mean, rstd = mean.clone(), rstd.clone()  # outputs may not alias inputs
     if build.load() is None:
         if stats:
-            mean, rstd, var = _scaled_stats(x, eps)
-        return _apply_torch(x, weight, bias, residual, mean, rstd, relu), mean, rstd, var
+            mean, rstd, var, exponent = _scaled_stats(x, eps)
+        return _apply_torch(x, weight, bias, residual, mean, rstd, relu, exponent), mean, rstd, var, exponent
+    y = _empty_like(x)
     flags = torch.empty((n, c), dtype=torch.uint8)
     args = {"dtype": _DTYPE_CODES[x.dtype], "cl": int(not x.is_contiguous()), "x": x, "r": residual, "y": y}
-    args.update(w=weight, b=bias, flag=flags, N=n, C=c, S=s, eps=eps, relu=int(relu), nt=torch.get_num_threads())
-    if build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=int(stats)):
-        # fp32 statistics overflowed on finite planes: scaled statistics, then the output again
-        mean, rstd, var = _scaled_stats(x, eps)
-        build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=0)
-    return y, mean, rstd, var
+    args.update(w=weight, b=bias, flag=flags, N=n, C=c, S=x.numel() // (n * c), eps=eps, relu=int(relu))
+    if build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=int(stats),
+                    nt=torch.get_num_threads()):
+        # fp32 statistics failed on finite planes: all planes again, scaled, in torch (rare)
+        mean, rstd, var, exponent = _scaled_stats(x, eps)
+        y = _apply_torch(x, weight, bias, residual, mean, rstd, relu, exponent)
+    return y, mean, rstd, var, exponent
 
 
 @_forward.register_fake
 def _(x, weight, bias, residual, mean, rstd, eps, relu):
     n, c = x.shape[:2]
     stat = x.new_empty((n, c), dtype=torch.float32)
-    return torch.empty_like(x), stat, torch.empty_like(stat), torch.empty_like(stat)
+    exponent = x.new_empty((n, c), dtype=torch.int32)
+    return torch.empty_like(x), stat, torch.empty_like(stat), torch.empty_like(stat), exponent
 
 
 @torch.library.custom_op("instyle::instance_norm_cpu_bwd", mutates_args=())
@@ -133,8 +154,9 @@ def _backward(
     dy: Tensor,  # like x
     x: Tensor,  # the forward's input
     y: Optional[Tensor],  # the forward's output, needed for the ReLU mask only
-    mean: Tensor,  # (N, C) fp32
-    rstd: Tensor,  # (N, C) fp32
+    mean: Tensor,  # (N, C) fp32, of the planes divided by 2^exponent
+    rstd: Tensor,  # (N, C) fp32, likewise
+    exponent: Tensor,  # (N, C) int32, as the forward returned it
     weight: Optional[Tensor],  # (C,) fp32 or None
     use_input_stats: bool,  # False: mean/rstd were constants (running stats)
     relu: bool,
@@ -143,8 +165,8 @@ def _backward(
     """Returns (dx, dweight, dbias, dres); dweight/dbias (C,) fp32; dres empty unless asked."""
     n, c = x.shape[:2]
     s = x.numel() // (n * c)
-    if build.load() is None:
-        return _backward_torch(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres)
+    if build.load() is None or bool(exponent.any()):  # the kernels take statistics in x's units
+        return _backward_torch(dy, x, y, mean, rstd, exponent, weight, use_input_stats, relu, want_dres)
     dx = _empty_like(x)
     dres = _empty_like(x) if want_dres and relu else x.new_empty(0)
     sum_g = torch.empty((n, c), dtype=torch.float64)
@@ -158,12 +180,12 @@ def _backward(
     return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
 
 
-def _backward_torch(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres):
+def _backward_torch(dy, x, y, mean, rstd, exponent, weight, use_input_stats, relu, want_dres):
     g = dy.float()
     if relu:
         g = torch.where(y > 0, g, torch.zeros_like(g))
     dims = tuple(range(2, x.dim()))
-    xhat = (x.float() - _stat_view(mean, x)) * _stat_view(rstd, x)
+    xhat = (_scaled_input(x, exponent) - _stat_view(mean, x)) * _stat_view(rstd, x)
     sum_g = g.sum(dim=dims, dtype=torch.float64)
     sum_gxhat = (g * xhat).sum(dim=dims, dtype=torch.float64)
     k = rstd if weight is None else rstd * weight
@@ -171,13 +193,15 @@ def _backward_torch(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dr
     if use_input_stats:
         s = x.numel() // (x.shape[0] * x.shape[1])
         dx = g - _stat_view((sum_g / s).float(), x) - xhat * _stat_view((sum_gxhat / s).float(), x)
-    dx = (dx * _stat_view(k, x)).to(x.dtype).contiguous(memory_format=_memory_format(x))
+    # the gradient of x / 2^e, times 2^-e last: one rounding where it is subnormal
+    dx = torch.ldexp(dx * _stat_view(k, x), _stat_view(-exponent, x))
+    dx = dx.to(x.dtype).contiguous(memory_format=_memory_format(x))
     dres = g.to(x.dtype).contiguous(memory_format=_memory_format(x)) if want_dres and relu else x.new_empty(0)
     return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
 
 
 @_backward.register_fake
-def _(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres):
+def _(dy, x, y, mean, rstd, exponent, weight, use_input_stats, relu, want_dres):
     c = x.shape[1]
     grad = x.new_empty((c,), dtype=torch.float32)
     dres = torch.empty_like(x) if want_dres and relu else x.new_empty(0)
@@ -186,21 +210,21 @@ def _(dy, x, y, mean, rstd, weight, use_input_stats, relu, want_dres):
 
 def _setup_context(ctx, inputs, output):
     x, weight, _, _, given_mean, _, _, relu = inputs
-    y, mean, rstd, var = output
-    ctx.mark_non_differentiable(mean, rstd, var)
-    ctx.save_for_backward(x, weight, mean, rstd, y if relu else None)
+    y, mean, rstd, var, exponent = output
+    ctx.mark_non_differentiable(mean, rstd, var, exponent)
+    ctx.save_for_backward(x, weight, mean, rstd, exponent, y if relu else None)
     ctx.use_input_stats = given_mean is None
     ctx.relu = relu
 
 
-def _autograd_backward(ctx, dy, _dmean, _drstd, _dvar):
+def _autograd_backward(ctx, dy, _dmean, _drstd, _dvar, _dexponent):
     """Gradients of (x, weight, bias, residual); the statistics and options have none."""
-    x, weight, mean, rstd, y = ctx.saved_tensors
+    x, weight, mean, rstd, exponent, y = ctx.saved_tensors
     need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
     dy = dy.contiguous(memory_format=_memory_format(x))
     want_dres = need_r and ctx.relu
     dx, dw, db, dres = torch.ops.instyle.instance_norm_cpu_bwd(
-        dy, x, y, mean, rstd, weight, ctx.use_input_stats, ctx.relu, want_dres
+        dy, x, y, mean, rstd, exponent, weight, ctx.use_input_stats, ctx.relu, want_dres
     )
     dr = (dres if ctx.relu else dy) if need_r else None
     return dx if need_x else None, dw if need_w else None, db if need_b else None, dr, None, None, None, None
@@ -239,9 +263,10 @@ def instance_norm_cpu(
     if not use_input_stats:
         given_mean = running_mean.float().expand(n, c).contiguous()
         given_rstd = torch.rsqrt(running_var.float() + eps).expand(n, c).contiguous()
-    y, mean, _, var = torch.ops.instyle.instance_norm_cpu_fwd(
+    y, mean, _, var, exponent = torch.ops.instyle.instance_norm_cpu_fwd(
         x, weight, bias, residual, given_mean, given_rstd, float(eps), activation == "relu"
     )
     if use_input_stats and running_mean is not None and running_var is not None:
-        update_running_stats(running_mean, running_var, mean, var, x.numel() // (n * c), momentum)
+        mean = torch.ldexp(mean, exponent)  # in x's units
+        update_running_stats(running_mean, running_var, mean, var, spatial_size(x), momentum)
     return y

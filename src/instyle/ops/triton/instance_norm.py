@@ -21,9 +21,11 @@ larger ones are looped in LOOP_TILE tiles. All element offsets are int64.
 
 Statistics are fp32. Each tile is divided by a power of two 2^e >= max|x| (exact) and its mean
 and sum of squared deviations (M2) are computed in two passes over registers; tiles combine by
-Chan's formula, rescaling the running sums when a later tile raises e. So planes of 1e19..1e37
-give correct outputs (the variance itself is only reported as inf when it overflows fp32, as the
-reference does). When the (n, c) tiles are too few to fill the device, each plane is split into
+Chan's formula, rescaling the running sums when a later tile raises e. The per-plane mean and
+rstd stay in those units, with 2^-e beside them (``InvScale``), and the output and backward
+compute x * 2^-e - mean: so planes up to fp32's largest value give correct outputs and
+gradients where x - mean would overflow (the variance itself is only reported as inf when it
+overflows fp32, as the reference does), and with eps = 0 subnormal planes are normalized. When the (n, c) tiles are too few to fill the device, each plane is split into
 chunks over grid axis 1; the chunks' partial (mean, M2, e) are combined by Chan's formula in a
 second kernel, and a third pass normalizes. The backward kernel writes per-(plane, chunk) sums of
 dy and dy * x_hat, from which the weight and bias gradients are summed in torch: deterministic,
@@ -41,7 +43,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from instyle.ops.reference import update_running_stats
+from instyle.ops.reference import exponent_bounds, spatial_size, update_running_stats
 from instyle.ops.registry import register_backend
 
 __all__ = ["instance_norm_triton", "instance_norm_fwd", "instance_norm_bwd", "supports"]
@@ -74,15 +76,33 @@ def _exponent_above(bits):
 
 
 @triton.jit
+def _finish_stats(e, mean_s, m2, count, shift, eps, e_min):
+    """(mean, rstd, var, inv_scale) of planes from their statistics in units of 2^e, of the plane
+    shifted by ``shift`` (its first value, in x's units): mean and rstd stay in units of 2^e, var
+    is in x's units. A constant plane (M2 exactly 0: its shifted values are all 0) moves to the
+    smallest e that keeps x / 2^e finite, as in instyle.ops.reference.scale_exponents: there
+    2^e / sqrt(eps) is finite and eps / 2^2e does not underflow, so its gradient is right."""
+    e = tl.where(m2 == 0.0, tl.maximum(e - 125, e_min), e)
+    scale = _pow2(e)
+    inv_scale = _pow2(-e)
+    var_u = m2 / count
+    rstd = tl.rsqrt(var_u + eps * inv_scale * inv_scale)
+    # eps == 0 on a constant plane: define the output as 0 (+ bias), not NaN.
+    rstd = tl.where(rstd < 1.0e38, rstd, 0.0)
+    return shift * inv_scale + mean_s, rstd, var_u * scale * scale, inv_scale
+
+
+@triton.jit
 def _instance_norm_fwd_kernel(
     X,  # pointer to the input (N, C, S), strides stride_xn, stride_xc, stride_xs
     Y,  # pointer to the output, same strides as X
     R,  # pointer to the residual, strides stride_rn, stride_rc, stride_rs (if HAS_RESIDUAL)
     W,  # pointer to the weight (C,) (if HAS_WEIGHT)
     B,  # pointer to the bias (C,) (if HAS_BIAS)
-    Mean,  # pointer to the per-plane mean (N * C,) fp32: written in FUSED, read in APPLY
-    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) (N * C,) fp32: as Mean
-    Var,  # pointer to the per-plane biased variance (N * C,) fp32: written in FUSED
+    Mean,  # pointer to the per-plane mean of x * InvScale (N * C,) fp32: written in FUSED, read in APPLY
+    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) in the units of Mean (N * C,) fp32: as Mean
+    Var,  # pointer to the per-plane biased variance of x (N * C,) fp32: written in FUSED
+    InvScale,  # pointer to the per-plane 2^-e (N * C,) fp32: as Mean
     PartMean,  # pointer to partial means in units of 2^PartExp (N * C, splits) fp32 (PARTIAL)
     PartM2,  # pointer to partial sums of squared deviations, same units squared (PARTIAL)
     PartExp,  # pointer to the partial exponents e, 2^e >= max|x| over the chunk, int32 (PARTIAL)
@@ -97,6 +117,7 @@ def _instance_norm_fwd_kernel(
     chunk,  # spatial positions per program along grid axis 1, a multiple of BLOCK_S
     splits,  # number of chunks per plane (grid axis 1)
     eps,  # added to the variance
+    e_min,  # the smallest e (instyle.ops.reference.exponent_bounds): keeps eps / 2^2e finite
     MODE: tl.constexpr,  # FUSED, PARTIAL or APPLY
     HAS_WEIGHT: tl.constexpr,  # scale by W
     HAS_BIAS: tl.constexpr,  # add B
@@ -113,24 +134,29 @@ def _instance_norm_fwd_kernel(
     cs = (pid % c_tiles) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,) channels
     c_mask = cs < C
     planes = n * C + cs  # (BLOCK_C,) index into Mean / Rstd / Var
-    x_row = n.to(tl.int64) * stride_xn + cs.to(tl.int64)[:, None] * stride_xc  # (BLOCK_C, 1)
+    x_base = n.to(tl.int64) * stride_xn + cs.to(tl.int64) * stride_xc  # (BLOCK_C,)
+    x_row = x_base[:, None]  # (BLOCK_C, 1)
     r_row = n.to(tl.int64) * stride_rn + cs.to(tl.int64)[:, None] * stride_rc
     s_start = split * chunk
     s_end = tl.minimum(s_start + chunk, S)
     offs = tl.arange(0, BLOCK_S)
 
     if MODE != APPLY:
-        # (count, mean_u, m2_u, e): statistics of the chunk in units of 2^e.
+        # (count, mean_u, m2_u, e): statistics of the chunk shifted by its plane's first value k,
+        # in units of 2^e. x and k are scaled before the subtraction (x - k may overflow); the
+        # shift makes a constant plane's values exactly 0 (its mean would round otherwise).
+        k = tl.load(X + x_base, mask=c_mask, other=0.0).to(tl.float32)
+        k_bits = tl.abs(k).to(tl.int32, bitcast=True)
         if SINGLE_TILE:
             s = s_start + offs
             mask = c_mask[:, None] & (s < s_end)[None, :]
             x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
             count = (s_end - s_start).to(tl.float32)
-            bits = tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True)
-            # 2^e > max|x| from the float's exponent bits; e >= -63 keeps eps / 2^2e finite.
-            e = tl.minimum(tl.maximum(_exponent_above(bits), -63), 126)
+            bits = tl.maximum(tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True), k_bits)
+            # 2^e > max|x|, |k| from the float's exponent bits; e <= 126 keeps 2^-e normal.
+            e = tl.minimum(tl.maximum(_exponent_above(bits), e_min), 126)
             inv_scale = _pow2(-e)  # 2^-e, exact
-            u = x * inv_scale[:, None]
+            u = tl.where(mask, x * inv_scale[:, None] - (k * inv_scale)[:, None], 0.0)
             mean_u = tl.sum(u, axis=1) / count
             d = tl.where(mask, u - mean_u[:, None], 0.0)
             m2_u = tl.sum(d * d, axis=1)
@@ -138,13 +164,13 @@ def _instance_norm_fwd_kernel(
             count = 0.0
             mean_u = tl.zeros([BLOCK_C], dtype=tl.float32)
             m2_u = tl.zeros([BLOCK_C], dtype=tl.float32)
-            e = tl.full([BLOCK_C], -63, tl.int32)
+            e = tl.full([BLOCK_C], e_min, tl.int32)
             for s0 in range(s_start, s_end, BLOCK_S):
                 s = s0 + offs
                 mask = c_mask[:, None] & (s < s_end)[None, :]
                 x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
                 tile_count = tl.minimum(s_end - s0, BLOCK_S).to(tl.float32)
-                bits = tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True)
+                bits = tl.maximum(tl.max(tl.abs(x), axis=1).to(tl.int32, bitcast=True), k_bits)
                 e_new = tl.maximum(e, tl.minimum(_exponent_above(bits), 126))
                 # Rescale the running sums to 2^e_new: exact, or negligible where it underflows.
                 rescale = _pow2(tl.maximum(e - e_new, -126))
@@ -152,7 +178,7 @@ def _instance_norm_fwd_kernel(
                 m2_u = m2_u * rescale * rescale
                 e = e_new
                 inv_scale = _pow2(-e)
-                u = x * inv_scale[:, None]
+                u = tl.where(mask, x * inv_scale[:, None] - (k * inv_scale)[:, None], 0.0)
                 tile_mean = tl.sum(u, axis=1) / tile_count
                 d = tl.where(mask, u - tile_mean[:, None], 0.0)
                 tile_m2 = tl.sum(d * d, axis=1)
@@ -170,20 +196,15 @@ def _instance_norm_fwd_kernel(
         tl.store(PartExp + part, e, mask=c_mask)
     else:
         if MODE == FUSED:
-            scale = _pow2(e)  # 2^e
-            inv_scale = _pow2(-e)
-            var_u = m2_u / count
-            rstd_u = tl.rsqrt(var_u + eps * inv_scale * inv_scale)
-            # eps == 0 on a constant plane: define the output as 0 (+ bias), not NaN.
-            rstd_u = tl.where(rstd_u < 1.0e38, rstd_u, 0.0)
-            mean = mean_u * scale
-            rstd = rstd_u * inv_scale
+            mean, rstd, var, inv_scale = _finish_stats(e, mean_u, m2_u, count, k, eps, e_min)
             tl.store(Mean + planes, mean, mask=c_mask)
             tl.store(Rstd + planes, rstd, mask=c_mask)
-            tl.store(Var + planes, var_u * scale * scale, mask=c_mask)
+            tl.store(Var + planes, var, mask=c_mask)
+            tl.store(InvScale + planes, inv_scale, mask=c_mask)
         else:
             mean = tl.load(Mean + planes, mask=c_mask, other=0.0)
             rstd = tl.load(Rstd + planes, mask=c_mask, other=0.0)
+            inv_scale = tl.load(InvScale + planes, mask=c_mask, other=1.0)
         a = rstd
         if HAS_WEIGHT:
             a = a * tl.load(W + cs, mask=c_mask, other=0.0).to(tl.float32)
@@ -197,7 +218,7 @@ def _instance_norm_fwd_kernel(
             mask = c_mask[:, None] & (s < s_end)[None, :]
             if MODE == APPLY:
                 x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
-            y = (x - mean[:, None]) * a[:, None] + b[:, None]
+            y = (x * inv_scale[:, None] - mean[:, None]) * a[:, None] + b[:, None]
             if HAS_RESIDUAL:
                 r = tl.load(R + r_row + s.to(tl.int64)[None, :] * stride_rs, mask=mask, other=0.0)
                 y = y + r.to(tl.float32)
@@ -209,7 +230,7 @@ def _instance_norm_fwd_kernel(
                 s = s0 + offs
                 mask = c_mask[:, None] & (s < s_end)[None, :]
                 x = tl.load(X + x_row + s.to(tl.int64)[None, :] * stride_xs, mask=mask, other=0.0).to(tl.float32)
-                y = (x - mean[:, None]) * a[:, None] + b[:, None]
+                y = (x * inv_scale[:, None] - mean[:, None]) * a[:, None] + b[:, None]
                 if HAS_RESIDUAL:
                     r = tl.load(R + r_row + s.to(tl.int64)[None, :] * stride_rs, mask=mask, other=0.0)
                     y = y + r.to(tl.float32)
@@ -220,17 +241,23 @@ def _instance_norm_fwd_kernel(
 
 @triton.jit
 def _instance_norm_stats_combine_kernel(
-    PartMean,  # pointer to partial means in units of 2^PartExp (P, splits) fp32
+    X,  # pointer to the input (N, C, S), strides stride_xn, stride_xc: the shift, each plane's first value
+    PartMean,  # pointer to partial means of the shifted plane in units of 2^PartExp (P, splits) fp32
     PartM2,  # pointer to partial sums of squared deviations (P, splits) fp32
     PartExp,  # pointer to partial exponents (P, splits) int32
-    Mean,  # pointer to the per-plane mean (P,) fp32
-    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) (P,) fp32
-    Var,  # pointer to the per-plane biased variance (P,) fp32
+    Mean,  # pointer to the per-plane mean in units of 2^e (P,) fp32, e the largest of PartExp
+    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) in those units (P,) fp32
+    Var,  # pointer to the per-plane biased variance in x's units (P,) fp32
+    InvScale,  # pointer to the per-plane 2^-e (P,) fp32
     P,  # number of planes, N * C
+    C,  # number of channels
     S,  # spatial positions per plane
+    stride_xn,  # stride of X along N
+    stride_xc,  # stride of X along C
     chunk,  # spatial positions per chunk (the last chunk may be shorter)
     splits,  # chunks per plane
     eps,  # added to the variance
+    e_min,  # the smallest e, as in the forward kernel
     BLOCK_P: tl.constexpr,  # planes per program
     BLOCK_SPLITS: tl.constexpr,  # next power of two >= splits
 ):
@@ -241,7 +268,7 @@ def _instance_norm_stats_combine_kernel(
     part = planes.to(tl.int64)[:, None] * splits + k[None, :]
     mean_k = tl.load(PartMean + part, mask=mask, other=0.0)
     m2_k = tl.load(PartM2 + part, mask=mask, other=0.0)
-    e_k = tl.load(PartExp + part, mask=mask, other=-63)
+    e_k = tl.load(PartExp + part, mask=mask, other=-126)  # below any chunk's: the max ignores it
     count_k = tl.where(mask, tl.minimum(chunk, S - k * chunk), 0).to(tl.float32)  # (BLOCK_P, BLOCK_SPLITS)
     # Bring every chunk to the plane's largest power of two, then Chan's formula for k chunks.
     e = tl.max(e_k, axis=1)
@@ -252,14 +279,13 @@ def _instance_norm_stats_combine_kernel(
     d = tl.where(mask, mean_k - mean_u[:, None], 0.0)
     m2_u = tl.sum(m2_k, axis=1) + tl.sum(count_k * d * d, axis=1)
 
-    scale = _pow2(e)
-    inv_scale = _pow2(-e)
-    var_u = m2_u / S
-    rstd_u = tl.rsqrt(var_u + eps * inv_scale * inv_scale)
-    rstd_u = tl.where(rstd_u < 1.0e38, rstd_u, 0.0)
-    tl.store(Mean + planes, mean_u * scale, mask=p_mask)
-    tl.store(Rstd + planes, rstd_u * inv_scale, mask=p_mask)
-    tl.store(Var + planes, var_u * scale * scale, mask=p_mask)
+    x_first = (planes // C).to(tl.int64) * stride_xn + (planes % C).to(tl.int64) * stride_xc
+    k = tl.load(X + x_first, mask=p_mask, other=0.0).to(tl.float32)
+    mean, rstd, var, inv_scale = _finish_stats(e, mean_u, m2_u, S, k, eps, e_min)
+    tl.store(Mean + planes, mean, mask=p_mask)
+    tl.store(Rstd + planes, rstd, mask=p_mask)
+    tl.store(Var + planes, var, mask=p_mask)
+    tl.store(InvScale + planes, inv_scale, mask=p_mask)
 
 
 @triton.jit
@@ -270,8 +296,9 @@ def _instance_norm_bwd_kernel(
     DX,  # pointer to the input gradient, same strides as X (written unless PARTIAL)
     DR,  # pointer to the residual gradient, same strides as X (written if WRITE_DR)
     W,  # pointer to the weight (C,) (if HAS_WEIGHT)
-    Mean,  # pointer to the per-plane mean (N * C,) fp32
-    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) (N * C,) fp32
+    Mean,  # pointer to the per-plane mean of x * InvScale (N * C,) fp32
+    Rstd,  # pointer to the per-plane 1 / sqrt(var + eps) in the units of Mean (N * C,) fp32
+    InvScale,  # pointer to the per-plane 2^-e (N * C,) fp32, as the forward wrote it
     SumDy,  # pointer to per-(plane, chunk) sums of dy' (N * C, splits) fp32, dy' = dy * relu'
     SumDyXhat,  # pointer to per-(plane, chunk) sums of dy' * x_hat (N * C, splits) fp32
     C,  # number of channels
@@ -308,6 +335,7 @@ def _instance_norm_bwd_kernel(
     offs = tl.arange(0, BLOCK_S)
     mean = tl.load(Mean + planes, mask=c_mask, other=0.0)
     rstd = tl.load(Rstd + planes, mask=c_mask, other=0.0)
+    inv_scale = tl.load(InvScale + planes, mask=c_mask, other=1.0)
     if HAS_WEIGHT:
         w = tl.load(W + cs, mask=c_mask, other=0.0).to(tl.float32)
     else:
@@ -328,7 +356,7 @@ def _instance_norm_bwd_kernel(
         if RELU:
             y = tl.load(Y + x_offs, mask=mask, other=0.0)
             dy = tl.where(y > 0, dy, 0.0)
-        x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        x_hat = tl.where(mask, (x * inv_scale[:, None] - mean[:, None]) * rstd[:, None], 0.0)
         if MODE != APPLY:
             sum_dy = tl.sum(dy, axis=1)
             sum_dy_xhat = tl.sum(dy * x_hat, axis=1)
@@ -348,7 +376,7 @@ def _instance_norm_bwd_kernel(
                 if RELU:
                     y = tl.load(Y + x_offs, mask=mask, other=0.0)
                     dy = tl.where(y > 0, dy, 0.0)
-                x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+                x_hat = tl.where(mask, (x * inv_scale[:, None] - mean[:, None]) * rstd[:, None], 0.0)
                 acc_dy += dy
                 acc_dy_xhat += dy * x_hat
             sum_dy = tl.sum(acc_dy, axis=1)
@@ -362,6 +390,8 @@ def _instance_norm_bwd_kernel(
     if MODE != PARTIAL:
         # dx = rstd * w * (dy' - mean(dy') - x_hat * mean(dy' * x_hat)) in training;
         # with running statistics mean and rstd are constants: dx = rstd * w * dy'.
+        # rstd is in units of 2^e (x_hat = (x * 2^-e - mean) * rstd): dx gets the 2^-e last, one
+        # rounding where it is subnormal.
         a = rstd * w
         c1 = sum_dy / S
         c2 = sum_dy_xhat / S
@@ -370,6 +400,7 @@ def _instance_norm_bwd_kernel(
                 dx = a[:, None] * (dy - c1[:, None] - x_hat * c2[:, None])
             else:
                 dx = a[:, None] * dy
+            dx = dx * inv_scale[:, None]
             tl.store(DX + x_offs, dx.to(DX.dtype.element_ty), mask=mask)
             if WRITE_DR:
                 tl.store(DR + x_offs, dy.to(DR.dtype.element_ty), mask=mask)
@@ -384,10 +415,11 @@ def _instance_norm_bwd_kernel(
                     y = tl.load(Y + x_offs, mask=mask, other=0.0)
                     dy = tl.where(y > 0, dy, 0.0)
                 if USE_INPUT_STATS:
-                    x_hat = (x - mean[:, None]) * rstd[:, None]
+                    x_hat = (x * inv_scale[:, None] - mean[:, None]) * rstd[:, None]
                     dx = a[:, None] * (dy - c1[:, None] - x_hat * c2[:, None])
                 else:
                     dx = a[:, None] * dy
+                dx = dx * inv_scale[:, None]
                 tl.store(DX + x_offs, dx.to(DX.dtype.element_ty), mask=mask)
                 if WRITE_DR:
                     tl.store(DR + x_offs, dy.to(DR.dtype.element_ty), mask=mask)
@@ -528,21 +560,24 @@ def instance_norm_fwd(
     relu: bool,
     max_tile: int = 0,
     min_programs: int = -1,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(y, mean, rstd, var): y like ``x``; the rest (N, C) fp32 (var biased, or the running var)."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, mean, rstd, var, inv_scale): y like ``x``; the rest (N, C) fp32: mean and rstd of the
+    planes times inv_scale (a power of two, 1 with running statistics), var in x's units (biased,
+    or the running var)."""
     _check_device(x)
     x = _prepare(x)
     n, c = x.shape[:2]
-    s = x[0, 0].numel() if n * c else 0
+    s = spatial_size(x)
     y = torch.empty_like(x)
     stats = [torch.empty((n, c), device=x.device, dtype=torch.float32) for _ in range(3)]
     mean, rstd, var = stats
+    inv_scale = torch.ones((n, c), device=x.device, dtype=torch.float32)
     if not use_input_stats:
         mean.copy_(running_mean.to(torch.float32).expand(n, c))
         var.copy_(running_var.to(torch.float32).expand(n, c))
         rstd.copy_(torch.rsqrt(var + eps))
     if x.numel() == 0:
-        return y, mean, rstd, var
+        return y, mean, rstd, var, inv_scale
     if min_programs < 0:
         min_programs = _default_min_programs(x.device)
     sxn, sxc, sxs = _flat_strides(x)
@@ -562,8 +597,9 @@ def instance_norm_fwd(
         num_warps=plan.num_warps,
     )
     args = [x, y, r if r is not None else dummy, weight if weight is not None else dummy,
-            bias if bias is not None else dummy, mean, rstd, var]
-    shape_args = [c, s, sxn, sxc, sxs, srn, src, srs, plan.chunk, plan.splits, eps]
+            bias if bias is not None else dummy, mean, rstd, var, inv_scale]
+    e_min = exponent_bounds(torch.float32, eps)[0]
+    shape_args = [c, s, sxn, sxc, sxs, srn, src, srs, plan.chunk, plan.splits, eps, e_min]
     fwd = _instance_norm_fwd_kernel
     if not use_input_stats:
         fwd[grid](*args, dummy, dummy, dummy, *shape_args, MODE=APPLY.value, **common)
@@ -577,11 +613,12 @@ def instance_norm_fwd(
         block_p = max(1, min(64, 2048 // block_splits))
         combine = _instance_norm_stats_combine_kernel
         combine[(triton.cdiv(n * c, block_p),)](
-            part_mean, part_m2, part_exp, mean, rstd, var, n * c, s, plan.chunk, plan.splits, eps,
+            x, part_mean, part_m2, part_exp, mean, rstd, var, inv_scale, n * c, c, s, sxn, sxc, plan.chunk,
+            plan.splits, eps, e_min,
             BLOCK_P=block_p, BLOCK_SPLITS=block_splits, num_warps=4,
         )
         fwd[grid](*args, dummy, dummy, dummy, *shape_args, MODE=APPLY.value, **common)
-    return y, mean, rstd, var
+    return y, mean, rstd, var, inv_scale
 
 
 def instance_norm_bwd(
@@ -591,6 +628,7 @@ def instance_norm_bwd(
     weight: Tensor | None,
     mean: Tensor,
     rstd: Tensor,
+    inv_scale: Tensor,
     use_input_stats: bool,
     relu: bool,
     write_dr: bool,
@@ -598,11 +636,12 @@ def instance_norm_bwd(
     min_programs: int = -1,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dx, dr, sum_dy, sum_dy_xhat): dx like ``x``; dr = dy * relu' like ``x`` if ``write_dr``
-    (else empty); the per-plane sums (N, C) fp32 give the bias and weight gradients."""
+    (else empty); the per-plane sums (N, C) fp32 give the bias and weight gradients. mean, rstd
+    and inv_scale are the forward's."""
     _check_device(x)
     x = _prepare(x)
     n, c = x.shape[:2]
-    s = x[0, 0].numel() if n * c else 0
+    s = spatial_size(x)
     dx = torch.empty_like(x)
     dr = torch.empty_like(x) if write_dr else x.new_empty(0)
     if x.numel() == 0:
@@ -618,7 +657,7 @@ def instance_norm_bwd(
     dummy = _dummy(x.device)
     grid = (n * triton.cdiv(c, plan.block_c), plan.splits)
     args = [x, y if relu else dummy, dy, dx, dr if write_dr else dummy, weight if weight is not None else dummy,
-            mean, rstd, sum_dy, sum_dy_xhat, c, s, sxn, sxc, sxs, sdn, sdc, sds, plan.chunk, plan.splits]
+            mean, rstd, inv_scale, sum_dy, sum_dy_xhat, c, s, sxn, sxc, sxs, sdn, sdc, sds, plan.chunk, plan.splits]
     common = dict(
         USE_INPUT_STATS=use_input_stats,
         HAS_WEIGHT=weight is not None,
@@ -657,7 +696,7 @@ def _fwd_op(
     relu: bool,
     max_tile: int,
     min_programs: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return instance_norm_fwd(
         x, weight, bias, residual, running_mean, running_var, use_input_stats, eps, relu, max_tile, min_programs
     )
@@ -666,7 +705,7 @@ def _fwd_op(
 @_fwd_op.register_fake
 def _(x, weight, bias, residual, running_mean, running_var, use_input_stats, eps, relu, max_tile, min_programs):
     n, c = x.shape[:2]
-    stats = [x.new_empty((n, c), dtype=torch.float32) for _ in range(3)]
+    stats = [x.new_empty((n, c), dtype=torch.float32) for _ in range(4)]
     return (torch.empty_like(_prepare(x)), *stats)
 
 
@@ -678,17 +717,20 @@ def _bwd_op(
     weight: Tensor | None,
     mean: Tensor,
     rstd: Tensor,
+    inv_scale: Tensor,
     use_input_stats: bool,
     relu: bool,
     write_dr: bool,
     max_tile: int,
     min_programs: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return instance_norm_bwd(dy, x, y, weight, mean, rstd, use_input_stats, relu, write_dr, max_tile, min_programs)
+    return instance_norm_bwd(
+        dy, x, y, weight, mean, rstd, inv_scale, use_input_stats, relu, write_dr, max_tile, min_programs
+    )
 
 
 @_bwd_op.register_fake
-def _(dy, x, y, weight, mean, rstd, use_input_stats, relu, write_dr, max_tile, min_programs):
+def _(dy, x, y, weight, mean, rstd, inv_scale, use_input_stats, relu, write_dr, max_tile, min_programs):
     x = _prepare(x)
     n, c = x.shape[:2]
     dr = torch.empty_like(x) if write_dr else x.new_empty(0)
@@ -698,20 +740,20 @@ def _(dy, x, y, weight, mean, rstd, use_input_stats, relu, write_dr, max_tile, m
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, residual, _, _, use_input_stats, _, relu, max_tile, min_programs = inputs
-    y, mean, rstd, var = output
-    ctx.mark_non_differentiable(mean, rstd, var)
-    ctx.save_for_backward(x, y if relu else None, weight, mean, rstd)
+    y, mean, rstd, var, inv_scale = output
+    ctx.mark_non_differentiable(mean, rstd, var, inv_scale)
+    ctx.save_for_backward(x, y if relu else None, weight, mean, rstd, inv_scale)
     ctx.bias_dtype = bias.dtype if bias is not None else None
     ctx.residual_dtype = residual.dtype if residual is not None else None
     ctx.options = (use_input_stats, relu, max_tile, min_programs)
 
 
-def _backward(ctx, dy, _dmean, _drstd, _dvar, bwd=None):
-    x, y, weight, mean, rstd = ctx.saved_tensors
+def _backward(ctx, dy, _dmean, _drstd, _dvar, _dinv_scale, bwd=None):
+    x, y, weight, mean, rstd, inv_scale = ctx.saved_tensors
     use_input_stats, relu, max_tile, min_programs = ctx.options
     wants_dr = ctx.residual_dtype is not None and ctx.needs_input_grad[3]
     dx, dr, sum_dy, sum_dy_xhat = (bwd or torch.ops.instyle.instance_norm_triton_bwd)(
-        dy, x, y, weight, mean, rstd, use_input_stats, relu, wants_dr and relu, max_tile, min_programs
+        dy, x, y, weight, mean, rstd, inv_scale, use_input_stats, relu, wants_dr and relu, max_tile, min_programs
     )
     dweight = sum_dy_xhat.sum(0).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
     dbias = sum_dy.sum(0).to(ctx.bias_dtype) if ctx.bias_dtype is not None and ctx.needs_input_grad[2] else None
@@ -735,8 +777,8 @@ class _EagerFunction(torch.autograd.Function):
         return output
 
     @staticmethod
-    def backward(ctx, dy, dmean, drstd, dvar):
-        return _backward(ctx, dy, dmean, drstd, dvar, bwd=instance_norm_bwd)
+    def backward(ctx, dy, dmean, drstd, dvar, dinv_scale):
+        return _backward(ctx, dy, dmean, drstd, dvar, dinv_scale, bwd=instance_norm_bwd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,12 +805,13 @@ def instance_norm_triton(
     ``min_programs`` (split planes across programs below this many) default to heuristics."""
     # torch.compile traces the custom op (one opaque node); eager calls skip its dispatch.
     op = torch.ops.instyle.instance_norm_triton_fwd if torch.compiler.is_compiling() else _EagerFunction.apply
-    y, mean, _, var = op(
+    y, mean, _, var, inv_scale = op(
         input, weight, bias, residual, running_mean, running_var, use_input_stats, eps,
         activation == "relu", max_tile, min_programs,
     )
-    if use_input_stats and running_mean is not None and running_var is not None and input.shape[0] > 0:
-        update_running_stats(running_mean, running_var, mean, var, input[0, 0].numel(), momentum)
+    if use_input_stats and running_mean is not None and running_var is not None:
+        mean = mean / inv_scale  # in x's units (exact: a power of two)
+        update_running_stats(running_mean, running_var, mean, var, spatial_size(input), momentum)
     return y
 
 
