@@ -204,7 +204,7 @@ class AdaINTrainer:
 
     @torch.no_grad()
     def evaluate(self) -> None:
-        """The mean loss terms over the validation pairs, in eval mode and fp32, logged to heldout.csv
+        """The mean loss terms over the validation pairs, without gradients and in fp32, logged to heldout.csv
         with the training seconds so far."""
         content, style = self.validation
         sums = dict.fromkeys(TERMS, 0.0)
