@@ -13,13 +13,15 @@ import os
 import sys
 
 from instyle import __version__
-from instyle.apps.cli import demo, experiment, export, models, optimize, serve, stylize, texture, train, weights
+from instyle.apps.cli import (
+    demo, experiment, export, models, optimize, serve, stylize, texture, train, train_adain, weights,
+)
 from instyle.apps.cli.common import fail
 
 __all__ = ["build_parser", "main"]
 
 # in the order `instyle --help` lists them
-COMMANDS = (demo, weights, models, optimize, train, stylize, experiment, serve, export, texture)
+COMMANDS = (demo, weights, models, optimize, train, train_adain, stylize, experiment, serve, export, texture)
 
 
 def build_parser() -> argparse.ArgumentParser:

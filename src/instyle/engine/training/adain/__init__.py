@@ -1,0 +1,17 @@
+"""Training the decoder of arbitrary style transfer with AdaIN: ``train_adain(AdaINConfig(...))``.
+
+- :mod:`.config`: AdaINConfig and its checks;
+- :mod:`.data`: the validation split (by file name), the images kept decoded, the crops of a step;
+- :mod:`.trainer`: AdaINTrainer and ``train_adain()``, its driver (the checkpoint, logs, signals and
+  NaN guard of ``instyle train``, through :mod:`instyle.engine.training`).
+
+The network is in :mod:`instyle.engine.models.adain`, its loss in :mod:`instyle.engine.losses.adain`.
+"""
+
+from instyle.engine.training.adain.config import AdaINConfig, check_config
+from instyle.engine.training.adain.data import is_validation, split_folder, validation_listing
+from instyle.engine.training.adain.trainer import AdaINTrainer, train_adain
+
+__all__ = [
+    "AdaINConfig", "AdaINTrainer", "check_config", "is_validation", "split_folder", "train_adain", "validation_listing",
+]  # fmt: skip
