@@ -202,3 +202,22 @@ def test_export_into_a_read_only_folder_names_the_output(read_only_folder, where
         os.geteuid() != 0 and result.stderr.strip() == f"instyle export: error: cannot write {out}: Permission denied"
     ), result.stderr
     assert list(read_only_folder.iterdir()) == []
+
+
+def test_an_adain_decoder_is_not_taken_for_a_style_generator(tmp_path):
+    """AdaIN's decoder is a model file too (its settings bounded like a generator's), but it
+    stylizes only with its encoder: `stylize --model` refuses it in one line, naming the file."""
+    from instyle.engine.models import AdaINDecoder
+
+    decoder = AdaINDecoder(blocks=((8,), (4, 4), (16,)))
+    path = tmp_path / "decoder.safetensors"
+    save_model(decoder, path, {"style_name": "adain"})
+    loaded, _ = load_generator(path, archs=("adain-decoder",))
+    assert loaded.config == decoder.config
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"")  # never opened: the model is refused first
+    argv = ["stylize", str(photo), "--model", str(path), "-o", str(tmp_path / "out")]
+    result = subprocess.run([sys.executable, "-m", "instyle", *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"model file {path} holds a network of architecture 'adain-decoder'" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -128,6 +128,8 @@ STATE_CONFIGS = [
     {"arch": "transformer", "width": 0.375, "num_residual": 3},  # the bundled styles' shape
     {"arch": "texture", "num_scales": 1, "channels": 1, "noise_channels": 0, "content_channels": 3},
     {"arch": "texture", "num_scales": 4, "channels": 3, "noise_channels": 5, "content_channels": 0, "negative_slope": 0.2},
+    {"arch": "adain-decoder"},  # VGG-19 mirrored to relu4_1
+    {"arch": "adain-decoder", "blocks": [[8], [4, 4], [16]]},
 ]
 
 
@@ -146,6 +148,9 @@ def test_derived_state_is_the_built_state_dict(config):
 
 
 @pytest.mark.parametrize("config, message", [
+    ({"arch": "adain-decoder", "blocks": [[64]] * 6}, "config.blocks must be 1 to 5 groups"),
+    ({"arch": "adain-decoder", "blocks": [[100000]]}, "config.blocks must be 1 to 5 groups of 1 to 4 widths from 1 to 1024"),
+    ({"arch": "adain-decoder", "blocks": "big"}, "config.blocks must be"),
     ({"arch": "transformer_net", "width": 64.0, "num_residual": 1}, "config.width must be a number from 0.03125 to 16, got 64.0"),
     ({"arch": "transformer_net", "num_residual": 20000, "width": 0.03125}, "config.num_residual must be an integer from 0 to 64"),
     ({"arch": "transformer", "num_residual": 2.0}, "config.num_residual must be an integer"),

@@ -361,13 +361,18 @@ def write_style_targets(path: str | os.PathLike, targets: StyleTargets) -> None:
     _write_atomic(path, {**weights, **targets.tensors()}, _header(config, metadata, targets))
 
 
-def load_generator(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """Build the generator a model file describes and load its weights (strictly); style targets
+def load_generator(path: str | os.PathLike, archs: tuple[str, ...] | None = None) -> tuple[torch.nn.Module, dict]:
+    """Build the network a model file describes and load its weights (strictly); style targets
     in the file are checked and left in the metadata's ``style_targets`` entry, not loaded.
-    :func:`read_model_file` has checked the config against the weights before the build."""
-    from instyle.engine.models import generator_from_config
+    :func:`read_model_file` has checked the config against the weights before the build.
+    ``archs``: the architectures the caller can use (default: the stylization generators)."""
+    from instyle.engine.models import GENERATORS, generator_from_config
+    from instyle.engine.models.blocks import canonical_arch
 
     config, metadata, tensors = read_model_file(path)
+    archs = tuple(GENERATORS) if archs is None else archs
+    if canonical_arch(config.get("arch")) not in archs:
+        raise ModelFileError(f"model file {path} holds a network of architecture {config.get('arch')!r}, not one of {', '.join(archs)}")
     tensors, _ = split_style_targets(tensors)
     try:
         model = generator_from_config(config)

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from instyle.engine.models.adain import AdaINDecoder
 from instyle.engine.models.blocks import ConvNormAct, NormAct, canonical_arch, kwargs_from_config
 from instyle.engine.models.settings import Entry, check_norm, shown
 from instyle.engine.models.texture import TextureNet
@@ -15,6 +16,9 @@ from instyle.engine.models.vgg import VGGFeatures
 
 # One name per architecture: the config's ``arch``, the model file's and the class's ``arch``.
 GENERATORS: dict[str, type[nn.Module]] = {cls.arch: cls for cls in (TransformerNet, TextureNet)}
+# Every network a model file may hold: the generators and AdaIN's decoder (which stylizes only
+# with its encoder: the style commands refuse it as a generator).
+NETWORKS: dict[str, type[nn.Module]] = {**GENERATORS, AdaINDecoder.arch: AdaINDecoder}
 
 
 def build_generator(arch: str, **options: Any) -> nn.Module:
@@ -29,9 +33,9 @@ def build_generator(arch: str, **options: Any) -> nn.Module:
 def generator_from_config(config: Mapping[str, Any]) -> nn.Module:
     """Rebuild a generator from its ``.config`` (as stored in a model file)."""
     arch = canonical_arch(config.get("arch"))
-    if arch not in GENERATORS:
+    if arch not in NETWORKS:
         raise ValueError(f"unknown architecture {arch!r} in config")
-    return GENERATORS[arch].from_config(config)
+    return NETWORKS[arch].from_config(config)
 
 
 def generator_state(config: Any) -> tuple[dict[str, Any], dict[str, Entry]]:
@@ -42,9 +46,11 @@ def generator_state(config: Any) -> tuple[dict[str, Any], dict[str, Entry]]:
     if not isinstance(config, Mapping):
         raise ValueError(f"the generator config is a {type(config).__name__}, not an object")
     arch = canonical_arch(config.get("arch"))
-    if not isinstance(arch, str) or arch not in GENERATORS:
-        raise ValueError(f"unknown architecture {shown(config.get('arch'))}; expected one of {', '.join(GENERATORS)}")
-    cls = GENERATORS[arch]
+    if not isinstance(arch, str) or arch not in NETWORKS:
+        raise ValueError(f"unknown architecture {shown(config.get('arch'))}; expected one of {', '.join(NETWORKS)}")
+    cls = NETWORKS[arch]
+    if hasattr(cls, "stored_state"):  # a network whose settings are not a norm and numbers
+        return cls.stored_state(config, "config.")
     params = inspect.signature(cls.__init__).parameters.values()
     defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
     settings = {**defaults, **kwargs_from_config(cls, config)}
@@ -56,5 +62,5 @@ def generator_state(config: Any) -> tuple[dict[str, Any], dict[str, Entry]]:
 
 __all__ = [
     "ConvNormAct", "NormAct", "ResidualBlock", "TextureNet", "TransformerNet", "VGGFeatures",
-    "GENERATORS", "build_generator", "generator_from_config", "generator_state",
+    "AdaINDecoder", "GENERATORS", "NETWORKS", "build_generator", "generator_from_config", "generator_state",
 ]  # fmt: skip

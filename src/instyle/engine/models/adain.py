@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as TF
 
 from instyle.engine.models.blocks import check_image, kwargs_from_config
+from instyle.engine.models.settings import Entry, shown
 from instyle.engine.models.vgg import VGGFeatures
 from instyle.functional import adaptive_instance_norm, calc_mean_std
 
@@ -86,6 +87,19 @@ class _ReflectConv(nn.Module):
         return TF.relu(x, inplace=True) if self.relu else x
 
 
+def _decoder_steps(blocks: tuple[tuple[int, ...], ...]) -> list[tuple[int, int] | None]:
+    """The decoder's layers for encoder ``blocks``: each encoder convolution (c_in, c_out) reversed,
+    in reverse order, and None (a x2 upsampling) where the encoder pools between blocks."""
+    encoder, c_in = [], 3
+    for i, block in enumerate(blocks):
+        if i:
+            encoder.append(None)
+        for width in block:
+            encoder.append((c_in, width))
+            c_in = width
+    return [None if step is None else (step[1], step[0]) for step in reversed(encoder)]
+
+
 class AdaINDecoder(nn.Module):
     """relu4_1 features (N, 512, H/8, W/8) -> RGB (N, 3, H, W), about [0, 1] (not clamped: the loss
     sees what the network makes; inference clamps).
@@ -97,27 +111,48 @@ class AdaINDecoder(nn.Module):
 
     arch = "adain-decoder"
 
+    # Bounds for the constructor and for model files (a file must hold every tensor they imply).
+    MAX_BLOCKS, MAX_CONVS, MAX_WIDTH = 5, 4, 1024
+
     def __init__(self, blocks=ENCODER_BLOCKS) -> None:
         super().__init__()
-        blocks = tuple(tuple(int(w) for w in block) for block in blocks)
-        if not blocks or any(not block or min(block) < 1 for block in blocks):
-            raise ValueError(f"blocks must be non-empty groups of positive widths, got {blocks!r}")
-        self.blocks = blocks
-        self.in_channels = blocks[-1][-1]
-        # the encoder's convolutions as (c_in, c_out), None for each pool between blocks
-        encoder, c_in = [], 3
-        for i, block in enumerate(blocks):
-            if i:
-                encoder.append(None)
-            for width in block:
-                encoder.append((c_in, width))
-                c_in = width
-        layers: list[nn.Module] = []
-        for step in reversed(encoder):
-            layers.append(nn.Upsample(scale_factor=2, mode="nearest") if step is None else _ReflectConv(step[1], step[0]))
+        self.blocks = self.check_blocks(blocks)
+        self.in_channels = self.blocks[-1][-1]
+        layers: list[nn.Module] = [
+            nn.Upsample(scale_factor=2, mode="nearest") if step is None else _ReflectConv(*step)
+            for step in _decoder_steps(self.blocks)
+        ]
         layers[-1].relu = False  # RGB out
         self.layers = nn.Sequential(*layers)
-        self.upsampling = 2 ** (len(blocks) - 1)
+        self.upsampling = 2 ** (len(self.blocks) - 1)
+
+    @classmethod
+    def check_blocks(cls, blocks: Any, prefix: str = "") -> tuple[tuple[int, ...], ...]:
+        """``blocks`` as tuples of widths, or ValueError naming ``prefix``blocks."""
+        def width(w: Any) -> bool:
+            return isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= cls.MAX_WIDTH
+
+        ok = isinstance(blocks, (list, tuple)) and 1 <= len(blocks) <= cls.MAX_BLOCKS and all(
+            isinstance(b, (list, tuple)) and 1 <= len(b) <= cls.MAX_CONVS and all(map(width, b)) for b in blocks
+        )
+        if not ok:
+            raise ValueError(
+                f"{prefix}blocks must be 1 to {cls.MAX_BLOCKS} groups of 1 to {cls.MAX_CONVS} widths from 1 to "
+                f"{cls.MAX_WIDTH}, got {shown(blocks)}"
+            )
+        return tuple(tuple(block) for block in blocks)
+
+    @classmethod
+    def stored_state(cls, config: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Entry]]:
+        """The checked settings of a stored ``config`` and the state dict they imply, nothing built
+        (as :func:`instyle.engine.models.generator_state` for the generators)."""
+        blocks = cls.check_blocks(kwargs_from_config(cls, config).get("blocks", ENCODER_BLOCKS), prefix)
+        state = {}
+        for i, step in enumerate(_decoder_steps(blocks)):
+            if step is not None:
+                state[f"layers.{i}.conv.weight"] = Entry((step[1], step[0], 3, 3))
+                state[f"layers.{i}.conv.bias"] = Entry((step[1],))
+        return {"arch": cls.arch, "blocks": [list(b) for b in blocks]}, state
 
     @property
     def config(self) -> dict:
