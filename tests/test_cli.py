@@ -133,3 +133,14 @@ def test_config_errors_exit_1_naming_the_flag(tmp_path, capsys):
     assert "instyle optimize: error: --size must be at least 16, got 8" in capsys.readouterr().err
     assert main(["texture", "--style", "s.png", "-o", str(tmp_path / "t.png"), "--style-weight", "nan"]) == 1
     assert "--style-weight must be a non-negative number, got nan" in capsys.readouterr().err
+
+
+def test_a_style_weight_given_to_a_config_without_a_loss_section_is_taken_as_given():
+    from instyle.apps.cli import build_parser
+    from instyle.apps.cli.common import config_from_args
+    from instyle.engine.training.adain import AdaINConfig
+
+    argv = ["train-adain", "--content", "c", "--styles", "s", "-o", "d.safetensors", "--style-weight", "3"]
+    config = config_from_args(AdaINConfig, build_parser().parse_args(argv), check=lambda config: None)
+    assert config.style_weight == 3.0
+

@@ -99,17 +99,25 @@ def config_from_args(config_cls, args: argparse.Namespace, check: Callable = che
     """The one path from parsed arguments to a config: the flags' values, ``fixed`` values the command
     sets itself, then ``check`` (ConfigError names the field). A style weight given on the command
     line is never rescaled, and a loss network given is used whatever network stored style targets
-    were computed on."""
+    were computed on (where the config has those settings)."""
     values = {f.name: getattr(args, f.name) for f, _ in flag_fields(config_cls) if hasattr(args, f.name)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    given = getattr(args, GIVEN, set())
-    if "style_weight" in given:
-        values["rescale_style_weight"] = False
-    if "vgg_weights" in given:
-        values["follow_style_targets"] = False
+    given, settings = getattr(args, GIVEN, set()), _setting_names(config_cls)
+    for flag, setting in (("style_weight", "rescale_style_weight"), ("vgg_weights", "follow_style_targets")):
+        if flag in given and setting in settings:
+            values[setting] = False
     config = config_cls(**{**values, **fixed})
     check(config)
     return config
+
+
+def _setting_names(config_cls) -> set[str]:
+    """Every field of ``config_cls``, those of its nested configs (the loss) included, flags or not."""
+    names = set()
+    for f in dataclasses.fields(config_cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        names |= _setting_names(type(default)) if dataclasses.is_dataclass(default) else {f.name}
+    return names
 
 
 # ---------------------------------------------------------------------------- errors

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from instyle.apps.cli.common import (
-    GIVEN, LazyBar, add_config_flags, add_max_pixels, config_from_args, fail, flag_fields, progress,
-)  # fmt: skip
+from instyle.apps.cli.common import LazyBar, add_config_flags, add_max_pixels, config_from_args, fail, flag_fields, progress
 
 COMMAND = "train-adain"
 
@@ -38,9 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from instyle.engine.weights import WeightsError
 
     names = {f.name for f, _ in flag_fields(AdaINConfig)}
-    # config_from_args stops the perceptual loss rescaling a --style-weight that is given; this
-    # config has no such setting (its weight is used as given)
-    getattr(args, GIVEN, set()).discard("style_weight")
     bar = None
     try:
         config = config_from_args(AdaINConfig, args, check=check_config)
