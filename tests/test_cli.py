@@ -99,6 +99,7 @@ def test_flags_given_are_the_users_and_errors_name_flags():
     from instyle.engine.config import ConfigError
     from instyle.engine.optimize import OptimizeConfig
     from instyle.engine.targets import adopt_target_weights, resolve_style
+    from instyle.engine.training import TrainConfig
 
     parser = build_parser()
     common = ["optimize", "c.png", "s.png", "-o", "o.png"]
@@ -116,14 +117,14 @@ def test_flags_given_are_the_users_and_errors_name_flags():
     assert settled(["--vgg-weights", "hed-vgg16"], starry) == ("hed-vgg16", 100.0)
 
     assert error_text(ConfigError("loss.style_weight", "must be at least 0, got -1")) == "--style-weight must be at least 0, got -1"
-    assert error_text(ConfigError("patience", "needs eval_content")) == "--patience needs --eval-content"
+    assert error_text(ConfigError("patience", "needs eval_content"), config=TrainConfig) == "--patience needs --eval-content"
     assert error_text(ValueError("device 'tpu': expected auto")) == "--device tpu: expected auto"
     assert error_text(ValueError("size must be positive"), names={"size"}) == "--size must be positive"
     # advice that names fields reads as flags; file names with underscores stay as they are
     advice = ValueError("out/style_layers_a.png: pass style_layers relu1_1, or vgg_weights hed-vgg16")
     assert error_text(ValueError("eval_dir x: not a folder"), names={"eval_dir": "--eval"}) == "--eval x: not a folder"
     assert error_text(ValueError("style: no such file"), names={"style": "--style"}) == "--style: no such file"
-    assert error_text(advice) == "out/style_layers_a.png: pass --style-layers relu1_1, or --vgg-weights hed-vgg16"
+    assert error_text(advice, config=TrainConfig) == "out/style_layers_a.png: pass --style-layers relu1_1, or --vgg-weights hed-vgg16"
     assert error_text(ValueError("style 'x': no such file")) == "style 'x': no such file"
 
 
@@ -135,6 +136,25 @@ def test_config_errors_exit_1_naming_the_flag(tmp_path, capsys):
     assert "--style-weight must be a non-negative number, got nan" in capsys.readouterr().err
 
 
+def test_errors_name_the_flags_of_the_config_in_use_every_time():
+    """error_text knows the fields of the command's config (AdaIN's too), only those, and turns
+    every field a message names into its flag (a flag not named after its field included)."""
+    from instyle.apps.cli.common import error_text
+    from instyle.engine.config import ConfigError
+    from instyle.engine.training import TrainConfig
+    from instyle.engine.training.adain import AdaINConfig
+
+    bounds = ConfigError("max_side", "must be at least image_size (32), got 16")
+    assert error_text(bounds, config=AdaINConfig) == "--max-side must be at least --image-size (32), got 16"
+    # a field another command has is no flag of this one
+    assert error_text(ValueError("pass num_content 3"), config=AdaINConfig) == "pass num_content 3"
+    assert error_text(ValueError("pass num_content 3"), config=TrainConfig) == "pass --num-content 3"
+    served = {"max_upload_bytes": "--max-upload-mb", "total_upload_bytes": "--total-uploads-mb"}
+    both = ValueError("max_upload_bytes 9 is over total_upload_bytes 5: raise total_upload_bytes")
+    assert error_text(both, names=served) == "--max-upload-mb 9 is over --total-uploads-mb 5: raise --total-uploads-mb"
+    assert error_text(ConfigError("total_upload_bytes", "must be positive"), names=served) == "--total-uploads-mb must be positive"
+
+
 def test_a_style_weight_given_to_a_config_without_a_loss_section_is_taken_as_given():
     from instyle.apps.cli import build_parser
     from instyle.apps.cli.common import config_from_args
@@ -144,3 +164,22 @@ def test_a_style_weight_given_to_a_config_without_a_loss_section_is_taken_as_giv
     config = config_from_args(AdaINConfig, build_parser().parse_args(argv), check=lambda config: None)
     assert config.style_weight == 3.0
 
+
+def test_a_model_files_stored_settings_are_not_called_flags(tmp_path):
+    """A bad style_size stored in a model file given as --style is the file's, not --style-size."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = os.path.join(os.path.dirname(instyle.__file__), "styles", "starry_night.safetensors")
+    with safe_open(source, framework="pt") as f:
+        header, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
+    metadata = json.loads(header["instyle"])
+    metadata["style_targets"]["style_size"] = 0
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, bad, metadata={**header, "instyle": json.dumps(metadata)})
+    result = run_cli("train", "--style", bad, "-o", tmp_path / "m.safetensors", "--iterations", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "no valid style_size (0)" in result.stderr and "--style-size" not in result.stderr
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "m.train").exists()

@@ -123,42 +123,53 @@ def _setting_names(config_cls) -> set[str]:
 # ---------------------------------------------------------------------------- errors
 
 
-def _field_names() -> set[str]:
-    from instyle.engine.optimize import OptimizeConfig
-    from instyle.engine.texture import TextureConfig
-    from instyle.engine.training import TrainConfig
-
-    return {f.name for cls in (TrainConfig, OptimizeConfig, TextureConfig) for f, _ in flag_fields(cls)} | {"output"}
+# a snake_case word that is not part of a path or a file name: a field name, where it is one
+_FIELD_WORD = re.compile(r"(?<![\w/.-])[a-z]+(?:_[a-z0-9]+)+(?![\w/.-])")
 
 
-def error_text(error: BaseException, names: Collection[str] | Mapping[str, str] = frozenset()) -> str:
-    """A library error in the command line's words, the one place field names become flags:
-    ``ConfigError('loss.style_weight', ...)`` -> ``--style-weight ...`` (field names in the reason too),
-    ``device 'tpu': ...`` -> ``--device tpu: ...``, and a message that starts with one of ``names``
-    (the command's own arguments, e.g. ``size must ...``) -> ``--size must ...``; ``names`` may map a
-    field to a flag not named after it (``{"eval_dir": "--eval"}``)."""
-    aliases = dict(names) if isinstance(names, Mapping) else {}
-    known = _field_names() | set(names)
+def _flags_of(config_cls, names: Collection[str] | Mapping[str, str]) -> dict[str, str]:
+    """Field name -> flag: each flag field of ``config_cls``, then ``names``."""
+    flags = {f.name: flag_for(f.name) for f, _ in flag_fields(config_cls)} if config_cls is not None else {}
+    flags.update(names.items() if isinstance(names, Mapping) else ((name, flag_for(name)) for name in names))
+    return flags
+
+
+def error_text(error: BaseException, names: Collection[str] | Mapping[str, str] = frozenset(), config=None) -> str:
+    """A library error in the command line's words, the one place field names become flags: those of
+    ``config`` (the config class of the command) and ``names`` (the command's own arguments; a mapping
+    gives a flag not named after its field, ``{"eval_dir": "--eval"}``).
+    ``ConfigError('loss.style_weight', ...)`` -> ``--style-weight ...``; ``device 'tpu': ...`` ->
+    ``--device tpu: ...``; a message that starts with one of ``names`` (``size must ...``) -> ``--size
+    must ...``; and every field name the message gives as advice (``pass style_layers ...``) becomes
+    its flag. A model file's message is left as it is: the settings it names are the file's."""
+    from instyle.engine.modelfile import ModelFileError
+
+    flags = _flags_of(config, names)
+
+    def as_flags(text: str) -> str:
+        return _FIELD_WORD.sub(lambda m: flags.get(m.group(0), m.group(0)), text)
+
     if isinstance(error, ConfigError):
-
-        def to_flag(match: re.Match) -> str:
-            return flag_for(match.group(0)) if match.group(0) in known else match.group(0)
-
-        return f"{flag_for(error.field)} {re.sub(r'[a-z]+(?:_[a-z0-9]+)+', to_flag, error.reason)}"
+        return f"{flags.get(error.field) or flag_for(error.field)} {as_flags(error.reason)}"
     text = str(error)
+    if isinstance(error, ModelFileError):
+        return text
     value = re.match(r"(device|dtype) '([^']*)': (.*)", text, re.S)
     if value:
         return f"{flag_for(value.group(1))} {value.group(2)}: {value.group(3)}"
     first = text.split(" ", 1)[0].rstrip(":")
     if first in names:
-        text = (aliases.get(first) or flag_for(first)) + text[len(first):]
-    # field names the message gives as advice ("pass style_layers ...") become their flags
-    return re.sub(r"(?<![\w/.-])[a-z]+(?:_[a-z0-9]+)+(?![\w/.-])", lambda m: flag_for(m.group(0)) if m.group(0) in known else m.group(0), text)
+        text = flags[first] + text[len(first):]
+    return as_flags(text)
 
 
-def fail(command: str, error: BaseException | str, code: int, names: Collection[str] | Mapping[str, str] = frozenset()) -> int:
-    """Print ``instyle COMMAND: error: ...`` on stderr and return ``code``."""
-    text = error if isinstance(error, str) else error_text(error, names)
+def fail(
+    command: str, error: BaseException | str, code: int, names: Collection[str] | Mapping[str, str] = frozenset(),
+    config=None,
+) -> int:
+    """Print ``instyle COMMAND: error: ...`` on stderr (an error in the words of :func:`error_text`)
+    and return ``code``."""
+    text = error if isinstance(error, str) else error_text(error, names, config)
     print(f"instyle {command}: error: {text}", file=sys.stderr)
     return code
 

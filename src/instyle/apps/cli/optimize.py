@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     except (ImageError, WeightsError, ValueError, RuntimeError, OSError) as error:
         if bar is not None:
             bar.close()
-        return fail("optimize", error, 1)
+        return fail("optimize", error, 1, config=OptimizeConfig)
     bar.close()
     print(
         f"wrote {output} ({result.image.shape[2]}x{result.image.shape[1]}) in {result.seconds:.1f} s: "

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     except (ImageError, WeightsError, TrainingError, ValueError, RuntimeError, OSError) as error:
         if bar is not None:
             bar.close()
-        return fail("texture", error, 1, names={"size", "seed"})
+        return fail("texture", error, 1, names={"size", "seed"}, config=TextureConfig)
     if bar is not None:
         bar.close()
     how = f"trained in {result.train_seconds:.0f} s" if result.trained else "cached"

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except (TrainingError, WeightsError, OSError, ValueError) as error:
         if bar is not None:
             bar.close()
-        return fail("train", error, 1)
+        return fail("train", error, 1, config=TrainConfig)
     bar.close()
     if os.environ.get("RANK", "0") != "0":  # under torchrun the first process speaks for all
         return 0

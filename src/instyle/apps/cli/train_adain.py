@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from instyle.apps.cli.common import LazyBar, add_config_flags, add_max_pixels, config_from_args, fail, flag_fields, progress
+from instyle.apps.cli.common import LazyBar, add_config_flags, add_max_pixels, config_from_args, fail, progress
 
 COMMAND = "train-adain"
 
@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from instyle.engine.training.adain import AdaINConfig, check_config, train_adain
     from instyle.engine.weights import WeightsError
 
-    names = {f.name for f, _ in flag_fields(AdaINConfig)}
     bar = None
     try:
         config = config_from_args(AdaINConfig, args, check=check_config)
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except (TrainingError, WeightsError, OSError, ValueError) as error:
         if bar is not None:
             bar.close()
-        return fail(COMMAND, error, 1, names)
+        return fail(COMMAND, error, 1, names={"content", "styles"}, config=AdaINConfig)
     bar.close()
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items() if k != "images_per_s")
     print(f"wrote {result.output} after {result.step} steps in {result.seconds:.0f} s ({losses}); log in {result.log_dir}")
