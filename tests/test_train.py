@@ -317,6 +317,26 @@ def test_unreadable_photos_are_skipped_by_name_and_none_readable_is_an_error(tmp
         load_content_set(str(tmp_path), 32)
 
 
+def test_content_photos_may_be_a_list_of_files_read_as_the_folder_would_be(tmp_path, caplog):
+    """The files given, in their order; an unreadable one skipped by name (a folder of photos) or,
+    for a training set chosen file by file (the AdaIN decoder's), an error naming it."""
+    from instyle.engine.training.data import load_content_set, read_images
+
+    for name, size in (("a.png", 40), ("b.png", 60), ("c.png", 80)):
+        save_image(torch.rand(3, size, size), tmp_path / name)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"<html>not found</html>")
+    files = [tmp_path / "c.png", broken, tmp_path / "a.png"]
+    with caplog.at_level("WARNING", logger="instyle"):
+        given = load_content_set(files, 32, content_size=1000)
+    assert [tuple(t.shape) for t in given] == [(3, 80, 80), (3, 40, 40)] and "broken.jpg" in caplog.text
+    whole = load_content_set(str(tmp_path), 32, content_size=1000)
+    assert torch.equal(given[0], next(t for t in whole if t.shape[-1] == 80))
+    assert [p.dtype for p in read_images(files[::2])] == [torch.uint8, torch.uint8]
+    with pytest.raises(TrainingError, match=f"cannot train on {broken}"):
+        list(read_images(files, skip_unreadable=False))
+
+
 def test_content_size_sets_the_scale_photos_are_cropped_from(tmp_path):
     from instyle.engine.training import load_content_set
 

@@ -7,12 +7,18 @@ depends only on ``(seed, step)``, so a resumed run sees the batches the uninterr
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from instyle.engine.image import ImageError, default_content_images, iter_image_files, load_image, resize_long_side
+from instyle.engine.image import (
+    ImageError, default_content_images, iter_image_files, load_pixels, pixels_to_float, resize_long_side,
+)  # fmt: skip
 from instyle.engine.training.config import TrainConfig, TrainingError
 
 _log = logging.getLogger(__name__)  # the CLI shows its messages on stderr
@@ -22,41 +28,53 @@ DEVICE_PHOTOS_BYTES = 1 << 30
 
 
 def load_content_set(
-    content: str | None, image_size: int, limit: int | None = None, content_size: int | None = None
+    content: str | Sequence[Path] | None, image_size: int, limit: int | None = None, content_size: int | None = None
 ) -> list[Tensor]:
-    """Content photos as (3, H, W) tensors whose short side is at least ``image_size``: large photos
-    are downscaled to ``content_size`` (default 1.5 x ``image_size``), small ones upscaled to a crop."""
-    images = _read_photos(content)
-    if limit is not None:
-        images = images[:limit]
-    if not images:
-        raise TrainingError("no content images to train on")
+    """Content photos (the folder ``content``, the image files it lists, or None: scikit-image's
+    bundled photos) as (3, H, W) float tensors whose short side is at least ``image_size``: large
+    photos are downscaled to ``content_size`` (default 1.5 x ``image_size``), small ones upscaled
+    to a crop. An unreadable photo is skipped, and said so (:func:`read_images`)."""
+    if content is None:
+        images = (img for _, img in default_content_images())
+    else:
+        images = (pixels_to_float(pixels) for pixels in read_images(content))
     prepared = []
-    for img in images:
+    for img in itertools.islice(images, limit):
         short = min(img.shape[-2:])
         # Downscale large photos so crops see whole objects; upscale small ones to fit a crop.
         target_short = max(image_size, min(short, content_size or int(image_size * 1.5)))
         long_side = round(max(img.shape[-2:]) * target_short / short)
         prepared.append(resize_long_side(img, long_side))
+    if not prepared:
+        raise TrainingError("no content images to train on")
     return prepared
 
 
-def _read_photos(content: str | None) -> list[Tensor]:
-    """The photos of the folder ``content`` (None: scikit-image's bundled photos)."""
-    if content is None:
-        return [img for _, img in default_content_images()]
-    paths = list(iter_image_files([content], recursive=True))
-    if not paths:
-        raise TrainingError(f"content {content}: no images found")
-    images = []
-    for path in paths:  # one unreadable photo in a folder of many is skipped, and said so
+def read_images(source: str | Sequence[Path], what: str = "content", skip_unreadable: bool = True) -> Iterator[Tensor]:
+    """The images of the folder ``source`` (sub-folders included) or of the files it lists, one at a
+    time, as :func:`~instyle.engine.image.load_pixels` decodes them (uint8 where 8-bit). An unreadable
+    file is skipped with a warning naming it (a folder of photos, taken as it comes), or, without
+    ``skip_unreadable``, stops the run with its name (a training set chosen file by file). Raises
+    TrainingError where nothing can be read; ``what`` names the source (a config field)."""
+    if isinstance(source, (str, os.PathLike)):
+        paths = list(iter_image_files([source], recursive=True))
+        if not paths:
+            raise TrainingError(f"{what} {source}: no images found")
+    else:
+        paths = list(source)
+    where, read = f"{what} {source}" if isinstance(source, (str, os.PathLike)) else what, 0
+    for path in paths:
         try:
-            images.append(load_image(path))
+            pixels = load_pixels(path)
         except ImageError as error:
+            if not skip_unreadable:
+                raise TrainingError(f"cannot train on {error}") from None
             _log.warning("skipping %s", error)
-    if not images:
-        raise TrainingError(f"content {content}: none of its {len(paths)} images could be read")
-    return images
+            continue
+        read += 1
+        yield pixels
+    if not read:
+        raise TrainingError(f"{where}: none of its {len(paths)} images could be read")
 
 
 def crop_source(images: list[Tensor], device: torch.device) -> list[Tensor]:

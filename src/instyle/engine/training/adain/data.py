@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from instyle.engine.image import ImageError, iter_image_files, load_pixels, pixels_to_float, resize_long_side
+from instyle.engine.image import iter_image_files, pixels_to_float, resize_long_side
 from instyle.engine.training.config import TrainingError
-from instyle.engine.training.data import corner_crops, resize_short_side, sample_batch
+from instyle.engine.training.data import corner_crops, read_images, resize_short_side, sample_batch
 
 SPLIT_SALT = "instyle-adain-validation:"
 
@@ -78,14 +78,11 @@ def fit(image: Tensor, max_side: int, min_side: int) -> Tensor:
 
 
 def load_images(paths: list[Path], max_side: int, min_side: int) -> list[Tensor]:
-    """Each of ``paths`` decoded once and fitted (:func:`fit`), as (3, H, W) uint8. An unreadable file
-    stops the run with its name: a training set is chosen, not taken as it comes."""
+    """Each of ``paths`` decoded once (:func:`~instyle.engine.training.data.read_images`) and fitted
+    (:func:`fit`), as (3, H, W) uint8. An unreadable file stops the run with its name: a training set
+    is chosen, not taken as it comes."""
     images = []
-    for path in paths:
-        try:
-            pixels = load_pixels(path)
-        except ImageError as error:
-            raise TrainingError(f"cannot train on {error}") from None
+    for pixels in read_images(paths, skip_unreadable=False):
         if pixels.dtype != torch.uint8:  # 16-bit or transparent: converted as every image is
             pixels = (pixels * 255).round().to(torch.uint8)
         images.append(fit(pixels.contiguous(), max_side, min_side))
