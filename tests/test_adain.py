@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,8 @@ from instyle.engine.models.adain import AdaINDecoder, adain, feature_stats
 from instyle.engine.training import TrainingError, TrainingInterrupted, load_checkpoint
 from instyle.engine.training.adain import AdaINConfig, is_validation, split_folder, train_adain, validation_listing
 from instyle.engine.training.adain import trainer as trainer_module
+
+from .test_train import terminated_after_a_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FRACTION = 0.1
@@ -183,7 +184,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, folders,
                 next(iter(built[0].parameters())).fill_(float("nan"))
 
     config = _config(tmp_path, folders, iterations=6, checkpoint_every=1, eval_every=100)
-    with pytest.raises(TrainingError, match=r"NaN or inf by step 2; stopped without overwriting .*checkpoint.pt"):
+    with pytest.raises(TrainingError, match=r"weight \S+ became NaN or inf by step 2; stopped without saving \(last good checkpoint: .*checkpoint.pt\)"):
         train_adain(config, on_step=poison_after_2)
     state = load_checkpoint(tmp_path / "d.train" / "checkpoint.pt")
     assert state["step"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values())
@@ -226,20 +227,8 @@ def test_sigterm_in_a_real_subprocess_checkpoints_and_the_run_resumes(tmp_path, 
     output = tmp_path / "d.safetensors"
     checkpoint = tmp_path / "d.train" / "checkpoint.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "instyle", *_cli_args(folders, output, "--iterations", "100000")],
-        env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 180
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert checkpoint.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in time"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert "resume with --resume" in err and "Traceback" not in err
-    step = load_checkpoint(checkpoint)["step"]
-    assert step >= 1 and not output.exists()
+    step = terminated_after_a_checkpoint(_cli_args(folders, output, "--iterations", "100000"), checkpoint, env)
+    assert not output.exists()
     resumed = subprocess.run(
         [sys.executable, "-m", "instyle", *_cli_args(folders, output, "--iterations", str(step + 1), "--resume")],
         env=env, capture_output=True, text=True, timeout=300,
@@ -287,6 +276,27 @@ def test_a_corrupt_painting_is_refused_by_name(tmp_path, folders, capsys):
 )  # fmt: skip
 def test_values_no_run_can_use_are_refused_before_any_work(tmp_path, folders, capsys, flag, value, message):
     assert message in _refused(tmp_path, folders, capsys, flag, value)
+
+
+def test_a_bad_checkpoint_is_refused_in_one_line_before_anything_loads(tmp_path, folders, capsys):
+    """Resume checks the checkpoint as instyle train does: entries, weights, settings."""
+    from instyle.apps.cli import main
+
+    assert main(_cli_args(folders, tmp_path / "d.safetensors", "--iterations", "1")) == 0
+    capsys.readouterr()
+    checkpoint = tmp_path / "d.train" / "checkpoint.pt"
+    good = load_checkpoint(checkpoint)
+    nan_weights = {k: torch.full_like(v, float("nan")) for k, v in good["model"].items()}
+    for case, saved, message in [
+        ("no model", {k: v for k, v in good.items() if k != "model"}, "is not a whole checkpoint: no entry 'model'"),
+        ("nan", {**good, "model": nan_weights}, "entry 'model': weight layers.0.conv.weight has NaN or inf values"),
+        ("not a checkpoint", [1, 2], "holds a list, not a checkpoint"),
+    ]:  # fmt: skip
+        torch.save(saved, checkpoint)
+        assert main(_cli_args(folders, tmp_path / "d.safetensors", "--iterations", "2", "--resume")) == 1, case
+        err = capsys.readouterr().err
+        assert err.startswith(f"instyle train-adain: error: resume: {checkpoint}") and err.count("\n") == 1, err
+        assert message in err, (case, err)
 
 
 def test_every_flag_says_what_it_does():

@@ -249,12 +249,9 @@ def _cli_train_args(tmp_path, photos, output, *extra):
     ]  # fmt: skip
 
 
-@pytest.mark.network
-def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos, imagenet_vgg19_weights):
-    output = tmp_path / "m.safetensors"
-    checkpoint = tmp_path / "m.train" / "checkpoint.pt"
-    argv = _cli_train_args(tmp_path, photos, output, "--iterations", "100000")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def terminated_after_a_checkpoint(argv: list[str], checkpoint, env: dict) -> int:
+    """``instyle ARGV`` in a real subprocess, sent SIGTERM once ``checkpoint`` exists: it must exit
+    143 saying how to resume, without a traceback; the step its checkpoint holds (at least 1)."""
     proc = subprocess.Popen([sys.executable, "-m", "instyle", *argv], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
@@ -263,9 +260,18 @@ def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert "resume with --resume" in err
+    assert "resume with --resume" in err and "Traceback" not in err
     step = load_checkpoint(checkpoint)["step"]
     assert step >= 1
+    return step
+
+
+@pytest.mark.network
+def test_sigterm_in_a_real_subprocess_checkpoints_and_exits_143(tmp_path, photos, imagenet_vgg19_weights):
+    output = tmp_path / "m.safetensors"
+    checkpoint = tmp_path / "m.train" / "checkpoint.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    step = terminated_after_a_checkpoint(_cli_train_args(tmp_path, photos, output, "--iterations", "100000"), checkpoint, env)
     resumed = subprocess.run(
         [sys.executable, "-m", "instyle", *_cli_train_args(tmp_path, photos, output, "--iterations", str(step + 2), "--resume")],
         env=env, capture_output=True, text=True, timeout=300,

@@ -1,11 +1,15 @@
 """Training a feed-forward stylization generator: ``train(TrainConfig(...))``.
 
 - :mod:`.config`: TrainConfig, its result and errors;
-- :mod:`.data`: content photos, crops, flips and the seeded batch order (shared with the experiment);
+- :mod:`.data`: image files read, content photos, crops, flips and the seeded batch order (shared
+  with the experiment and the AdaIN decoder);
 - :mod:`.checkpoint`: the checkpoint, its atomic writes and the resume checks;
 - :mod:`.log`: CSV logs, the loss curve and sample grids;
 - :mod:`.schedule`: the cosine learning-rate schedule;
-- :mod:`.trainer`: the Trainer and ``train()``, its driver.
+- :mod:`.loop`: what every run shares: ``run_training()``, the driver, and TrainingRun, the
+  checkpoint, resume, NaN guard, signals and model file around a task's steps;
+- :mod:`.trainer`: the Trainer of a style generator and ``train()``;
+- :mod:`.adain`: the AdaIN decoder's run (``train_adain()``).
 """
 
 from instyle.engine.training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint  # noqa: F401
@@ -18,10 +22,12 @@ from instyle.engine.training.data import (  # noqa: F401
     crop_pool,
     heldout_crops,
     load_content_set,
+    read_images,
     resize_short_side,
     sample_batch,
     training_scale_crops,
 )
+from instyle.engine.training.loop import TrainingRun, caught_signals, cudnn_autotuning, run_training  # noqa: F401
 from instyle.engine.training.schedule import cosine_lr  # noqa: F401
 from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_sizes, stored_style_size, train  # noqa: F401
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,20 +19,10 @@ import torch
 
 from instyle.engine.config import flat_json
 from instyle.engine.fileio import write_atomic
-from instyle.engine.training.config import TrainConfig, TrainingError
+from instyle.engine.training.config import TrainingError
 from instyle.engine.weights import TorchFileError, torch_load_plain
 
 CHECKPOINT_NAME = "checkpoint.pt"
-
-# What a resumed run may change: how long it runs, what it logs and where, and how it computes (not
-# what). Every other setting must be the checkpoint's, or the resumed run is not the run it continues.
-_RESUME_MAY_CHANGE = frozenset({
-    "iterations", "checkpoint_every", "sample_every", "eval_every", "eval_content", "patience", "log_dir",
-    "resume", "output", "style", "content", "device", "compile", "cuda_graph", "save_dtype",
-    # how the loss network and style weight were chosen, not what they are (both are compared)
-    "follow_style_targets", "rescale_style_weight", "style_weight_network",
-})  # fmt: skip
-
 
 @dataclass
 class TrainState:
@@ -79,7 +70,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, config: TrainConfig) -> None:
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, config) -> None:
     """Write the checkpoint of ``state`` (and the current RNG states) to ``path``, atomically."""
     atomic_torch_save(
         {
@@ -99,14 +90,17 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, 
     )
 
 
-def resume_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[TrainState, dict]:
+def resume_checkpoint(
+    path: Path, model, optimizer, scheduler, config, may_change: Collection[str]
+) -> tuple[TrainState, dict]:
     """Load the checkpoint at ``path`` into ``model``, ``optimizer`` and ``scheduler``, after checking
     its structure against them (:func:`check_checkpoint`) and that ``config`` continues the run it
-    holds; returns the run's progress and the RNG states, for :func:`set_rng_state` once setup is done."""
+    holds (changing only the settings ``may_change`` names); returns the run's progress and the RNG
+    states, for :func:`set_rng_state` once setup is done."""
     if not path.exists():
         raise TrainingError(f"resume: no checkpoint at {path}")
     saved = load_checkpoint(path, what="resume:")
-    check_checkpoint(saved, path, model, optimizer, config)
+    check_checkpoint(saved, path, model, optimizer, config, may_change)
     for entry, target in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
         try:
             target.load_state_dict(saved[entry])
@@ -129,7 +123,7 @@ def resume_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConf
 _REQUIRED = ("model", "optimizer", "scheduler", "step", "rng")  # the rest may be absent (older runs)
 
 
-def check_checkpoint(saved: object, path: Path, model, optimizer, config: TrainConfig) -> None:
+def check_checkpoint(saved: object, path: Path, model, optimizer, config, may_change: Collection[str]) -> None:
     """The one check of what a checkpoint holds, before any of it is loaded: every entry's type, the
     settings (and that ``config`` continues them: :func:`check_resumable`), the weights and optimizer
     state against the run resuming it (names and shapes) and free of NaN and inf, the step, the RNG
@@ -143,7 +137,7 @@ def check_checkpoint(saved: object, path: Path, model, optimizer, config: TrainC
         raise TrainingError(f"resume: {path} is not a whole checkpoint: no {entries} {', '.join(map(repr, missing))}")
     weights = model.state_dict()
     checks = {
-        "config": _config_problem,
+        "config": lambda value: _config_problem(value, type(config)),
         "step": _step_problem,
         "rng": _rng_problem,
         "model": lambda value: _weights_problem(value, weights),
@@ -160,7 +154,7 @@ def check_checkpoint(saved: object, path: Path, model, optimizer, config: TrainC
         if problem:
             raise TrainingError(f"resume: {path}: entry {entry!r}: {problem}")
         if entry == "config":  # changed settings explain weights of other shapes best: said first
-            check_resumable(json.loads(saved.get("config", "{}")), config, path)
+            check_resumable(json.loads(saved.get("config", "{}")), config, path, may_change)
 
 
 def _is_number(value) -> bool:
@@ -186,7 +180,7 @@ def _rng_problem(value) -> str | None:
     return None
 
 
-def _config_problem(value) -> str | None:
+def _config_problem(value, config_cls) -> str | None:
     try:
         settings = json.loads(value)
     except (TypeError, ValueError):
@@ -196,7 +190,7 @@ def _config_problem(value) -> str | None:
     if not isinstance(settings.get("loss", {}), dict):
         return f"the run's loss settings are not a JSON object: {settings['loss']!r}"
     try:
-        flat_json(TrainConfig.from_json(settings))
+        flat_json(config_cls.from_json(settings))
     except (TypeError, ValueError, AttributeError, KeyError) as error:
         return f"the run's settings are not a training config: {error}"
     return None
@@ -311,12 +305,14 @@ def nonfinite_state(model, optimizer) -> str | None:
     return None
 
 
-def check_resumable(saved: dict, config: TrainConfig, checkpoint_path: Path) -> None:
-    """Refuse to resume the run of the settings ``saved`` with settings that change what it computes."""
+def check_resumable(saved: dict, config, checkpoint_path: Path, may_change: Collection[str]) -> None:
+    """Refuse to resume the run of the settings ``saved`` (as ``config.to_json()`` recorded them) with
+    settings ``config`` that change what it computes: any but those ``may_change`` names (what a
+    resumed run may change: how long it runs, what it logs and where, how it computes, not what)."""
     current = flat_json(config)
-    before = flat_json(TrainConfig.from_json(saved))  # either layout: loss nested, or flat (older runs)
+    before = flat_json(type(config).from_json(saved))  # either layout: loss nested, or flat (older runs)
     recorded = set(saved) | set(saved.get("loss") or ())  # a setting newer than the checkpoint is not compared
-    changed = [n for n in current if n not in _RESUME_MAY_CHANGE and n in recorded and before[n] != current[n]]
+    changed = [n for n in current if n not in may_change and n in recorded and before[n] != current[n]]
     if changed:
 
         def shown(value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +30,24 @@ _TRAIN_LOSS = loss_defaults(
     style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"), content_weight=1.0, style_weight=5.0, tv_weight=50.0,
     style_weight_network=TRAIN_VGG_WEIGHTS,
 )  # fmt: skip
+
+
+# The settings every training run has, declared once (each task config lists them among its own).
+
+
+def checkpoint_every_option() -> Any:
+    return option(200, min=1, help="write the checkpoint (and the CSV log) every N steps")
+
+
+def log_dir_option() -> Any:
+    return option(
+        None, help="folder of the checkpoint, logs and samples (default: OUTPUT_STEM.train beside OUTPUT)",
+        metavar="LOG_DIR",
+    )  # fmt: skip
+
+
+def resume_option() -> Any:
+    return option(False, help="continue from the checkpoint in LOG_DIR, exactly where it stopped")
 
 
 @nests_loss
@@ -79,7 +98,7 @@ class TrainConfig:
     num_content: int | None = option(
         None, min=1, help="train on the first N content photos only (training-set size studies)", metavar="NUM_CONTENT"
     )
-    checkpoint_every: int = option(200, min=1, help="write the checkpoint (and the CSV log) every N steps")
+    checkpoint_every: int = checkpoint_every_option()
     # logged in eval mode and fp32, to LOG_DIR/heldout.csv with the training seconds so far
     eval_content: str | None = option(None, help="folder of held-out photos to evaluate on", metavar="EVAL_CONTENT")
     eval_every: int = option(500, min=1, help="evaluate on --eval-content every N steps")
@@ -90,11 +109,8 @@ class TrainConfig:
         "and save the model of the best one; 0: train all --iterations",
     )  # fmt: skip
     sample_every: int = option(500, min=0, help="write a grid of stylized photos every N steps; 0: never")
-    log_dir: str | None = option(
-        None, help="folder of the checkpoint, logs and samples (default: OUTPUT_STEM.train beside OUTPUT)",
-        metavar="LOG_DIR",
-    )  # fmt: skip
-    resume: bool = option(False, help="continue from the checkpoint in LOG_DIR, exactly where it stopped")
+    log_dir: str | None = log_dir_option()
+    resume: bool = resume_option()
     # fewer, fused kernels and less Python per step, after a first step that compiles (about a minute)
     compile: bool = option(False, help="torch.compile the generator and the loss network")
     # On CUDA, one process, transformer generator: after two eager steps, forward, loss and backward
@@ -126,6 +142,16 @@ class TrainConfig:
             defaults = config.loss.to_json()
             config = replace(config, loss=LossConfig.from_json({**defaults, **loss_data}))
         return config
+
+
+# What a resumed run may change: how long it runs, what it logs and where, and how it computes (not
+# what). Every other setting must be the checkpoint's, or the resumed run is not the run it continues.
+RESUME_MAY_CHANGE = frozenset({
+    "iterations", "checkpoint_every", "sample_every", "eval_every", "eval_content", "patience", "log_dir",
+    "resume", "output", "style", "content", "device", "compile", "cuda_graph", "save_dtype",
+    # how the loss network and style weight were chosen, not what they are (both are compared)
+    "follow_style_targets", "rescale_style_weight", "style_weight_network",
+})  # fmt: skip
 
 
 @dataclass
@@ -185,13 +211,13 @@ def check_config(config: TrainConfig) -> None:
     check_outputs(config)
 
 
-def log_dir_of(config: TrainConfig) -> Path:
+def log_dir_of(config) -> Path:
     """The run's folder of checkpoint, logs and samples: ``log_dir``, else OUTPUT_STEM.train beside the output."""
     output = Path(config.output)
     return Path(config.log_dir) if config.log_dir else output.with_name(output.stem + ".train")
 
 
-def check_outputs(config: TrainConfig) -> None:
+def check_outputs(config) -> None:
     """Every place the run writes, before any work: the model file and the log folder (their
     missing folders are made, as the run starts and ends). Raises ConfigError naming the field."""
     check_writable_output(config.output, field="output", make_parents=True)

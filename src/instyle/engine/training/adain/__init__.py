@@ -2,8 +2,8 @@
 
 - :mod:`.config`: AdaINConfig and its checks;
 - :mod:`.data`: the validation split (by file name), the images kept decoded, the crops of a step;
-- :mod:`.trainer`: AdaINTrainer and ``train_adain()``, its driver (the checkpoint, logs, signals and
-  NaN guard of ``instyle train``, through :mod:`instyle.engine.training`).
+- :mod:`.trainer`: AdaINTrainer and ``train_adain()`` (the driver, checkpoint, logs, signals and NaN
+  guard of ``instyle train``: :mod:`instyle.engine.training.loop`).
 
 The network is in :mod:`instyle.engine.models.adain`, its loss in :mod:`instyle.engine.losses.adain`.
 """

@@ -8,6 +8,14 @@ from pathlib import Path
 from instyle.engine.config import ConfigError, device_option, dtype_option, option
 from instyle.engine.config import check_config as check_fields
 from instyle.engine.image import IMAGE_EXTENSIONS
+from instyle.engine.training.config import checkpoint_every_option, log_dir_option, resume_option
+
+# What a resumed run may change: how long it runs, what it logs and where, where its folders are,
+# and the device (not the precision): every other setting must be the checkpoint's.
+RESUME_MAY_CHANGE = frozenset({
+    "iterations", "checkpoint_every", "eval_every", "sample_every", "log_dir", "resume", "output", "content",
+    "styles", "device", "save_dtype",
+})  # fmt: skip
 
 
 @dataclass
@@ -40,14 +48,11 @@ class AdaINConfig:
     seed: int = option(0, help="seed of the decoder's weights, the crops and the flips")
     device: str = device_option()
     dtype: str = dtype_option()
-    checkpoint_every: int = option(200, min=1, help="write the checkpoint (and the CSV log) every N steps")
+    checkpoint_every: int = checkpoint_every_option()
     eval_every: int = option(500, min=1, help="log the loss on the validation split every N steps")
     sample_every: int = option(1000, min=0, help="write a grid of validation pairs stylized every N steps; 0: never")
-    log_dir: str | None = option(
-        None, help="folder of the checkpoint, logs and samples (default: OUTPUT_STEM.train beside OUTPUT)",
-        metavar="LOG_DIR",
-    )  # fmt: skip
-    resume: bool = option(False, help="continue from the checkpoint in LOG_DIR, exactly where it stopped")
+    log_dir: str | None = log_dir_option()
+    resume: bool = resume_option()
     save_dtype: str = option("fp32", choices=("fp32", "fp16"), help="decoder file precision")
 
     def to_json(self) -> dict:
