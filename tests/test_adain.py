@@ -19,6 +19,7 @@ from instyle.engine.training import TrainingError, TrainingInterrupted, load_che
 from instyle.engine.training.adain import AdaINConfig, is_validation, split_folder, train_adain, validation_listing
 from instyle.engine.training.adain import trainer as trainer_module
 
+from .conftest import fill_disk
 from .test_train import terminated_after_a_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,6 +298,22 @@ def test_a_bad_checkpoint_is_refused_in_one_line_before_anything_loads(tmp_path,
         err = capsys.readouterr().err
         assert err.startswith(f"instyle train-adain: error: resume: {checkpoint}") and err.count("\n") == 1, err
         assert message in err, (case, err)
+
+
+def test_an_output_that_fails_at_the_end_says_how_to_save_the_run(tmp_path, folders, small_disk, capsys):
+    """A full disk at the final save: the checkpoint holds the run, and --resume -o OTHER saves it."""
+    from instyle.apps.cli import main
+
+    log_dir, other = tmp_path / "logs", tmp_path / "other.safetensors"
+    fill_disk(small_disk)  # the location is fine; the disk fills only later
+    args = _cli_args(folders, small_disk / "d.safetensors", "--iterations", "1", "--log-dir", str(log_dir))
+    assert main(args) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert error.startswith(f"instyle train-adain: error: cannot write {small_disk / 'd.safetensors'}: No space left")
+    assert str(log_dir / "checkpoint.pt") in error and f"--resume --log-dir {log_dir} -o OTHER.safetensors" in error
+    args[args.index("-o") + 1] = str(other)
+    assert main([*args, "--resume"]) == 0
+    assert read_model_file(other)[1]["iterations"] == 1
 
 
 def test_every_flag_says_what_it_does():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Collection, Mapping
@@ -204,6 +205,57 @@ class LazyBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def run_training(command: str, args: argparse.Namespace, config_cls, check: Callable, train: Callable, names=()) -> int:
+    """A training command (``instyle train``, ``instyle train-adain``): the config from the flags, the
+    run (``train(config, on_step=...)``) behind a progress bar, its errors in the command line's words
+    (``names``: the command's own arguments, see :func:`error_text`), and what it wrote."""
+    from instyle.engine.training import ModelNotSaved, TrainingError, TrainingInterrupted
+    from instyle.engine.weights import WeightsError
+
+    try:
+        config = config_from_args(config_cls, args, check=check)
+        result = _with_progress(train, config)
+    except TrainingInterrupted as stop:
+        print(f"instyle {command}: {stop}; resume with --resume", file=sys.stderr)
+        return 128 + stop.signum
+    except ModelNotSaved as unsaved:
+        rescue = f"--resume --log-dir {unsaved.log_dir} -o OTHER.safetensors"
+        return fail(command, f"{unsaved.reason}; the finished run is kept in {unsaved.checkpoint}: "
+                    f"run the same command with {rescue} to save its model", 1)  # fmt: skip
+    except (TrainingError, WeightsError, OSError, ValueError) as error:
+        return fail(command, error, 1, names, config=config_cls)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun the first process speaks for all
+        return 0
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items() if k != "images_per_s")
+    if result.stopped_early:
+        print(f"stopped early at step {result.step}: the held-out loss last improved at step {result.best_step}")
+    elif result.best_step != result.step:
+        print(f"the held-out loss was lowest at step {result.best_step}")
+    weights = f" with the weights of step {result.best_step}" if result.best_step != result.step else ""
+    print(f"wrote {result.output}{weights} after {result.step} steps in {result.seconds:.0f} s ({losses}); log in {result.log_dir}")
+    return 0
+
+
+def _with_progress(train: Callable, config):
+    """``train(config)`` with a progress bar of its steps (closed before any error is printed)."""
+    from tqdm import tqdm
+
+    bar = LazyBar(lambda: progress(tqdm, total=config.iterations, unit="step"))
+
+    def on_step(step: int, losses: dict[str, float]) -> None:
+        bar.n = step
+        bar.set_postfix(
+            total=f"{losses['total']:.3g}", content=f"{losses.get('content', 0):.3g}",
+            style=f"{losses.get('style', 0):.3g}", img_s=f"{losses['images_per_s']:.1f}", refresh=False,
+        )  # fmt: skip
+        bar.update(0)
+
+    try:
+        return train(config, on_step=on_step)
+    finally:
+        bar.close()
 
 
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:

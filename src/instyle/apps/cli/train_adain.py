@@ -4,9 +4,8 @@ and paintings (flags from AdaINConfig)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from instyle.apps.cli.common import LazyBar, add_config_flags, add_max_pixels, config_from_args, fail, progress
+from instyle.apps.cli.common import add_config_flags, add_max_pixels, run_training
 
 COMMAND = "train-adain"
 
@@ -28,27 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from instyle.apps.cli.train import _on_step
-    from instyle.engine.training import TrainingError, TrainingInterrupted
     from instyle.engine.training.adain import AdaINConfig, check_config, train_adain
-    from instyle.engine.weights import WeightsError
 
-    bar = None
-    try:
-        config = config_from_args(AdaINConfig, args, check=check_config)
-        bar = LazyBar(lambda: progress(tqdm, total=config.iterations, unit="step"))
-        result = train_adain(config, on_step=_on_step(bar))
-    except TrainingInterrupted as stop:
-        bar.close()
-        print(f"instyle {COMMAND}: {stop}; resume with --resume", file=sys.stderr)
-        return 128 + stop.signum
-    except (TrainingError, WeightsError, OSError, ValueError) as error:
-        if bar is not None:
-            bar.close()
-        return fail(COMMAND, error, 1, names={"content", "styles"}, config=AdaINConfig)
-    bar.close()
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items() if k != "images_per_s")
-    print(f"wrote {result.output} after {result.step} steps in {result.seconds:.0f} s ({losses}); log in {result.log_dir}")
-    return 0
+    # its errors name the folders first: "content FOLDER: no images found"
+    return run_training(COMMAND, args, AdaINConfig, check_config, train_adain, names={"content", "styles"})
