@@ -316,6 +316,15 @@ def test_an_output_that_fails_at_the_end_says_how_to_save_the_run(tmp_path, fold
     assert read_model_file(other)[1]["iterations"] == 1
 
 
+def test_every_output_is_checked_before_any_work(tmp_path, folders, capsys):
+    (tmp_path / "notes.txt").write_text("notes")
+    output = tmp_path / "notes.txt" / "d.safetensors"
+    before = sorted(tmp_path.rglob("*"))
+    err = _refused(tmp_path, folders, capsys, "-o", str(output))
+    assert f"--output {output}: {tmp_path / 'notes.txt'} is a file, not a folder" in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_every_flag_says_what_it_does():
     import argparse
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from instyle.engine.config import ConfigError, device_option, dtype_option, option
 from instyle.engine.config import check_config as check_fields
 from instyle.engine.image import IMAGE_EXTENSIONS
-from instyle.engine.training.config import checkpoint_every_option, log_dir_option, resume_option
+from instyle.engine.training.config import check_outputs, checkpoint_every_option, log_dir_option, resume_option
 
 # What a resumed run may change: how long it runs, what it logs and where, where its folders are,
 # and the device (not the precision): every other setting must be the checkpoint's.
@@ -66,7 +66,8 @@ class AdaINConfig:
 
 
 def check_config(config: AdaINConfig) -> None:
-    """Refuse values no run can use before any work is done; ConfigError names the field."""
+    """Refuse values no run can use, and outputs that cannot be written, before any work is done;
+    ConfigError names the field."""
     check_fields(config)
     for name in ("content", "styles"):
         if not getattr(config, name):
@@ -78,3 +79,4 @@ def check_config(config: AdaINConfig) -> None:
     output = Path(config.output)
     if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise ConfigError("output", f"{output}: the decoder is a safetensors file, not an image; name it NAME.safetensors")
+    check_outputs(config)
