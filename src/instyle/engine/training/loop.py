@@ -64,7 +64,7 @@ class TrainingRun:
     A task config has ``output``, ``log_dir``, ``resume``, ``iterations``, ``batch_size``,
     ``checkpoint_every``, ``eval_every``, ``sample_every`` and ``save_dtype``. A task sets
     :attr:`resume_may_change` and implements the hooks: ``_resolve`` (check the settings, set
-    ``devices``), ``_build_model`` (the seeded ``model``, its ``optimizer`` and ``scheduler``),
+    ``devices``), ``_build_model`` (the seeded ``model``, its ``optimizer`` and ``scheduler``: ``_use_adam``),
     ``_load`` (the data and the loss network; ``eval_data`` where it evaluates), ``_ready``,
     ``_batch``, ``_loss``, ``_heldout_terms``, ``save_samples`` and ``_metadata``."""
 
@@ -117,6 +117,13 @@ class TrainingRun:
 
     def _ready(self) -> None:
         """What the steps need once everything is loaded (nothing by default)."""
+
+    def _use_adam(self, lr: float, schedule: Callable[[int], float]) -> None:
+        """Adam on the model's weights at ``lr``, times ``schedule(step)`` (LambdaLR)."""
+        # fused: one kernel for the whole update on CUDA instead of several per parameter tensor
+        fused = True if self.devices.device.type == "cuda" else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
 
     # ---------------------------------------------------------------------------- steps
 

@@ -86,10 +86,7 @@ class Trainer(TrainingRun):
         if config.arch == "transformer":
             options.update(width=config.width, num_residual=config.num_residual)
         self.model = build_generator(config.arch, **options).to(device, memory_format=self.devices.memory_format)
-        # fused: one kernel for the whole update on CUDA instead of several per parameter tensor
-        fused = True if device.type == "cuda" else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lr(config))
+        self._use_adam(config.lr, cosine_lr(config))
 
     def _load(self) -> None:
         """The photos, the loss network with its style targets, and the held-out crops."""

@@ -68,9 +68,7 @@ class AdaINTrainer(TrainingRun):
         config, devices = self.config, self.devices
         torch.manual_seed(config.seed)
         self.model = AdaINDecoder().to(devices.device, memory_format=devices.memory_format)
-        fused = True if devices.device.type == "cuda" else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, inverse_decay(config.lr_decay))
+        self._use_adam(config.lr, inverse_decay(config.lr_decay))
 
     def _load(self) -> None:
         """The split first (errors before any decoding), then the training images and the validation
