@@ -44,7 +44,7 @@ from instyle.engine.catalog import adain_decoder_path
 from instyle.engine.color import PRESERVE_COLOR
 from instyle.engine.device import DeviceConfig
 from instyle.engine.image import ImageError, load_image, load_pixels, pixels_to_float, resize_long_side
-from instyle.engine.inference.stylize import BandOutput, Given, as_batch, memory_budget
+from instyle.engine.inference.stylize import BandOutput, Given, as_batch, memory_budget, release_freed_memory
 from instyle.engine.inference.tiling import ChanAccumulator, Span, auto_tile, blend_rows, tile_spans
 from instyle.engine.modelfile import ModelFileError, load_generator
 from instyle.engine.models.adain import CONTENT_LAYER, EPS, AdaINDecoder, adain, build_encoder, feature_stats
@@ -59,13 +59,14 @@ DEFAULT_STYLE_SIZE = 512
 MIN_PAINTING_SIDE = 64  # a smaller painting has too few relu4_1 cells (8 x 8) for its statistics
 STRIDE = 8  # the encoder's downsampling to relu4_1: windows start at its multiples
 MIN_SIDE = 2 * STRIDE  # the decoder's reflection padding needs 2 cells a side: smaller photos are padded
-# Peak bytes per pixel of an untiled run beyond the model (encoder or decoder at full resolution: a
-# 64-channel map, its padded copy and the convolution's output), rounded up from 910 (fp32) and 526
-# (bf16) measured at 768 x 768 (ru_maxrss, 2026-12-06).
-BYTES_PER_PIXEL = 1024
-BYTES_PER_PIXEL_16 = 640
-# Activation bytes one window may use, whatever memory is free: keeps a 4096 x 4096 photo under
-# 2 GB peak (benchmarks/bench_adain_memory.py).
+# Peak bytes per window pixel, the decoder's full-resolution end (a 64-channel map, its padded copy,
+# the convolution's output, oneDNN's scratch): 1059 in fp32, 444 in bf16 (the encoder 700 and 254),
+# measured on 768 x 768 windows by ru_maxrss (2026-12-06), rounded up.
+BYTES_PER_PIXEL = 1152
+BYTES_PER_PIXEL_16 = 512
+# Activation bytes one window may use on a CPU, whatever memory is free: with the process's own
+# 0.6 GB, keeps a 4096 x 4096 photo under 2 GB peak (docs/adain.md, "Memory"). A GPU's windows
+# take a quarter of its free memory, as the generators' do.
 WINDOW_BUDGET = 1 << 30
 
 
@@ -217,8 +218,10 @@ class _Networks:
 
     def __init__(self, encoder: VGGFeatures, decoder: AdaINDecoder, config: DeviceConfig) -> None:
         self.config, self.dtype = config, config.autocast or torch.float32
+        as_is = (config.device.type, self.dtype, config.memory_format) == ("cpu", torch.float32, torch.contiguous_format)
         self.encoder, self.decoder = (
-            copy.deepcopy(net).to(config.device, self.dtype, memory_format=config.memory_format) for net in (encoder, decoder)
+            net if as_is else copy.deepcopy(net).to(config.device, self.dtype, memory_format=config.memory_format)
+            for net in (encoder, decoder)
         )  # fmt: skip
 
     def encode(self, image: Tensor) -> Tensor:
@@ -250,17 +253,15 @@ class _RegionStats:
 
     def result(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(mean, std = sqrt(var + eps)), each (R, C) float32; a region without cells gets (0, 1)."""
+        channels = next(part.mean.numel() for part in self.parts if part.count)  # a photo has cells
         means, stds = [], []
         for part in self.parts:
-            if part.count == 0:
-                means.append(torch.zeros(0)), stds.append(torch.zeros(0))
-                continue
-            mean, var = part.result(torch.float64)
-            means.append(mean), stds.append((var + EPS).sqrt())
-        c = max(m.numel() for m in means)
-        means = [m if m.numel() else torch.zeros(c, dtype=torch.float64) for m in means]
-        stds = [s if s.numel() else torch.ones(c, dtype=torch.float64) for s in stds]
-        return torch.stack(means).float().to(device), torch.stack(stds).float().to(device)
+            mean, std = torch.zeros(channels, dtype=torch.float64), torch.ones(channels, dtype=torch.float64)
+            if part.count:
+                mean, var = part.result(torch.float64)
+                std = (var + EPS).sqrt()
+            means.append(mean.to(device)), stds.append(std.to(device))
+        return torch.stack(means).float(), torch.stack(stds).float()
 
 
 @dataclass
@@ -313,9 +314,9 @@ def _pad(image: Tensor, hp: int, wp: int) -> Tensor:
     return image if (h, w) == (hp, wp) else TF.pad(image, (0, wp - w, 0, hp - h), mode="replicate")
 
 
-def _read_padded(image: Tensor, span_y: Span, span_x: Span, hp: int, wp: int) -> Tensor:
-    """The window of the photo padded to (hp, wp) (uint8 or float, (1, 3, h, w)) as float32: the
-    padding of a window that reaches the photo's end is the whole padded photo's."""
+def _read_padded(image: Tensor, span_y: Span, span_x: Span) -> Tensor:
+    """A window of ``image`` (uint8 or float, (1, 3, h, w)) padded to a multiple of 8 as float32: a
+    window reaching past the photo's end repeats its edge, as the whole padded photo does."""
     h, w = image.shape[-2:]
     part = pixels_to_float(image[:, :, span_y.window0 : min(span_y.window1, h), span_x.window0 : min(span_x.window1, w)])
     return _pad(part, span_y.window1 - span_y.window0, span_x.window1 - span_x.window0)
@@ -336,7 +337,8 @@ class _Tiles:
         return tile_spans(hp, self.tile, 0, halo, STRIDE), tile_spans(wp, self.tile, 0, halo, STRIDE)
 
     def encode(self, span_y: Span, span_x: Span) -> Tensor:
-        return self.photo.nets.encode(_read_padded(self.content, span_y, span_x, *self.photo.padded))
+        release_freed_memory()  # the last window's: else what glibc keeps grows window by window
+        return self.photo.nets.encode(_read_padded(self.content, span_y, span_x))
 
     def gather_stats(self) -> None:
         """Pass 1: the photo's statistics per region from the cores of the encoder's windows."""
@@ -463,7 +465,7 @@ class AdaINModel:
         photo = _Photo(nets, h, w, cells, (mean.to(device), std.to(device)), alpha)
         halo = _Tiles(photo, content, STRIDE, self.radii).out_halo
         if tile is None:
-            budget = min(memory_budget(device), WINDOW_BUDGET)
+            budget = memory_budget(device) if device.type != "cpu" else min(memory_budget(device), WINDOW_BUDGET)
             per_pixel = BYTES_PER_PIXEL if nets.dtype == torch.float32 else BYTES_PER_PIXEL_16
             tile = auto_tile(hp, wp, budget, bytes_per_pixel=per_pixel, halo=halo, overlap=0, stride=STRIDE)
         if tile and tile < max(hp, wp):
