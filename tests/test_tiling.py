@@ -6,7 +6,7 @@ from instyle.engine.models import NormAct, TextureNet, TransformerNet
 from instyle.engine.inference.tiling import (
     BYTES_PER_PIXEL,
     CACHE_BYTES,
-    _spans,
+    tile_spans as _spans,
     _Staged,
     auto_tile,
     stylize_tiled,

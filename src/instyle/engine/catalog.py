@@ -1,4 +1,5 @@
-"""The catalog of bundled styles: the model files shipped in ``instyle/styles``, by name."""
+"""The catalog of bundled styles: the model files shipped in ``instyle/styles``, by name; and the
+AdaIN decoder (``instyle/styles/adain/decoder.safetensors``, apart so that it is no style name)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 from instyle.engine.modelfile import ModelFileError, has_style_targets
 
 STYLES_DIR = Path(__file__).resolve().parents[1] / "styles"
+# The decoder of arbitrary style transfer (issue #18), trained by `instyle train-adain`.
+ADAIN_DECODER = STYLES_DIR / "adain" / "decoder.safetensors"
 
-__all__ = ["STYLES_DIR", "list_models", "resolve_model_path"]
+__all__ = ["ADAIN_DECODER", "STYLES_DIR", "adain_decoder_path", "is_bundled_style", "list_models", "resolve_model_path"]
 
 
 def list_models(*, with_style_targets: bool = False) -> list[str]:
@@ -32,3 +35,21 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         return bundled
     available = ", ".join(list_models()) or "none bundled"
     raise ModelFileError(f"model {name_or_path}: no such file or bundled style (bundled: {available})")
+
+
+def is_bundled_style(name: str | os.PathLike) -> bool:
+    """Whether ``name`` names a bundled style (and no file of that name exists)."""
+    return not Path(name).exists() and os.fspath(name) in list_models()
+
+
+def adain_decoder_path(decoder: str | os.PathLike | None = None) -> Path:
+    """The AdaIN decoder file: ``decoder`` as given, else the bundled one; ModelFileError naming
+    ``decoder`` when none is given and none is bundled."""
+    if decoder is not None:
+        return Path(decoder)
+    if ADAIN_DECODER.is_file():
+        return ADAIN_DECODER
+    raise ModelFileError(
+        "decoder: none given, and the AdaIN decoder is not bundled in this build; "
+        "give a decoder file trained with `instyle train-adain`"
+    )

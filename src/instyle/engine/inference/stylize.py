@@ -8,8 +8,10 @@ statistics and overlapping tiles (:mod:`instyle.engine.inference.tiling`).
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +103,9 @@ class StyleModel:
         dtype: str = "auto",
         runtime: str = "torch",
     ):
-        """Stylize ``image`` (PIL image, path, or tensor in [0, 1]) and return the same kind
-        (a PIL image for a path; a uint8 tensor is read as 0..255 pixels, float32 comes back, on the
-        tensor's device).
+        """Stylize ``image`` (PIL image, path, ndarray, or tensor in [0, 1]) and return the same kind
+        (see :class:`Given`: a PIL image for a path; a uint8 tensor is read as 0..255 pixels, float32
+        comes back, on the tensor's device).
 
         Large images (``tile``, or automatically when an untiled forward would not fit a
         quarter of free memory) go through :func:`instyle.engine.inference.tiling.stylize_tiled_rows`; the
@@ -116,15 +118,12 @@ class StyleModel:
         """
         _check_options(self.generator, strength, preserve, tile, runtime)
         config, onnx = self._resolve_runtime(runtime, device, dtype)
-        as_pil = not isinstance(image, Tensor)
-        batch, unbatched = _as_batch(image, max_size)
-        plan = _Plan(config, onnx, strength, preserve, tile, as_pil, _memory_budget(config.device))
+        given = Given.of(image)
+        batch, unbatched = as_batch(image, max_size)
+        plan = _Plan(config, onnx, strength, preserve, tile, given.as_uint8, memory_budget(config.device))
         generator = self._placed(config.device, config.memory_format)
         outputs = [self._stylize_one(single, generator, plan) for single in batch.split(1)]
-        if as_pil:
-            return Image.fromarray(outputs[0], mode="RGB")
-        stylized = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        return stylized[0] if unbatched else stylized
+        return given.result(outputs, unbatched)
 
     def _resolve_runtime(self, runtime: str, device: str, dtype: str) -> tuple[DeviceConfig, object | None]:
         """The device configuration, and the onnxruntime session for ``runtime="onnxruntime"``
@@ -142,7 +141,7 @@ class StyleModel:
         config = plan.config
         h, w = single.shape[-2:]
         content = single.to(config.device) if single.dtype == torch.uint8 else single.to(config.device, torch.float32)
-        output = _Output(
+        output = BandOutput(
             content, plan.strength, plan.preserve, as_uint8=plan.as_uint8, model_name=self.name, device=single.device
         )
         bytes_per_pixel = _bytes_per_pixel(generator, config.autocast)
@@ -166,6 +165,47 @@ class StyleModel:
         if config.autocast is None and self.cuda_graphs:
             return self._graphs(generator, generator, x)
         return generator(x)
+
+
+@dataclass(frozen=True)
+class Given:
+    """The kind of image a caller passed, so that the result comes back as that kind: a PIL image
+    for a PIL image, a path or bytes; an ndarray (H, W, 3) of the array's dtype for an ndarray
+    (uint8 and uint16 scaled to their range, float in [0, 1]; other dtypes come back uint8); a
+    float32 tensor of the tensor's shape for a tensor."""
+
+    kind: str  # "pil", "ndarray" or "tensor"
+    dtype: np.dtype | None = None  # an ndarray's
+
+    @classmethod
+    def of(cls, image) -> Given:
+        if isinstance(image, Tensor):
+            return cls("tensor")
+        if isinstance(image, np.ndarray):
+            return cls("ndarray", image.dtype)
+        return cls("pil")
+
+    @property
+    def as_uint8(self) -> bool:
+        """Whether the result is finished straight into 8-bit pixels (never a float image)."""
+        return self.kind == "pil" or (self.kind == "ndarray" and self.dtype not in _ARRAY_SCALES)
+
+    def result(self, outputs: list, unbatched: bool):
+        """The result from each image's output (uint8 (H, W, 3) pixels, or float32 (1, 3, H, W))."""
+        if self.kind == "pil":
+            return Image.fromarray(outputs[0], mode="RGB")
+        if self.kind == "ndarray":
+            if isinstance(outputs[0], np.ndarray):
+                return outputs[0]
+            pixels = outputs[0][0].permute(1, 2, 0).cpu().numpy()
+            scale = _ARRAY_SCALES[self.dtype]
+            return pixels.astype(self.dtype) if scale is None else np.round(pixels * scale).astype(self.dtype)
+        stylized = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        return stylized[0] if unbatched else stylized
+
+
+# ndarray dtypes that come back as themselves (None: float in [0, 1]); the rest as uint8
+_ARRAY_SCALES = {np.dtype(np.uint16): 65535, **{np.dtype(t): None for t in (np.float16, np.float32, np.float64)}}
 
 
 @dataclass(frozen=True)
@@ -195,7 +235,7 @@ def _check_options(generator: torch.nn.Module, strength: float, preserve: str, t
             raise ValueError(f"tile must be a positive multiple of the model's tile_stride ({stride}) or None, got {tile!r}")
 
 
-def _as_batch(image, max_size: int | None) -> tuple[Tensor, bool]:
+def as_batch(image, max_size: int | None) -> tuple[Tensor, bool]:
     """``image`` as a batch (N, 3, H, W), float or uint8 (8-bit images stay uint8, a quarter of
     float32's memory, until a tile needs them), resized to ``max_size``; and whether it was one
     image (3, H, W)."""
@@ -211,7 +251,7 @@ def _as_batch(image, max_size: int | None) -> tuple[Tensor, bool]:
     return batch, unbatched
 
 
-class _Output:
+class BandOutput:
     """The stylized image, made from bands of rows as they come: NaN check, colour
     preservation, strength blend and clamp per band, stored as uint8 (H, W, 3) or float32
     (1, 3, H, W) on the input tensor's device. Covariance and histogram preservation need the
@@ -280,7 +320,7 @@ def _bytes_per_pixel(generator: torch.nn.Module, autocast: torch.dtype | None) -
 _CUDA_BUDGET: dict = {}  # device -> (time.monotonic() of the query, bytes)
 
 
-def _memory_budget(device: torch.device) -> int:
+def memory_budget(device: torch.device) -> int:
     """Bytes an untiled forward may use: a quarter of free memory (on CUDA queried at most once a
     second: a stream of same-size images must not pay a driver query each)."""
     if device.type == "cuda":
@@ -295,6 +335,26 @@ def _memory_budget(device: torch.device) -> int:
     except (ValueError, OSError):
         pages = 4 << 30
     return pages // 4
+
+
+def _find_malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; musl has none
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed so far back to the system: glibc keeps freed chunks under its mmap
+    threshold, and tile after tile of differently sized windows the kept memory grows (by about
+    100 MB a window for AdaIN at 1016 x 1016: docs/adain.md, "Memory"). Elsewhere a no-op."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def load_model(name_or_path: str | os.PathLike) -> StyleModel:
@@ -343,16 +403,18 @@ def output_paths(sources: list[Path], outdir: Path, model_name: str, suffix: str
 
 
 def stylize_files(
-    model: StyleModel, sources: Iterable[Path], outdir: Path, *, suffix: str = ".png", **options
+    model, sources: Iterable[Path], outdir: Path, *, suffix: str = ".png", name: str | None = None, **options
 ) -> Iterator[FileResult]:
-    """Stylize each file into ``outdir``, once however often it is named (``a.png``, ``./a.png``, a
-    link to it); a failing file is reported and the rest still run."""
+    """Stylize each file into ``outdir`` with ``model.stylize(source, **options)`` (a
+    :class:`StyleModel` or an :class:`instyle.engine.inference.adain.AdaINModel`), once however often
+    it is named (``a.png``, ``./a.png``, a link to it); a failing file is reported and the rest still
+    run. Outputs are named ``STEM_NAME`` (``name`` default: the model's)."""
     unique: dict[Path, Path] = {}  # the real file -> the first name it was given by
     for source in map(Path, sources):
         unique.setdefault(source.resolve(), source)
     sources = list(unique.values())
     outdir.mkdir(parents=True, exist_ok=True)
-    for source, target in zip(sources, output_paths(sources, outdir, model.name, suffix)):
+    for source, target in zip(sources, output_paths(sources, outdir, name or model.name, suffix)):
         start = time.perf_counter()
         try:
             if target.resolve() in unique:

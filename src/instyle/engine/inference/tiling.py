@@ -54,7 +54,7 @@ from instyle.engine.models.blocks import ConvNormAct, NormAct, TilingStages, rec
 
 __all__ = [
     "stylize_tiled", "stylize_tiled_rows", "whole_image_in_stats", "auto_tile", "tile_halo",
-    "BYTES_PER_PIXEL", "CACHE_BYTES",
+    "BYTES_PER_PIXEL", "CACHE_BYTES", "Span", "tile_spans", "blend_rows", "ChanAccumulator",
 ]  # fmt: skip
 
 # Peak bytes per window pixel of an fp32 TransformerNet (width 1) forward without autograd:
@@ -67,7 +67,7 @@ CACHE_BYTES = 1 << 30
 # write(y0, y1, rows): rows (1, C, y1 - y0, W) of the output, handed on top to bottom.
 RowWriter = Callable[[int, int, Tensor], None]
 # run(span_y, span_x): the model's output (or the forward up to a hook) for one window.
-_Runner = Callable[["_Span", "_Span"], Tensor]
+_Runner = Callable[["Span", "Span"], Tensor]
 
 
 class _StopForward(Exception):
@@ -75,7 +75,7 @@ class _StopForward(Exception):
 
 
 @dataclass(frozen=True)
-class _Span:
+class Span:
     """One tile along one axis, in image coordinates: the model sees [window0, window1),
     the tile's output is kept on [out0, out1), and its statistics on [core0, core1)."""
 
@@ -87,7 +87,9 @@ class _Span:
     core1: int
 
 
-def _spans(size: int, tile: int, overlap: int, halo: int, stride: int) -> list[_Span]:
+def tile_spans(size: int, tile: int, overlap: int, halo: int, stride: int) -> list[Span]:
+    """The tiles along one axis of ``size`` pixels: cores of ``tile`` partition it, outputs reach
+    ``overlap / 2`` beyond them, windows ``halo`` beyond that and start at multiples of ``stride``."""
     spans = []
     min_window = 4 * stride  # keep windows large enough for the model's own padding
     for core0 in range(0, size, tile):
@@ -98,11 +100,11 @@ def _spans(size: int, tile: int, overlap: int, halo: int, stride: int) -> list[_
         if window1 - window0 < min_window:
             window0 = max((window1 - min_window) // stride * stride, 0)
             window1 = max(window1, min(window0 + min_window, size))
-        spans.append(_Span(window0, window1, out0, out1, core0, core1))
+        spans.append(Span(window0, window1, out0, out1, core0, core1))
     return spans
 
 
-def _feather(span: _Span, size: int, overlap: int) -> Tensor:
+def _feather(span: Span, size: int, overlap: int) -> Tensor:
     """Weights over [out0, out1): a cosine ramp across each band shared with a neighbour."""
     n = span.out1 - span.out0
     weight = torch.ones(n, dtype=torch.float64)
@@ -118,7 +120,7 @@ def _feather(span: _Span, size: int, overlap: int) -> Tensor:
     return weight
 
 
-def _blend_weights(spans: list[_Span], size: int, overlap: int) -> list[Tensor]:
+def _blend_weights(spans: list[Span], size: int, overlap: int) -> list[Tensor]:
     """Feathers normalized so that they sum to exactly one at every position."""
     raw = [_feather(s, size, overlap) for s in spans]
     total = torch.zeros(size, dtype=torch.float64)
@@ -168,7 +170,7 @@ def _out_dtype(image: Tensor) -> torch.dtype:
     return torch.float64 if image.dtype == torch.float64 else torch.float32
 
 
-def _read(image: Tensor, span_y: _Span, span_x: _Span) -> Tensor:
+def _read(image: Tensor, span_y: Span, span_x: Span) -> Tensor:
     """The window of ``image`` (1, C, H, W) as float; uint8 as load_image maps it (x / 255)."""
     part = image[:, :, span_y.window0 : span_y.window1, span_x.window0 : span_x.window1]
     return part.float().div_(255) if part.dtype == torch.uint8 else part
@@ -231,7 +233,7 @@ def _stats_layers(model: nn.Module, layers: list[NormAct], image: Tensor, stride
     return order
 
 
-class _ChanAccumulator:
+class ChanAccumulator:
     """Per-channel count, mean and M2 in float64, combined across parts (Chan et al.)."""
 
     def __init__(self) -> None:
@@ -269,12 +271,12 @@ class _ChanAccumulator:
 
 
 def _stream(
-    run: _Runner, rows: list[_Span], cols: list[_Span], layer: NormAct, scale: int, h: int, w: int,
-    consume: Callable[[Tensor, _Span, _Span], None],
+    run: _Runner, rows: list[Span], cols: list[Span], layer: NormAct, scale: int, h: int, w: int,
+    consume: Callable[[Tensor, Span, Span], None],
 ) -> None:  # fmt: skip
     """Run every window up to ``layer`` and hand ``consume`` the core's share of its input
     (a feature map ``scale`` times coarser than the image), then stop the forward there."""
-    current: list[_Span] = [rows[0], cols[0]]
+    current: list[Span] = [rows[0], cols[0]]
 
     def capture(module: nn.Module, args: tuple) -> None:
         span_y, span_x = current
@@ -302,9 +304,9 @@ def _stream(
 
 
 def _stream_stats(
-    run: _Runner, rows: list[_Span], cols: list[_Span], layer: NormAct, scale: int, h: int, w: int, dtype: torch.dtype
+    run: _Runner, rows: list[Span], cols: list[Span], layer: NormAct, scale: int, h: int, w: int, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    acc = _ChanAccumulator()
+    acc = ChanAccumulator()
     _stream(run, rows, cols, layer, scale, h, w, lambda x, *_: acc.add(x))
     return acc.result(dtype)
 
@@ -339,9 +341,9 @@ def _whole_image_stats(
 ) -> None:
     """The generic path: freeze each layer of ``order`` to its whole-image statistics."""
     h, w = image.shape[-2:]
-    rows, cols = _spans(h, tile, 0, halo, stride), _spans(w, tile, 0, halo, stride)
+    rows, cols = tile_spans(h, tile, 0, halo, stride), tile_spans(w, tile, 0, halo, stride)
 
-    def run(span_y: _Span, span_x: _Span) -> Tensor:
+    def run(span_y: Span, span_x: Span) -> Tensor:
         return model(_read(image, span_y, span_x))
 
     for layer, scale in order:
@@ -425,14 +427,14 @@ def stylize_tiled_rows(
             if stats is None:
                 _whole_image_stats(model, _stats_layers(model, layers, image, stride), image, tile, out_halo, stride)
             run = _generic_runner(model, image)
-        rows, cols = _spans(h, tile, overlap, out_halo, stride), _spans(w, tile, overlap, out_halo, stride)
-        _blend_rows(run, rows, cols, overlap, h, w, _out_dtype(image), write)
+        rows, cols = tile_spans(h, tile, overlap, out_halo, stride), tile_spans(w, tile, overlap, out_halo, stride)
+        blend_rows(run, rows, cols, overlap, h, w, _out_dtype(image), write)
 
 
 def _generic_runner(model: nn.Module, image: Tensor) -> _Runner:
     """Windows of the output from the whole model on windows of the image (norms frozen)."""
 
-    def run(span_y: _Span, span_x: _Span) -> Tensor:
+    def run(span_y: Span, span_x: Span) -> Tensor:
         window = _read(image, span_y, span_x)
         result = model(window)
         if result.shape[-2:] != window.shape[-2:]:
@@ -443,8 +445,8 @@ def _generic_runner(model: nn.Module, image: Tensor) -> _Runner:
     return run
 
 
-def _blend_rows(
-    run: _Runner, rows: list[_Span], cols: list[_Span], overlap: int, h: int, w: int, dtype: torch.dtype,
+def blend_rows(
+    run: _Runner, rows: list[Span], cols: list[Span], overlap: int, h: int, w: int, dtype: torch.dtype,
     write: RowWriter,
 ) -> None:  # fmt: skip
     """Blend every window's output into bands of rows; hand each band on once complete."""
@@ -538,9 +540,9 @@ class _Grid:
     def w(self) -> int:
         return self.image.shape[-1]
 
-    def spans(self, halo: int) -> tuple[list[_Span], list[_Span]]:
+    def spans(self, halo: int) -> tuple[list[Span], list[Span]]:
         """Row and column windows with cores of a tile, no overlap, ``halo`` on each side."""
-        return _spans(self.h, self.tile, 0, halo, self.stride), _spans(self.w, self.tile, 0, halo, self.stride)
+        return tile_spans(self.h, self.tile, 0, halo, self.stride), tile_spans(self.w, self.tile, 0, halo, self.stride)
 
     def freeze_streamed(self, run: _Runner, layer: NormAct, scale: int, halo: int) -> None:
         """Freeze ``layer`` to its whole-image statistics, streamed from windows of ``run``."""
@@ -550,7 +552,7 @@ class _Grid:
 
     def freeze_map(self, layer: NormAct, x: Tensor) -> None:
         """Freeze ``layer`` to the statistics of the whole map ``x``, read in row strips."""
-        acc = _ChanAccumulator()
+        acc = ChanAccumulator()
         acc.add_rows(x, self.map_rows(x.shape[-1]))
         _freeze_layer(layer, acc.result(_out_dtype(self.image)), self.image.device)
 
@@ -564,7 +566,7 @@ def _encode(grid: _Grid, encoder: tuple[ConvNormAct, ...]) -> Tensor:
     at a time, each from windows with just the halo its layers need; the last one's input is
     assembled whole and normalized as a map."""
 
-    def run(span_y: _Span, span_x: _Span) -> Tensor:
+    def run(span_y: Span, span_x: Span) -> Tensor:
         x = _read(grid.image, span_y, span_x)
         for layer in encoder:
             x = layer(x)
@@ -586,7 +588,7 @@ def _assemble(grid: _Grid, run: _Runner, layer: NormAct, scale: int, halo: int) 
     """``layer``'s whole input map (1/``scale`` of the image), pasted from the windows' cores."""
     whole: list[Tensor] = []
 
-    def store(x: Tensor, span_y: _Span, span_x: _Span) -> None:
+    def store(x: Tensor, span_y: Span, span_x: Span) -> None:
         if not whole:
             size = (-(-grid.h // scale), -(-grid.w // scale))  # stride-2 convs round up
             whole.append(_empty_like_map(x, size))
@@ -643,7 +645,7 @@ def _norm_map(grid: _Grid, layer: NormAct, x: Tensor, residual: Tensor | None = 
 def _decoder_runner(stride: int, decoder: tuple[ConvNormAct, ...], trunk: Tensor) -> _Runner:
     """Image windows through the decoder, read from the whole trunk output."""
 
-    def run(span_y: _Span, span_x: _Span) -> Tensor:
+    def run(span_y: Span, span_x: Span) -> Tensor:
         # Windows start at multiples of the stride; the trunk window covers the image window.
         s = stride
         part = trunk[:, :, span_y.window0 // s : -(-span_y.window1 // s), span_x.window0 // s : -(-span_x.window1 // s)]
@@ -667,7 +669,7 @@ def _output_runner(grid: _Grid, stages: TilingStages, trunk: Tensor) -> _Runner:
     """Windows of the final output, read from the trunk's output (norms all frozen)."""
     up, head, output, h, w = _decoder_runner(grid.stride, stages.decoder, trunk), stages.head, stages.output, grid.h, grid.w
 
-    def run(span_y: _Span, span_x: _Span) -> Tensor:
+    def run(span_y: Span, span_x: Span) -> Tensor:
         y = up(span_y, span_x)
         # The untiled forward crops to the image before the head (so that its reflection
         # pad mirrors the image's own border); only the last windows reach past it.
