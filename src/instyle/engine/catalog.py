@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from instyle.engine.config import ConfigError
 from instyle.engine.modelfile import ModelFileError, has_style_targets
 
 STYLES_DIR = Path(__file__).resolve().parents[1] / "styles"
@@ -43,13 +44,14 @@ def is_bundled_style(name: str | os.PathLike) -> bool:
 
 
 def adain_decoder_path(decoder: str | os.PathLike | None = None) -> Path:
-    """The AdaIN decoder file: ``decoder`` as given, else the bundled one; ModelFileError naming
-    ``decoder`` when none is given and none is bundled."""
+    """The AdaIN decoder file: ``decoder`` as given, else the bundled one; ConfigError naming the
+    argument ``decoder`` when none is given and none is bundled."""
     if decoder is not None:
         return Path(decoder)
     if ADAIN_DECODER.is_file():
         return ADAIN_DECODER
-    raise ModelFileError(
-        "decoder: none given, and the AdaIN decoder is not bundled in this build; "
-        "give a decoder file trained with `instyle train-adain`"
+    raise ConfigError(
+        "decoder",
+        "is needed: none given, and the AdaIN decoder is not bundled in this build; "
+        "give a decoder file trained with `instyle train-adain`",
     )
