@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import math
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +37,7 @@ from PIL import Image
 from instyle.engine.color import PRESERVE_COLOR
 from instyle.engine.image import ImageError, load_image, max_pixels_limit, to_pil
 from instyle.engine.modelfile import ModelFileError
-from instyle.engine.inference.stylize import StyleModel, load_model
+from instyle.engine.inference.stylize import StyleModel, load_model, release_freed_memory
 from instyle.engine.catalog import list_models
 
 __all__ = [
@@ -155,7 +153,7 @@ class StyleService:
         try:
             return self._stylize(*request)
         finally:
-            _return_freed_memory()
+            release_freed_memory()  # glibc keeps a job's freed memory otherwise
 
     def _stylize(self, upload, style, strength, preserve) -> Image.Image:
         if upload is None:
@@ -223,25 +221,6 @@ def _short_image_reason(reason: str) -> str:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
-
-
-def _return_freed_memory() -> None:
-    """Hand memory freed by the last job back to the system (glibc keeps it otherwise, and how
-    much it keeps varies from job to job with fragmentation). Elsewhere a no-op."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def _find_malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc; musl has none
-    except (OSError, AttributeError):
-        return None
-
-
-_malloc_trim = _find_malloc_trim()
 
 
 def _release_cached_memory() -> None:
