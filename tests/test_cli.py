@@ -43,8 +43,10 @@ def test_every_flag_says_what_it_does(command):
 
 def test_models_lists_the_bundled_styles_with_their_loss_network(capsys):
     assert main(["models"]) == 0
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert {"cezanne", "composition_vii", "starry_night", "udnie"} <= set(rows)
+    assert lines[-1].startswith("any painting (AdaIN): ")  # the decoder, bundled or how to give one
     assert "imagenet-vgg19" in rows["starry_night"] and "hed-vgg16" in rows["cezanne"]
 
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    models = sub.add_parser("models", help="list the bundled styles")
+    models = sub.add_parser("models", help="list the bundled styles and the AdaIN decoder (any painting)")
     models.set_defaults(func=run)
 
 
@@ -31,4 +31,16 @@ def run(args: argparse.Namespace) -> int:
             f"{name:<18}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{metadata.get('iterations', '?'):>12}"
             f"  {stored:<15}{network:<16}{metadata.get('device', '?')}, {training.get('image_size', '?')} px crops"
         )
+    print(_adain_line())
     return 0
+
+
+def _adain_line() -> str:
+    """The arbitrary-style model's line: any painting as ``stylize --style PAINTING``."""
+    from instyle.engine.catalog import ADAIN_DECODER
+    from instyle.engine.modelfile import read_model_file
+
+    if not ADAIN_DECODER.is_file():
+        return "any painting (AdaIN): the decoder is not bundled in this build; `stylize --style PAINTING --decoder FILE`"
+    _, metadata, _ = read_model_file(ADAIN_DECODER)
+    return f"any painting (AdaIN): `stylize --style PAINTING`, decoder trained {metadata.get('iterations', '?')} steps"
