@@ -41,10 +41,9 @@ from torch import Tensor
 from torch.nn import functional as TF
 
 from instyle.engine.catalog import adain_decoder_path
-from instyle.engine.color import PRESERVE_COLOR
 from instyle.engine.device import DeviceConfig
 from instyle.engine.image import ImageError, load_image, load_pixels, pixels_to_float, resize_long_side
-from instyle.engine.inference.stylize import BandOutput, Given, as_batch, memory_budget, release_freed_memory
+from instyle.engine.inference.stylize import BandOutput, Given, as_batch, check_look, memory_budget, release_freed_memory
 from instyle.engine.inference.tiling import ChanAccumulator, Span, auto_tile, blend_rows, tile_spans
 from instyle.engine.modelfile import ModelFileError, load_generator
 from instyle.engine.models.adain import CONTENT_LAYER, EPS, AdaINDecoder, adain, build_encoder, feature_stats
@@ -477,10 +476,7 @@ class AdaINModel:
 
 def check_options(strength: float, preserve: str, tile: int | None, runtime: str) -> None:
     """ValueError naming the first bad argument of :meth:`AdaINModel.stylize`."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
-    if preserve not in PRESERVE_COLOR:
-        raise ValueError(f"preserve must be one of {', '.join(PRESERVE_COLOR)}, got {preserve!r}")
+    check_look(strength, preserve)
     if runtime != "torch":
         raise ValueError(f"runtime {runtime!r}: a painting's style runs in torch only (no ONNX export of AdaIN yet)")
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < STRIDE or tile % STRIDE):
@@ -504,7 +500,7 @@ def mask_regions(mask: Any, style: StyleMix) -> MaskRegions | None:
 
 def load_adain(decoder: str | os.PathLike | None = None) -> AdaINModel:
     """The AdaIN model with ``decoder`` (a file from ``instyle train-adain``; default: the bundled
-    one, ModelFileError naming ``decoder`` when there is none)."""
+    one, ConfigError naming ``decoder`` when there is none)."""
     path = adain_decoder_path(decoder)
     network, metadata = load_generator(path, archs=(AdaINDecoder.arch,))
     if network.in_channels != 512 or network.upsampling != STRIDE:

@@ -221,12 +221,17 @@ class _Plan:
     budget: int  # bytes an untiled forward may use
 
 
-def _check_options(generator: torch.nn.Module, strength: float, preserve: str, tile: int | None, runtime: str) -> None:
-    """ValueError naming the first bad argument of ``stylize``."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+def check_look(strength: float, preserve: str) -> None:
+    """ValueError naming ``strength`` or ``preserve``: the options every way of stylizing shares."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
     if preserve not in PRESERVE_COLOR:
         raise ValueError(f"preserve must be one of {', '.join(PRESERVE_COLOR)}, got {preserve!r}")
+
+
+def _check_options(generator: torch.nn.Module, strength: float, preserve: str, tile: int | None, runtime: str) -> None:
+    """ValueError naming the first bad argument of ``stylize``."""
+    check_look(strength, preserve)
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if tile is not None:
