@@ -1,19 +1,25 @@
 """The backend registry of :func:`instyle.functional.instance_norm`.
 
 A backend is a function with ``instance_norm_reference``'s arguments and a ``supports``
-predicate. ``reference`` is always registered; the fused backends (``cpu``, ``triton``)
-register themselves when their module imports, which happens on the first call of
-:func:`select_backend`, so that ``import instyle`` stays as light as torch and a missing
-optional dependency (triton, say) only removes its backend.
+predicate. ``reference`` is always registered; the fused backends (``cpu``, ``triton``) and
+``native`` (torch's own) register themselves when their module imports, which happens on the
+first call of :func:`select_backend`, so that ``import instyle`` stays as light as torch and a
+missing optional dependency (triton, say) only removes its backend.
+
+``backend="auto"`` takes ``INSTYLE_BACKEND`` when it is set; else, on a device type with timed
+candidates (:data:`instyle.ops.choose.TIMED`: CUDA), the fastest of them for calls like this one;
+else the first backend of :data:`AUTO_ORDER` that supports the call.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable, NamedTuple
 
 from torch import Tensor
 
+from instyle.ops import choose
 from instyle.ops.reference import instance_norm_reference
 
 __all__ = [
@@ -24,6 +30,7 @@ __all__ = [
     "get_backend",
     "load_optional_backends",
     "AUTO_ORDER",
+    "forced_backend",
 ]
 
 
@@ -41,7 +48,8 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cpu": ("cpu", "reference"),
 }
 # Modules that register a backend on import; a missing optional dependency skips one.
-OPTIONAL_BACKENDS = ("instyle.ops.cpu", "instyle.ops.triton.instance_norm")
+OPTIONAL_BACKENDS = ("instyle.ops.native", "instyle.ops.cpu", "instyle.ops.triton.instance_norm")
+FORCE_VARIABLE = "INSTYLE_BACKEND"
 
 
 def _always(*args, **kwargs) -> bool:
@@ -65,15 +73,35 @@ def get_backend(name: str) -> Backend:
 register_backend("reference", instance_norm_reference)
 
 
+def forced_backend() -> str | None:
+    """The backend ``INSTYLE_BACKEND`` names for every ``backend="auto"`` call (None: unset or "auto")."""
+    value = os.environ.get(FORCE_VARIABLE, "").strip()
+    if not value or value == "auto":
+        return None
+    if value not in _BACKENDS:
+        raise ValueError(f"{FORCE_VARIABLE}={value!r}: unknown backend; available: 'auto', " + ", ".join(map(repr, available_backends())))
+    return value
+
+
+def _auto(input: Tensor, activation: str | None, residual: Tensor | None) -> str:
+    kind = input.device.type
+    supported = [
+        name for name in AUTO_ORDER.get(kind, ()) + ("reference",)
+        if name in _BACKENDS and _BACKENDS[name].supports(input, activation, residual)
+    ]  # fmt: skip
+    timed = [n for n in choose.TIMED.get(kind, ()) if n in _BACKENDS and _BACKENDS[n].supports(input, activation, residual)]
+    if len(timed) > 1 and timed[0] in supported:
+        return choose.choose(timed, lambda name: _BACKENDS[name].fn, input, activation, residual)
+    return supported[0] if supported else "reference"
+
+
 def select_backend(name: str, input: Tensor, activation: str | None = None, residual: Tensor | None = None) -> str:
     """Resolve ``backend`` (a name or "auto") to the registered backend that runs this call."""
     load_optional_backends()
     if name == "auto":
-        for candidate in AUTO_ORDER.get(input.device.type, ()) + ("reference",):
-            backend = _BACKENDS.get(candidate)
-            if backend is not None and backend.supports(input, activation, residual):
-                return candidate
-        return "reference"
+        name = forced_backend() or "auto"
+    if name == "auto":
+        return _auto(input, activation, residual)
     if name not in _BACKENDS:
         raise ValueError(f"unknown backend {name!r}; available: 'auto', " + ", ".join(map(repr, available_backends())))
     if not _BACKENDS[name].supports(input, activation, residual):
