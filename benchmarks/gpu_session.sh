@@ -61,7 +61,7 @@ EOF"
 
 # scikit-image's photos: the default training set if skimage.data has them all, else the PNG copies.
 CONTENT_ARGS=()
-if ! $PY -c "from instyle.image import default_content_images as d; d()" >"$W/logs/skimage.log" 2>&1; then
+if ! $PY -c "from instyle.engine.image import default_content_images as d; d()" >"$W/logs/skimage.log" 2>&1; then
     echo "   skimage.data lacks photos; training on .gpu/skimage" | tee -a "$OUT/summary.txt"
     CONTENT_ARGS=(--content .gpu/skimage)
 fi
