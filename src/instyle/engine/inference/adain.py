@@ -51,7 +51,7 @@ from instyle.engine.models.vgg import VGGFeatures, vgg_layer_names
 
 __all__ = [
     "AdaINModel", "MaskRegions", "StyleMix", "DEFAULT_STYLE_SIZE", "MIN_PAINTING_SIDE", "STRIDE", "check_options",
-    "load_adain", "load_mask", "mask_regions",
+    "load_adain", "load_mask", "mask_regions", "style_image",
 ]  # fmt: skip
 
 DEFAULT_STYLE_SIZE = 512
@@ -131,6 +131,20 @@ def _painting(source: Any) -> tuple[Tensor, str]:
         where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
         raise ImageError(where, f"{w} x {h} pixels is too small for a painting: at least {MIN_PAINTING_SIDE} px a side")
     return image, name
+
+
+def _check_style_size(style_size: Any) -> None:
+    if isinstance(style_size, bool) or not isinstance(style_size, int) or style_size < MIN_PAINTING_SIDE:
+        raise ValueError(f"style_size must be an integer >= {MIN_PAINTING_SIDE}, got {style_size!r}")
+
+
+def style_image(source: Any, style_size: int = DEFAULT_STYLE_SIZE) -> tuple[Tensor, str]:
+    """A painting as :meth:`AdaINModel.style` encodes it, float (3, H, W) scaled to a long side of
+    ``style_size``, and its name: shared with the exported statistics graph's runner
+    (:class:`instyle.engine.inference.onnx_adain.OnnxAdaIN`)."""
+    _check_style_size(style_size)
+    image, name = _painting(source)
+    return _style_scaled(image, style_size), name
 
 
 def _style_scaled(image: Tensor, style_size: int) -> Tensor:
@@ -411,8 +425,7 @@ class AdaINModel:
     ) -> StyleMix:  # fmt: skip
         """The statistics of ``paintings`` (one, or a list: paths, PIL images, ndarrays, tensors),
         each scaled to a long side of ``style_size``, with their weights (default: equal)."""
-        if isinstance(style_size, bool) or not isinstance(style_size, int) or style_size < MIN_PAINTING_SIDE:
-            raise ValueError(f"style_size must be an integer >= {MIN_PAINTING_SIDE}, got {style_size!r}")
+        _check_style_size(style_size)
         sources = list(paintings) if isinstance(paintings, (list, tuple)) else [paintings]
         if not sources:
             raise ValueError("style: no painting given")
@@ -420,8 +433,8 @@ class AdaINModel:
         nets = self.networks(DeviceConfig.resolve(device, dtype, "inference"))
         means, stds, names = [], [], []
         for source in sources:
-            image, name = _painting(source)
-            mean, std = feature_stats(nets.encode(_style_scaled(image, style_size)[None]))
+            image, name = style_image(source, style_size)
+            mean, std = feature_stats(nets.encode(image[None]))
             means.append(mean[0].cpu()), stds.append(std[0].cpu()), names.append(name)
         return StyleMix(torch.stack(means), torch.stack(stds), weights.float(), tuple(names))
 
@@ -478,7 +491,9 @@ def check_options(strength: float, preserve: str, tile: int | None, runtime: str
     """ValueError naming the first bad argument of :meth:`AdaINModel.stylize`."""
     check_look(strength, preserve)
     if runtime != "torch":
-        raise ValueError(f"runtime {runtime!r}: a painting's style runs in torch only (no ONNX export of AdaIN yet)")
+        raise ValueError(
+            f"runtime {runtime!r}: a painting's style runs in torch here (`instyle export adain` writes it for onnxruntime)"
+        )
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < STRIDE or tile % STRIDE):
         raise ValueError(f"tile must be a positive multiple of {STRIDE} (the encoder's stride) or None, got {tile!r}")
 

@@ -9,7 +9,10 @@ standard ``InstanceNormalization`` node. The residual add and ReLU that instyle 
 the norm become separate ``Add`` and ``Relu`` nodes.
 
 Only ``TransformerNet`` is exported: ``TextureNet`` draws noise inside ``forward``, which an
-exported graph would freeze into a constant.
+exported graph would freeze into a constant. The arbitrary model (AdaIN) is exported by
+:mod:`instyle.engine.inference.onnx_adain` with the same machinery: a :class:`Graph` says what a
+graph takes and gives, :func:`exported_graph` runs either exporter and checks the result,
+:func:`described` adds the metadata, :func:`write_onnx` writes the file.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import json
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from instyle.engine.fileio import WriteError, write_atomic
 from instyle.engine.modelfile import load_generator
@@ -37,8 +42,15 @@ __all__ = [
     "OPSET",
     "EXPORTERS",
     "ExportError",
+    "Graph",
+    "check_exporter",
+    "described",
+    "exportable_copy",
+    "exported_graph",
     "export_generator",
     "export_model",
+    "onnx_output",
+    "write_onnx",
     "cached_onnx_path",
     "onnx_cache_dir",
     "onnx_metadata",
@@ -107,34 +119,117 @@ def _quiet_exporter():
             warnings.simplefilter("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*operator 'instance_norm' is set to train=True.*")
             warnings.filterwarnings("ignore", message=".*Constant folding.*")
+            # Two dynamic sizes that broadcast (AdaIN's style batch, 1 or N, against N images):
+            # _export_proto names the axes itself.
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
             yield
     finally:
         logger.setLevel(level)
 
 
-def _export_proto(model: nn.Module, exporter: str, min_size: int):
-    """Run ``exporter`` on ``model`` and return the ONNX ModelProto."""
-    (onnx,) = require_onnx("onnx")
+@dataclass(frozen=True)
+class Graph:
+    """What an exported graph takes and gives: each input's name, example and dynamic axes
+    (axis -> (dimension name, smallest size)); each output's name and dynamic axes."""
+
+    inputs: dict[str, tuple[Tensor, dict[int, tuple[str, int]]]]
+    outputs: dict[str, dict[int, str]]
+
+
+def _image_graph(min_size: int) -> Graph:
+    """A generator's graph: ``image`` (N, 3, H, W) -> ``stylized`` of the same shape."""
     example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    axes = {0: ("batch", 1), 2: ("height", min_size), 3: ("width", min_size)}
+    return Graph({INPUT_NAME: (example, axes)}, {OUTPUT_NAME: {a: name for a, (name, _) in axes.items()}})
+
+
+def _export_proto(model: nn.Module, exporter: str, graph: Graph):
+    """Run ``exporter`` on ``model`` and return the ONNX ModelProto, its inputs' and outputs'
+    dynamic dimensions named as ``graph`` names them."""
+    (onnx,) = require_onnx("onnx")
+    examples = tuple(example for example, _ in graph.inputs.values())
+    names = dict(input_names=list(graph.inputs), output_names=list(graph.outputs))
     with _quiet_exporter(), torch.no_grad():
         if exporter == "dynamo":
             require_onnx("onnxscript")
-            dim = torch.export.Dim
-            shapes = {"x": {0: dim("batch"), 2: dim("height", min=min_size), 3: dim("width", min=min_size)}}
-            program = torch.onnx.export(
-                model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes=shapes, verbose=False, optimize=True,
+            dims: dict[str, Any] = {}  # one Dim per name: "batch" of the image is "batch" of the output
+            shapes = tuple(
+                {a: dims.setdefault(name, torch.export.Dim(name, min=low)) for a, (name, low) in axes.items()} or None
+                for _, axes in graph.inputs.values()
             )  # fmt: skip
-            return program.model_proto
-        if exporter == "torchscript":
-            axes = {0: "batch", 2: "height", 3: "width"}
+            program = torch.onnx.export(
+                model, examples, dynamo=True, opset_version=OPSET, dynamic_shapes=shapes, verbose=False, optimize=True,
+                **names,
+            )  # fmt: skip
+            proto = program.model_proto
+        elif exporter == "torchscript":
+            axes = {name: {a: dim for a, (dim, _) in spec.items()} for name, (_, spec) in graph.inputs.items() if spec}
             buffer = io.BytesIO()
             torch.onnx.export(
-                model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                model, examples, buffer, dynamo=False, opset_version=OPSET, dynamic_axes={**axes, **graph.outputs},
+                **names,
             )  # fmt: skip
-            return onnx.load_model_from_string(buffer.getvalue())
-    raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
+            proto = onnx.load_model_from_string(buffer.getvalue())
+        else:
+            raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
+    # torch.export takes two dynamic sizes that broadcast together for one (a style batch of 1 or
+    # N against N images): the graph broadcasts them all the same; its declared names say so.
+    declared = {name: {a: dim for a, (dim, _) in spec.items()} for name, (_, spec) in graph.inputs.items()}
+    for value in (*proto.graph.input, *proto.graph.output):
+        for axis, dim in {**declared, **graph.outputs}.get(value.name, {}).items():
+            value.type.tensor_type.shape.dim[axis].dim_param = dim
+    return proto
+
+
+def exported_graph(model: nn.Module, exporter: str, graph: Graph):
+    """``model`` exported and checked: every instance norm a standard node, no custom op."""
+    try:
+        proto = _export_proto(model, exporter, graph)
+    except ExportError:
+        raise
+    except Exception as error:  # the exporters raise many types; name the stage and the cause
+        raise ExportError(f"{exporter} ONNX export failed: {type(error).__name__}: {error}") from error
+
+    # Every instance norm must be a standard node (GroupNorm may add more: torch writes it
+    # as reshape + InstanceNormalization), and no node may need a custom-op runtime.
+    expected = _count_instance_norms(model)
+    found = sum(node.op_type == "InstanceNormalization" for node in proto.graph.node)
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if found < expected or custom:
+        raise ExportError(
+            f"{exporter} export wrote {found} InstanceNormalization nodes for {expected} instance-norm layers"
+            + (f" and custom ops {custom}" if custom else "")
+        )
+    return proto
+
+
+def described(proto, props: dict[str, str], doc: str) -> bytes:
+    """``proto`` with ``props`` as its metadata and ``doc`` as its doc string, checked, serialized."""
+    (onnx,) = require_onnx("onnx")
+    onnx.helper.set_model_props(proto, props)
+    proto.doc_string = doc
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def write_onnx(output: Path, data: bytes) -> Path:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # name the file asked for, not the folder
+        raise WriteError(error.errno, f"cannot write {output}: {error.strerror or error}") from error
+    return write_atomic(output, data)  # a WriteError names the output too
+
+
+def check_exporter(exporter: str) -> None:
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
+
+
+def onnx_output(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise ValueError(f"ONNX output {output}: the file name must end in .onnx")
+    return output
 
 
 def export_generator(
@@ -151,39 +246,21 @@ def export_generator(
     """
     import instyle
 
-    (onnx,) = require_onnx("onnx")
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}; got {exporter!r}")
+    require_onnx("onnx")
+    check_exporter(exporter)
     config = dict(getattr(generator, "config", {}) or {})
     if canonical_arch(config.get("arch")) not in EXPORTABLE_ARCHS:
         raise ExportError(
             f"ONNX export supports {', '.join(EXPORTABLE_ARCHS)} generators, not {config.get('arch')!r}"
         )
-    output = Path(output)
-    if output.suffix.lower() != ".onnx":
-        raise ValueError(f"ONNX output {output}: the file name must end in .onnx")
+    output = onnx_output(output)
     model = exportable_copy(generator)
     # Below this size TransformerNet edge-pads in Python, a branch the graph cannot hold.
     min_size = int(getattr(model, "MIN_SIZE", 1))
-    try:
-        proto = _export_proto(model, exporter, min_size)
-    except ExportError:
-        raise
-    except Exception as error:  # the exporters raise many types; name the stage and the cause
-        raise ExportError(f"{exporter} ONNX export failed: {type(error).__name__}: {error}") from error
-
-    # Every instance norm must be a standard node (GroupNorm may add more: torch writes it
-    # as reshape + InstanceNormalization), and no node may need a custom-op runtime.
-    expected = _count_instance_norms(model)
-    found = sum(node.op_type == "InstanceNormalization" for node in proto.graph.node)
-    custom = sorted({f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
-    if found < expected or custom:
-        raise ExportError(
-            f"{exporter} export wrote {found} InstanceNormalization nodes for {expected} instance-norm layers"
-            + (f" and custom ops {custom}" if custom else "")
-        )
+    proto = exported_graph(model, exporter, _image_graph(min_size))
     props = {
         "instyle_version": instyle.__version__,
+        "arch": str(config.get("arch")),
         "generator_config": json.dumps(config, sort_keys=True),
         "input": f"{INPUT_NAME}: float32 (N, 3, H, W) RGB in [0, 1], H and W >= {min_size}",
         "output": f"{OUTPUT_NAME}: float32 (N, 3, H, W) RGB in [0, 1]",
@@ -191,25 +268,20 @@ def export_generator(
         "exporter": exporter,
     }
     props.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    onnx.helper.set_model_props(proto, props)
-    proto.doc_string = f"instyle {config.get('arch')} style model {props.get('style_name', '')}".strip()
-    onnx.checker.check_model(proto)
-
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # name the file asked for, not the folder
-        raise WriteError(error.errno, f"cannot write {output}: {error.strerror or error}") from error
-    return write_atomic(output, proto.SerializeToString())  # a WriteError names the output too
+    doc = f"instyle {config.get('arch')} style model {props.get('style_name', '')}".strip()
+    return write_onnx(output, described(proto, props, doc))
 
 
 def export_model(
     name_or_path: str | os.PathLike, output: str | os.PathLike, *, exporter: str = "dynamo"
 ) -> Path:
-    """Export a model file or bundled style to ``output`` (.onnx)."""
+    """Export a model file or bundled style to ``output`` (.onnx). (The arbitrary model, AdaIN:
+    :mod:`instyle.engine.inference.onnx_adain`.)"""
     from instyle.engine.catalog import resolve_model_path
 
+    check_exporter(exporter)
+    output = onnx_output(output)
     path = resolve_model_path(name_or_path)
-    output = Path(output)
     if output.exists() and output.resolve() == path.resolve():
         raise ValueError(f"ONNX output {output} is the model file itself")
     generator, metadata = load_generator(path)

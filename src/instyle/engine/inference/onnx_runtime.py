@@ -1,5 +1,6 @@
 """Exported generators run by onnxruntime on the CPU: ``OnnxStyleModel`` and the cache of
-exported model files behind ``StyleModel.stylize(runtime="onnxruntime")``.
+exported model files behind ``StyleModel.stylize(runtime="onnxruntime")``. (The arbitrary model's
+files: :mod:`instyle.engine.inference.onnx_adain`, which uses the sessions made here.)
 
 Imports run one way: this module uses :mod:`instyle.engine.inference.export`, never the reverse.
 """
@@ -25,7 +26,32 @@ from instyle.engine.inference.export import (
     onnx_cache_dir,
 )
 
-__all__ = ["OnnxStyleModel", "load_cached_onnx"]
+__all__ = ["OnnxStyleModel", "edge_padded", "load_cached_onnx", "onnx_session"]
+
+
+def onnx_session(path: Path, threads: int | None):
+    """An onnxruntime CPU session of ``path`` and the file's metadata; ExportError naming it."""
+    (ort,) = require_onnx("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ExportError(f"onnxruntime cannot load {path}: {error}") from error
+    return session, dict(session.get_modelmeta().custom_metadata_map)
+
+
+def edge_padded(batch: Tensor, min_size: int) -> Tensor:
+    """``batch`` (N, 3, H, W) as float32 on the CPU, sides under ``min_size`` edge-padded to it."""
+    if batch.dim() != 4 or batch.shape[1] != 3:
+        raise ValueError(f"batch must have shape (N, 3, H, W), got {tuple(batch.shape)}")
+    h, w = batch.shape[-2:]
+    x = batch.detach().to("cpu", torch.float32)
+    if h < min_size or w < min_size:
+        x = TF.pad(x, (0, max(0, min_size - w), 0, max(0, min_size - h)), mode="replicate")
+    return x.contiguous()
 
 
 class OnnxStyleModel:
@@ -36,33 +62,18 @@ class OnnxStyleModel:
     """
 
     def __init__(self, onnx_path: str | os.PathLike, *, threads: int | None = None) -> None:
-        (ort,) = require_onnx("onnxruntime")
         self.path = Path(onnx_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ExportError(f"onnxruntime cannot load {self.path}: {error}") from error
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = dict(meta)
-        self.min_size = int(meta.get("min_size", "1"))
+        self.session, self.metadata = onnx_session(self.path, threads)
+        self.min_size = int(self.metadata.get("min_size", "1"))
 
     def __repr__(self) -> str:
         return f"OnnxStyleModel({str(self.path)!r})"
 
     def run(self, batch: Tensor) -> Tensor:
         """Stylize ``batch`` (N, 3, H, W) float in [0, 1]; returns a float32 CPU tensor."""
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"batch must have shape (N, 3, H, W), got {tuple(batch.shape)}")
-        h, w = batch.shape[-2:]
-        x = batch.detach().to("cpu", torch.float32)
-        if h < self.min_size or w < self.min_size:
-            x = TF.pad(x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)), mode="replicate")
-        (y,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()})
-        return torch.from_numpy(y)[..., :h, :w]
+        x = edge_padded(batch, self.min_size)
+        (y,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        return torch.from_numpy(y)[..., : batch.shape[-2], : batch.shape[-1]]
 
 
 def _weights_digest(generator: nn.Module) -> str:
