@@ -1,4 +1,5 @@
-"""instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium."""
+"""instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium;
+with a bundled style and with an uploaded painting (AdaIN, issue #18)."""
 
 import os
 import re
@@ -17,18 +18,34 @@ import torch
 from PIL import Image
 
 from instyle.apps.cli import main
-from instyle.engine.image import save_image
+from instyle.engine import catalog
+from instyle.engine.image import load_image, save_image, to_pil
 from instyle.engine.modelfile import ModelFileError, save_model
 from instyle.engine.models import TransformerNet
+from instyle.engine.models.adain import AdaINDecoder
 
 gr = pytest.importorskip("gradio", reason="instyle serve needs gradio (pip install 'instyle[web]')")
 
-from instyle.apps.serve import RequestError, ServeLimits, StyleService, UploadGuard, build_app, load_styles  # noqa: E402
+from instyle.apps.serve import (  # noqa: E402
+    PAINTING, RequestError, ServeLimits, StyleService, UploadGuard, build_app, launch, load_painting_model, load_styles,
+)  # fmt: skip
 
 
 def _tiny_model(path: Path, style_name: str = "tiny", seed: int = 0) -> Path:
     torch.manual_seed(seed)
     save_model(TransformerNet(width=0.25, num_residual=1), path, {"style_name": style_name})
+    return path
+
+
+def _tiny_decoder(path: Path) -> Path:
+    """A seeded untrained AdaIN decoder in fp16, as the bundled one ships; its last layer scaled
+    and its bias at 0.5, so that its output spreads inside [0, 1] and clamping hides no change."""
+    torch.manual_seed(0)
+    decoder = AdaINDecoder()
+    with torch.no_grad():
+        decoder.layers[-1].conv.weight.mul_(0.25)
+        decoder.layers[-1].conv.bias.fill_(0.5)
+    save_model(decoder, path, {"style_name": "adain"}, dtype=torch.float16)
     return path
 
 
@@ -139,6 +156,126 @@ def test_bad_requests_get_short_messages_without_paths(service, tmp_path, make, 
     assert str(tmp_path) not in message and "upload.png" not in message and "Traceback" not in message
 
 
+# -------------------------------------------------------------- a painting as the style (AdaIN)
+
+
+@pytest.fixture(scope="module")
+def decoder_file(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory.mktemp("decoder") / "decoder.safetensors")
+
+
+@pytest.fixture(scope="module")
+def adain_model(decoder_file):
+    return load_painting_model(decoder_file)
+
+
+@pytest.fixture
+def painting_service(model_file, adain_model):
+    return StyleService(load_styles([model_file]), ServeLimits(max_upload_bytes=200_000, max_size=64), adain=adain_model)
+
+
+def _painting(path: Path, width: int = 96, height: int = 96, seed: int = 1) -> Path:
+    """Warm-coloured noise: statistics unlike the photos' smooth gradients."""
+    noise = torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed))
+    save_image(noise * torch.tensor([1.0, 0.6, 0.2])[:, None, None], path)
+    return path
+
+
+def test_a_painting_styles_the_photo_through_adain(painting_service, adain_model, tmp_path):
+    photo, painting = _photo(tmp_path / "p.png", 120, 80), _painting(tmp_path / "painting.png")
+    assert painting_service.choices == ["tiny", *catalog.list_models(), PAINTING]
+    result = painting_service(photo, PAINTING, 1.0, "none", painting)
+    # the AdaIN model with the painting's pixels, the photo capped at max_size as for any style
+    expected = to_pil(adain_model.stylize(load_image(photo), style=load_image(painting), max_size=64, dtype="fp32"))
+    assert result.size == expected.size and max(result.size) == 64
+    assert np.array_equal(np.asarray(result), np.asarray(expected))
+
+    def far(image) -> float:
+        return float(np.abs(np.asarray(image, dtype=float) - np.asarray(result, dtype=float)).mean())
+
+    assert far(painting_service(photo, PAINTING, 0.3, "none", painting)) > 1  # strength: AdaIN's alpha
+    assert far(painting_service(photo, PAINTING, 1.0, "luminance", painting)) > 1
+    assert far(painting_service(photo, "tiny", 1.0, "none", painting)) > 5  # a listed style ignores the painting
+
+
+def _bomb(path: Path) -> Path:
+    return _claiming_size(_photo(path, 16, 16), 8000, 8000)
+
+
+def _bulky(path: Path) -> Path:
+    return _write(path, b"\x89PNG" + os.urandom(300_000))  # over the 200 kB limit
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: _write(p, b"<html>Not found</html>"), "Painting: that file is not a PNG, JPEG"),
+        (lambda p: _write(p, b""), "Painting: the file is empty."),
+        (_truncated_png, "Painting: the image could not be decoded"),
+        (lambda p: _photo(p, 80, 40), "Painting: 80 x 40 pixels is too small for a painting; it needs at least 64 px a side."),
+        (_bulky, "Painting: the file is 0.3 MB; the limit is 0.2 MB."),
+        (_bomb, "Painting: 8000x8000 has too many pixels"),
+        (lambda p: None, "Upload a painting first"),
+        (lambda p: p, "Painting: the upload could not be read"),  # the upload vanished
+    ],
+    ids=["html", "empty", "truncated", "small", "bytes", "pixels", "no-painting", "gone"],
+)
+def test_bad_paintings_get_short_messages_that_name_the_painting(painting_service, tmp_path, make, expected):
+    """The painting goes through the photo's checks (bytes, header pixels, decoding) and AdaIN's
+    smallest size; none of it reaches the page as a path or a traceback."""
+    photo = _photo(tmp_path / "photo.png", 32, 24)
+    with pytest.raises(RequestError) as caught:
+        painting_service(photo, PAINTING, 1.0, "none", make(tmp_path / "painting.png"))
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert len(message) < 100 and "\n" not in message and str(tmp_path) not in message and "painting.png" not in message
+
+
+def test_a_bad_photo_is_named_as_the_photo_beside_a_painting(painting_service, tmp_path):
+    with pytest.raises(RequestError, match="^Photo: the file is empty"):
+        painting_service(_write(tmp_path / "p.png", b""), PAINTING, 1.0, "none", _painting(tmp_path / "painting.png"))
+
+
+def test_without_a_decoder_a_painting_is_refused_with_the_reason(service, tmp_path):
+    assert PAINTING not in service.choices
+    with pytest.raises(RequestError, match="^A painting as the style needs an AdaIN decoder, and this server has none"):
+        service(_photo(tmp_path / "p.png", 32, 24), PAINTING, 1.0, "none", _painting(tmp_path / "painting.png"))
+
+
+def test_the_painting_model_is_the_given_decoder_else_the_bundled_one_else_none(decoder_file, tmp_path, monkeypatch):
+    import instyle.apps.serve
+
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", tmp_path / "not-shipped" / "decoder.safetensors")
+    assert load_painting_model() is None
+    with pytest.raises(ModelFileError, match="missing.safetensors does not exist"):
+        load_painting_model(tmp_path / "missing.safetensors")
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", decoder_file)  # as if it shipped
+    model = load_painting_model()
+    assert model.source == decoder_file
+    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # no generator: paintings alone serve
+    assert StyleService(load_styles([], required=False), adain=model).choices == [PAINTING]
+
+
+def test_cli_serve_with_a_bad_decoder_exits_2_naming_it(tmp_path, capsys):
+    assert main(["serve", "--decoder", str(tmp_path / "missing.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.safetensors does not exist" in err and "Traceback" not in err
+    _write(tmp_path / "model.safetensors", b"garbage")
+    assert main(["serve", "--decoder", str(tmp_path / "model.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_serve_turns_the_painting_upload_off_when_the_bundled_decoder_fails(tmp_path, capsys, monkeypatch):
+    """The listed styles need no decoder: a broken bundled one (or VGG-19 weights that cannot be
+    fetched) costs the painting upload only, with a warning."""
+    from instyle.apps.cli.serve import _painting_model
+
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", _write(tmp_path / "decoder.safetensors", b"garbage"))
+    assert _painting_model(None) is None
+    assert "warning: no painting upload: the bundled AdaIN decoder failed to load" in capsys.readouterr().err
+
+
 def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path, monkeypatch):
     import instyle.apps.serve
 
@@ -231,8 +368,10 @@ def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, 
 
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"  # loopback unless told otherwise
     monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # an installation without bundled styles
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", tmp_path / "decoder.safetensors")  # nor a decoder
     assert main(["serve"]) == 2
-    assert "pass --model PATH" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pass --model PATH" in err and "or --decoder FILE" in err
     assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
 
