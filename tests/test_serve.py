@@ -1,6 +1,7 @@
 """instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium;
 with a bundled style and with an uploaded painting (AdaIN, issue #18)."""
 
+import json
 import os
 import re
 import shutil
@@ -590,6 +591,39 @@ def test_uploads_store_no_more_than_their_content_length(bounded_server):
     assert httpx.get(bounded_server.url, timeout=10).status_code == 200
 
 
+# ------------------------------------------------------------- a painting through the live server
+
+
+@pytest.fixture(scope="module")
+def painting_server(tmp_path_factory):
+    """A server started with --decoder (an untrained AdaIN decoder), 2 MB an upload, 3 MB an address."""
+    folder = tmp_path_factory.mktemp("painting")
+    decoder = _tiny_decoder(folder / "decoder.safetensors")
+    bounds = ["--max-upload-mb", "2", "--client-uploads-mb", "3", "--total-uploads-mb", "6"]
+    yield from _serve(folder, "--port", "0", "--decoder", str(decoder), *bounds)
+
+
+def test_server_stylizes_with_an_uploaded_painting_and_names_a_bad_one(painting_server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    assert "tiny, cezanne" in painting_server.log.read_text() and "any painting (AdaIN) on http" in painting_server.log.read_text()
+    client = Client(painting_server.url, verbose=False)
+    photo = _photo(tmp_path / "photo.png", 96, 64)
+    result = client.predict(
+        handle_file(str(photo)), PAINTING, 1.0, "none", handle_file(str(_painting(tmp_path / "painting.png"))),
+        api_name="/stylize",
+    )  # fmt: skip
+    with Image.open(result) as image:
+        assert image.size == (96, 64)
+        assert np.abs(np.asarray(image, dtype=float) - np.asarray(Image.open(photo), dtype=float)).mean() > 5
+    bad = _truncated_png(tmp_path / "bad.png")
+    with pytest.raises(AppError, match="Painting: the image could not be decoded"):
+        client.predict(handle_file(str(photo)), PAINTING, 1.0, "none", handle_file(str(bad)), api_name="/stylize")
+    with pytest.raises(AppError, match="Upload a painting first"):
+        client.predict(handle_file(str(photo)), PAINTING, 1.0, "none", api_name="/stylize")  # the painting is optional
+
+
 # ------------------------------------------------------------------------------ the page in Chromium
 
 CHROMIUM_FLAGS = [
@@ -695,3 +729,63 @@ def test_page_shows_why_an_upload_is_refused(bounded_server, page, tmp_path):
     toast = page.locator(".toast-body").filter(has_text="Uploads from this address hold")
     toast.wait_for()
     assert "5.0 MB allowed; try again in a few minutes" in toast.inner_text()
+
+
+def _style_options(page) -> list[str]:
+    """The entries of the page's style list, as the browser shows them."""
+    page.click("#style input")
+    options = page.locator("#style [role=option]")
+    options.first.wait_for()
+    names = [text.split("\n")[-1].strip() for text in options.all_inner_texts()]  # the chosen one has a tick
+    page.keyboard.press("Escape")
+    page.locator("#style input").blur()  # as a click elsewhere would: a focused list keeps what it shows
+    return names
+
+
+@pytest.mark.browser
+def test_page_stylizes_with_an_uploaded_painting_and_shows_a_bad_one(painting_server, page, tmp_path):
+    page.goto(painting_server.url)
+    page.wait_for_selector("#stylize")
+    assert _style_options(page)[-1] == PAINTING
+    assert page.locator("#painting-note").count() == 0
+    page.locator("#photo input[type=file]").set_input_files(_photo(tmp_path / "photo.png", 96, 64))
+    painting = page.locator("#painting input[type=file]")
+    painting.set_input_files(_painting(tmp_path / "painting.png"))
+    # the upload picks the painting as the style
+    page.wait_for_function(f"() => document.querySelector('#style input').value === {json.dumps(PAINTING)}")
+    page.click("#stylize")
+    assert _result_size(page) == (96, 64)
+    page.screenshot(path=tmp_path / "painting-result.png")  # kept in pytest's tmp folder, to look at
+
+    painting.set_input_files(_truncated_png(tmp_path / "bad.png"))
+    page.click("#stylize")
+    toast = page.locator(".toast-body").filter(has_text="Painting: the image could not be decoded")
+    toast.wait_for()
+    assert "Traceback" not in toast.inner_text() and str(tmp_path) not in toast.inner_text()
+
+    # a painting is an upload like the photo: charged to the address's 3 MB
+    for _ in range(4):
+        if _upload(painting_server.url, os.urandom(900_000)).status_code == 429:
+            break
+    noise = np.random.default_rng(0).integers(0, 256, (560, 560, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")  # 0.9 MB: within the 2 MB for one upload
+    painting.set_input_files(tmp_path / "noise.png")
+    page.locator(".toast-body").filter(has_text="Uploads from this address hold").wait_for()
+
+
+@pytest.mark.browser
+def test_page_without_a_decoder_says_why_it_has_no_painting_upload(model_file, page, tmp_path, monkeypatch):
+    """Built in this process with no AdaIN model, whatever ships: the note, no upload, no entry."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    app = build_app(StyleService(load_styles([model_file]), adain=None))
+    url = launch(app, port=0)
+    try:
+        page.goto(url)
+        note = page.locator("#painting-note")
+        note.wait_for()
+        assert "needs an AdaIN decoder, and this server has none" in note.inner_text()
+        assert "instyle serve --decoder FILE" in note.inner_text()
+        assert page.locator("#painting input[type=file]").count() == 0
+        assert PAINTING not in _style_options(page)
+    finally:
+        app.close()

@@ -530,9 +530,9 @@ def _image_input(gr, label: str, elem_id: str, height: int = 360, visible: bool 
 
 
 NO_DECODER_NOTE = (
-    "*Your own painting as the style* needs an AdaIN decoder, and this server has none, so the page "
-    "offers the listed styles only. (Whoever runs it adds paintings with `instyle serve --decoder FILE`, "
-    "a decoder trained by `instyle train-adain`.)"
+    "*Your own painting as the style* needs an AdaIN decoder, and this server has none: pick one of the "
+    "listed styles. (To offer paintings, start it with `instyle serve --decoder FILE`, a decoder from "
+    "`instyle train-adain`.)"
 )
 
 
@@ -547,7 +547,7 @@ def _painting_input(gr, service: StyleService, style):
     if service.adain is None:
         gr.Markdown(NO_DECODER_NOTE, elem_id="painting-note")
         return _image_input(gr, "Your painting", "painting", visible=False)
-    painting = _image_input(gr, "Your painting (any image; its style is taken as it is, by AdaIN)", "painting", 240)
+    painting = _image_input(gr, "Your painting (any image: its style, no training needed)", "painting", 240)
     # An upload picks the painting as the style: else Stylize would still use the listed style
     # shown. Done in the browser, so it never waits in the one-job queue behind a running job.
     painting.upload(None, None, style, js=f"() => {json.dumps(PAINTING)}", queue=False, api_visibility="private")
