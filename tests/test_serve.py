@@ -172,7 +172,8 @@ def adain_model(decoder_file):
 
 @pytest.fixture
 def painting_service(model_file, adain_model):
-    return StyleService(load_styles([model_file]), ServeLimits(max_upload_bytes=200_000, max_size=64), adain=adain_model)
+    limits = ServeLimits(max_upload_bytes=200_000, max_size=64)
+    return StyleService(load_styles([model_file]), limits, adain=adain_model)
 
 
 def _painting(path: Path, width: int = 96, height: int = 96, seed: int = 1) -> Path:
@@ -213,7 +214,7 @@ def _bulky(path: Path) -> Path:
         (lambda p: _write(p, b"<html>Not found</html>"), "Painting: that file is not a PNG, JPEG"),
         (lambda p: _write(p, b""), "Painting: the file is empty."),
         (_truncated_png, "Painting: the image could not be decoded"),
-        (lambda p: _photo(p, 80, 40), "Painting: 80 x 40 pixels is too small for a painting; it needs at least 64 px a side."),
+        (lambda p: _photo(p, 80, 40), "Painting: 80 x 40 pixels is too small for a painting; it needs at least 64 px"),
         (_bulky, "Painting: the file is 0.3 MB; the limit is 0.2 MB."),
         (_bomb, "Painting: 8000x8000 has too many pixels"),
         (lambda p: None, "Upload a painting first"),
@@ -607,7 +608,8 @@ def test_server_stylizes_with_an_uploaded_painting_and_names_a_bad_one(painting_
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    assert "tiny, cezanne" in painting_server.log.read_text() and "any painting (AdaIN) on http" in painting_server.log.read_text()
+    printed = painting_server.log.read_text()
+    assert "tiny, cezanne" in printed and "any painting (AdaIN) on http" in printed
     client = Client(painting_server.url, verbose=False)
     photo = _photo(tmp_path / "photo.png", 96, 64)
     result = client.predict(

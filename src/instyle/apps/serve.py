@@ -3,11 +3,12 @@
 ``build_app(service)`` returns the page as a ``gr.Blocks``; ``launch(app, host, port)`` serves it.
 The style is a bundled or given generator, or a painting the visitor uploads (arbitrary style
 transfer with AdaIN, issue #18), when the server has an AdaIN decoder (:func:`load_painting_model`).
-Every request goes through one bounded queue that runs one job at a time. An upload (the photo, and
-the painting as well) is checked for its size in bytes before anything reads it, and for its pixel count from the image header before
-any pixel is decoded (:func:`instyle.engine.image.load_image`). A refused or failed request reaches the
-page as a short message, never a traceback or a path on the server; the server keeps no per-request
-state, so its memory stays flat over many requests.
+Every request goes through one bounded queue that runs one job at a time. An upload (the photo,
+and the painting as well) is checked for its size in bytes before anything reads it, and for its
+pixel count from the image header before any pixel is decoded
+(:func:`instyle.engine.image.load_image`). A refused or failed request reaches the page as a short
+message, never a traceback or a path on the server; the server keeps no per-request state, so its
+memory stays flat over many requests.
 
 Uploads reach Gradio's upload route outside the queue, so :class:`UploadGuard` bounds what they
 store: each upload, each client address's uploads and all uploads together, counted as the body

@@ -111,7 +111,8 @@ def _painting_model(decoder: str | None):
     try:
         return load_painting_model()
     except (ValueError, WeightsError) as error:
-        print(f"instyle serve: warning: no painting upload: the bundled AdaIN decoder failed to load: {error}", file=sys.stderr)
+        warning = f"no painting upload: the bundled AdaIN decoder failed to load: {error}"
+        print(f"instyle serve: warning: {warning}", file=sys.stderr)
         return None
 
 
