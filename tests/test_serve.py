@@ -1,5 +1,7 @@
-"""instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium."""
+"""instyle serve: the request checks, the page's wiring, a live server, and the page in Chromium;
+with a bundled style and with an uploaded painting (AdaIN, issue #18)."""
 
+import json
 import os
 import re
 import shutil
@@ -17,18 +19,34 @@ import torch
 from PIL import Image
 
 from instyle.apps.cli import main
-from instyle.engine.image import save_image
+from instyle.engine import catalog
+from instyle.engine.image import load_image, save_image, to_pil
 from instyle.engine.modelfile import ModelFileError, save_model
 from instyle.engine.models import TransformerNet
+from instyle.engine.models.adain import AdaINDecoder
 
 gr = pytest.importorskip("gradio", reason="instyle serve needs gradio (pip install 'instyle[web]')")
 
-from instyle.apps.serve import RequestError, ServeLimits, StyleService, UploadGuard, build_app, load_styles  # noqa: E402
+from instyle.apps.serve import (  # noqa: E402
+    PAINTING, RequestError, ServeLimits, StyleService, UploadGuard, build_app, launch, load_painting_model, load_styles,
+)  # fmt: skip
 
 
 def _tiny_model(path: Path, style_name: str = "tiny", seed: int = 0) -> Path:
     torch.manual_seed(seed)
     save_model(TransformerNet(width=0.25, num_residual=1), path, {"style_name": style_name})
+    return path
+
+
+def _tiny_decoder(path: Path) -> Path:
+    """A seeded untrained AdaIN decoder in fp16, as the bundled one ships; its last layer scaled
+    and its bias at 0.5, so that its output spreads inside [0, 1] and clamping hides no change."""
+    torch.manual_seed(0)
+    decoder = AdaINDecoder()
+    with torch.no_grad():
+        decoder.layers[-1].conv.weight.mul_(0.25)
+        decoder.layers[-1].conv.bias.fill_(0.5)
+    save_model(decoder, path, {"style_name": "adain"}, dtype=torch.float16)
     return path
 
 
@@ -139,6 +157,127 @@ def test_bad_requests_get_short_messages_without_paths(service, tmp_path, make, 
     assert str(tmp_path) not in message and "upload.png" not in message and "Traceback" not in message
 
 
+# -------------------------------------------------------------- a painting as the style (AdaIN)
+
+
+@pytest.fixture(scope="module")
+def decoder_file(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory.mktemp("decoder") / "decoder.safetensors")
+
+
+@pytest.fixture(scope="module")
+def adain_model(decoder_file):
+    return load_painting_model(decoder_file)
+
+
+@pytest.fixture
+def painting_service(model_file, adain_model):
+    limits = ServeLimits(max_upload_bytes=200_000, max_size=64)
+    return StyleService(load_styles([model_file]), limits, adain=adain_model)
+
+
+def _painting(path: Path, width: int = 96, height: int = 96, seed: int = 1) -> Path:
+    """Warm-coloured noise: statistics unlike the photos' smooth gradients."""
+    noise = torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed))
+    save_image(noise * torch.tensor([1.0, 0.6, 0.2])[:, None, None], path)
+    return path
+
+
+def test_a_painting_styles_the_photo_through_adain(painting_service, adain_model, tmp_path):
+    photo, painting = _photo(tmp_path / "p.png", 120, 80), _painting(tmp_path / "painting.png")
+    assert painting_service.choices == ["tiny", *catalog.list_models(), PAINTING]
+    result = painting_service(photo, PAINTING, 1.0, "none", painting)
+    # the AdaIN model with the painting's pixels, the photo capped at max_size as for any style
+    expected = to_pil(adain_model.stylize(load_image(photo), style=load_image(painting), max_size=64, dtype="fp32"))
+    assert result.size == expected.size and max(result.size) == 64
+    assert np.array_equal(np.asarray(result), np.asarray(expected))
+
+    def far(image) -> float:
+        return float(np.abs(np.asarray(image, dtype=float) - np.asarray(result, dtype=float)).mean())
+
+    assert far(painting_service(photo, PAINTING, 0.3, "none", painting)) > 1  # strength: AdaIN's alpha
+    assert far(painting_service(photo, PAINTING, 1.0, "luminance", painting)) > 1
+    assert far(painting_service(photo, "tiny", 1.0, "none", painting)) > 5  # a listed style ignores the painting
+
+
+def _bomb(path: Path) -> Path:
+    return _claiming_size(_photo(path, 16, 16), 8000, 8000)
+
+
+def _bulky(path: Path) -> Path:
+    return _write(path, b"\x89PNG" + os.urandom(300_000))  # over the 200 kB limit
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: _write(p, b"<html>Not found</html>"), "Painting: that file is not a PNG, JPEG"),
+        (lambda p: _write(p, b""), "Painting: the file is empty."),
+        (_truncated_png, "Painting: the image could not be decoded"),
+        (lambda p: _photo(p, 80, 40), "Painting: 80 x 40 pixels is too small for a painting; it needs at least 64 px"),
+        (_bulky, "Painting: the file is 0.3 MB; the limit is 0.2 MB."),
+        (_bomb, "Painting: 8000x8000 has too many pixels"),
+        (lambda p: None, "Upload a painting first"),
+        (lambda p: p, "Painting: the upload could not be read"),  # the upload vanished
+    ],
+    ids=["html", "empty", "truncated", "small", "bytes", "pixels", "no-painting", "gone"],
+)
+def test_bad_paintings_get_short_messages_that_name_the_painting(painting_service, tmp_path, make, expected):
+    """The painting goes through the photo's checks (bytes, header pixels, decoding) and AdaIN's
+    smallest size; none of it reaches the page as a path or a traceback."""
+    photo = _photo(tmp_path / "photo.png", 32, 24)
+    with pytest.raises(RequestError) as caught:
+        painting_service(photo, PAINTING, 1.0, "none", make(tmp_path / "painting.png"))
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert len(message) < 100 and "\n" not in message and str(tmp_path) not in message and "painting.png" not in message
+
+
+def test_a_bad_photo_is_named_as_the_photo_beside_a_painting(painting_service, tmp_path):
+    with pytest.raises(RequestError, match="^Photo: the file is empty"):
+        painting_service(_write(tmp_path / "p.png", b""), PAINTING, 1.0, "none", _painting(tmp_path / "painting.png"))
+
+
+def test_without_a_decoder_a_painting_is_refused_with_the_reason(service, tmp_path):
+    assert PAINTING not in service.choices
+    with pytest.raises(RequestError, match="^A painting as the style needs an AdaIN decoder, and this server has none"):
+        service(_photo(tmp_path / "p.png", 32, 24), PAINTING, 1.0, "none", _painting(tmp_path / "painting.png"))
+
+
+def test_the_painting_model_is_the_given_decoder_else_the_bundled_one_else_none(decoder_file, tmp_path, monkeypatch):
+    import instyle.apps.serve
+
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", tmp_path / "not-shipped" / "decoder.safetensors")
+    assert load_painting_model() is None
+    with pytest.raises(ModelFileError, match="missing.safetensors does not exist"):
+        load_painting_model(tmp_path / "missing.safetensors")
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", decoder_file)  # as if it shipped
+    model = load_painting_model()
+    assert model.source == decoder_file
+    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # no generator: paintings alone serve
+    assert StyleService(load_styles([], required=False), adain=model).choices == [PAINTING]
+
+
+def test_cli_serve_with_a_bad_decoder_exits_2_naming_it(tmp_path, capsys):
+    assert main(["serve", "--decoder", str(tmp_path / "missing.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.safetensors does not exist" in err and "Traceback" not in err
+    _write(tmp_path / "model.safetensors", b"garbage")
+    assert main(["serve", "--decoder", str(tmp_path / "model.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_serve_turns_the_painting_upload_off_when_the_bundled_decoder_fails(tmp_path, capsys, monkeypatch):
+    """The listed styles need no decoder: a broken bundled one (or VGG-19 weights that cannot be
+    fetched) costs the painting upload only, with a warning."""
+    from instyle.apps.cli.serve import _painting_model
+
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", _write(tmp_path / "decoder.safetensors", b"garbage"))
+    assert _painting_model(None) is None
+    assert "warning: no painting upload: the bundled AdaIN decoder failed to load" in capsys.readouterr().err
+
+
 def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path, monkeypatch):
     import instyle.apps.serve
 
@@ -231,8 +370,10 @@ def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, 
 
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"  # loopback unless told otherwise
     monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # an installation without bundled styles
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", tmp_path / "decoder.safetensors")  # nor a decoder
     assert main(["serve"]) == 2
-    assert "pass --model PATH" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pass --model PATH" in err and "or --decoder FILE" in err
     assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
 
@@ -451,6 +592,40 @@ def test_uploads_store_no_more_than_their_content_length(bounded_server):
     assert httpx.get(bounded_server.url, timeout=10).status_code == 200
 
 
+# ------------------------------------------------------------- a painting through the live server
+
+
+@pytest.fixture(scope="module")
+def painting_server(tmp_path_factory):
+    """A server started with --decoder (an untrained AdaIN decoder), 2 MB an upload, 3 MB an address."""
+    folder = tmp_path_factory.mktemp("painting")
+    decoder = _tiny_decoder(folder / "decoder.safetensors")
+    bounds = ["--max-upload-mb", "2", "--client-uploads-mb", "3", "--total-uploads-mb", "6"]
+    yield from _serve(folder, "--port", "0", "--decoder", str(decoder), *bounds)
+
+
+def test_server_stylizes_with_an_uploaded_painting_and_names_a_bad_one(painting_server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    printed = painting_server.log.read_text()
+    assert "tiny, cezanne" in printed and "any painting (AdaIN) on http" in printed
+    client = Client(painting_server.url, verbose=False)
+    photo = _photo(tmp_path / "photo.png", 96, 64)
+    result = client.predict(
+        handle_file(str(photo)), PAINTING, 1.0, "none", handle_file(str(_painting(tmp_path / "painting.png"))),
+        api_name="/stylize",
+    )  # fmt: skip
+    with Image.open(result) as image:
+        assert image.size == (96, 64)
+        assert np.abs(np.asarray(image, dtype=float) - np.asarray(Image.open(photo), dtype=float)).mean() > 5
+    bad = _truncated_png(tmp_path / "bad.png")
+    with pytest.raises(AppError, match="Painting: the image could not be decoded"):
+        client.predict(handle_file(str(photo)), PAINTING, 1.0, "none", handle_file(str(bad)), api_name="/stylize")
+    with pytest.raises(AppError, match="Upload a painting first"):
+        client.predict(handle_file(str(photo)), PAINTING, 1.0, "none", api_name="/stylize")  # the painting is optional
+
+
 # ------------------------------------------------------------------------------ the page in Chromium
 
 CHROMIUM_FLAGS = [
@@ -556,3 +731,63 @@ def test_page_shows_why_an_upload_is_refused(bounded_server, page, tmp_path):
     toast = page.locator(".toast-body").filter(has_text="Uploads from this address hold")
     toast.wait_for()
     assert "5.0 MB allowed; try again in a few minutes" in toast.inner_text()
+
+
+def _style_options(page) -> list[str]:
+    """The entries of the page's style list, as the browser shows them."""
+    page.click("#style input")
+    options = page.locator("#style [role=option]")
+    options.first.wait_for()
+    names = [text.split("\n")[-1].strip() for text in options.all_inner_texts()]  # the chosen one has a tick
+    page.keyboard.press("Escape")
+    page.locator("#style input").blur()  # as a click elsewhere would: a focused list keeps what it shows
+    return names
+
+
+@pytest.mark.browser
+def test_page_stylizes_with_an_uploaded_painting_and_shows_a_bad_one(painting_server, page, tmp_path):
+    page.goto(painting_server.url)
+    page.wait_for_selector("#stylize")
+    assert _style_options(page)[-1] == PAINTING
+    assert page.locator("#painting-note").count() == 0
+    page.locator("#photo input[type=file]").set_input_files(_photo(tmp_path / "photo.png", 96, 64))
+    painting = page.locator("#painting input[type=file]")
+    painting.set_input_files(_painting(tmp_path / "painting.png"))
+    # the upload picks the painting as the style
+    page.wait_for_function(f"() => document.querySelector('#style input').value === {json.dumps(PAINTING)}")
+    page.click("#stylize")
+    assert _result_size(page) == (96, 64)
+    page.screenshot(path=tmp_path / "painting-result.png")  # kept in pytest's tmp folder, to look at
+
+    painting.set_input_files(_truncated_png(tmp_path / "bad.png"))
+    page.click("#stylize")
+    toast = page.locator(".toast-body").filter(has_text="Painting: the image could not be decoded")
+    toast.wait_for()
+    assert "Traceback" not in toast.inner_text() and str(tmp_path) not in toast.inner_text()
+
+    # a painting is an upload like the photo: charged to the address's 3 MB
+    for _ in range(4):
+        if _upload(painting_server.url, os.urandom(900_000)).status_code == 429:
+            break
+    noise = np.random.default_rng(0).integers(0, 256, (560, 560, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")  # 0.9 MB: within the 2 MB for one upload
+    painting.set_input_files(tmp_path / "noise.png")
+    page.locator(".toast-body").filter(has_text="Uploads from this address hold").wait_for()
+
+
+@pytest.mark.browser
+def test_page_without_a_decoder_says_why_it_has_no_painting_upload(model_file, page, tmp_path, monkeypatch):
+    """Built in this process with no AdaIN model, whatever ships: the note, no upload, no entry."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    app = build_app(StyleService(load_styles([model_file]), adain=None))
+    url = launch(app, port=0)
+    try:
+        page.goto(url)
+        note = page.locator("#painting-note")
+        note.wait_for()
+        assert "needs an AdaIN decoder, and this server has none" in note.inner_text()
+        assert "instyle serve --decoder FILE" in note.inner_text()
+        assert page.locator("#painting input[type=file]").count() == 0
+        assert PAINTING not in _style_options(page)
+    finally:
+        app.close()

@@ -1,11 +1,14 @@
 """``instyle serve``: a local web page that stylizes one uploaded photo at a time (Gradio).
 
-``build_app(styles)`` returns the page as a ``gr.Blocks``; ``launch(app, host, port)`` serves it.
-Every request goes through one bounded queue that runs one job at a time. An upload is checked for
-its size in bytes before anything reads it, and for its pixel count from the image header before
-any pixel is decoded (:func:`instyle.engine.image.load_image`). A refused or failed request reaches the
-page as a short message, never a traceback or a path on the server; the server keeps no per-request
-state, so its memory stays flat over many requests.
+``build_app(service)`` returns the page as a ``gr.Blocks``; ``launch(app, host, port)`` serves it.
+The style is a bundled or given generator, or a painting the visitor uploads (arbitrary style
+transfer with AdaIN, issue #18), when the server has an AdaIN decoder (:func:`load_painting_model`).
+Every request goes through one bounded queue that runs one job at a time. An upload (the photo,
+and the painting as well) is checked for its size in bytes before anything reads it, and for its
+pixel count from the image header before any pixel is decoded
+(:func:`instyle.engine.image.load_image`). A refused or failed request reaches the page as a short
+message, never a traceback or a path on the server; the server keeps no per-request state, so its
+memory stays flat over many requests.
 
 Uploads reach Gradio's upload route outside the queue, so :class:`UploadGuard` bounds what they
 store: each upload, each client address's uploads and all uploads together, counted as the body
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -34,11 +38,13 @@ from typing import Mapping, Sequence
 import torch
 from PIL import Image
 
+from instyle.engine.catalog import adain_decoder_path, list_models
 from instyle.engine.color import PRESERVE_COLOR
+from instyle.engine.config import ConfigError
 from instyle.engine.image import ImageError, load_image, max_pixels_limit, to_pil
-from instyle.engine.modelfile import ModelFileError
+from instyle.engine.inference.adain import AdaINModel, load_adain
 from instyle.engine.inference.stylize import StyleModel, load_model, release_freed_memory
-from instyle.engine.catalog import list_models
+from instyle.engine.modelfile import ModelFileError
 
 __all__ = [
     "DEFAULT_CLIENT_UPLOAD_BYTES",
@@ -47,11 +53,13 @@ __all__ = [
     "DEFAULT_UPLOAD_MAX_AGE",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "PAINTING",
     "PRESERVE_CHOICES",
     "RequestError",
     "ServeLimits",
     "StyleService",
     "UploadGuard",
+    "load_painting_model",
     "load_styles",
     "build_app",
     "launch",
@@ -68,6 +76,7 @@ DEFAULT_UPLOAD_MAX_AGE = 900.0  # seconds
 DEFAULT_MAX_SIZE = 1024  # long side of the result, in pixels: a CPU answers in seconds
 DEFAULT_QUEUE_SIZE = 8  # requests waiting behind the running one; more are turned away
 PRESERVE_CHOICES = PRESERVE_COLOR  # the web page offers what stylize accepts
+PAINTING = "Your painting"  # the style list's entry for the painting the visitor uploads (AdaIN)
 
 _log = logging.getLogger(__name__)
 
@@ -104,10 +113,11 @@ class ServeLimits:
         max_pixels_limit(self.max_pixels)  # raises on a bad value or a bad $INSTYLE_MAX_PIXELS
 
 
-def load_styles(model_paths: Sequence[str | os.PathLike] = ()) -> dict[str, StyleModel]:
+def load_styles(model_paths: Sequence[str | os.PathLike] = (), *, required: bool = True) -> dict[str, StyleModel]:
     """The bundled styles and the given model files, loaded once, by the name the page shows.
 
-    Raises ModelFileError for an unreadable model file, ValueError when there is no style at all.
+    Raises ModelFileError for an unreadable model file, ValueError when there is no style at all
+    and ``required`` (a page with a painting upload needs no generator).
     """
     styles: dict[str, StyleModel] = {}
     for source in [*model_paths, *list_models()]:  # the files asked for first (the page's default), then bundled
@@ -118,9 +128,27 @@ def load_styles(model_paths: Sequence[str | os.PathLike] = ()) -> dict[str, Styl
         if name in styles:
             raise ModelFileError(f"--model {source}: given twice")
         styles[name] = model
-    if not styles:
-        raise ValueError("no styles to serve: no style is bundled yet, pass --model PATH (a trained .safetensors)")
+    if not styles and required:
+        raise ValueError(
+            "no styles to serve: no style is bundled yet, pass --model PATH (a trained .safetensors) "
+            "or --decoder FILE (an AdaIN decoder, for any painting)"
+        )
     return styles
+
+
+def load_painting_model(decoder: str | os.PathLike | None = None) -> AdaINModel | None:
+    """The AdaIN model behind the page's painting upload: ``decoder`` (a file from ``instyle
+    train-adain``), else the bundled decoder; None when there is neither.
+
+    Loaded here, once per server and before it serves: a bad decoder file, or VGG-19 weights that
+    cannot be fetched, stop the server at its start rather than fail the first visitor's painting,
+    and no request waits for the encoder to load. Raises ModelFileError, WeightsError.
+    """
+    try:
+        path = adain_decoder_path(decoder)
+    except ConfigError:  # none given, none bundled
+        return None
+    return load_adain(path)
 
 
 class StyleService:
@@ -131,12 +159,16 @@ class StyleService:
         styles: Mapping[str, StyleModel],
         limits: ServeLimits | None = None,
         *,
+        adain: AdaINModel | None = None,
         device: str = "auto",
         dtype: str = "fp32",
     ) -> None:
-        if not styles:
-            raise ValueError("StyleService needs at least one style")
+        if not styles and adain is None:
+            raise ValueError("StyleService needs at least one style or an AdaIN model")
+        if PAINTING in styles:
+            raise ValueError(f"a style may not be named {PAINTING!r}: the page lists the uploaded painting so")
         self.styles = dict(styles)
+        self.adain = adain  # None: no painting upload (no decoder)
         self.limits = limits if limits is not None else ServeLimits()
         self.device = device
         self.dtype = dtype
@@ -145,9 +177,19 @@ class StyleService:
         # spread over many threads keeps more memory resident, growing as new threads join.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instyle-serve")
 
-    def __call__(self, upload: str | os.PathLike | None, style: str, strength: float, preserve: str) -> Image.Image:
-        """Stylize ``upload`` (a file path); raises RequestError with a message for the page."""
-        return self._worker.submit(self._job, upload, style, strength, preserve).result()
+    @property
+    def choices(self) -> list[str]:
+        """The page's style list: the generators' names, then :data:`PAINTING` when there is a decoder."""
+        return [*self.styles, *([PAINTING] if self.adain is not None else [])]
+
+    def __call__(
+        self, upload: str | os.PathLike | None, style: str, strength: float, preserve: str,
+        painting: str | os.PathLike | None = None,
+    ) -> Image.Image:  # fmt: skip
+        """Stylize ``upload`` (a file path) with ``style``, one of :attr:`choices` (for
+        :data:`PAINTING`, in the style of ``painting``, a file path); raises RequestError with a
+        message for the page."""
+        return self._worker.submit(self._job, upload, style, strength, preserve, painting).result()
 
     def _job(self, *request) -> Image.Image:
         try:
@@ -155,21 +197,14 @@ class StyleService:
         finally:
             release_freed_memory()  # glibc keeps a job's freed memory otherwise
 
-    def _stylize(self, upload, style, strength, preserve) -> Image.Image:
+    def _stylize(self, upload, style, strength, preserve, painting) -> Image.Image:
         if upload is None:
             raise RequestError("Upload a photo first.")
-        model = self.styles.get(style)
-        if model is None:
-            raise RequestError("Pick one of the listed styles.")
-        if preserve not in PRESERVE_CHOICES:
-            raise RequestError(f"Colour preservation must be one of: {', '.join(PRESERVE_CHOICES)}.")
-        try:
-            strength = float(strength)
-        except (TypeError, ValueError):
-            raise RequestError("Strength must be a number from 0 to 1.") from None
-        if not 0.0 <= strength <= 1.0:
-            raise RequestError("Strength must be a number from 0 to 1.")
-        image = self._read(upload)  # (3, H, W)
+        model = self._model(style, painting)
+        strength = _checked_look(strength, preserve)
+        image = self._read(upload, "Photo")  # (3, H, W)
+        # the painting as pixels, read by the photo's rules; AdaIN takes its statistics at 512 px
+        extra = {} if model is not self.adain else {"style": self._read(painting, "Painting")}
         max_size = self.limits.max_size
         if max_size is not None and max(image.shape[-2:]) <= max_size:
             max_size = None  # a cap: smaller photos keep their size (stylize would enlarge them)
@@ -181,7 +216,10 @@ class StyleService:
                 max_size=max_size,
                 device=self.device,
                 dtype=self.dtype,
+                **extra,
             )
+        except ImageError as error:  # the painting: too small for its statistics
+            raise RequestError(_for_page(_short_image_reason(error.reason), "Painting")) from None
         except torch.OutOfMemoryError:
             _release_cached_memory()
             raise RequestError("Not enough memory for an image this large; try a smaller one.") from None
@@ -190,19 +228,51 @@ class StyleService:
             raise RequestError("The style could not be applied to this photo.") from error
         return to_pil(stylized)
 
-    def _read(self, upload: str | os.PathLike) -> torch.Tensor:
-        """The upload as (3, H, W) in [0, 1]: bytes, then header pixels, then decoding."""
+    def _model(self, style: str, painting) -> StyleModel | AdaINModel:
+        """The model for ``style``: a generator, or AdaIN for :data:`PAINTING` with a painting."""
+        if style == PAINTING:
+            if self.adain is None:
+                raise RequestError("A painting as the style needs an AdaIN decoder, and this server has none.")
+            if painting is None:
+                raise RequestError("Upload a painting first, or pick one of the listed styles.")
+            return self.adain
+        model = self.styles.get(style)
+        if model is None:
+            raise RequestError("Pick one of the listed styles.")
+        return model
+
+    def _read(self, upload: str | os.PathLike, what: str) -> torch.Tensor:
+        """The upload as (3, H, W) in [0, 1]: bytes, then header pixels, then decoding; a
+        RequestError's message starts with ``what`` (Photo, Painting)."""
         try:
             size = os.path.getsize(upload)
         except OSError:
-            raise RequestError("The upload could not be read; try again.") from None
+            raise RequestError(_for_page("The upload could not be read; try again.", what)) from None
         limit = self.limits.max_upload_bytes
         if size > limit:
-            raise RequestError(f"The file is {_megabytes(size)}; the limit is {_megabytes(limit)}.")
+            raise RequestError(_for_page(f"The file is {_megabytes(size)}; the limit is {_megabytes(limit)}.", what))
         try:
             return load_image(upload, max_pixels=self.limits.max_pixels)
         except ImageError as error:
-            raise RequestError(_short_image_reason(error.reason)) from None
+            raise RequestError(_for_page(_short_image_reason(error.reason), what)) from None
+
+
+def _checked_look(strength, preserve) -> float:
+    """``strength`` as a float, after checking it and ``preserve``; RequestError for the page."""
+    if preserve not in PRESERVE_CHOICES:
+        raise RequestError(f"Colour preservation must be one of: {', '.join(PRESERVE_CHOICES)}.")
+    try:
+        strength = float(strength)
+    except (TypeError, ValueError):
+        raise RequestError("Strength must be a number from 0 to 1.") from None
+    if not 0.0 <= strength <= 1.0:
+        raise RequestError("Strength must be a number from 0 to 1.")
+    return strength
+
+
+def _for_page(message: str, what: str) -> str:
+    """``message`` about one upload, led by which one: "Painting: the file is empty."."""
+    return f"{what}: {message[0].lower()}{message[1:]}"
 
 
 def _short_image_reason(reason: str) -> str:
@@ -216,6 +286,8 @@ def _short_image_reason(reason: str) -> str:
         return "The file is empty."
     if "format" in reason and "not allowed" in reason:
         return "That image format is not accepted; use PNG, JPEG, WebP, BMP, TIFF or GIF."
+    if "too small for a painting" in reason:  # AdaIN's: "96 x 40 pixels is too small ...: at least 64 px a side"
+        return f"{reason.replace(': at least', '; it needs at least', 1)}."
     return "The image could not be decoded; the file may be damaged."
 
 
@@ -447,37 +519,68 @@ def _upload_path(payload) -> str | None:
     return None if payload is None else payload.path
 
 
+def _image_input(gr, label: str, elem_id: str, height: int = 360, visible: bool = True):
+    """An image upload that reaches the handler as a path, unopened: gr.Image's own preprocess
+    hands any bytes to Pillow before our size and pixel checks. (An instance attribute, not a
+    subclass: Gradio writes a .pyi beside any module that subclasses a component.)"""
+    image = gr.Image(
+        label=label, sources=["upload", "clipboard"], type="filepath", height=height, elem_id=elem_id, visible=visible
+    )
+    image.preprocess = _upload_path
+    return image
+
+
+NO_DECODER_NOTE = (
+    "*Your own painting as the style* needs an AdaIN decoder, and this server has none: pick one of the "
+    "listed styles. (To offer paintings, start it with `instyle serve --decoder FILE`, a decoder from "
+    "`instyle train-adain`.)"
+)
+
+
+def _painting_input(gr, service: StyleService, style):
+    """The painting upload under the style list; without a decoder, a note in its place.
+
+    Without a decoder the upload is hidden, not offered and then refused: a visitor cannot give the
+    server a decoder, so an upload that can only fail would cost them the upload and the wait, and
+    the server its upload allowance. The note says why there is none, and how the person running
+    the server adds it. The hidden input keeps the page's API the same either way (a call that
+    asks for :data:`PAINTING` gets the service's message)."""
+    if service.adain is None:
+        gr.Markdown(NO_DECODER_NOTE, elem_id="painting-note")
+        return _image_input(gr, "Your painting", "painting", visible=False)
+    painting = _image_input(gr, "Your painting (any image: its style, no training needed)", "painting", 240)
+    # An upload picks the painting as the style: else Stylize would still use the listed style
+    # shown. Done in the browser, so it never waits in the one-job queue behind a running job.
+    painting.upload(None, None, style, js=f"() => {json.dumps(PAINTING)}", queue=False, api_visibility="private")
+    return painting
+
+
 def build_app(service: StyleService):
-    """The page: upload, style, strength, colour preservation, and the result with a download
-    button. Returns a ``gr.Blocks`` whose queue runs one job at a time; its ``upload_guard`` (an
-    :class:`UploadGuard` on a fresh folder, see :func:`_own_upload_folder`) is installed by
-    :func:`launch`."""
+    """The page: upload, style (a listed one, or an uploaded painting when the server has an AdaIN
+    decoder), strength, colour preservation, and the result with a download button. Returns a
+    ``gr.Blocks`` whose queue runs one job at a time; its ``upload_guard`` (an :class:`UploadGuard`
+    on a fresh folder, see :func:`_own_upload_folder`) is installed by :func:`launch`."""
     gr = _gradio()
     guard = UploadGuard(_own_upload_folder(), service.limits)
 
-    def run(upload, style, strength, preserve):
+    def run(upload, style, strength, preserve, painting=None):  # None: API calls that name no painting
         try:
-            return service(upload, style, strength, preserve)
+            return service(upload, style, strength, preserve, painting)
         except RequestError as error:
             raise gr.Error(str(error), print_exception=False) from None
         except Exception:  # never a traceback on the page
             _log.exception("unexpected failure in instyle serve")
             raise gr.Error("Something went wrong on the server.", print_exception=False) from None
 
-    names = list(service.styles)
+    names = service.choices
+    how = "pick a style or upload a painting" if service.adain is not None else "pick a style"
     with gr.Blocks(title="instyle", analytics_enabled=False) as app:  # the guard removes old files
-        gr.Markdown("## instyle: fast neural style transfer\nUpload a photo, pick a style, press **Stylize**.")
+        gr.Markdown(f"## instyle: fast neural style transfer\nUpload a photo, {how}, press **Stylize**.")
         with gr.Row():
             with gr.Column():
-                upload = gr.Image(
-                    label="Photo", sources=["upload", "clipboard"], type="filepath", height=360, elem_id="photo"
-                )
-                # The upload reaches the handler as a path, unopened: gr.Image's own preprocess
-                # hands any bytes to Pillow before our size and pixel checks. (An instance
-                # attribute, not a subclass: Gradio writes a .pyi beside any module that
-                # subclasses a component.)
-                upload.preprocess = _upload_path
+                upload = _image_input(gr, "Photo", "photo")
                 style = gr.Dropdown(names, value=names[0], label="Style", elem_id="style")
+                painting = _painting_input(gr, service, style)
                 strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength", elem_id="strength")
                 preserve = gr.Radio(
                     list(PRESERVE_CHOICES), value="none", label="Keep the photo's colours", elem_id="preserve"
@@ -488,9 +591,8 @@ def build_app(service: StyleService):
                     label="Result", type="pil", format="png", interactive=False, height=360,
                     buttons=["download", "fullscreen"], elem_id="result",
                 )  # fmt: skip
-        button.click(
-            run, inputs=[upload, style, strength, preserve], outputs=result, api_name="stylize", concurrency_limit=1
-        )
+        inputs = [upload, style, strength, preserve, painting]
+        button.click(run, inputs=inputs, outputs=result, api_name="stylize", concurrency_limit=1)
     app.queue(max_size=service.limits.queue_size, default_concurrency_limit=1, api_open=False)
     app.upload_guard = guard
     return app

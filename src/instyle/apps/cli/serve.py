@@ -6,6 +6,7 @@ import argparse
 import math
 import re
 import signal
+import sys
 
 from instyle.apps.cli.common import add_device, add_max_pixels, fail, number
 
@@ -39,6 +40,11 @@ def add_parser(sub) -> None:
     serve.add_argument(
         "--model", action="append", default=[], metavar="PATH",
         help="a model file to offer besides the bundled styles (repeat for more)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--decoder", metavar="FILE",
+        help="AdaIN decoder (from `instyle train-adain`) for the page's painting upload: any painting as the "
+        "style (default: the bundled one; without one the page offers the listed styles only)",
     )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=number(int, 0, 65535), default=7860, help="port; 0: any free one (default: 7860)")
@@ -93,21 +99,43 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def _painting_model(decoder: str | None):
+    """The AdaIN model for the painting upload, or None. A --decoder that fails stops the server
+    (exit 2); the bundled one failing (VGG-19 weights not fetched, offline) only turns the painting
+    upload off, with a warning: the listed styles need neither."""
+    from instyle.apps.serve import load_painting_model
+    from instyle.engine.weights import WeightsError
+
+    if decoder is not None:
+        return load_painting_model(decoder)
+    try:
+        return load_painting_model()
+    except (ValueError, WeightsError) as error:
+        warning = f"no painting upload: the bundled AdaIN decoder failed to load: {error}"
+        print(f"instyle serve: warning: {warning}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from instyle.apps.serve import StyleService, build_app, launch, load_styles
-    from instyle.engine.modelfile import ModelFileError
+    from instyle.engine.weights import WeightsError
 
     try:
         limits = _limits(args)
-        service = StyleService(load_styles(args.model), limits, device=args.device, dtype=args.dtype)
+        adain = _painting_model(args.decoder)
+        styles = load_styles(args.model, required=adain is None)
+        service = StyleService(styles, limits, adain=adain, device=args.device, dtype=args.dtype)
         app = build_app(service)
-    except (ModelFileError, ValueError, ImportError) as error:
-        return fail("serve", error, 2)
+    except (ValueError, WeightsError, ImportError) as error:  # ModelFileError and ConfigError are ValueErrors
+        return fail("serve", error, 2, {"decoder": "--decoder"})
     try:
         url = launch(app, host=args.host, port=args.port)
     except OSError as error:  # port taken, address not available
         return fail("serve", f"cannot listen on {args.host}:{args.port}: {error}", 1)
-    print(f"instyle serve: {', '.join(service.styles)} on {url} (Ctrl-C stops)", flush=True)
+    offered = [*service.styles, *(["any painting (AdaIN)"] if adain is not None else [])]
+    if adain is None:
+        print("instyle serve: no AdaIN decoder, so no painting upload (--decoder FILE adds it)", flush=True)
+    print(f"instyle serve: {', '.join(offered)} on {url} (Ctrl-C stops)", flush=True)
     _stop_on_sigterm()
     app.block_thread()
     return 0
