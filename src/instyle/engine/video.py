@@ -343,7 +343,8 @@ class VideoWriter:
         self, file: BinaryIO, output_format: str, *, time_base: Fraction, rate: Fraction | None, crf: int,
         audio: Sequence = (), on_warning: Callable[[str], None] | None = None,
     ) -> None:  # fmt: skip
-        self.container = av.open(file, "w", format=output_format)
+        self.sink = _Sink(file)
+        self.container = av.open(self.sink, "w", format=output_format)
         self.time_base, self.rate, self.crf = time_base, rate, crf
         self.on_warning = on_warning or (lambda text: None)
         self.video = self.container.add_stream("libx264")  # first, as players expect; sized at the first frame
@@ -384,6 +385,7 @@ class VideoWriter:
             if self.pending:  # the header is written: the audio read so far can follow
                 self.container.mux(self.pending)
             self.pending = None
+        self.sink.check()
 
     def write_audio(self, packet: av.Packet) -> None:
         stream = self.audio.get(packet.stream.index)
@@ -394,19 +396,22 @@ class VideoWriter:
             self.pending.append(packet)
         else:
             self.container.mux(packet)
+            self.sink.check()
 
     def finish(self) -> None:
         """The encoder's last frames and the container's index; the file is complete after this."""
         try:
             if self.frames:
                 self.container.mux(self.video.encode(None))
+            self.sink.check()
         except BaseException:
             self.abandon()
             raise
         try:
             self.container.close()
-        except av.FFmpegError as error:  # the file's own OSError was raised by the write that failed
+        except av.FFmpegError as error:
             raise OSError(getattr(error, "errno", None) or 5, f"the container could not be finished ({_reason(error)})") from error
+        self.sink.check()
 
     def abandon(self) -> None:
         """Close after a failure, without letting the close's own error hide the first one."""
@@ -414,3 +419,31 @@ class VideoWriter:
             self.container.close()
         except Exception:
             pass
+
+
+class _Sink:
+    """The output file as FFmpeg writes it. A failed write (a full disk) is kept and raised by the
+    writer after the call that made it, never inside FFmpeg: PyAV re-raises an error from a
+    callback only where FFmpeg passes it on, and prints it with a traceback where it does not (the
+    header's write); the writes after it are dropped, the file being discarded."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                self.file.write(data)
+            except OSError as error:
+                self.error = error
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error

@@ -141,7 +141,8 @@ def _stylize(args: argparse.Namespace, stylizer) -> int:
         return 128 + stop.signum
     except (ValueError, OSError, RuntimeError) as error:  # VideoError, WriteError, NaN from the model
         bar.close()
-        return fail("video", error, 1, ERROR_NAMES)
+        # a WriteError's words name the output and the reason; its "[Errno 28]" says nothing more
+        return fail("video", error.strerror if isinstance(error, OSError) and error.strerror else error, 1, ERROR_NAMES)
     bar.close()
     audio = f", {result.audio_streams} audio stream{'s' if result.audio_streams != 1 else ''} copied" if result.audio_streams else ""
     skipped = f", {result.skipped} damaged packet{'s' if result.skipped != 1 else ''} skipped" if result.skipped else ""
