@@ -343,3 +343,30 @@ def test_library_errors_name_the_argument(tmp_path, model_file):
     assert not out.exists()
     with VideoReader(source) as reader:
         assert reader.info.frames == 2 and (reader.info.width, reader.info.height) == (64, 48)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "give --model NAME (a bundled style or a model file) or --style PAINTING (any image)"),
+    (("--model", "nosuchname"), "model nosuchname: no such file or bundled style"),
+    (("--style", "missing.jpg"), "--style missing.jpg: no such painting file or bundled style"),
+    (("--model", "starry_night", "--decoder", "d.safetensors"), "--decoder: only with a painting as --style"),
+    (("--model", "starry_night", "-o", "out.avi"), "-o out.avi: use a file name ending in .mp4, .m4v, .mov, .mkv"),
+])  # fmt: skip
+def test_cli_usage_errors_name_the_flag_before_any_work(tmp_path, monkeypatch, capsys, args, message):
+    from instyle.apps.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    source = make_clip(tmp_path / "in.mp4", 64, 48, pts=[0, 40], audio=None)
+    output = () if "-o" in args else ("-o", "out.mp4")
+    assert main(["video", str(source), *output, *args]) == 2
+    assert f"instyle video: error: {message}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_every_flag_says_what_it_does():
+    import argparse
+
+    from instyle.apps.cli import build_parser
+
+    parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["video"]
+    assert all((a.help or "").split("(default:")[0].strip() for a in parser._actions if a.option_strings)

@@ -185,12 +185,14 @@ class VideoReader:
         self.container.close()
 
     def _video_stream(self):
+        """The first video stream that moves: cover art (an attached picture) is not one."""
         streams = self.container.streams
-        if not streams.video:
+        moving = [s for s in streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not moving:
             kinds = sorted({s.type for s in streams})
             found = f"it has {' and '.join(kinds)} streams only" if kinds else "it has no streams"
-            raise VideoError(self.path, f"no video stream ({found})")
-        video = streams.video[0]
+            raise VideoError(self.path, f"no video stream ({'its only picture is cover art' if streams.video else found})")
+        video = moving[0]
         if video.codec_context is None or not video.codec_context.width or not video.codec_context.height:
             raise VideoError(self.path, f"its video stream ({video.codec_context.name if video.codec_context else 'unknown codec'}) has no frame size")
         return video

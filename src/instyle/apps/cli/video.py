@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
     add_device(video)
     video.add_argument("--dtype", default="auto", choices=DTYPES, help="as for `instyle stylize` (default: auto)")
     add_max_pixels(video)
-    video.set_defaults(func=run)
+    video.set_defaults(func=run, mask=None)  # no --mask: a mask is for one photo's regions
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
@@ -56,10 +56,6 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     from instyle.engine.fileio import OutputError
     from instyle.engine.video import check_video_output
 
-    if args.model and args.style:
-        return "give --style or --model, not both"
-    if not args.model and not args.style:
-        return "give --model NAME (a bundled style or a model file) or --style PAINTING (any image)"
     output = Path(args.output)
     if output.is_file() and not args.overwrite and not _same_file(output, Path(args.input)):
         return f"-o {output} exists; add --overwrite to replace it"
@@ -78,11 +74,16 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _stylizer(args: argparse.Namespace):
-    """The model, loaded once before any frame: a FrameStylizer, or (None, exit code)."""
+    """The model, loaded once before any frame: (a FrameStylizer, 0), or (None, exit code). A model
+    or a painting is told apart as `instyle stylize` tells it."""
+    from instyle.apps.cli.stylize import _generator_name
+    from instyle.engine.inference.stylize import load_model
     from instyle.engine.inference.video import video_stylizer
     from instyle.engine.weights import WeightsError
 
-    style = args.model or (args.style[0] if len(args.style) == 1 else args.style)
+    name, problem = _generator_name(args)
+    if problem:
+        return None, fail("video", problem, 2)
     options = dict(
         decoder=args.decoder, style_weights=args.style_weights, strength=args.strength, preserve=args.preserve_color,
         max_size=args.max_size, device=args.device, dtype=args.dtype,
@@ -90,6 +91,7 @@ def _stylizer(args: argparse.Namespace):
     if args.style_size is not None:
         options["style_size"] = args.style_size
     try:
+        style = load_model(name) if name else args.style[0] if len(args.style) == 1 else args.style
         return video_stylizer(style, **options), 0
     except (ValueError, WeightsError) as error:  # ModelFileError, ImageError, ConfigError are ValueErrors
         return None, fail("video", error, 2, ERROR_NAMES)
@@ -98,6 +100,8 @@ def _stylizer(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from instyle.engine.video import VideoError, probe_video
 
+    if not args.model and not args.style:
+        return fail("video", "give --model NAME (a bundled style or a model file) or --style PAINTING (any image)", 2)
     problem = _usage_problem(args)
     if problem:
         return fail("video", problem, 2)
