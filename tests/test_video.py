@@ -142,8 +142,9 @@ def test_rotation_is_applied_to_the_pixels(tmp_path, model_file):
     assert np.abs(after["pixels"][0].astype(int) - expected.astype(int)).mean() < 4
 
 
-def test_start_duration_and_max_size(tmp_path, model_file):
-    source = make_clip(tmp_path / "in.mp4", seconds=0.35)
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])  # an MPEG-TS's timestamps start at 1.4 s
+def test_start_duration_and_max_size(tmp_path, model_file, suffix):
+    source = make_clip(tmp_path / f"in{suffix}", seconds=0.35)
     result = stylize_video(source, tmp_path / "out.mp4", str(model_file), start=0.08, duration=0.13, max_size=32)
     after = read_clip(result.output)
     assert after["times"] == pytest.approx([0.01, 0.02, 0.12], abs=1e-3)  # 90, 100, 200 ms, less 80

@@ -23,7 +23,7 @@ names the output.
 
 from __future__ import annotations
 
-import math
+import itertools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -76,8 +76,8 @@ class VideoError(ValueError):
 @dataclass(frozen=True)
 class VideoInfo:
     """What the container says of a video before decoding: the stored frame size (before rotation),
-    the video stream's time base, its average frame rate, duration and frame count where known, and
-    the codecs of its audio streams."""
+    the video stream's time base, its average frame rate, duration and frame count where known, the
+    codecs of its audio streams, and where its timestamps start."""
 
     path: Path
     width: int
@@ -87,6 +87,7 @@ class VideoInfo:
     duration: float | None  # seconds
     frames: int | None
     audio: tuple[str, ...]
+    start: float = 0.0  # the first timestamp, in seconds (an MPEG-TS often starts at 1.4 s)
 
     def expected_frames(self, start: float = 0.0, duration: float | None = None) -> int | None:
         """About how many frames lie in [start, start + duration): for a progress bar."""
@@ -177,10 +178,11 @@ class VideoReader:
         except BaseException:
             self.container.close()
             raise
-        tb = self.info.time_base
-        self.start_pts = round(start / tb)
-        self.end_pts = None if duration is None else self.start_pts + max(1, round(duration / tb))
+        # ``start`` and ``duration`` count from the video's first timestamp; a part begins at 0 s,
+        # a whole video keeps its timestamps
         self.start, self.duration = start, duration
+        self.shift = self.info.start + start if start else 0.0  # seconds taken off every timestamp
+        self.end = None if duration is None else self.info.start + start + duration
         self.skipped = 0  # damaged packets
         self.size: tuple[int, int] | None = None  # the first frame's stored (width, height)
 
@@ -218,38 +220,64 @@ class VideoReader:
             self.path, video.codec_context.width, video.codec_context.height, video.time_base or Fraction(1, 90000),
             Fraction(rate) if rate else None, duration, video.frames or None,
             tuple(s.codec_context.name if s.codec_context else "unknown" for s in self.audio),
+            float(video.start_time * video.time_base) if video.start_time is not None and video.time_base else 0.0,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------- reading
 
     def __iter__(self) -> Iterator[VideoFrame | ReadWarning | av.Packet]:
-        self._seek()
-        state = _Timeline(self.start_pts, self.end_pts)
-        audio_ends = {s.index: _shift_of(self.start, self.duration, s.time_base) for s in self.audio}
+        read = self._seek()
+        state = _Timeline(*self._ticks(self.info.time_base))
+        audio_ends = {s.index: self._ticks(s.time_base) for s in self.audio}
         audio_done: set[int] = set()
-        for packet in self._packets():
+        for packet in itertools.chain(read, self._packets()):
             if isinstance(packet, ReadWarning):
                 yield packet
             elif packet.stream.type == "video":
                 if not state.done:
                     yield from self._decode(packet, state)
             elif packet.dts is not None and packet.stream.index not in audio_done:
-                offset, end = audio_ends[packet.stream.index]
+                cut, shift, end = audio_ends[packet.stream.index]
                 if end is not None and packet.pts is not None and packet.pts >= end:
                     audio_done.add(packet.stream.index)
-                elif packet.pts is None or not self.start or packet.pts >= offset:  # from 0: encoder priming too
-                    packet.pts, packet.dts = _minus(packet.pts, offset), _minus(packet.dts, offset)
+                elif packet.pts is None or not cut or packet.pts >= shift:  # uncut: the encoder's priming too
+                    packet.pts, packet.dts = _minus(packet.pts, shift), _minus(packet.dts, shift)
                     yield packet
             if state.done and len(audio_done) == len(self.audio):
                 return
 
-    def _seek(self) -> None:
-        """To the key frame before ``start``; a file that cannot seek is read from its beginning."""
-        if self.start_pts > 0:
-            try:
-                self.container.seek(self.start_pts, stream=self.video, backward=True)
-            except (av.FFmpegError, OSError):
-                pass
+    def _ticks(self, time_base: Fraction) -> tuple[bool, int, int | None]:
+        """In a stream's ``time_base``: whether earlier packets are cut (a ``start`` was given),
+        the ticks taken off every timestamp, and the end (None: none)."""
+        def ticks(seconds: float) -> int:
+            return round(seconds / time_base) if time_base else 0
+
+        return bool(self.start), ticks(self.shift), None if self.end is None else max(ticks(self.end), ticks(self.shift) + 1)
+
+    def _seek(self) -> list[av.Packet]:
+        """To the key frame at or before ``start``, and the packets read to see that it got there
+        (to be used first). A container that cannot seek, or lands elsewhere (an MPEG-TS seeks by
+        bytes, often past the key frame), is read from its beginning."""
+        if not self.start:
+            return []
+        target = round(self.shift / self.info.time_base)
+        read = []
+        try:
+            self.container.seek(target, stream=self.video, backward=True)
+            for packet in self.container.demux(self.video, *self.audio):
+                read.append(packet)
+                if packet.stream.type == "video" and packet.size:
+                    if packet.is_keyframe and packet.pts is not None and packet.pts <= target:
+                        return read
+                    break
+        except (av.FFmpegError, OSError):
+            pass
+        video, audio = self.video.index, [s.index for s in self.audio]  # before the streams go with the container
+        self.container.close()  # from the beginning: the same file opened again
+        self.container = _open_input(self.path)
+        by_index = {stream.index: stream for stream in self.container.streams}
+        self.video, self.audio = by_index[video], [by_index[i] for i in audio]
+        return []
 
     def _packets(self) -> Iterator[av.Packet | ReadWarning]:
         """The packets of the video and audio streams; a read that fails is retried from where the
@@ -301,34 +329,28 @@ class VideoReader:
 
 
 class _Timeline:
-    """Frame timestamps in range and strictly increasing (an encoder refuses repeats), shifted by
-    ``start``; a frame without one follows the last by one tick."""
+    """Frame timestamps in range and strictly increasing (an encoder refuses repeats), less
+    ``shift``; a frame without one follows the last by one tick. With ``cut``, frames before
+    ``shift`` are left out (those decoded from the key frame before a ``start``)."""
 
-    def __init__(self, start: int, end: int | None) -> None:
-        self.start, self.end, self.last, self.done = start, end, None, False
+    def __init__(self, cut: bool, shift: int, end: int | None) -> None:
+        self.cut, self.shift, self.end, self.last, self.done = cut, shift, end, None, False
 
     def place(self, pts: int | None) -> int | None:
-        """The output timestamp of a frame at ``pts``; None before ``start``, and past the end
+        """The output timestamp of a frame at ``pts``; None outside the range, and past its end
         ``done`` turns true."""
         if pts is None:
-            pts = self.start if self.last is None else self.last + self.start + 1
-        if pts < self.start:
+            pts = self.shift if self.last is None else self.last + self.shift + 1
+        if self.cut and pts < self.shift:
             return None
         if self.end is not None and pts >= self.end:
             self.done = True
             return None
-        shifted = pts - self.start
+        shifted = pts - self.shift
         if self.last is not None and shifted <= self.last:
             shifted = self.last + 1
         self.last = shifted
         return shifted
-
-
-def _shift_of(start: float, duration: float | None, time_base: Fraction) -> tuple[int, int | None]:
-    """(offset, end) in an audio stream's time base, for ``start`` and ``duration`` in seconds."""
-    offset = round(start / time_base) if time_base else 0
-    end = None if duration is None or not time_base else offset + round(duration / time_base)
-    return offset, end
 
 
 def _minus(value: int | None, offset: int) -> int | None:
