@@ -170,8 +170,9 @@ def stylize_video(
     copied) with ``style``: a :class:`FrameStylizer`, or what :func:`video_stylizer` takes, with its
     options in ``look`` (``strength``, ``preserve``, ``max_size``, ``decoder``, ``device``, ...).
 
-    The output has the frames of [``start``, ``start + duration``) seconds, with their timestamps
-    (shifted by ``start``), at the input's size (or ``max_size``), upright. ``crf``: x264's
+    The output has the frames of [``start``, ``start + duration``) seconds from the video's first
+    timestamp, with their timestamps (a part from ``start`` begins at 0 s), at the input's size (or
+    ``max_size``), upright. ``crf``: x264's
     quality (0-51, lower is better). ``overwrite``: replace an existing output (never the input).
     ``on_progress`` follows each batch written; ``on_warning`` gets what was skipped (damaged
     packets; default: the ``instyle`` logger). With ``handle_signals`` (in the main thread) SIGINT
