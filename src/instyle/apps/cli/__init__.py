@@ -14,14 +14,14 @@ import sys
 
 from instyle import __version__
 from instyle.apps.cli import (
-    demo, experiment, export, models, optimize, score, serve, stylize, texture, train, train_adain, weights,
+    demo, experiment, export, models, optimize, score, serve, stylize, texture, train, train_adain, video, weights,
 )
 from instyle.apps.cli.common import fail
 
 __all__ = ["build_parser", "main"]
 
 # in the order `instyle --help` lists them
-COMMANDS = (demo, weights, models, optimize, train, train_adain, stylize, score, experiment, serve, export, texture)
+COMMANDS = (demo, weights, models, optimize, train, train_adain, stylize, video, score, experiment, serve, export, texture)
 
 
 def build_parser() -> argparse.ArgumentParser:
