@@ -98,6 +98,9 @@ class MultiStyleTrainer(Trainer):
         self.base = read_base(config.base) if config.base is not None else None
         self.sources = [resolve_style(spec) for spec in config.styles]
         _check_distinct(self.sources, config.styles, self.base)
+        # every style in row order, (name, painting sha256): what the checkpoint records
+        self._identities = [[t.style_name, t.style_sha256] for t in (self.base.styles if self.base else [])]
+        self._identities += [[s.name, s.style_sha256] for s in self.sources]
         for spec, source in zip(config.styles, self.sources):
             if source.targets is not None:
                 config = dataclasses.replace(config, style_size=stored_style_size(source, spec, config.style_size))
@@ -193,7 +196,7 @@ class MultiStyleTrainer(Trainer):
             save_samples(self.model.single_style(row), self.content_images, path, self.devices.device)
 
     def _checkpoint_extra(self) -> dict:
-        return {"styles": [[t.style_name, t.style_sha256] for t in self.style_targets],
+        return {"styles": self._identities,
                 "base_sha256": self.base.sha256 if self.base is not None else None}  # fmt: skip
 
     def _check_resumed(self, saved: dict) -> None:
