@@ -15,12 +15,16 @@ Everything else is :class:`~instyle.engine.training.trainer.Trainer`'s: checkpoi
 signals, the NaN guard, the held-out evaluation (per style, and their mean for early stopping),
 samples (one grid per style) and DDP. The model file is format version 3
 (:mod:`instyle.engine.modelfile`): each style's name, painting sha256 and targets.
+
+:func:`train` is where every style generator's run starts: it picks :class:`Trainer` or
+:class:`MultiStyleTrainer` for the config.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -29,12 +33,30 @@ from instyle.engine.config import ConfigError
 from instyle.engine.modelfile import ModelFileError, StyleTargets, is_multi_style, load_generator, read_model_file
 from instyle.engine.modelfile import style_name_problem, styles_from_file
 from instyle.engine.targets import StyleSource, adopt_target_weights, apply_targets, resolve_style
-from instyle.engine.training.config import TrainConfig, TrainingError
+from instyle.engine.training.config import TrainConfig, TrainingError, TrainResult
 from instyle.engine.training.log import save_samples
+from instyle.engine.training.loop import run_training
 from instyle.engine.training.schedule import cosine_lr
 from instyle.engine.training.trainer import Trainer, heldout_loss, stored_style_size
 
-__all__ = ["BaseModel", "MultiStyleTrainer", "read_base"]
+__all__ = ["BaseModel", "MultiStyleTrainer", "read_base", "train"]
+
+
+def train(
+    config: TrainConfig,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    handle_signals: bool = True,
+    extractor: torch.nn.Module | None = None,
+) -> TrainResult:
+    """Train the generator ``config`` describes; ``extractor`` replaces the VGG (tests).
+
+    ``on_step(step, losses)`` follows each step. With ``handle_signals``, SIGINT and SIGTERM end
+    the run after the step under way: a checkpoint is written and TrainingInterrupted raised.
+    Several styles, or styles added to a ``base``, train a multi-style generator
+    (:class:`~instyle.engine.training.multi.MultiStyleTrainer`)."""
+    if config.multi_style:
+        return run_training(MultiStyleTrainer(config, extractor), on_step, handle_signals)
+    return run_training(Trainer(config, extractor), on_step, handle_signals)
 
 
 @dataclasses.dataclass

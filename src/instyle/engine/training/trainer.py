@@ -1,6 +1,7 @@
 """Training a feed-forward stylization generator against the VGG descriptor network.
 
-``train(TrainConfig(...))`` runs the loop (:func:`~instyle.engine.training.loop.run_training`) and
+``train(TrainConfig(...))`` (:mod:`instyle.engine.training.multi`, which also trains multi-style
+generators) runs the loop (:func:`~instyle.engine.training.loop.run_training`) and
 returns a ``TrainResult``; it prints nothing (the CLI passes ``on_step`` for its progress bar).
 Everything a resume needs is saved (:mod:`instyle.engine.training.checkpoint`), and the data order
 depends only on ``(seed, step)`` (:mod:`instyle.engine.training.data`), so N steps straight equal
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -25,30 +25,11 @@ from instyle.engine.device import DeviceConfig
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import StyleTargets
 from instyle.engine.targets import adopt_target_weights, apply_targets, compute_style_targets, resolve_style
-from instyle.engine.training.config import RESUME_MAY_CHANGE, TrainConfig, TrainingError, TrainResult, check_config
+from instyle.engine.training.config import RESUME_MAY_CHANGE, TrainConfig, TrainingError, check_config
 from instyle.engine.training.data import batch_for_step, crop_source, heldout_crops, load_content_set
 from instyle.engine.training.log import save_samples
-from instyle.engine.training.loop import TrainingRun, run_training
+from instyle.engine.training.loop import TrainingRun
 from instyle.engine.training.schedule import cosine_lr
-
-
-def train(
-    config: TrainConfig,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-    handle_signals: bool = True,
-    extractor: torch.nn.Module | None = None,
-) -> TrainResult:
-    """Train the generator ``config`` describes; ``extractor`` replaces the VGG (tests).
-
-    ``on_step(step, losses)`` follows each step. With ``handle_signals``, SIGINT and SIGTERM end
-    the run after the step under way: a checkpoint is written and TrainingInterrupted raised.
-    Several styles, or styles added to a ``base``, train a multi-style generator
-    (:class:`~instyle.engine.training.multi.MultiStyleTrainer`)."""
-    if config.multi_style:
-        from instyle.engine.training.multi import MultiStyleTrainer
-
-        return run_training(MultiStyleTrainer(config, extractor), on_step, handle_signals)
-    return run_training(Trainer(config, extractor), on_step, handle_signals)
 
 
 class Trainer(TrainingRun):
