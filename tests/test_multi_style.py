@@ -371,3 +371,24 @@ def test_cli_base_with_another_loss_network_is_refused(tmp_path, paintings, imag
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "--base" in run.stderr and "was trained with another loss network" in run.stderr, run.stderr
     assert not (tmp_path / "new.safetensors").exists() and not (tmp_path / "new.train").exists()
+
+
+@pytest.mark.network
+def test_two_gloo_processes_train_a_multi_style_model_as_one_process_does(tmp_path, photos, paintings, imagenet_vgg19_weights):
+    common = ["--style", paintings / "a.png", paintings / "b.png", "--content", photos, "--width", "0.125", "--num-residual", "1",
+              "--batch-size", "4", "--image-size", "32", "--style-size", "32", "--iterations", "4", "--sample-every", "0",
+              "--dtype", "fp32"]  # fmt: skip
+    one = _instyle("train", *common, "-o", tmp_path / "one.safetensors", timeout=300)
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541", "-m", "instyle",
+         "train", *map(str, common), "-o", str(tmp_path / "two.safetensors")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    logs = [list(csv.DictReader(open(tmp_path / f"{name}.train" / "log.csv"))) for name in ("one", "two")]
+    assert len(logs[0]) == len(logs[1]) == 4
+    for a, b in zip(*logs):
+        assert float(b["total"]) == pytest.approx(float(a["total"]), rel=1e-4)
+    assert load_model(tmp_path / "two.safetensors").styles == ("a", "b")
