@@ -89,19 +89,20 @@ def read_base(path: str) -> BaseModel:
     return BaseModel(Path(path), generator, styles, file_sha256(Path(path)), vgg)
 
 
-def _check_distinct(sources: list[StyleSource], specs: tuple[str, ...], base: BaseModel | None) -> None:
-    """Each style's name is a valid name, and no two styles (the base's included) share a name or painting."""
+def _check_distinct(identities: list[list], specs: tuple[str, ...], base: BaseModel | None) -> None:
+    """Each new style's name (``identities``: [name, painting sha256] of each) is a valid name, and no
+    two styles (the base's included) share a name or painting."""
     held = [(t.style_name, t.style_sha256, f"a style of the base {base.path}") for t in (base.styles if base else [])]
-    for spec, source in zip(specs, sources):
-        problem = style_name_problem(source.name)
+    for spec, (new_name, new_sha) in zip(specs, identities):
+        problem = style_name_problem(new_name)
         if problem:
             raise ConfigError("style", f"{spec}: {problem}; rename the painting (its file stem names the style)")
         for name, sha, where in held:
-            if name == source.name:
+            if name == new_name:
                 raise ConfigError("style", f"{spec}: the style name {name!r} is already {where}; rename the painting")
-            if sha is not None and sha == source.style_sha256:
+            if sha is not None and sha == new_sha:
                 raise ConfigError("style", f"{spec} is the same painting (sha256 {sha[:12]}...) as {where} ({name})")
-        held.append((source.name, source.style_sha256, f"the style of {spec}"))
+        held.append((new_name, new_sha, f"the style of {spec}"))
 
 
 class MultiStyleTrainer(Trainer):
@@ -111,18 +112,18 @@ class MultiStyleTrainer(Trainer):
     # ---------------------------------------------------------------------------- setup
 
     def _resolve_styles(self, config: TrainConfig) -> TrainConfig:
-        """The styles (``self.sources``, each painting hashed once), the base, and the config with the
-        style size, loss network and generator shape they imply."""
+        """The styles (``self.sources``), the base, and the config with the style size, loss network and
+        generator shape they imply."""
         if config.arch != "transformer":
             raise ConfigError("arch", f"{config.arch}: a multi-style model is a transformer generator")
         if config.norm != "instance":
             raise ConfigError("norm", f"{config.norm}: a multi-style model's norms are conditional instance norms; leave norm instance")
         self.base = read_base(config.base) if config.base is not None else None
         self.sources = [resolve_style(spec) for spec in config.styles]
-        _check_distinct(self.sources, config.styles, self.base)
-        # every style in row order, (name, painting sha256): what the checkpoint records
-        self._identities = [[t.style_name, t.style_sha256] for t in (self.base.styles if self.base else [])]
-        self._identities += [[s.name, s.style_sha256] for s in self.sources]
+        new = [[source.name, source.style_sha256] for source in self.sources]  # each painting hashed once
+        _check_distinct(new, config.styles, self.base)
+        # every style in row order, [name, painting sha256]: what the checkpoint records
+        self._identities = [[t.style_name, t.style_sha256] for t in (self.base.styles if self.base else [])] + new
         for spec, source in zip(config.styles, self.sources):
             if source.targets is not None:
                 config = dataclasses.replace(config, style_size=stored_style_size(source, spec, config.style_size))
