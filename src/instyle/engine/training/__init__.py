@@ -31,7 +31,7 @@ from instyle.engine.training.data import (  # noqa: F401
 )
 from instyle.engine.training.loop import TrainingRun, caught_signals, cudnn_autotuning, run_training  # noqa: F401
 from instyle.engine.training.schedule import cosine_lr  # noqa: F401
-from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_sizes, stored_style_size  # noqa: F401
+from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_defaults, stored_style_size  # noqa: F401
 from instyle.engine.training.multi import MultiStyleTrainer, train  # noqa: F401
 
 __all__ = [

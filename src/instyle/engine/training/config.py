@@ -97,7 +97,12 @@ class TrainConfig:
         default_factory=_TRAIN_LOSS,
         help="the perceptual loss; its style weight is for imagenet-vgg19 and becomes 40 on hed-vgg16",
     )
-    lr: float = option(1e-3, above=0, help="Adam learning rate")
+    # with --base only the new styles' scale and shift rows train: Adam moves each about lr a step, and
+    # at 1e-3 they take hundreds of steps to leave the base's mean (docs/multi_style.md, measured)
+    lr: float | None = option(
+        None, above=0, help="Adam learning rate (default: 1e-3; 3e-2 with --base, where only the style rows train)",
+        metavar="LR",
+    )  # fmt: skip
     lr_final_fraction: float = option(0.1, min=0, help="the learning rate decays on a cosine to lr x this")
     seed: int = option(0, help="seed of the weights, crops and flips")
     device: str = device_option()
@@ -218,6 +223,10 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
         self.checkpoint = checkpoint
         self.step = step
+
+
+DEFAULT_LR = 1e-3
+BASE_LR = 3e-2  # with base: the new styles' rows alone
 
 
 def check_config(config: TrainConfig) -> None:

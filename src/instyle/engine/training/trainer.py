@@ -25,7 +25,7 @@ from instyle.engine.device import DeviceConfig
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import StyleTargets
 from instyle.engine.targets import adopt_target_weights, apply_targets, compute_style_targets, resolve_style
-from instyle.engine.training.config import RESUME_MAY_CHANGE, TrainConfig, TrainingError, check_config
+from instyle.engine.training.config import BASE_LR, DEFAULT_LR, RESUME_MAY_CHANGE, TrainConfig, TrainingError, check_config
 from instyle.engine.training.data import batch_for_step, crop_source, heldout_crops, load_content_set
 from instyle.engine.training.log import save_samples
 from instyle.engine.training.loop import TrainingRun
@@ -54,7 +54,7 @@ class Trainer(TrainingRun):
         if config.batch_size % self.world:
             raise TrainingError(f"batch_size {config.batch_size} must be divisible by the {self.world} processes")
         devices = DeviceConfig.resolve(config.device, config.dtype, "train")
-        self.config = resolve_sizes(self._resolve_styles(config), devices.device)
+        self.config = resolve_defaults(self._resolve_styles(config), devices.device)
         if self.world > 1 and devices.device.type == "cuda":
             devices = dataclasses.replace(devices, device=torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
             torch.cuda.set_device(devices.device)
@@ -201,11 +201,13 @@ def stored_style_size(source, style: str, requested: int | None) -> int:
     return recorded
 
 
-def resolve_sizes(config: TrainConfig, device: torch.device) -> TrainConfig:
-    """Fill in the device-dependent defaults (crop and style sizes)."""
+def resolve_defaults(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """Fill in the defaults that depend on the device (crop and style sizes) or on the run (the
+    learning rate: higher where only a base's new style rows train)."""
     image_size = config.image_size or (256 if device.type == "cuda" else 128)
     style_size = config.style_size or 3 * image_size
-    return dataclasses.replace(config, image_size=image_size, style_size=style_size)
+    lr = config.lr or (BASE_LR if config.base is not None else DEFAULT_LR)
+    return dataclasses.replace(config, image_size=image_size, style_size=style_size, lr=lr)
 
 
 def _distributed() -> tuple[int, int]:
