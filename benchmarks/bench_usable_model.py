@@ -155,10 +155,10 @@ def main(argv=None) -> int:
 def report(args, runs: list[tuple[str, list[dict[str, float]]]], final: float) -> int:
     """Each run against the reference's ``final`` held-out total: printed, and appended to usable_model.csv."""
     limit = 1.1 * final
-    train_args = " ".join([*(["--base", args.base] if args.base else []), *args.train_args])
     rows = []
     for name, history in runs:
         hit = first_within(history, limit)
+        train_args = " ".join([*(["--base", args.base] if name == "base" else []), *args.train_args])
         rows.append({
             **provenance(torch.device("cuda" if args.device == "cuda" else "cpu")),
             "threads": os.environ.get("OMP_NUM_THREADS", ""), "style": args.style,

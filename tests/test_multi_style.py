@@ -144,7 +144,7 @@ def test_a_resumed_multi_style_run_equals_one_straight_and_keeps_its_styles(tmp_
 def test_the_base_keeps_its_convolutions_and_rows_bit_for_bit_and_gains_a_style(tmp_path, photos, paintings):
     base = _config(tmp_path, photos, paintings, "ab", name="base")
     train(base, extractor=TinyEncoder())
-    more = _config(tmp_path, photos, paintings, "c", name="more", base=base.output, lr=1e-2)
+    more = _config(tmp_path, photos, paintings, "c", name="more", base=base.output)  # at --base's own default lr
     result = train(more, extractor=TinyEncoder())
     assert load_model(more.output).styles == ("a", "b", "c")
     before, after = load_file(base.output), load_file(more.output)
@@ -156,9 +156,10 @@ def test_the_base_keeps_its_convolutions_and_rows_bit_for_bit_and_gains_a_style(
             assert torch.equal(after[name], tensor), name  # convolutions and the base's style targets
     _, metadata, _ = read_model_file(more.output)
     assert metadata["base"]["styles"] == ["a", "b"] and metadata["base"]["sha256"] == file_sha256(base.output)
+    assert metadata["training"]["lr"] == 3e-2 and read_model_file(base.output)[1]["training"]["lr"] == 1e-3
     assert result.model.down[0].conv.weight.requires_grad is False
     # resumed exactly too
-    resumed = _config(tmp_path, photos, paintings, "c", name="more", base=base.output, lr=1e-2, resume=True, iterations=6)
+    resumed = _config(tmp_path, photos, paintings, "c", name="more", base=base.output, resume=True, iterations=6)
     assert torch.equal(train(resumed, extractor=TinyEncoder()).model.up[0].norm_act.norm.weight, result.model.up[0].norm_act.norm.weight)
 
 
