@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     stylize.add_argument(
         "--style-mix", metavar="MIX",
         help="with a multi-style --model: the style to use, NAME (or NAME=1), or a mix of its styles, "
-        "NAME=W,NAME=W,... (weights >= 0, normalized to sum 1; the models' instance-norm scales and shifts "
+        "NAME=W,NAME=W,... (weights >= 0, normalized to sum 1; the model's instance-norm scales and shifts "
         "are interpolated)",
     )  # fmt: skip
     stylize.add_argument(
