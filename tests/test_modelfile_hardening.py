@@ -104,7 +104,8 @@ def test_weights_are_checked_against_the_config_from_the_header(tmp_path, monkey
 
 
 @pytest.mark.parametrize("config, message", [
-    ({**TINY, "norm": "conditional_instance"}, "config.norm must be one of"),
+    ({**TINY, "norm": "adain"}, "config.norm must be one of"),
+    ({**TINY, "norm": "conditional_instance"}, "config.num_styles must be an integer from 1 to 1024, got None"),
     ({**TINY, "depth": 2}, "unknown keys: depth"),
     ({**TINY, "num_residual": 1.0}, "config.num_residual must be an integer"),
     ({**TINY, "arch": "gan"}, "unknown architecture 'gan'"),

@@ -126,6 +126,7 @@ STATE_CONFIGS = [
     *({"arch": "texture_net", "norm": norm, "num_scales": 3, "channels": 4} for norm in ("instance", "batch", "group", "layer", "none")),
     {"arch": "transformer_net", "width": 0.03125, "num_residual": 0},
     {"arch": "transformer", "width": 0.375, "num_residual": 3},  # the bundled styles' shape
+    {"arch": "transformer", "norm": "conditional_instance", "width": 0.25, "num_residual": 2, "num_styles": 3},
     {"arch": "texture", "num_scales": 1, "channels": 1, "noise_channels": 0, "content_channels": 3},
     {"arch": "texture", "num_scales": 4, "channels": 3, "noise_channels": 5, "content_channels": 0, "negative_slope": 0.2},
     {"arch": "adain-decoder"},  # VGG-19 mirrored to relu4_1
@@ -155,7 +156,11 @@ def test_derived_state_is_the_built_state_dict(config):
     ({"arch": "transformer_net", "num_residual": 20000, "width": 0.03125}, "config.num_residual must be an integer from 0 to 64"),
     ({"arch": "transformer", "num_residual": 2.0}, "config.num_residual must be an integer"),
     ({"arch": "transformer", "width": True}, "config.width must be a number"),
-    ({"arch": "transformer", "norm": "conditional_instance"}, "config.norm must be one of instance, batch, group, layer, none"),
+    ({"arch": "transformer", "norm": "conditional_instance"}, "config.num_styles must be an integer from 1 to 1024, got None"),
+    ({"arch": "transformer", "norm": "conditional_instance", "num_styles": 0}, "config.num_styles must be an integer from 1"),
+    ({"arch": "transformer", "norm": "instance", "num_styles": 2}, "config.num_styles is only for norm conditional_instance"),
+    ({"arch": "texture", "norm": "conditional_instance"}, "config.norm must be one of instance, batch, group, layer, none"),
+    ({"arch": "transformer", "norm": "adain"}, "config.norm must be one of instance, batch, group, layer, none, conditional_instance"),
     ({"arch": "transformer", "norm": 3}, "config.norm must be one of"),
     ({"arch": "transformer", "depth": 3}, "unknown keys: depth"),
     ({"width": 1.0}, "unknown architecture None"),

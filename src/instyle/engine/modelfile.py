@@ -7,6 +7,13 @@ the order of ``torch.triu_indices``) in fp32 under ``style_targets.<layer>``, de
 ``style_targets`` entry of the metadata. They are derived data, not the painting, and make the style
 usable by name (:mod:`instyle.engine.targets`). Such files are format version 2; version 1 files are
 the same without targets.
+
+A multi-style generator (``norm: conditional_instance``, ``num_styles`` S: one (gamma, beta) row per
+style) is format version 3, which readers before it refuse by its version. Its metadata's ``styles``
+lists each style in row order: ``{"name", "style_sha256", "style_targets"}`` (the painting's file
+stem, its sha256 and the description of its targets, as above), its targets stored under
+``style_targets.<row>.<layer>``; there is no top-level ``style_targets``. Every style has targets, and
+names and paintings are unique.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from instyle.engine.fileio import write_atomic
 FORMAT = "instyle-generator"
 FORMAT_VERSION = 1  # files without style targets: readable by every instyle
 TARGETS_FORMAT_VERSION = 2  # files with style_targets.* tensors
-READABLE_VERSIONS = (str(FORMAT_VERSION), str(TARGETS_FORMAT_VERSION))
+MULTI_FORMAT_VERSION = 3  # multi-style generators: their styles and each one's targets
+READABLE_VERSIONS = tuple(str(v) for v in (FORMAT_VERSION, TARGETS_FORMAT_VERSION, MULTI_FORMAT_VERSION))
 TARGET_PREFIX = "style_targets."  # tensor names; generator state-dict keys never start with it
 TARGET_PACKING = "triu"  # upper triangle, row-major (torch.triu_indices order)
 
@@ -101,13 +109,36 @@ class StyleTargets:
             "style_sha256": self.style_sha256,
         }
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {TARGET_PREFIX + layer: pack_gram(g) for layer, g in self.grams.items()}
+    def tensors(self, prefix: str = TARGET_PREFIX) -> dict[str, torch.Tensor]:
+        return {prefix + layer: pack_gram(g) for layer, g in self.grams.items()}
 
 
-def _check_targets(info, tensors: dict[str, torch.Tensor]) -> list[str]:
-    """What is wrong with the style targets of a file (metadata entry ``info`` and the tensors)."""
-    stored = sorted(name[len(TARGET_PREFIX) :] for name in tensors if name.startswith(TARGET_PREFIX))
+def style_prefix(row: int) -> str:
+    """Where a multi-style file keeps the targets of the style of ``row``: ``style_targets.<row>.``."""
+    return f"{TARGET_PREFIX}{row}."
+
+
+# What a style name may not hold: --style-mix separates names and weights with "," and "=", and
+# `instyle models` lists a multi model's styles as FILE:NAME.
+NAME_RESERVED = ",=:"
+
+
+def style_name_problem(name) -> str | None:
+    """Why ``name`` cannot name a style of a multi-style model, or None."""
+    from instyle.engine.models.settings import shown
+
+    if not isinstance(name, str) or not name.strip():
+        return f"style name {shown(name)} is not a name"
+    if name != name.strip() or any(c in NAME_RESERVED or not c.isprintable() for c in name) or len(name) > 200:
+        return (f"style name {shown(name)} has a character a style name cannot hold (one of {NAME_RESERVED!r}, "
+                "a control character, or space at an end) or is over 200 characters")  # fmt: skip
+    return None
+
+
+def _check_targets(info, tensors: dict[str, torch.Tensor], prefix: str = TARGET_PREFIX) -> list[str]:
+    """What is wrong with the style targets of a file (metadata entry ``info`` and the tensors under
+    ``prefix``)."""
+    stored = sorted(name[len(prefix) :] for name in tensors if name.startswith(prefix))
     if info is None:
         return [f"style target tensors {stored} without a 'style_targets' metadata entry"] if stored else []
     if not isinstance(info, dict):
@@ -125,7 +156,7 @@ def _check_targets(info, tensors: dict[str, torch.Tensor]) -> list[str]:
     if extra:
         problems.append(f"style target tensors {extra} not listed in the metadata")
     for layer in layers:
-        name = TARGET_PREFIX + str(layer)
+        name = prefix + str(layer)
         c = channels.get(layer)
         if name not in tensors:
             problems.append(f"style target {name} is missing")
@@ -141,6 +172,40 @@ def _check_targets(info, tensors: dict[str, torch.Tensor]) -> list[str]:
             diagonal = unpack_gram(t, c).diagonal()
             if bool((diagonal < 0).any()):
                 problems.append(f"style target {name} has a negative diagonal: not a Gram matrix")
+    return problems
+
+
+def _check_styles(metadata: dict, tensors: dict[str, torch.Tensor], num_styles: int) -> list[str]:
+    """What is wrong with the styles of a multi-style file: one entry per row, each a unique valid name
+    and painting with its targets (checked as a single style's are, under ``style_targets.<row>.``),
+    and no target tensor of no style."""
+    styles = metadata.get("styles")
+    if not isinstance(styles, list) or len(styles) != num_styles:
+        count = len(styles) if isinstance(styles, list) else "no"
+        return [f"a generator of {num_styles} styles whose metadata lists {count} styles"]
+    if "style_targets" in metadata:
+        return ["a multi-style file with a single style's 'style_targets' metadata entry"]
+    problems, names, paintings = [], set(), set()
+    for row, entry in enumerate(styles):
+        if not isinstance(entry, dict):
+            problems.append(f"style {row} is not an object")
+            continue
+        name, sha = entry.get("name"), entry.get("style_sha256")
+        problem = style_name_problem(name)
+        if problem or name in names:
+            problems.append(f"style {row}: {problem or f'style name {name!r} is given twice'}")
+        if sha is not None and (not isinstance(sha, str) or sha in paintings):
+            problems.append(f"style {row}: its painting's sha256 is not a text or is another style's")
+        names.add(name)
+        paintings.add(sha)
+        info = entry.get("style_targets")
+        if info is None:
+            problems.append(f"style {row} carries no style targets")
+        problems += [f"style {row}: {p}" for p in _check_targets(info, tensors, style_prefix(row))]
+    rows = {style_prefix(row) for row in range(num_styles)}
+    stray = [name for name in tensors if name.startswith(TARGET_PREFIX) and not any(name.startswith(r) for r in rows)]
+    if stray:
+        problems.append(f"style target tensors {_shortlist(sorted(stray))} of no style")
     return problems
 
 
@@ -161,17 +226,29 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], header: dict[str
     write_atomic(path, save(tensors, metadata=header))
 
 
-def _header(config: dict, metadata: dict, targets: StyleTargets | None) -> dict[str, str]:
-    if targets is not None:
+def _header(config: dict, metadata: dict, targets: StyleTargets | list[StyleTargets] | None) -> dict[str, str]:
+    if isinstance(targets, list):
+        metadata = {k: v for k, v in metadata.items() if k != "style_targets"}
+        metadata["styles"] = [
+            {"name": t.style_name, "style_sha256": t.style_sha256, "style_targets": t.metadata()} for t in targets
+        ]
+        version = MULTI_FORMAT_VERSION
+    elif targets is not None:
         metadata = {**metadata, "style_targets": targets.metadata()}
+        version = TARGETS_FORMAT_VERSION
     else:
         metadata = {k: v for k, v in metadata.items() if k != "style_targets"}
-    return {
-        "format": FORMAT,
-        "format_version": str(TARGETS_FORMAT_VERSION if targets is not None else FORMAT_VERSION),
-        "config": json.dumps(config),
-        "instyle": json.dumps(metadata),
-    }
+        version = FORMAT_VERSION
+    return {"format": FORMAT, "format_version": str(version), "config": json.dumps(config), "instyle": json.dumps(metadata)}
+
+
+def _target_tensors(targets: StyleTargets | list[StyleTargets] | None) -> dict[str, torch.Tensor]:
+    """The style target tensors a file stores: a single style's, or each style's under its row."""
+    if targets is None:
+        return {}
+    if isinstance(targets, list):
+        return {k: v for row, t in enumerate(targets) for k, v in t.tensors(style_prefix(row)).items()}
+    return targets.tensors()
 
 
 def save_model(
@@ -179,11 +256,11 @@ def save_model(
     path: str | os.PathLike,
     metadata: dict,
     dtype: torch.dtype | None = None,
-    style_targets: StyleTargets | None = None,
+    style_targets: StyleTargets | list[StyleTargets] | None = None,
 ) -> None:
     """Write ``model`` (a generator with ``.config``) atomically as safetensors; ``dtype`` converts
     its floating-point weights (the style targets stay fp32: fp16 would flush many of their small
-    entries to zero)."""
+    entries to zero). A multi-style generator takes a list of each style's targets, in row order."""
     path = Path(path)
     tensors = {}
     for name, t in model.state_dict().items():
@@ -196,14 +273,18 @@ def save_model(
     # What load_generator would refuse is not written: settings out of bounds, weights the config
     # does not describe (a subclass with more state, say). A module's dtypes are its own: unchecked.
     problems = _layout_problems(model.config, {k: (tuple(t.shape), None) for k, t in tensors.items()})
+    for name, t in _target_tensors(style_targets).items():
+        if not torch.isfinite(t).all():
+            problems.append(f"style target {name} has NaN or inf values")
+        tensors[name] = t
+    header = _header(model.config, metadata, style_targets)
+    if not problems:
+        problems += _version_problems(header["format_version"], model.config)
+    if not problems and isinstance(style_targets, list):
+        problems += _check_styles(json.loads(header["instyle"]), tensors, model.config["num_styles"])
     if problems:
         raise ModelFileError(f"refusing to save {path}: " + "; ".join(problems))
-    if style_targets is not None:
-        for name, t in style_targets.tensors().items():
-            if not torch.isfinite(t).all():
-                raise ModelFileError(f"refusing to save {path}: style target {name} has NaN or inf values")
-            tensors[name] = t
-    _write_atomic(path, tensors, _header(model.config, metadata, style_targets))
+    _write_atomic(path, tensors, header)
 
 
 def _unreadable_reason(path: Path, error: Exception) -> str:
@@ -257,6 +338,21 @@ def _layout_problems(config: dict, layout: dict[str, tuple[tuple[int, ...], str 
     return problems
 
 
+def is_multi_style(config) -> bool:
+    """Whether a generator config describes a multi-style generator (one style row per norm)."""
+    return isinstance(config, dict) and config.get("norm") == "conditional_instance"
+
+
+def _version_problems(version: str | None, config) -> list[str]:
+    """A multi-style generator is in a version 3 file, and a version 3 file holds one: a reader that
+    knows only the versions before it refuses such a file by its version."""
+    multi = version == str(MULTI_FORMAT_VERSION)
+    if multi != is_multi_style(config):
+        kind = "a multi-style" if is_multi_style(config) else "a single-style"
+        return [f"{kind} generator in a format version {version} file (multi-style files are version {MULTI_FORMAT_VERSION})"]
+    return []
+
+
 def _header_problems(header: dict[str, str], layout: dict[str, tuple[tuple[int, ...], str]]) -> tuple[dict, dict, list[str]]:
     """(config, metadata, problems) of a file's header: format, version, metadata, and the
     generator config checked against the tensors' names, shapes and dtypes."""
@@ -265,7 +361,10 @@ def _header_problems(header: dict[str, str], layout: dict[str, tuple[tuple[int, 
         problems.append(f"format is {header.get('format')!r}, expected {FORMAT!r}")
     version = header.get("format_version")
     if version is not None and version not in READABLE_VERSIONS:
-        problems.append(f"unknown format version {version} (this instyle reads {', '.join(READABLE_VERSIONS)})")
+        problems.append(
+            f"unknown format version {shown_version(version)} (this instyle reads {', '.join(READABLE_VERSIONS)}): "
+            "written by a newer instyle? upgrade instyle to read it"
+        )
     try:
         config = json.loads(header.get("config", "null"))
         metadata = json.loads(header.get("instyle", "{}"))
@@ -278,8 +377,15 @@ def _header_problems(header: dict[str, str], layout: dict[str, tuple[tuple[int, 
         problems.append("no generator config in the metadata")
     elif not problems:
         weights = {k: v for k, v in layout.items() if not k.startswith(TARGET_PREFIX)}
-        problems += _layout_problems(config, weights)
+        problems += _layout_problems(config, weights) or _version_problems(version, config)
     return config, metadata, problems
+
+
+def shown_version(version) -> str:
+    """A header's format version as a message shows it (any text may be there)."""
+    from instyle.engine.models.settings import shown
+
+    return version if isinstance(version, str) and version.isdigit() and len(version) < 10 else shown(version)
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torch.Tensor]]:
@@ -311,7 +417,9 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torc
         if t.is_floating_point() and not torch.isfinite(t).all():
             kind = "style target" if name.startswith(TARGET_PREFIX) else "weight"
             problems.append(f"{kind} {name} has NaN or inf values")
-    if not problems:
+    if not problems and is_multi_style(config):
+        problems += _check_styles(metadata, tensors, config["num_styles"])
+    elif not problems:
         problems += _check_targets(metadata.get("style_targets"), tensors)
     if problems:
         raise ModelFileError(f"model file {path} is not usable: " + "; ".join(problems))
@@ -319,19 +427,53 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict[str, torc
 
 
 def targets_from_file(path: Path, metadata: dict, tensors: dict[str, torch.Tensor]) -> StyleTargets | None:
-    """The :class:`StyleTargets` of a file already checked by :func:`read_model_file`; None without."""
+    """The :class:`StyleTargets` of a file already checked by :func:`read_model_file`; None without
+    (and for a multi-style file: see :func:`styles_from_file`)."""
     info = metadata.get("style_targets")
     if info is None:
         return None
-    grams = {layer: unpack_gram(tensors[TARGET_PREFIX + layer], info["channels"][layer]) for layer in info["layers"]}
+    name = info.get("style_name") or metadata.get("style_name") or Path(path).stem
+    return _targets(path, info, tensors, TARGET_PREFIX, name)
+
+
+def _targets(path: Path, info: dict, tensors: dict[str, torch.Tensor], prefix: str, name: str) -> StyleTargets:
+    grams = {layer: unpack_gram(tensors[prefix + layer], info["channels"][layer]) for layer in info["layers"]}
     return StyleTargets(
         grams=grams,
         style_size=info["style_size"],
         vgg_weights_sha256=info.get("vgg_weights_sha256"),
-        style_name=info.get("style_name") or metadata.get("style_name") or Path(path).stem,
+        style_name=name,
         style_sha256=info.get("style_sha256"),
         source=Path(path),
     )
+
+
+def styles_from_file(path: Path, metadata: dict, tensors: dict[str, torch.Tensor]) -> list[StyleTargets]:
+    """The styles of a multi-style file already checked by :func:`read_model_file`, in row order (each
+    named by the file's name for it); [] for a single-style file."""
+    return [
+        _targets(path, entry["style_targets"], tensors, style_prefix(row), entry["name"])
+        for row, entry in enumerate(metadata.get("styles") or [])
+    ]
+
+
+def header_styles(path: str | os.PathLike) -> list[str] | None:
+    """The style names a multi-style file's header lists (the header only, unchecked: for listing), or
+    None for any other file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            metadata = json.loads(header.get("instyle", "{}"))
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return None
+    if header.get("format_version") != str(MULTI_FORMAT_VERSION) or not isinstance(metadata, dict):
+        return None
+    styles = metadata.get("styles")
+    if not isinstance(styles, list):
+        return None
+    return [e["name"] for e in styles if isinstance(e, dict) and style_name_problem(e.get("name")) is None]
 
 
 def read_style_targets(path: str | os.PathLike) -> StyleTargets | None:
@@ -357,6 +499,8 @@ def write_style_targets(path: str | os.PathLike, targets: StyleTargets) -> None:
     are), atomically."""
     path = Path(path)
     config, metadata, tensors = read_model_file(path)
+    if is_multi_style(config):
+        raise ModelFileError(f"{path} is a multi-style model: each style's targets are written when it is trained")
     weights, _ = split_style_targets(tensors)
     _write_atomic(path, {**weights, **targets.tensors()}, _header(config, metadata, targets))
 

@@ -23,7 +23,9 @@ from torch import Tensor
 from instyle.engine.config import LossConfig
 from instyle.engine.image import load_image, resize_long_side
 from instyle.engine.losses import PerceptualLoss, gram_matrix
-from instyle.engine.modelfile import StyleTargets, read_model_file, targets_from_file, write_style_targets
+from instyle.engine.modelfile import (
+    StyleTargets, read_model_file, styles_from_file, targets_from_file, write_style_targets,
+)  # fmt: skip
 
 __all__ = [
     "ATTACH_TOOL",
@@ -104,8 +106,20 @@ def _how_to_attach(path: Path) -> str:
     )
 
 
-def _from_model_file(spec: str, path: Path, bundled: bool) -> StyleSource:
+def _from_model_file(spec: str, path: Path, bundled: bool, style: str | None = None) -> StyleSource:
+    """The style targets of a model file: a single-style file's, or those of ``style`` inside a
+    multi-style one (a multi-style file named without a style is an error listing its styles)."""
     _, metadata, tensors = read_model_file(path)  # ModelFileError names the file
+    styles = styles_from_file(path, metadata, tensors)
+    if styles:
+        chosen = [t for t in styles if t.style_name == style]
+        if not chosen:
+            names = ", ".join(t.style_name for t in styles)
+            raise StyleTargetsError(
+                f"style {spec!r}: {path} is a multi-style model (styles: {names}); name one of its styles "
+                "as a bundled FILE:STYLE name, or give the painting"
+            )
+        return StyleSource(spec, style, path=path, targets=chosen[0], bundled=bundled)
     targets = targets_from_file(path, metadata, tensors)
     what = f"bundled style {path.stem}" if bundled else f"model file {path}"
     if targets is None:
@@ -121,7 +135,7 @@ def resolve_style(spec: str | os.PathLike, *, image: bool = True) -> StyleSource
     name, model file without targets), :class:`~instyle.engine.image.ImageError` (unreadable image) or
     :class:`~instyle.engine.modelfile.ModelFileError` (corrupt model file).
     """
-    from instyle.engine.catalog import STYLES_DIR, list_models
+    from instyle.engine.catalog import find_bundled
 
     text = os.fspath(spec)
     if not text:
@@ -133,8 +147,9 @@ def resolve_style(spec: str | os.PathLike, *, image: bool = True) -> StyleSource
         if path.suffix.lower() == ".safetensors":
             return _from_model_file(text, path, bundled=False)
         return StyleSource(text, path.stem, image=load_image(path) if image else None, path=path)
-    if text in list_models():
-        return _from_model_file(text, STYLES_DIR / f"{text}.safetensors", bundled=True)
+    found = find_bundled(text)
+    if found is not None:
+        return _from_model_file(text, found.path, bundled=True, style=found.style)
     kind = "no such file" if (path.suffix or os.sep in text) else "not a file and not a bundled style name"
     raise StyleTargetsError(f"style {text!r}: {kind}; {_bundled_summary()}")
 

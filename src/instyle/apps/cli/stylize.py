@@ -26,6 +26,12 @@ def add_parser(sub) -> None:
     )  # fmt: skip
     stylize.add_argument("--model", help="bundled style name or generator model file (instead of --style)")
     stylize.add_argument(
+        "--style-mix", metavar="MIX",
+        help="with a multi-style --model: the style to use, NAME (or NAME=1), or a mix of its styles, "
+        "NAME=W,NAME=W,... (weights >= 0, normalized to sum 1; the model's instance-norm scales and shifts "
+        "are interpolated)",
+    )  # fmt: skip
+    stylize.add_argument(
         "--style-weights", type=number(float, 0), nargs="+", metavar="W",
         help="one weight per --style painting, >= 0, normalized to sum 1 (default: equal)",
     )  # fmt: skip
@@ -79,6 +85,7 @@ def add_parser(sub) -> None:
 # the flags only a painting takes, by their field names in library errors
 PAINTING_ONLY = {"style_weights": "--style-weights", "mask": "--mask", "decoder": "--decoder", "style_size": "--style-size"}
 ERROR_NAMES = {**PAINTING_ONLY, "tile": "--tile", "runtime": "--runtime", "strength": "--strength", "max_pixels": "--max-pixels"}
+MODEL_NAMES = {"style_mix": "--style-mix"}
 
 
 def _generator_name(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -101,6 +108,8 @@ def _generator_name(args: argparse.Namespace) -> tuple[str | None, str | None]:
     given = [flag for field, flag in PAINTING_ONLY.items() if getattr(args, field) is not None]
     if name and given:
         return None, f"{given[0]}: only with a painting as --style; {name} is a trained model"
+    if not name and args.style_mix is not None:
+        return None, "--style-mix: only with a multi-style model (--model); to mix paintings give --style-weights"
     return name, None
 
 
@@ -109,7 +118,6 @@ def _load(args: argparse.Namespace):
     from instyle.engine.device import resolve_device
     from instyle.engine.inference.export import ExportError
     from instyle.engine.inference.stylize import load_model
-    from instyle.engine.modelfile import ModelFileError
 
     name, problem = _generator_name(args)
     if problem:
@@ -118,15 +126,35 @@ def _load(args: argparse.Namespace):
         return _load_adain(args)
     try:
         model = load_model(name)
+        extra = _style_mix(model, args.style_mix)
         if args.runtime == "onnxruntime":
             model.onnx_model()  # export (once) and load before the first image
         resolve_device(args.device)  # once, not as a failure of every file
-    except (ModelFileError, ExportError, ValueError) as error:
-        return None, fail("stylize", error, 2)
+    except (ExportError, ValueError) as error:  # ModelFileError is a ValueError
+        return None, fail("stylize", error, 2, MODEL_NAMES)
     stride = getattr(model.generator, "tile_stride", None)
     if args.tile is not None and stride and args.tile % stride:
         return None, fail("stylize", f"--tile {args.tile}: must be a multiple of {stride}, the model's stride", 2)
-    return model, {"runtime": args.runtime}
+    return model, {"runtime": args.runtime, **extra}
+
+
+def _style_mix(model, text: str | None) -> dict:
+    """The stylize options of ``--style-mix`` (checked against the model's styles): the style or mix,
+    and the name outputs take from it. A multi-style model needs one unless loaded as FILE:STYLE."""
+    from instyle.engine.inference.stylize import mix_label, parse_style_mix
+
+    if text is None:
+        if model.styles and model.style is None:
+            raise ValueError(
+                f"style_mix is needed: {model.name} is a multi-style model; choose one of its styles "
+                f"({', '.join(model.styles)}) with --style-mix NAME, or mix them with --style-mix NAME=W,NAME=W"
+            )
+        return {}
+    if not model.styles:
+        raise ValueError(f"style_mix {text}: {model.name} is a single-style model; --style-mix picks or mixes the styles of a multi-style model")
+    mix = parse_style_mix(text)
+    weights = model.style_weights(mix, what=f"style_mix {text}")
+    return {"style": mix, "name": mix_label(weights, model.styles)}
 
 
 def _load_adain(args: argparse.Namespace):

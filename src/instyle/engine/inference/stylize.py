@@ -3,6 +3,12 @@
 ``stylize`` returns what it was given: a PIL image for a PIL image, a tensor for a tensor
 ((3, H, W) or (N, 3, H, W) in [0, 1]). Large images go through whole-image instance-norm
 statistics and overlapping tiles (:mod:`instyle.engine.inference.tiling`).
+
+A multi-style model (``load_model(path).styles`` lists its styles) stylizes in one of them,
+``stylize(x, style="wave")``, or in a mix, ``style={"wave": 0.6, "udnie": 0.4}``: the weights,
+normalized to sum 1, interpolate each instance norm's scale and shift. The style is baked into a
+single-style network once (:meth:`TransformerNet.single_style`, a few kept), so tiling, the bf16 copy
+and CUDA graphs run it as they run any model.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import math
 import os
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,7 +32,7 @@ from torch import Tensor
 
 from instyle.engine.color import PRESERVE_COLOR, WHOLE_IMAGE_METHODS, BandTransfer, preserve_color
 from instyle.engine.image import ImageError, load_pixels, pixels_to_float, resize_long_side, save_image
-from instyle.engine.catalog import resolve_model_path
+from instyle.engine.catalog import resolve_model
 from instyle.engine.cuda_graphs import ForwardGraphs
 from instyle.engine.modelfile import load_generator
 from instyle.engine.inference.tiling import BYTES_PER_PIXEL, auto_tile, stylize_tiled_rows
@@ -34,9 +42,14 @@ RUNTIMES = ("torch", "onnxruntime")
 
 
 class StyleModel:
-    """A generator ready for inference, with its metadata."""
+    """A generator ready for inference, with its metadata. A multi-style generator's ``style`` is the
+    one used when ``stylize`` names none (a bundled ``FILE:STYLE``), else None."""
 
-    def __init__(self, generator: torch.nn.Module, metadata: dict, name: str, source: Path | None = None) -> None:
+    BAKED = 4  # single-style networks of a multi-style model's styles and mixes kept
+
+    def __init__(
+        self, generator: torch.nn.Module, metadata: dict, name: str, source: Path | None = None, style: str | None = None
+    ) -> None:
         self.generator = generator
         self.metadata = metadata
         self.name = name
@@ -46,10 +59,37 @@ class StyleModel:
         # weight cache a capture cannot hold); False turns them off
         self.cuda_graphs = True
         self._graphs = ForwardGraphs()
+        self._baked: OrderedDict = OrderedDict()  # style weights -> single-style network
+        self.style = style
+        if style is not None:
+            self.style_weights(style)  # a name the file lacks is an error now, not at the first photo
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The names of a multi-style model's styles, in its order; () for a single-style model."""
+        return tuple(entry["name"] for entry in self.metadata.get("styles") or ())
+
+    def style_weights(self, style, what: str = "style") -> tuple[float, ...] | None:
+        """The weight of each of :attr:`styles` for ``style`` (a name, or a mapping of names to weights
+        >= 0, normalized to sum 1); None for a single-style model given none. ValueError naming ``what``."""
+        return mix_weights(style, self.styles, what, self.name)
+
+    def _generator(self, weights: tuple[float, ...] | None) -> torch.nn.Module:
+        """The network for ``weights``: the model's own, or a multi-style model's baked single-style one."""
+        if weights is None:
+            return self.generator
+        if weights not in self._baked:
+            self._baked[weights] = self.generator.single_style(torch.tensor(weights, dtype=torch.float32)).eval()
+            while len(self._baked) > self.BAKED:
+                self._baked.popitem(last=False)
+        self._baked.move_to_end(weights)
+        return self._baked[weights]
 
     def onnx_model(self):
         """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)
         and loaded into onnxruntime; see :mod:`instyle.engine.inference.onnx_runtime`."""
+        if self.styles:
+            raise ValueError("runtime onnxruntime does not run multi-style models yet; use runtime torch")
         if self._onnx is None:
             from instyle.engine.inference.onnx_runtime import load_cached_onnx
 
@@ -59,28 +99,31 @@ class StyleModel:
     def __repr__(self) -> str:
         return f"StyleModel({self.name!r}, arch={self.generator.config.get('arch')!r})"
 
-    def _placed(self, device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
-        """The generator on ``device`` in ``memory_format``, moved only when it is elsewhere: ``Module.to``
+    @staticmethod
+    def _placed(generator: torch.nn.Module, device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
+        """``generator`` on ``device`` in ``memory_format``, moved only when it is elsewhere: ``Module.to``
         walks every parameter (as long as a whole small stylization: docs/performance.md, "Placing the generator"),
         so its first spatial convolution weight stands for all of them."""
-        probe = next((p for p in self.generator.parameters() if p.dim() == 4 and min(p.shape[-2:]) > 1), None)
+        probe = next((p for p in generator.parameters() if p.dim() == 4 and min(p.shape[-2:]) > 1), None)
         placed = probe is not None and (
             probe.device.type == device.type
             and device.index in (None, probe.device.index)
             and probe.is_contiguous(memory_format=memory_format)
         )
         if not placed:
-            self.generator.to(device, memory_format=memory_format)
-        return self.generator
+            generator.to(device, memory_format=memory_format)
+        return generator
 
-    def _run_bf16(self, image: Tensor, device: torch.device, memory_format: torch.memory_format) -> Tensor:
+    def _run_bf16(self, image: Tensor, generator: torch.nn.Module, plan: _Plan) -> Tensor:
         """The whole image through a bf16 copy of the generator, outside autocast: autocast re-casts
         weights and activations at every layer, which costs about as much as the convolutions on a
         CPU, with the same error against fp32 (docs/performance.md, "Placing the generator"). Instance norm
         still accumulates its statistics in fp32."""
-        key = (id(self.generator), device, memory_format)
+        device, memory_format = plan.config.device, plan.config.memory_format
+        # keyed by the style, not the network's id: a baked network let go may leave its id to another
+        key = (id(self.generator), plan.weights, device, memory_format)
         if getattr(self, "_bf16_key", None) != key:
-            self._bf16_generator = copy.deepcopy(self.generator).to(device, torch.bfloat16, memory_format=memory_format)
+            self._bf16_generator = copy.deepcopy(generator).to(device, torch.bfloat16, memory_format=memory_format)
             self._bf16_key = key
         generator = self._bf16_generator
 
@@ -95,6 +138,7 @@ class StyleModel:
         self,
         image,
         *,
+        style: str | Mapping[str, float] | None = None,
         strength: float = 1.0,
         preserve: str = "none",
         max_size: int | None = None,
@@ -113,15 +157,19 @@ class StyleModel:
         image never exists as float32 (except for ``preserve`` "covariance" and "histogram",
         which need the whole stylized image's colours first).
 
+        ``style``: for a multi-style model (:attr:`styles`), a style's name or a mix ``{name: weight}``
+        (default: the style it was loaded as, ``FILE:STYLE``); a single-style model takes none.
+
         ``runtime="onnxruntime"`` runs the exported generator in fp32 on the CPU; images that
         need tiles still go through torch (tiling freezes statistics inside the network).
         """
         _check_options(self.generator, strength, preserve, tile, runtime)
+        weights = self.style_weights(self.style if style is None else style)
         config, onnx = self._resolve_runtime(runtime, device, dtype)
         given = Given.of(image)
         batch, unbatched = as_batch(image, max_size)
-        plan = _Plan(config, onnx, strength, preserve, tile, given.as_uint8, memory_budget(config.device))
-        generator = self._placed(config.device, config.memory_format)
+        plan = _Plan(config, onnx, strength, preserve, tile, given.as_uint8, memory_budget(config.device), weights)
+        generator = self._placed(self._generator(weights), config.device, config.memory_format)
         outputs = [self._stylize_one(single, generator, plan) for single in batch.split(1)]
         return given.result(outputs, unbatched)
 
@@ -160,7 +208,7 @@ class StyleModel:
         if plan.onnx is not None:
             return plan.onnx.run(whole)
         if config.autocast == torch.bfloat16:
-            return self._run_bf16(whole, config.device, config.memory_format)
+            return self._run_bf16(whole, generator, plan)
         x = whole.contiguous(memory_format=config.memory_format)
         if config.autocast is None and self.cuda_graphs:
             return self._graphs(generator, generator, x)
@@ -219,6 +267,7 @@ class _Plan:
     tile: int | None
     as_uint8: bool  # a PIL image comes back: finish in uint8 bands
     budget: int  # bytes an untiled forward may use
+    weights: tuple[float, ...] | None = None  # a multi-style model's style weights
 
 
 def check_look(strength: float, preserve: str) -> None:
@@ -363,10 +412,67 @@ def release_freed_memory() -> None:
 
 
 def load_model(name_or_path: str | os.PathLike) -> StyleModel:
-    """A bundled style by name (``instyle.list_models()``) or a model file path."""
-    path = resolve_model_path(name_or_path)
+    """A bundled style by name (``instyle.list_models()``: ``FILE:STYLE`` for a style inside a
+    multi-style file, which it then stylizes in by default) or a model file path."""
+    path, style = resolve_model(name_or_path)
     generator, metadata = load_generator(path)
-    return StyleModel(generator, metadata, metadata.get("style_name") or path.stem, source=path)
+    name = style or metadata.get("style_name") or path.stem
+    return StyleModel(generator, metadata, name, source=path, style=style)
+
+
+def parse_style_mix(text: str, what: str = "style_mix") -> dict[str, float]:
+    """``"a=0.6,b=0.4"``, ``"a=1"`` or ``"a"`` (weight 1) as ``{name: weight}``; ValueError naming
+    ``what`` where a part is no NAME=WEIGHT, a weight no number, or a name given twice (the weights are
+    checked by :func:`mix_weights`)."""
+    mix: dict[str, float] = {}
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or not all(parts):
+        raise ValueError(f"{what} {text!r}: expected NAME, or NAME=WEIGHT,NAME=WEIGHT,...")
+    for part in parts:
+        name, sep, number = (p.strip() for p in part.partition("="))
+        if not name or (sep and not number):
+            raise ValueError(f"{what} {text!r}: {part!r} is not NAME=WEIGHT")
+        try:
+            weight = float(number) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"{what} {text!r}: the weight of {name}, {number!r}, is not a number") from None
+        if name in mix:
+            raise ValueError(f"{what} {text!r}: style {name} is given twice")
+        mix[name] = weight
+    return mix
+
+
+def mix_weights(style, names: tuple[str, ...], what: str = "style", model: str = "this model") -> tuple[float, ...] | None:
+    """The weight of each style of ``names`` (a multi-style model's) for ``style``: a name, or a
+    mapping of names to weights >= 0, normalized to sum 1. None where ``names`` is empty (a
+    single-style model) and no style is given. ValueError naming ``what``."""
+    if not names:
+        if style is not None:
+            raise ValueError(f"{what}: {model} is a single-style model; a style or mix is for a multi-style model")
+        return None
+    if style is None:
+        raise ValueError(f"{what} is needed: {model} holds {len(names)} styles ({', '.join(names)}); name one or mix them")
+    mix = {style: 1.0} if isinstance(style, str) else style
+    if not isinstance(mix, Mapping) or not mix:
+        raise ValueError(f"{what} must be a style name or a mapping of style names to weights, got {style!r}")
+    unknown = [name for name in mix if name not in names]
+    if unknown:
+        raise ValueError(f"{what}: {model} has no style {unknown[0]!r}; its styles: {', '.join(names)}")
+    for name, weight in mix.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"{what}: the weight of {name} must be a finite number >= 0, got {weight!r}")
+    total = math.fsum(mix.values())
+    if total <= 0:
+        raise ValueError(f"{what}: the weights sum to 0; give at least one style a positive weight")
+    return tuple(mix.get(name, 0.0) / total for name in names)
+
+
+def mix_label(weights: tuple[float, ...], names: tuple[str, ...]) -> str:
+    """A style or mix as output file names show it: ``wave``, or ``wave60+udnie40`` (percent)."""
+    used = [(name, w) for name, w in zip(names, weights) if w > 0]
+    if len(used) == 1:
+        return used[0][0]
+    return "+".join(f"{name}{100 * w:.3g}" for name, w in used)
 
 
 @dataclass

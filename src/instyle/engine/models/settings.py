@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
-__all__ = ["Setting", "Entry", "NORM_STATE", "check_norm", "check_settings", "conv_state", "norm_state", "shown"]
+__all__ = [
+    "CONDITIONAL", "Setting", "Entry", "NORM_STATE", "check_norm", "check_settings", "conv_state", "norm_state", "shown",
+]
 
 
 def shown(value: Any, limit: int = 40) -> str:
@@ -73,23 +75,35 @@ NORM_STATE: dict[str, dict[str, Entry]] = {
 }
 
 
-def check_norm(norm: Any, prefix: str = "") -> None:
-    if not isinstance(norm, str) or norm not in NORM_STATE:
-        raise ValueError(f"{prefix}norm must be one of {', '.join(NORM_STATE)}, got {shown(norm)}")
+# Conditional instance norm (``instyle.nn.ConditionalInstanceNorm2d``): one (gamma, beta) row per style,
+# weight and bias (num_styles, C). Only a generator that takes a style (TransformerNet) may name it.
+CONDITIONAL = "conditional_instance"
 
 
-def norm_state(prefix: str, norm: str, channels: int) -> dict[str, Entry]:
-    """The entries of ``make_norm(norm, channels)`` stored under ``prefix``."""
+def check_norm(norm: Any, prefix: str = "", extra: tuple[str, ...] = ()) -> None:
+    """ValueError naming the setting unless ``norm`` is one a model file may name (or one of ``extra``)."""
+    names = (*NORM_STATE, *extra)
+    if not isinstance(norm, str) or norm not in names:
+        raise ValueError(f"{prefix}norm must be one of {', '.join(names)}, got {shown(norm)}")
+
+
+def norm_state(prefix: str, norm: str, channels: int, num_styles: int | None = None) -> dict[str, Entry]:
+    """The entries of ``make_norm(norm, channels)`` stored under ``prefix``; conditional instance norm's
+    rows (``num_styles``, C)."""
+    if norm == CONDITIONAL:
+        return {f"{prefix}.weight": Entry((num_styles, channels)), f"{prefix}.bias": Entry((num_styles, channels))}
     return {
         f"{prefix}.{name}": Entry(tuple(channels if d == -1 else d for d in entry.shape), entry.floating)
         for name, entry in NORM_STATE[norm].items()
     }
 
 
-def conv_state(prefix: str, in_channels: int, out_channels: int, kernel: int, norm: str) -> dict[str, Entry]:
+def conv_state(
+    prefix: str, in_channels: int, out_channels: int, kernel: int, norm: str, num_styles: int | None = None
+) -> dict[str, Entry]:
     """The entries of a ``ConvNormAct`` under ``prefix``: the conv has a bias only without a norm."""
     state = {f"{prefix}.conv.weight": Entry((out_channels, in_channels, kernel, kernel))}
     if norm == "none":
         state[f"{prefix}.conv.bias"] = Entry((out_channels,))
-    state.update(norm_state(f"{prefix}.norm_act.norm", norm, out_channels))
+    state.update(norm_state(f"{prefix}.norm_act.norm", norm, out_channels, num_styles))
     return state

@@ -8,7 +8,9 @@
 - :mod:`.schedule`: the cosine learning-rate schedule;
 - :mod:`.loop`: what every run shares: ``run_training()``, the driver, and TrainingRun, the
   checkpoint, resume, NaN guard, signals and model file around a task's steps;
-- :mod:`.trainer`: the Trainer of a style generator and ``train()``;
+- :mod:`.trainer`: the Trainer of a style generator;
+- :mod:`.multi`: the MultiStyleTrainer of a multi-style generator (several styles, or more for a base),
+  and ``train()``, which picks the run for a config;
 - :mod:`.adain`: the AdaIN decoder's run (``train_adain()``).
 """
 
@@ -29,6 +31,10 @@ from instyle.engine.training.data import (  # noqa: F401
 )
 from instyle.engine.training.loop import TrainingRun, caught_signals, cudnn_autotuning, run_training  # noqa: F401
 from instyle.engine.training.schedule import cosine_lr  # noqa: F401
-from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_sizes, stored_style_size, train  # noqa: F401
+from instyle.engine.training.trainer import Trainer, heldout_loss, resolve_defaults, stored_style_size  # noqa: F401
+from instyle.engine.training.multi import MultiStyleTrainer, train  # noqa: F401
 
-__all__ = ["ModelNotSaved", "TrainConfig", "TrainResult", "Trainer", "TrainingError", "TrainingInterrupted", "train"]
+__all__ = [
+    "ModelNotSaved", "MultiStyleTrainer", "TrainConfig", "TrainResult", "Trainer", "TrainingError", "TrainingInterrupted",
+    "train",
+]

@@ -70,10 +70,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, config) -> None:
-    """Write the checkpoint of ``state`` (and the current RNG states) to ``path``, atomically."""
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, config, extra: dict | None = None) -> None:
+    """Write the checkpoint of ``state`` (and the current RNG states) to ``path``, atomically; ``extra``:
+    entries a task adds (plain data, checked by the task when it resumes)."""
     atomic_torch_save(
         {
+            **(extra or {}),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -91,16 +93,19 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: TrainState, 
 
 
 def resume_checkpoint(
-    path: Path, model, optimizer, scheduler, config, may_change: Collection[str]
+    path: Path, model, optimizer, scheduler, config, may_change: Collection[str], check_extra=None
 ) -> tuple[TrainState, dict]:
     """Load the checkpoint at ``path`` into ``model``, ``optimizer`` and ``scheduler``, after checking
     its structure against them (:func:`check_checkpoint`) and that ``config`` continues the run it
-    holds (changing only the settings ``may_change`` names); returns the run's progress and the RNG
-    states, for :func:`set_rng_state` once setup is done."""
+    holds (changing only the settings ``may_change`` names), then ``check_extra(saved)`` (the task's
+    own entries; raises TrainingError); returns the run's progress and the RNG states, for
+    :func:`set_rng_state` once setup is done."""
     if not path.exists():
         raise TrainingError(f"resume: no checkpoint at {path}")
     saved = load_checkpoint(path, what="resume:")
     check_checkpoint(saved, path, model, optimizer, config, may_change)
+    if check_extra is not None:
+        check_extra(saved)
     for entry, target in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
         try:
             target.load_state_dict(saved[entry])

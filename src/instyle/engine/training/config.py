@@ -56,7 +56,16 @@ class TrainConfig:
     """The settings of a training run: one source of defaults, help and bounds (the CLI derives its
     flags from these fields). The loss fields may also be given flat (:func:`nests_loss`)."""
 
-    style: str = option("", help="a style image, a bundled style name, or a model file with style targets")
+    # several styles (a tuple of two or more, or any with base): one multi-style generator, whose every
+    # instance norm has a (gamma, beta) row per style (docs/multi_style.md)
+    style: str | tuple[str, ...] = option(
+        "", help="a style image, a bundled style name, or a model file with style targets; several: a multi-style model"
+    )
+    base: str | None = option(
+        None, metavar="MULTI_MODEL",
+        help="a multi-style model to add the --style painting(s) to: only their instance-norm scales and shifts "
+        "train, the convolutions and the other styles stay as they are",
+    )  # fmt: skip
     content: str | None = option(
         None, help="folder of content photos (default: the photos bundled with scikit-image)", metavar="CONTENT"
     )
@@ -88,7 +97,12 @@ class TrainConfig:
         default_factory=_TRAIN_LOSS,
         help="the perceptual loss; its style weight is for imagenet-vgg19 and becomes 40 on hed-vgg16",
     )
-    lr: float = option(1e-3, above=0, help="Adam learning rate")
+    # with --base only the new styles' scale and shift rows train: Adam moves each about lr a step, and
+    # at 1e-3 they take hundreds of steps to leave the base's mean (docs/multi_style.md, measured)
+    lr: float | None = option(
+        None, above=0, help="Adam learning rate (default: 1e-3; 3e-2 with --base, where only the style rows train)",
+        metavar="LR",
+    )  # fmt: skip
     lr_final_fraction: float = option(0.1, min=0, help="the learning rate decays on a cosine to lr x this")
     seed: int = option(0, help="seed of the weights, crops and flips")
     device: str = device_option()
@@ -119,9 +133,21 @@ class TrainConfig:
     cuda_graph: bool = option(True, help="replay each CUDA training step as a CUDA graph")
     save_dtype: str = option("fp32", choices=("fp32", "fp16"), help="model file precision")
 
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """Each style given, as given."""
+        return (self.style,) if isinstance(self.style, str) else tuple(self.style)
+
+    @property
+    def multi_style(self) -> bool:
+        """Whether the run trains a multi-style generator: several styles, or styles added to a base."""
+        return self.base is not None or len(self.styles) > 1
+
     def to_json(self) -> dict:
         """The settings as recorded in checkpoints and model files (the loss nested under "loss")."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not isinstance(self.style, str):
+            data["style"] = list(self.style)
         data["loss"] = self.loss.to_json()
         return data
 
@@ -137,6 +163,8 @@ class TrainConfig:
         if isinstance(loss, dict):
             loss_data.update(loss)
         names = {f.name for f in fields(cls)} - {"loss"}
+        if isinstance(data.get("style"), list):
+            data["style"] = tuple(data["style"])
         config = cls(**{k: v for k, v in data.items() if k in names})
         if loss_data:
             defaults = config.loss.to_json()
@@ -149,6 +177,9 @@ class TrainConfig:
 RESUME_MAY_CHANGE = frozenset({
     "iterations", "checkpoint_every", "sample_every", "eval_every", "eval_content", "patience", "log_dir",
     "resume", "output", "style", "content", "device", "compile", "cuda_graph", "save_dtype",
+    # where the paintings and a base model are, not what they are: a multi-style checkpoint records
+    # each style's painting and the base's sha256, and a resume compares them
+    "base",
     # how the loss network and style weight were chosen, not what they are (both are compared)
     "follow_style_targets", "rescale_style_weight", "style_weight_network",
 })  # fmt: skip
@@ -194,6 +225,10 @@ class TrainingInterrupted(RuntimeError):
         self.step = step
 
 
+DEFAULT_LR = 1e-3
+BASE_LR = 3e-2  # with base: the new styles' rows alone
+
+
 def check_config(config: TrainConfig) -> None:
     """Refuse values no training can use before any work is done: the bounds the fields declare
     (:func:`instyle.engine.config.check_config`), then what they cannot say alone. Raises
@@ -201,13 +236,18 @@ def check_config(config: TrainConfig) -> None:
     check_fields(config)
     if config.patience and not config.eval_content:
         raise ConfigError("patience", "needs eval_content: the held-out photos it judges by")
-    # a model file never replaces a photo or the painting it learns from
+    if not all(isinstance(spec, str) and spec for spec in config.styles):
+        raise ConfigError("style", f"must name each style (an image, a bundled style or a model file), got {config.style!r}")
+    # a model file never replaces a photo, the painting it learns from or the model it extends
     output = Path(config.output)
     if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise ConfigError("output", f"{output}: the model is a safetensors file, not an image; name it MODEL.safetensors")
-    if output.exists() and Path(config.style).exists() and output.samefile(config.style):
-        style = "style (a model file with style targets)" if output.suffix.lower() == ".safetensors" else "style image"
-        raise ConfigError("output", f"{output} is the {style}; choose another output path")
+    for spec in config.styles:
+        if output.exists() and Path(spec).exists() and output.samefile(spec):
+            style = "style (a model file with style targets)" if output.suffix.lower() == ".safetensors" else "style image"
+            raise ConfigError("output", f"{output} is the {style}; choose another output path")
+    if config.base is not None and output.exists() and Path(config.base).exists() and output.samefile(config.base):
+        raise ConfigError("output", f"{output} is the base model; write the model with more styles to another path")
     check_outputs(config)
 
 

@@ -108,21 +108,30 @@ class TrainingRun:
     def _resume(self) -> dict:
         """The checkpoint, checked, into the model, optimizer and schedule; its RNG states returned."""
         self.state, rng = ckpt.resume_checkpoint(
-            self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.config, self.resume_may_change
-        )
+            self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.config, self.resume_may_change,
+            check_extra=self._check_resumed,
+        )  # fmt: skip
         self._good_checkpoint = self.checkpoint_path
         if self.state.history:  # a finished run resumed to save its model: the losses of its last step
             self.losses = {k: v for k, v in self.state.history[-1].items() if k != "step"}
         return rng
 
+    def _checkpoint_extra(self) -> dict:
+        """Entries the task adds to each checkpoint (none by default)."""
+        return {}
+
+    def _check_resumed(self, saved: dict) -> None:
+        """Check the task's own checkpoint entries before a resume (nothing by default)."""
+
     def _ready(self) -> None:
         """What the steps need once everything is loaded (nothing by default)."""
 
     def _use_adam(self, lr: float, schedule: Callable[[int], float]) -> None:
-        """Adam on the model's weights at ``lr``, times ``schedule(step)`` (LambdaLR)."""
+        """Adam on the model's weights that train (``requires_grad``) at ``lr``, times ``schedule(step)`` (LambdaLR)."""
         # fused: one kernel for the whole update on CUDA instead of several per parameter tensor
         fused = True if self.devices.device.type == "cuda" else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=fused)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=lr, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
 
     # ---------------------------------------------------------------------------- steps
@@ -221,7 +230,10 @@ class TrainingRun:
         bad = ckpt.nonfinite_state(self.model, self.optimizer)
         if bad:
             raise TrainingError(f"{bad} became NaN or inf by step {self.state.step}; stopped without saving ({self._last_good()})")
-        ckpt.save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.state, self.config)
+        ckpt.save_checkpoint(
+            self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.state, self.config,
+            self._checkpoint_extra(),
+        )  # fmt: skip
         self._good_checkpoint = self.checkpoint_path
         write_log(self.state.history, self.log_dir, self.state.heldout, plot=False)  # a plot costs more
 

@@ -1,6 +1,7 @@
 """Training a feed-forward stylization generator against the VGG descriptor network.
 
-``train(TrainConfig(...))`` runs the loop (:func:`~instyle.engine.training.loop.run_training`) and
+``train(TrainConfig(...))`` (:mod:`instyle.engine.training.multi`, which also trains multi-style
+generators) runs the loop (:func:`~instyle.engine.training.loop.run_training`) and
 returns a ``TrainResult``; it prints nothing (the CLI passes ``on_step`` for its progress bar).
 Everything a resume needs is saved (:mod:`instyle.engine.training.checkpoint`), and the data order
 depends only on ``(seed, step)`` (:mod:`instyle.engine.training.data`), so N steps straight equal
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -23,25 +23,13 @@ from torch import Tensor
 from instyle import __version__
 from instyle.engine.device import DeviceConfig
 from instyle.engine.losses import PerceptualLoss
+from instyle.engine.modelfile import StyleTargets
 from instyle.engine.targets import adopt_target_weights, apply_targets, compute_style_targets, resolve_style
-from instyle.engine.training.config import RESUME_MAY_CHANGE, TrainConfig, TrainingError, TrainResult, check_config
+from instyle.engine.training.config import BASE_LR, DEFAULT_LR, RESUME_MAY_CHANGE, TrainConfig, TrainingError, check_config
 from instyle.engine.training.data import batch_for_step, crop_source, heldout_crops, load_content_set
 from instyle.engine.training.log import save_samples
-from instyle.engine.training.loop import TrainingRun, run_training
+from instyle.engine.training.loop import TrainingRun
 from instyle.engine.training.schedule import cosine_lr
-
-
-def train(
-    config: TrainConfig,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-    handle_signals: bool = True,
-    extractor: torch.nn.Module | None = None,
-) -> TrainResult:
-    """Train the generator ``config`` describes; ``extractor`` replaces the VGG (tests).
-
-    ``on_step(step, losses)`` follows each step. With ``handle_signals``, SIGINT and SIGTERM end
-    the run after the step under way: a checkpoint is written and TrainingInterrupted raised."""
-    return run_training(Trainer(config, extractor), on_step, handle_signals)
 
 
 class Trainer(TrainingRun):
@@ -66,15 +54,18 @@ class Trainer(TrainingRun):
         if config.batch_size % self.world:
             raise TrainingError(f"batch_size {config.batch_size} must be divisible by the {self.world} processes")
         devices = DeviceConfig.resolve(config.device, config.dtype, "train")
-        self.source = resolve_style(config.style)  # names the problem: unknown style, no targets, unreadable image
-        if self.source.targets is not None:
-            config = dataclasses.replace(config, style_size=stored_style_size(self.source, config.style, config.style_size))
-        config = adopt_target_weights(config, self.source)
-        self.config = resolve_sizes(config, devices.device)
+        self.config = resolve_defaults(self._resolve_styles(config), devices.device)
         if self.world > 1 and devices.device.type == "cuda":
             devices = dataclasses.replace(devices, device=torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
             torch.cuda.set_device(devices.device)
         self.devices = devices
+
+    def _resolve_styles(self, config: TrainConfig) -> TrainConfig:
+        """The style (``self.source``), and the config with the style size and loss it implies."""
+        self.source = resolve_style(config.style)  # names the problem: unknown style, no targets, unreadable image
+        if self.source.targets is not None:
+            config = dataclasses.replace(config, style_size=stored_style_size(self.source, config.style, config.style_size))
+        return adopt_target_weights(config, self.source)
 
     def _build_model(self) -> None:
         """The generator (seeded), its optimizer and learning-rate schedule."""
@@ -97,15 +88,22 @@ class Trainer(TrainingRun):
         self.loss_fn = PerceptualLoss.from_config(config.loss, self.extractor).to(
             device, memory_format=self.devices.loss_memory_format
         )
-        # The targets are computed once, in fp32 (also under dtype bf16), so a style given by its stored
-        # targets trains exactly like the image they were computed from; the model file keeps them.
-        self.style_targets = self.source.targets or compute_style_targets(
-            self.source.image, style_size=config.style_size, layers=config.loss.style_layers,
-            extractor=self.loss_fn.extractor, style_name=self.source.name, style_sha256=self.source.style_sha256,
-            device=device,
-        )  # fmt: skip
-        apply_targets(self.loss_fn, self.style_targets, what=f"style {config.style}")
+        self._load_targets()
         self.eval_data = heldout_crops(config) if config.eval_content else None
+
+    def _load_targets(self) -> None:
+        """The style targets, into the loss (and the model file)."""
+        self.style_targets = self._targets_of(self.source)
+        apply_targets(self.loss_fn, self.style_targets, what=f"style {self.config.style}")
+
+    def _targets_of(self, source) -> StyleTargets:
+        """A style's targets: stored ones, or computed once, in fp32 (also under dtype bf16), so that a
+        style given by its stored targets trains exactly like the image they were computed from."""
+        return source.targets or compute_style_targets(
+            source.image, style_size=self.config.style_size, layers=self.config.loss.style_layers,
+            extractor=self.loss_fn.extractor, style_name=source.name, style_sha256=source.style_sha256,
+            device=self.devices.device,
+        )  # fmt: skip
 
     def _ready(self) -> None:
         """The modules the steps run: DDP under torchrun, compiled with ``config.compile``; the plain
@@ -122,9 +120,12 @@ class Trainer(TrainingRun):
             # static shapes: every step has the same; dynamic=False keeps a recompile from turning them symbolic
             self._train_model = torch.compile(self._train_model, dynamic=False)
             self._step_loss = torch.compile(self.loss_fn, dynamic=False)
+        # (not for a multi-style run: its style changes from step to step, which a replay would have to
+        # read from tensors updated in place; not verified on a GPU yet)
         self._use_graph = (
             config.cuda_graph and self.devices.device.type == "cuda" and self.world == 1 and config.arch == "transformer"
-        )
+            and not config.multi_style
+        )  # fmt: skip
         self._local = config.batch_size // self.world
 
     # ---------------------------------------------------------------------------- steps
@@ -152,6 +153,12 @@ class Trainer(TrainingRun):
             "style_name": self.source.name,
             "style_sha256": self.style_targets.style_sha256,
             "style_source": self.source.to_json(),
+            **self._run_metadata(best_heldout, best_step),
+        }
+
+    def _run_metadata(self, best_heldout: dict | None, best_step: int) -> dict:
+        """What the model file records of the run besides its style."""
+        return {
             "vgg_weights_sha256": getattr(self.loss_fn.extractor, "weights_sha256", None),
             "final_losses": {k: v for k, v in self.losses.items() if k != "images_per_s"},
             "heldout_losses": best_heldout,
@@ -194,11 +201,13 @@ def stored_style_size(source, style: str, requested: int | None) -> int:
     return recorded
 
 
-def resolve_sizes(config: TrainConfig, device: torch.device) -> TrainConfig:
-    """Fill in the device-dependent defaults (crop and style sizes)."""
+def resolve_defaults(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """Fill in the defaults that depend on the device (crop and style sizes) or on the run (the
+    learning rate: higher where only a base's new style rows train)."""
     image_size = config.image_size or (256 if device.type == "cuda" else 128)
     style_size = config.style_size or 3 * image_size
-    return dataclasses.replace(config, image_size=image_size, style_size=style_size)
+    lr = config.lr or (BASE_LR if config.base is not None else DEFAULT_LR)
+    return dataclasses.replace(config, image_size=image_size, style_size=style_size, lr=lr)
 
 
 def _distributed() -> tuple[int, int]:
