@@ -60,6 +60,7 @@ def test_strength_zero_is_the_content_and_max_size_resizes(model_file):
     image = torch.rand(3, 40, 60)
     torch.testing.assert_close(model.stylize(image, strength=0.0), image, atol=1e-6, rtol=0)
     assert model.stylize(image, max_size=30).shape == (3, 20, 30)
+    assert model.stylize(image, max_size=120).shape == (3, 40, 60)  # at most: never enlarged
     with pytest.raises(ValueError, match="strength must be in"):
         model.stylize(image, strength=1.5)
 

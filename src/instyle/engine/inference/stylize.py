@@ -291,7 +291,7 @@ def _check_options(generator: torch.nn.Module, strength: float, preserve: str, t
 
 def as_batch(image, max_size: int | None) -> tuple[Tensor, bool]:
     """``image`` as a batch (N, 3, H, W), float or uint8 (8-bit images stay uint8, a quarter of
-    float32's memory, until a tile needs them), resized to ``max_size``; and whether it was one
+    float32's memory, until a tile needs them), scaled down to a long side of ``max_size`` if longer; and whether it was one
     image (3, H, W)."""
     x = load_pixels(image) if not isinstance(image, Tensor) else image
     unbatched = x.dim() == 3
@@ -300,7 +300,7 @@ def as_batch(image, max_size: int | None) -> tuple[Tensor, bool]:
         raise ValueError(f"image must be RGB (3, H, W) or a batch (N, 3, H, W), got shape {tuple(x.shape)}")
     if not (batch.is_floating_point() or batch.dtype == torch.uint8):
         raise ValueError(f"image must be float in [0, 1] or uint8 pixels, got {batch.dtype}")
-    if max_size is not None:
+    if max_size is not None and max(batch.shape[-2:]) > max_size:  # at most max_size: never enlarged
         batch = torch.stack([resize_long_side(pixels_to_float(img), max_size) for img in batch])
     return batch, unbatched
 
