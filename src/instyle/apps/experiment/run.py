@@ -23,6 +23,7 @@ from instyle.apps.experiment.report import markdown, portable_command, portable_
 from instyle.engine.device import describe_device, resolve_device
 from instyle.engine.fileio import write_atomic
 from instyle.engine.image import ImageError, default_content_images, iter_image_files, load_image, save_image
+from instyle.engine.training.config import DEFAULT_LR
 from instyle.engine.losses import PerceptualLoss
 from instyle.engine.modelfile import ModelFileError
 from instyle.engine.targets import (
@@ -263,6 +264,8 @@ def run_in_vs_bn(
         "load_start": measures.load_average(),
     }
     progress = on_progress or (lambda message: None)
+    # the learning rate the runs will use, recorded as such (TrainConfig leaves it to the run: None)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=config.train.lr or DEFAULT_LR))
     setup = _prepare(config, extractor, progress)
     config = setup.config
     report = _report_head(setup, clock)
