@@ -101,3 +101,94 @@ def test_models_sheet_refuses_bad_paths_before_any_work(tmp_path, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [*(["taken.png"] if case == "a folder" else []), *([photo.name] if case == "not an image" else [])]
     )
+
+
+# ---------------------------------------------------------------------------- the web page
+
+gr = pytest.importorskip("gradio", reason="instyle serve needs gradio (pip install 'instyle[web]')")
+
+from instyle.apps.serve import NO_MIX, RequestError, ServeLimits, StyleService, _style_tiles, load_styles  # noqa: E402
+from instyle.engine.image import load_image  # noqa: E402
+from instyle.engine.inference.stylize import load_model  # noqa: E402
+
+from .test_serve import _chromium, _free_port, _photo, _serve, page  # noqa: E402,F401
+
+
+@pytest.fixture
+def multi_service(tmp_path, monkeypatch):
+    import instyle.apps.serve
+
+    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: ["udnie"])  # one bundled style beside
+    multi_file(tmp_path / "multi.safetensors", ("wave", "cezanne"))
+    return StyleService(load_styles([tmp_path / "multi.safetensors"]), ServeLimits(max_size=64))
+
+
+def test_the_page_lists_each_style_of_a_multi_style_file_and_mixes_two_of_them(multi_service, tmp_path):
+    assert list(multi_service.styles) == ["wave", "cezanne", "udnie"]
+    assert multi_service.mix_choices() == [NO_MIX, "wave", "cezanne"]  # udnie is a file of its own
+    photo = _photo(tmp_path / "photo.png", 40, 30)
+    got = np.asarray(multi_service(photo, "wave", 1.0, "none", None, "cezanne", 0.25), dtype=np.float32)
+    expected = load_model(tmp_path / "multi.safetensors").stylize(load_image(photo), style={"wave": 0.75, "cezanne": 0.25}, dtype="fp32")
+    assert np.abs(got / 255 - expected.permute(1, 2, 0).numpy()).max() <= 1 / 255 + 1e-6
+    alone = np.asarray(multi_service(photo, "wave", 1.0, "none"), dtype=np.float32)
+    assert np.array_equal(alone, np.asarray(multi_service(photo, "wave", 1.0, "none", None, NO_MIX, 0.7), dtype=np.float32))
+    assert np.array_equal(alone, np.asarray(multi_service(photo, "wave", 1.0, "none", None, "cezanne", 0.0), dtype=np.float32))
+    assert np.abs(alone - got).mean() > 1
+
+
+@pytest.mark.parametrize("mix_with, mix", [("udnie", 0.5), ("wave", 0.5), ("nope", 0.5), ("cezanne", 1.5), ("cezanne", "x")])
+def test_a_mix_the_page_cannot_make_gets_a_short_message(multi_service, tmp_path, mix_with, mix):
+    with pytest.raises(RequestError, match="^(Only two styles of one multi-style model mix|The mix must be a number)"):
+        multi_service(_photo(tmp_path / "photo.png", 20, 20), "wave", 1.0, "none", None, mix_with, mix)
+
+
+def test_style_tiles_are_the_bundled_paintings_else_a_small_stylized_photo(multi_service):
+    tiles = _style_tiles(multi_service)
+    assert [name for _, name in tiles] == ["wave", "cezanne", "udnie"]
+    bundled = tiles[2][0]
+    assert bundled == str(catalog.STYLES_DIR / "thumbs" / "udnie.jpg") and os.path.getsize(bundled) < 10_000
+    rendered = [Image.open(path) for path, _ in tiles[:2]]
+    assert all(image.size == (96, 96) for image in rendered)
+    assert np.abs(np.asarray(rendered[0], dtype=np.float32) - np.asarray(rendered[1], dtype=np.float32)).mean() > 1
+
+
+def test_every_bundled_style_has_a_small_thumbnail_of_its_painting():
+    for style in catalog.bundled_styles():
+        thumb = catalog.style_thumbnail(style.path, style.style)
+        assert thumb is not None, style.name
+        assert Image.open(thumb).size == (96, 96) and thumb.stat().st_size < 10_000
+
+
+@pytest.fixture(scope="module")
+def multi_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve-multi")
+    multi_file(folder / "multi.safetensors", ("wave", "cezanne"))
+    yield from _serve(folder, "--port", str(_free_port()), "--max-size", "200", "--model", str(folder / "multi.safetensors"))
+
+
+@pytest.mark.browser
+def test_page_picks_a_style_from_its_thumbnail_and_mixes_two(multi_server, page, tmp_path):  # noqa: F811
+    page.goto(multi_server.url)
+    page.wait_for_selector("#stylize")
+    tiles = page.locator("#style-gallery img")
+    names = list(catalog.list_models())
+    count = 3 + len(names)  # tiny, wave, cezanne, then the bundled styles
+    page.wait_for_function(f"() => document.querySelectorAll('#style-gallery img').length === {count}")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#style-gallery img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    tiles.nth(2).click()  # cezanne, a style of the multi-style file
+    page.wait_for_function("() => document.querySelector('#style input').value === 'cezanne'")
+    page.click("#mix-with input")
+    page.locator("#mix-with [role=option]").filter(has_text="wave").first.click()
+    page.locator("#mix-with input").blur()
+    assert page.locator("#mix-with input").input_value() == "wave"
+    page.locator("#photo input[type=file]").set_input_files(_photo(tmp_path / "photo.png", 120, 80))
+    page.click("#stylize")
+    page.wait_for_function("() => { const i = document.querySelector('#result img'); return i && i.complete && i.naturalWidth === 120 }")
+    page.screenshot(path=tmp_path / "mixed.png")
+    if names:  # a bundled style's tile picks it too
+        name = tiles.nth(3).get_attribute("alt")  # the caption: the style list's name
+        assert name.startswith(names[0])
+        tiles.nth(3).click()
+        page.wait_for_function(f"() => document.querySelector('#style input').value === {name!r}")

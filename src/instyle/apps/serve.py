@@ -632,7 +632,7 @@ def _style_picker(gr, service: StyleService, names: list[str]):
         gr.set_static_paths(sorted({str(Path(path).parent) for path, _ in tiles}))
         gallery = gr.Gallery(
             tiles, label="Styles", columns=6, height="auto", allow_preview=False, object_fit="cover",
-            format="jpeg", interactive=False, elem_id="style-gallery",
+            format="jpeg", interactive=False, buttons=[], elem_id="style-gallery",
         )  # fmt: skip
     style = gr.Dropdown(names, value=names[0], label="Style", elem_id="style")
     if styles:
