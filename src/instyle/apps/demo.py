@@ -63,3 +63,44 @@ def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
     y, x = (size - crop.shape[1]) // 2, (size - crop.shape[2]) // 2
     canvas[:, y : y + crop.shape[1], x : x + crop.shape[2]] = crop
     return canvas
+
+
+SHEET_PHOTO = "astronaut"  # the contact sheet's default photo: one of the demo's
+SHEET_LABEL = 18  # pixels of label under each tile
+
+
+def style_sheet(photo: torch.Tensor, size: int = 256, columns: int = 4, device: str = "auto"):
+    """One photo in every bundled style (each style of a multi-style file too) as a PIL contact
+    sheet: the photo first, then one tile per style, each with its name under it. ``photo`` is a
+    (3, H, W) float tensor; it is scaled to a long side of ``size`` and each result centre-cropped
+    to ``size`` x ``size``. ValueError when there is no bundled style."""
+    from instyle.engine.catalog import list_models
+    from instyle.engine.image import resize_long_side, to_pil
+    from instyle.engine.inference.stylize import load_model
+
+    names = list_models()
+    if not names:
+        raise ValueError("no bundled styles in this installation: nothing to put on a contact sheet")
+    small = resize_long_side(photo, size)
+    tiles = [("photo", _fit(small, size))]
+    for name in names:
+        tiles.append((name, _fit(load_model(name).stylize(small, device=device), size)))
+    return labelled_grid([(label, to_pil(tile)) for label, tile in tiles], size, columns)
+
+
+def labelled_grid(tiles, size: int, columns: int):
+    """``(label, PIL image of size x size)`` pairs on a white sheet, ``columns`` a row, each label
+    under its tile (PIL's default font, so that no font file is needed)."""
+    from PIL import Image, ImageDraw
+
+    pad, columns = 4, max(1, min(columns, len(tiles)))
+    rows = -(-len(tiles) // columns)
+    cell_w, cell_h = size + pad, size + SHEET_LABEL + pad
+    sheet = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (label, tile) in enumerate(tiles):
+        x, y = pad + (index % columns) * cell_w, pad + (index // columns) * cell_h
+        sheet.paste(tile, (x, y))
+        text = label if draw.textlength(label) <= size else label[: max(1, size // 7)] + "..."
+        draw.text((x + 2, y + size + 3), text, fill="black")
+    return sheet

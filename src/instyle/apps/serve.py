@@ -21,6 +21,7 @@ Gradio is an optional dependency: ``pip install 'instyle[web]'``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
@@ -38,7 +39,7 @@ from typing import Mapping, Sequence
 import torch
 from PIL import Image
 
-from instyle.engine.catalog import adain_decoder_path, list_models
+from instyle.engine.catalog import adain_decoder_path, list_models, style_thumbnail
 from instyle.engine.color import PRESERVE_COLOR
 from instyle.engine.config import ConfigError
 from instyle.engine.image import ImageError, load_image, max_pixels_limit, to_pil
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_UPLOAD_MAX_AGE",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "NO_MIX",
     "PAINTING",
     "PRESERVE_CHOICES",
     "RequestError",
@@ -61,6 +63,7 @@ __all__ = [
     "UploadGuard",
     "load_painting_model",
     "load_styles",
+    "mixable",
     "build_app",
     "launch",
 ]
@@ -76,6 +79,7 @@ DEFAULT_UPLOAD_MAX_AGE = 900.0  # seconds
 DEFAULT_MAX_SIZE = 1024  # long side of the result, in pixels: a CPU answers in seconds
 DEFAULT_QUEUE_SIZE = 8  # requests waiting behind the running one; more are turned away
 PRESERVE_CHOICES = PRESERVE_COLOR  # the web page offers what stylize accepts
+NO_MIX = "(no mix)"  # the mix list's first entry: the picked style alone
 PAINTING = "Your painting"  # the style list's entry for the painting the visitor uploads (AdaIN)
 
 _log = logging.getLogger(__name__)
@@ -113,6 +117,19 @@ class ServeLimits:
         max_pixels_limit(self.max_pixels)  # raises on a bad value or a bad $INSTYLE_MAX_PIXELS
 
 
+def _each_style(model: StyleModel) -> list[StyleModel]:
+    """A model as the page lists it: a multi-style file given whole as one entry per style, each
+    sharing the file's network (so that two of them mix); any other model as it is."""
+    if not model.styles or model.style is not None:
+        return [model]
+    return [StyleModel(model.generator, model.metadata, name, source=model.source, style=name) for name in model.styles]
+
+
+def mixable(first: StyleModel, second: StyleModel) -> bool:
+    """Whether two listed styles mix: two styles of one multi-style network."""
+    return first is not second and first.style is not None and second.style is not None and first.generator is second.generator
+
+
 def load_styles(model_paths: Sequence[str | os.PathLike] = (), *, required: bool = True) -> dict[str, StyleModel]:
     """The bundled styles and the given model files, loaded once, by the name the page shows.
 
@@ -121,13 +138,13 @@ def load_styles(model_paths: Sequence[str | os.PathLike] = (), *, required: bool
     """
     styles: dict[str, StyleModel] = {}
     for source in [*model_paths, *list_models()]:  # the files asked for first (the page's default), then bundled
-        model = load_model(source)
-        name = model.name
-        if name in styles:  # two files with one style name: tell them apart by file name
-            name = f"{model.name} ({Path(source).name})"
-        if name in styles:
-            raise ModelFileError(f"--model {source}: given twice")
-        styles[name] = model
+        for model in _each_style(load_model(source)):
+            name = model.name
+            if name in styles:  # two files with one style name: tell them apart by file name
+                name = f"{model.name} ({Path(source).name})"
+            if name in styles:
+                raise ModelFileError(f"--model {source}: given twice")
+            styles[name] = model
     if not styles and required:
         raise ValueError(
             "no styles to serve: no style is bundled yet, pass --model PATH (a trained .safetensors) "
@@ -184,12 +201,13 @@ class StyleService:
 
     def __call__(
         self, upload: str | os.PathLike | None, style: str, strength: float, preserve: str,
-        painting: str | os.PathLike | None = None,
+        painting: str | os.PathLike | None = None, mix_with: str | None = None, mix: float = 0.0,
     ) -> Image.Image:  # fmt: skip
         """Stylize ``upload`` (a file path) with ``style``, one of :attr:`choices` (for
-        :data:`PAINTING`, in the style of ``painting``, a file path); raises RequestError with a
-        message for the page."""
-        return self._worker.submit(self._job, upload, style, strength, preserve, painting).result()
+        :data:`PAINTING`, in the style of ``painting``, a file path), mixed with the style
+        ``mix_with`` by ``mix`` in [0, 1] (the second style's share; two styles of one multi-style
+        model); raises RequestError with a message for the page."""
+        return self._worker.submit(self._job, upload, style, strength, preserve, painting, mix_with, mix).result()
 
     def _job(self, *request) -> Image.Image:
         try:
@@ -197,14 +215,15 @@ class StyleService:
         finally:
             release_freed_memory()  # glibc keeps a job's freed memory otherwise
 
-    def _stylize(self, upload, style, strength, preserve, painting) -> Image.Image:
+    def _stylize(self, upload, style, strength, preserve, painting, mix_with=None, mix=0.0) -> Image.Image:
         if upload is None:
             raise RequestError("Upload a photo first.")
         model = self._model(style, painting)
         strength = _checked_look(strength, preserve)
+        extra = self._mix(model, mix_with, mix)
         image = self._read(upload, "Photo")  # (3, H, W)
-        # the painting as pixels, read by the photo's rules; AdaIN takes its statistics at 512 px
-        extra = {} if model is not self.adain else {"style": self._read(painting, "Painting")}
+        if model is self.adain:  # the painting as pixels, read by the photo's rules; AdaIN takes its statistics at 512 px
+            extra = {"style": self._read(painting, "Painting")}
         max_size = self.limits.max_size
         if max_size is not None and max(image.shape[-2:]) <= max_size:
             max_size = None  # a cap: smaller photos keep their size (stylize would enlarge them)
@@ -240,6 +259,23 @@ class StyleService:
         if model is None:
             raise RequestError("Pick one of the listed styles.")
         return model
+
+    def _mix(self, model, mix_with: str | None, mix) -> dict:
+        """``stylize``'s ``style`` for a mix of ``model``'s style with ``mix_with`` (its share
+        ``mix``); {} for no mix (no second style, or a share of 0)."""
+        if not mix_with or mix_with == NO_MIX:
+            return {}
+        if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0 <= mix <= 1:
+            raise RequestError("The mix must be a number from 0 to 1.")
+        other = self.styles.get(mix_with)
+        if other is None or not isinstance(model, StyleModel) or not mixable(model, other):
+            raise RequestError("Only two styles of one multi-style model mix: pick two of its styles.")
+        return {"style": {model.style: 1.0 - mix, other.style: float(mix)}} if mix > 0 else {}
+
+    def mix_choices(self) -> list[str]:
+        """The styles that mix with another listed style (of one multi-style model), after :data:`NO_MIX`."""
+        mixes = [name for name, model in self.styles.items() if any(mixable(model, o) for o in self.styles.values())]
+        return [NO_MIX, *mixes] if mixes else []
 
     def _read(self, upload: str | os.PathLike, what: str) -> torch.Tensor:
         """The upload as (3, H, W) in [0, 1]: bytes, then header pixels, then decoding; a
@@ -503,6 +539,36 @@ def _own_upload_folder() -> Path:
     return folder
 
 
+THUMB_SIZE = 96  # px: the style picker's tiles
+
+
+def _style_tiles(service: StyleService) -> list[tuple[str, str]]:
+    """(picture file, name) of each listed generator, for the page's style picker: a bundled
+    style's painting thumbnail (``styles/thumbs``), else a small built-in photo (scikit-image's
+    ``chelsea``) in that style, written once to a folder of this process (a model file holds no
+    painting). Both folders are Gradio static paths: served as they are, never copied into the
+    upload folder, whose sweep would remove them."""
+    tiles, folder = [], None
+    for name, model in service.styles.items():
+        thumb = style_thumbnail(model.source, model.style)
+        if thumb is None:
+            if folder is None:
+                folder = Path(tempfile.mkdtemp(prefix="instyle-serve-tiles-"))
+                atexit.register(shutil.rmtree, folder, True)
+            thumb = folder / f"{len(tiles)}.jpg"
+            to_pil(model.stylize(_built_in_tile(), dtype="fp32")).save(thumb, format="JPEG", quality=85)
+        tiles.append((str(thumb), name))
+    return tiles
+
+
+def _built_in_tile() -> torch.Tensor:
+    """scikit-image's ``chelsea``, centre-cropped and scaled to THUMB_SIZE px."""
+    import skimage.data  # only for a model without a thumbnail
+    from PIL import ImageOps
+
+    return load_image(ImageOps.fit(Image.fromarray(skimage.data.chelsea()), (THUMB_SIZE, THUMB_SIZE)))
+
+
 # ------------------------------------------------------------------------------------------ page
 
 
@@ -555,6 +621,42 @@ def _painting_input(gr, service: StyleService, style):
     return painting
 
 
+def _style_picker(gr, service: StyleService, names: list[str]):
+    """The style list, under a gallery of the styles' paintings (a bundled style's thumbnail, else
+    a small photo in that style): a click on a tile picks its style in the list, in the browser's
+    own round trip outside the one-job queue. The list stays the request's input (and the way to
+    :data:`PAINTING`)."""
+    styles = list(service.styles)
+    if styles:
+        tiles = _style_tiles(service)
+        gr.set_static_paths(sorted({str(Path(path).parent) for path, _ in tiles}))
+        gallery = gr.Gallery(
+            tiles, label="Styles", columns=6, height="auto", allow_preview=False, object_fit="cover",
+            format="jpeg", interactive=False, buttons=[], elem_id="style-gallery",
+        )  # fmt: skip
+    style = gr.Dropdown(names, value=names[0], label="Style", elem_id="style")
+    if styles:
+
+        def pick(event) -> str:
+            return styles[event.index]
+
+        pick.__annotations__["event"] = gr.SelectData  # Gradio passes the click by this hint (no string)
+        gallery.select(pick, None, style, queue=False, api_visibility="private")
+    return style
+
+
+def _mix_inputs(gr, service: StyleService):
+    """A second style and the mix slider, for styles of one multi-style model; hidden without them."""
+    choices = service.mix_choices()
+    shown = bool(choices)
+    mix_with = gr.Dropdown(
+        choices or [NO_MIX], value=NO_MIX, label="Mix with (a style of the same multi-style model)",
+        elem_id="mix-with", visible=shown,
+    )  # fmt: skip
+    mix = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Mix: the second style's share", elem_id="mix", visible=shown)
+    return mix_with, mix
+
+
 def build_app(service: StyleService):
     """The page: upload, style (a listed one, or an uploaded painting when the server has an AdaIN
     decoder), strength, colour preservation, and the result with a download button. Returns a
@@ -563,9 +665,9 @@ def build_app(service: StyleService):
     gr = _gradio()
     guard = UploadGuard(_own_upload_folder(), service.limits)
 
-    def run(upload, style, strength, preserve, painting=None):  # None: API calls that name no painting
+    def run(upload, style, strength, preserve, painting=None, mix_with=None, mix=0.0):  # None: API calls that name none
         try:
-            return service(upload, style, strength, preserve, painting)
+            return service(upload, style, strength, preserve, painting, mix_with, mix)
         except RequestError as error:
             raise gr.Error(str(error), print_exception=False) from None
         except Exception:  # never a traceback on the page
@@ -579,7 +681,8 @@ def build_app(service: StyleService):
         with gr.Row():
             with gr.Column():
                 upload = _image_input(gr, "Photo", "photo")
-                style = gr.Dropdown(names, value=names[0], label="Style", elem_id="style")
+                style = _style_picker(gr, service, names)
+                mix_with, mix = _mix_inputs(gr, service)
                 painting = _painting_input(gr, service, style)
                 strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength", elem_id="strength")
                 preserve = gr.Radio(
@@ -591,7 +694,7 @@ def build_app(service: StyleService):
                     label="Result", type="pil", format="png", interactive=False, height=360,
                     buttons=["download", "fullscreen"], elem_id="result",
                 )  # fmt: skip
-        inputs = [upload, style, strength, preserve, painting]
+        inputs = [upload, style, strength, preserve, painting, mix_with, mix]
         button.click(run, inputs=inputs, outputs=result, api_name="stylize", concurrency_limit=1)
     app.queue(max_size=service.limits.queue_size, default_concurrency_limit=1, api_open=False)
     app.upload_guard = guard

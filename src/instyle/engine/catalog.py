@@ -22,7 +22,7 @@ ADAIN_DECODER = STYLES_DIR / "adain" / "decoder.safetensors"
 
 __all__ = [
     "ADAIN_DECODER", "STYLES_DIR", "BundledStyle", "adain_decoder_path", "bundled_styles", "find_bundled",
-    "is_bundled_style", "list_models", "resolve_model", "resolve_model_path",
+    "is_bundled_style", "list_models", "resolve_model", "resolve_model_path", "style_thumbnail",
 ]  # fmt: skip
 
 
@@ -91,6 +91,16 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     """A model file path as given, or the bundled file of that name (for a style inside a multi-style
     file, that file: :func:`resolve_model` also says which style)."""
     return resolve_model(name_or_path)[0]
+
+
+def style_thumbnail(path: str | os.PathLike | None, style: str | None = None) -> Path | None:
+    """The small JPEG of the painting of the bundled model file ``path`` (of its style ``style``
+    inside a multi-style file): ``styles/thumbs/NAME.jpg``, made by tools/make_style_thumbs.py;
+    None for a file that is not bundled or a style without one."""
+    if path is None or Path(path).resolve().parent != STYLES_DIR:
+        return None
+    thumb = STYLES_DIR / "thumbs" / f"{style or Path(path).stem}.jpg"
+    return thumb if thumb.is_file() else None
 
 
 def is_bundled_style(name: str | os.PathLike) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from instyle.apps.cli.common import fail
 
@@ -13,7 +14,9 @@ def add_parser(sub) -> None:
         description="Export a style model to OUT.onnx: image -> stylized. MODEL adain (or an AdaIN decoder file) "
         "exports the arbitrary model as two files: OUT.onnx (image, style_mean, style_std, strength -> stylized), one "
         "file for every painting, and OUT.style.onnx (painting -> style_mean, style_std), a painting's relu4_1 "
-        "statistics. The painting goes in scaled to a long side of 512 px; see docs/adain.md.",
+        "statistics. The painting goes in scaled to a long side of 512 px; see docs/adain.md. A multi-style model "
+        "exports whole: image, style_weights (N or 1, S; one weight per style, in the order the metadata "
+        "'styles' lists) -> stylized; see docs/multi_style.md.",
     )  # fmt: skip
     export.add_argument(
         "model", metavar="MODEL", help="bundled style name, model file (.safetensors), or adain (any painting)"
@@ -51,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if meta.get("style_graph"):
         style = path.with_name(meta["style_graph"])
         print(f"wrote {what} and {style} ({_size(style)}, a painting's statistics): input {meta.get('input')}")
+    elif meta.get("styles"):
+        names = ", ".join(json.loads(meta["styles"]))
+        print(f"wrote {what}: inputs {meta.get('input')} and {meta.get('style_weights')}; styles in order: {names}")
     else:
         print(f"wrote {what}: input {meta.get('input')}")
     return 0

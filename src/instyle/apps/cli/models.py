@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from instyle.apps.cli.common import add_device, fail, number
+from instyle.apps.demo import SHEET_PHOTO
 
 
 def add_parser(sub) -> None:
     models = sub.add_parser("models", help="list the bundled styles and the AdaIN decoder (any painting)")
+    models.add_argument(
+        "--sheet", metavar="OUT.png",
+        help="also render one photo in every bundled style on one contact sheet, each style's name under its tile",
+    )  # fmt: skip
+    models.add_argument(
+        "--photo", metavar="FILE",
+        help=f"with --sheet: the photo (default: scikit-image's {SHEET_PHOTO}, as in `instyle demo`)",
+    )  # fmt: skip
+    models.add_argument(
+        "--size", type=number(int, 16, 1024), default=256, help="with --sheet: each tile's side in pixels (default: 256)"
+    )  # fmt: skip
+    add_device(models)
     models.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sheet is None:
+        if args.photo is not None:
+            return fail("models", "--photo is for --sheet: give --sheet OUT.png too", 2)
+        return _list()
+    return _sheet(args)
+
+
+def _list() -> int:
     from instyle.engine.catalog import bundled_styles
     from instyle.engine.modelfile import read_model_file
 
@@ -58,3 +82,33 @@ def _adain_line() -> str:
         return "any painting (AdaIN): the decoder is not bundled in this build; `stylize --style PAINTING --decoder FILE`"
     _, metadata, _ = read_model_file(ADAIN_DECODER)
     return f"any painting (AdaIN): `stylize --style PAINTING`, decoder trained {metadata.get('iterations', '?')} steps"
+
+
+def _sheet(args: argparse.Namespace) -> int:
+    """``--sheet OUT``: the photo in every bundled style; every argument checked before any work."""
+    from instyle.apps.demo import style_sheet
+    from instyle.engine.catalog import list_models
+    from instyle.engine.device import resolve_device
+    from instyle.engine.fileio import OutputError, WriteError, check_writable_output
+    from instyle.engine.image import ImageError, default_content_images, load_image, save_image
+
+    out = Path(args.sheet)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        return fail("models", f"--sheet {out}: cannot tell the format from {out.suffix or 'no extension'!r}; use .png, .jpg or .webp", 2)
+    try:
+        check_writable_output(out, field="sheet")
+        device = str(resolve_device(args.device))
+        photo = load_image(args.photo) if args.photo is not None else dict(default_content_images())[SHEET_PHOTO]
+        sheet = style_sheet(photo, size=args.size, device=device)
+    except OutputError as error:
+        return fail("models", error, 2, {"sheet"})
+    except ImageError as error:
+        return fail("models", f"--photo {error}", 2)
+    except ValueError as error:
+        return fail("models", error, 2)
+    try:
+        save_image(sheet, out)
+    except WriteError as error:
+        return fail("models", error.strerror or str(error), 1)
+    print(f"wrote {out}: {args.photo or SHEET_PHOTO} in {len(list_models())} styles")
+    return 0

@@ -8,6 +8,13 @@ knows; the export runs on a copy of the generator whose instance norms are
 standard ``InstanceNormalization`` node. The residual add and ReLU that instyle fuses into
 the norm become separate ``Add`` and ``Relu`` nodes.
 
+A multi-style ``TransformerNet`` (conditional instance norms, one (gamma, beta) row per style) is
+exported whole: its graph takes ``image`` and ``style_weights`` (N or 1, S) float32, and each norm
+is an ``InstanceNormalization`` without scale and shift followed by gamma = weights @ rows and beta
+likewise, as ``ConditionalInstanceNorm2d`` mixes its rows for float weights (as given: a caller
+that wants a mix normalizes it to sum 1). The metadata ``styles`` lists the style names, one per
+column of ``style_weights``, as JSON.
+
 Only ``TransformerNet`` is exported: ``TextureNet`` draws noise inside ``forward``, which an
 exported graph would freeze into a constant. The arbitrary model (AdaIN) is exported by
 :mod:`instyle.engine.inference.onnx_adain` with the same machinery: a :class:`Graph` says what a
@@ -34,6 +41,7 @@ from torch import Tensor, nn
 from instyle.engine.fileio import WriteError, write_atomic
 from instyle.engine.modelfile import load_generator
 from instyle.engine.models.blocks import canonical_arch
+from instyle.engine.models.transformer import StyledNormAct
 from instyle.engine.paths import cache_dir
 from instyle.engine.weights import file_sha256 as sha256_file
 from instyle.nn import InstanceNorm2d
@@ -50,6 +58,7 @@ __all__ = [
     "export_generator",
     "export_model",
     "onnx_output",
+    "STYLE_WEIGHTS",
     "write_onnx",
     "cached_onnx_path",
     "onnx_cache_dir",
@@ -63,6 +72,7 @@ OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
 INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
+STYLE_WEIGHTS = "style_weights"  # a multi-style graph's second input: (N or 1, S) mixing weights
 EXPORTABLE_ARCHS = ("transformer",)
 
 
@@ -141,6 +151,62 @@ def _image_graph(min_size: int) -> Graph:
     example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     axes = {0: ("batch", 1), 2: ("height", min_size), 3: ("width", min_size)}
     return Graph({INPUT_NAME: (example, axes)}, {OUTPUT_NAME: {a: name for a, (name, _) in axes.items()}})
+
+
+class _WeightsSlot:
+    """The ``style_weights`` input of the forward under way, read by every :class:`_MixedNormAct`."""
+
+    weights: Tensor | None = None
+
+
+class _MixedNormAct(nn.Module):
+    """A :class:`StyledNormAct` in exportable ops: a plain instance norm, then the rows mixed by the
+    weights of each image (N or 1, S) as scale and shift, the residual, the activation."""
+
+    def __init__(self, layer: StyledNormAct, slot: _WeightsSlot) -> None:
+        super().__init__()
+        norm = layer.norm
+        self.norm = nn.InstanceNorm2d(norm.num_features, norm.eps, affine=False)
+        self.register_buffer("rows_weight", norm.weight.detach().float().clone())  # (S, C)
+        self.register_buffer("rows_bias", norm.bias.detach().float().clone())
+        self.activation, self.negative_slope, self._slot = layer.activation, layer.negative_slope, slot
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        weights = self._slot.weights
+        gamma, beta = weights @ self.rows_weight, weights @ self.rows_bias  # (N or 1, C)
+        y = self.norm(x) * gamma[:, :, None, None] + beta[:, :, None, None]
+        if residual is not None:
+            y = y + residual
+        if self.activation == "relu":
+            return torch.relu(y)
+        return torch.nn.functional.leaky_relu(y, self.negative_slope) if self.activation == "leaky_relu" else y
+
+
+class _MultiStyleGraph(nn.Module):
+    """(image, style_weights) -> stylized: a multi-style TransformerNet with the weights an input."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = copy.deepcopy(generator).cpu().float().eval()
+        self._slot = _WeightsSlot()
+        for parent in list(self.generator.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, StyledNormAct):
+                    setattr(parent, name, _MixedNormAct(child, self._slot))
+
+    def forward(self, image: Tensor, style_weights: Tensor) -> Tensor:
+        self._slot.weights = style_weights
+        try:
+            return self.generator._forward(image)  # its forward checks a style the graph takes as input
+        finally:
+            self._slot.weights = None
+
+
+def _multi_style_graph(min_size: int, num_styles: int) -> Graph:
+    """A multi-style generator's graph: ``image`` and ``style_weights`` (N or 1, S) -> ``stylized``."""
+    image = _image_graph(min_size)
+    weights = torch.full((1, num_styles), 1.0 / num_styles)
+    return Graph({**image.inputs, STYLE_WEIGHTS: (weights, {0: ("style_batch", 1)})}, image.outputs)
 
 
 def _export_proto(model: nn.Module, exporter: str, graph: Graph):
@@ -254,10 +320,14 @@ def export_generator(
             f"ONNX export supports {', '.join(EXPORTABLE_ARCHS)} generators, not {config.get('arch')!r}"
         )
     output = onnx_output(output)
-    model = exportable_copy(generator)
     # Below this size TransformerNet edge-pads in Python, a branch the graph cannot hold.
-    min_size = int(getattr(model, "MIN_SIZE", 1))
-    proto = exported_graph(model, exporter, _image_graph(min_size))
+    min_size = int(getattr(generator, "MIN_SIZE", 1))
+    styles = config.get("num_styles")
+    if styles:
+        model, graph = _MultiStyleGraph(generator).eval(), _multi_style_graph(min_size, styles)
+    else:
+        model, graph = exportable_copy(generator), _image_graph(min_size)
+    proto = exported_graph(model, exporter, graph)
     props = {
         "instyle_version": instyle.__version__,
         "arch": str(config.get("arch")),
@@ -267,6 +337,9 @@ def export_generator(
         "min_size": str(min_size),
         "exporter": exporter,
     }
+    if styles:
+        props["styles"] = json.dumps([str(i) for i in range(styles)])  # the caller's names replace these
+        props[STYLE_WEIGHTS] = f"{STYLE_WEIGHTS}: float32 (N or 1, {styles}), a weight per style of `styles`; gamma and beta are their weighted sums"
     props.update({str(k): str(v) for k, v in (metadata or {}).items()})
     doc = f"instyle {config.get('arch')} style model {props.get('style_name', '')}".strip()
     return write_onnx(output, described(proto, props, doc))
@@ -275,7 +348,8 @@ def export_generator(
 def export_model(
     name_or_path: str | os.PathLike, output: str | os.PathLike, *, exporter: str = "dynamo"
 ) -> Path:
-    """Export a model file or bundled style to ``output`` (.onnx). (The arbitrary model, AdaIN:
+    """Export a model file or bundled style to ``output`` (.onnx); a style inside a bundled
+    multi-style file exports that whole file, its styles mixed by ``style_weights``. (The arbitrary model, AdaIN:
     :mod:`instyle.engine.inference.onnx_adain`.)"""
     from instyle.engine.catalog import resolve_model_path
 
@@ -290,6 +364,8 @@ def export_model(
         "source_model": path.name,
         "source_sha256": sha256_file(path),
     }
+    if metadata.get("styles"):  # a multi-style model: the names of style_weights' columns
+        props["styles"] = json.dumps([entry["name"] for entry in metadata["styles"]])
     return export_generator(generator, output, metadata=props, exporter=exporter)
 
 

@@ -19,6 +19,7 @@ from torch.nn import functional as TF
 from instyle.engine.inference.export import (
     INPUT_NAME,
     OUTPUT_NAME,
+    STYLE_WEIGHTS,
     ExportError,
     require_onnx,
     cached_onnx_path,
@@ -55,7 +56,8 @@ def edge_padded(batch: Tensor, min_size: int) -> Tensor:
 
 
 class OnnxStyleModel:
-    """An exported generator run by onnxruntime on the CPU: ``run(batch) -> batch``.
+    """An exported generator run by onnxruntime on the CPU: ``run(batch) -> batch``, and
+    ``run(batch, style_weights)`` for a multi-style graph (:attr:`styles`, its metadata's names).
 
     Inputs smaller than the graph's ``min_size`` are edge-padded first and cropped back,
     as ``TransformerNet`` itself does.
@@ -65,15 +67,41 @@ class OnnxStyleModel:
         self.path = Path(onnx_path)
         self.session, self.metadata = onnx_session(self.path, threads)
         self.min_size = int(self.metadata.get("min_size", "1"))
+        inputs = {i.name for i in self.session.get_inputs()}
+        # the columns of style_weights, in order; () for a single-style graph
+        self.styles = tuple(json.loads(self.metadata.get("styles", "[]"))) if STYLE_WEIGHTS in inputs else ()
 
     def __repr__(self) -> str:
         return f"OnnxStyleModel({str(self.path)!r})"
 
-    def run(self, batch: Tensor) -> Tensor:
-        """Stylize ``batch`` (N, 3, H, W) float in [0, 1]; returns a float32 CPU tensor."""
+    def run(self, batch: Tensor, style_weights=None) -> Tensor:
+        """Stylize ``batch`` (N, 3, H, W) float in [0, 1]; returns a float32 CPU tensor. A
+        multi-style graph needs ``style_weights``: (S,), (1, S) or (N, S), a weight per style of
+        :attr:`styles` (used as given: a mix normalized to sum 1 is the caller's)."""
         x = edge_padded(batch, self.min_size)
-        (y,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        feeds = {INPUT_NAME: x.numpy()}
+        if self.styles:
+            feeds[STYLE_WEIGHTS] = self._weights(style_weights, x.shape[0]).numpy()
+        elif style_weights is not None:
+            raise ValueError(f"{STYLE_WEIGHTS}: {self.path} is a single-style graph; it takes no style weights")
+        (y,) = self.session.run([OUTPUT_NAME], feeds)
         return torch.from_numpy(y)[..., : batch.shape[-2], : batch.shape[-1]]
+
+    def _weights(self, style_weights, n: int) -> Tensor:
+        """``style_weights`` as a float32 (1 or N, S) tensor; ValueError naming it otherwise."""
+        count = len(self.styles)
+        if style_weights is None:
+            raise ValueError(f"{STYLE_WEIGHTS} is needed: {self.path} holds {count} styles ({', '.join(self.styles)})")
+        weights = torch.as_tensor(style_weights, dtype=torch.float32).detach().cpu()
+        weights = weights.unsqueeze(0) if weights.dim() == 1 else weights
+        if weights.dim() != 2 or weights.shape[1] != count or weights.shape[0] not in (1, n):
+            raise ValueError(
+                f"{STYLE_WEIGHTS} must have shape ({count},), (1, {count}) or ({n}, {count}): one weight per style "
+                f"({', '.join(self.styles)}) for all {n} images or for each; got {tuple(weights.shape)}"
+            )
+        if not torch.isfinite(weights).all():
+            raise ValueError(f"{STYLE_WEIGHTS}: the weights must be finite, got {weights.tolist()}")
+        return weights.contiguous()
 
 
 def _weights_digest(generator: nn.Module) -> str:

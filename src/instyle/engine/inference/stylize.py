@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import json
 import math
 import os
 import sys
@@ -88,12 +89,12 @@ class StyleModel:
     def onnx_model(self):
         """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)
         and loaded into onnxruntime; see :mod:`instyle.engine.inference.onnx_runtime`."""
-        if self.styles:
-            raise ValueError("runtime onnxruntime does not run multi-style models yet; use runtime torch")
         if self._onnx is None:
             from instyle.engine.inference.onnx_runtime import load_cached_onnx
 
-            self._onnx = load_cached_onnx(self.generator, self.source, {"style_name": self.name})
+            # a multi-style model is exported whole, its style weights an input of the graph
+            names = {"styles": json.dumps(self.styles), "style_name": self.source.stem if self.source else self.name}
+            self._onnx = load_cached_onnx(self.generator, self.source, names if self.styles else {"style_name": self.name})
         return self._onnx
 
     def __repr__(self) -> str:
@@ -206,7 +207,7 @@ class StyleModel:
         """The untiled forward: onnxruntime, the bf16 copy, a CUDA-graph replay or eager torch."""
         config = plan.config
         if plan.onnx is not None:
-            return plan.onnx.run(whole)
+            return plan.onnx.run(whole, plan.weights)
         if config.autocast == torch.bfloat16:
             return self._run_bf16(whole, generator, plan)
         x = whole.contiguous(memory_format=config.memory_format)
