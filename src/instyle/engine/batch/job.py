@@ -2,9 +2,10 @@
 written by a pool of actors (one model each, loaded once), every image recorded in the manifest.
 
 The driver checks everything it can before any work: the sources are listed, the output folder
-checked, the model loaded (by the caller, into a :class:`ModelSpec`); then one actor is started
-alone and must load the model and stylize a small image with the job's options on a worker: a model
-that fails there is reported once, before any image is read and before anything is written.
+checked, the model loaded (by the caller, into a :class:`ModelSpec`); then one task with the
+resources of an actor must load the model and stylize a small image with the job's options on a
+worker: a model that fails there is reported once, before any image is read and before anything is
+written.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class BatchJob:
         self.output = Path(output)
         check_writable_output(self.output, field="output", folder=True, make_parents=True)
         items, self.filesystems = list_sources([os.fspath(s) for s in sources], recursive)
-        self.items, self.refused = name_outputs(items, self.output, spec.name, suffix)
+        self.items, self.refused = name_outputs(items, self.filesystems, self.output, spec.name, suffix)
         self.order = [item.input for item in items]
         settings = {"model": spec.source, "name": spec.name, "suffix": suffix, "options": self.options}
         self.manifest = Manifest(self.output, digest(spec, self.options, suffix), settings)
@@ -125,26 +126,28 @@ class BatchJob:
             self.summary.seconds = time.perf_counter() - start
 
     def _check_workers(self, resources: Resources) -> None:
-        """One actor, alone, loads the model and stylizes a small image on a worker: a failure there
-        (a missing GPU, a bad option, weights that cannot be fetched) is raised once, before any image."""
+        """A task with an actor's resources loads the model and stylizes a small image on a worker:
+        a failure there (a missing GPU, a bad option, weights that cannot be fetched) is raised once,
+        before any image is read. (A task, not an actor: its worker process, torch imported, is
+        reused by the job's decoding tasks.)"""
         import ray
         from ray.exceptions import GetTimeoutError, RayError
 
-        from instyle.engine.batch.workers import Stylizer, worker_error
+        from instyle.engine.batch.workers import check_model, worker_error
 
-        actor = ray.remote(**resources.actor_options)(Stylizer).remote(self.spec, self.options, resources.threads)
+        task = ray.remote(**resources.actor_options, max_retries=1)(check_model)
+        ref = task.remote(self.spec, self.options, resources.threads)
         try:
-            ray.get(actor.ready.remote(), timeout=READY_SECONDS)
+            ray.get(ref, timeout=READY_SECONDS)
         except GetTimeoutError:
+            ray.cancel(ref, force=True)
             need = ", ".join(f"{k.removeprefix('num_')} {v:g}" for k, v in resources.actor_options.items())
             raise ClusterError(
-                "address", f"no actor could start within {READY_SECONDS:g} s: the cluster has {ray.cluster_resources()} "
-                f"and an actor needs {need}"
+                "address", f"no worker could load the model within {READY_SECONDS:g} s: the cluster has "
+                f"{ray.cluster_resources()} and an actor needs {need}"
             ) from None  # fmt: skip
         except RayError as error:
             raise worker_error(error) from None
-        finally:
-            ray.kill(actor)
 
     def _open(self, done: list[Item], todo: list[Item]) -> None:
         """The output folder, the job record and the manifest, made only now that the job can run;

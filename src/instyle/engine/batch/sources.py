@@ -15,7 +15,7 @@ import numpy as np
 
 from instyle.engine.config import ConfigError
 
-__all__ = ["Item", "SourceError", "is_uri", "list_sources", "name_outputs", "read_batch", "decode_pixels"]
+__all__ = ["Item", "SourceError", "decode_pixels", "is_uri", "list_sources", "local_path", "name_outputs", "read_batch"]
 
 
 class SourceError(ConfigError):
@@ -50,30 +50,35 @@ def list_sources(sources: list[str], recursive: bool = False) -> tuple[list[Item
 
     items, filesystems, seen = [], [], set()
     for source in map(os.fspath, sources):
-        if is_uri(source) and not source.startswith("file://"):
+        if is_uri(source):
             fs, found = _list_uri(source, recursive)
             filesystems.append(fs)
             new = [Item(uri, path, len(filesystems) - 1) for uri, path in found]
         else:
-            local = _file_uri_path(source) if source.startswith("file://") else source
             try:
-                new = [Item(os.fspath(p), os.fspath(p), -1) for p in iter_image_files([local], recursive=recursive)]
-            except (FileNotFoundError, OSError) as error:
-                raise SourceError(str(error).replace(local, source, 1)) from error
+                new = [Item(os.fspath(p), os.fspath(p), -1) for p in iter_image_files([source], recursive=recursive)]
+            except OSError as error:  # FileNotFoundError: "SOURCE: no such file or folder"
+                raise SourceError(str(error)) from error
         if not new:
             raise SourceError(f"{source}: no images found")
         for item in new:
-            key = os.path.realpath(item.path) if item.fs < 0 else (item.fs, item.path)
+            key = _key(item, filesystems)
             if key not in seen:  # a file named twice, or by two names, is stylized once
                 seen.add(key)
                 items.append(item)
     return items, filesystems
 
 
-def _file_uri_path(uri: str) -> str:
-    from urllib.parse import unquote, urlparse
+def local_path(item: Item, filesystems: list[Any]) -> str | None:
+    """The item's path on this machine's disk (a path, or a ``file://`` URI), else None."""
+    if item.fs < 0:
+        return item.path
+    return item.path if type(filesystems[item.fs]).__name__ == "LocalFileSystem" else None
 
-    return unquote(urlparse(uri).path)
+
+def _key(item: Item, filesystems: list[Any]):
+    local = local_path(item, filesystems)
+    return os.path.realpath(local) if local is not None else (item.fs, item.path)
 
 
 def _list_uri(uri: str, recursive: bool) -> tuple[Any, list[tuple[str, str]]]:
@@ -109,7 +114,9 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def name_outputs(items: list[Item], output: Path, name: str, suffix: str) -> tuple[list[Item], list[Item]]:
+def name_outputs(
+    items: list[Item], filesystems: list[Any], output: Path, name: str, suffix: str
+) -> tuple[list[Item], list[Item]]:  # fmt: skip
     """``items`` with their outputs named as plain ``stylize`` names them
     (:func:`instyle.engine.inference.stylize.output_paths`); and those whose output would replace
     an input file (a row with that error, never stylized)."""
@@ -117,7 +124,7 @@ def name_outputs(items: list[Item], output: Path, name: str, suffix: str) -> tup
 
     paths = [Path(item.path) if item.fs < 0 else Path("/", f"fs{item.fs}", item.path.lstrip("/")) for item in items]
     targets = output_paths(paths, output, name, suffix)
-    inputs = {os.path.realpath(item.path) for item in items if item.fs < 0}
+    inputs = {_key(item, filesystems) for item in items}
     named = [Item(item.input, item.path, item.fs, os.fspath(t)) for item, t in zip(items, targets)]
     clash = [os.path.realpath(item.output) in inputs for item in named]
     return [item for item, c in zip(named, clash) if not c], [item for item, c in zip(named, clash) if c]

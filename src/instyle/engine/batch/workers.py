@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Stylizer", "WorkerError", "worker_error"]
+__all__ = ["Stylizer", "WorkerError", "check_model", "worker_error"]
 
 PROBE_SIDE = 64  # the warm-up image: every option and the device checked before the first photo
 
@@ -75,6 +75,12 @@ class Stylizer:
         if result.dtype != np.uint8:  # float32 for 16-bit and transparent inputs: quantized as a PIL result is
             result = np.round(np.clip(result, 0.0, 1.0) * 255).astype(np.uint8)
         save_image(Image.fromarray(result, mode="RGB"), output)
+
+
+def check_model(spec, options: dict[str, Any], threads: int | None = None) -> str:
+    """A Ray task: what a :class:`Stylizer` does when it starts (the model loaded, checked on a small
+    image), once, before the job's pool starts; where it ran."""
+    return Stylizer(spec, options, threads).ready()
 
 
 def _first_line(error: BaseException) -> str:
