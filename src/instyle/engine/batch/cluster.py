@@ -11,8 +11,10 @@ from typing import Any
 
 from instyle.engine.config import ConfigError
 
-__all__ = ["ClusterError", "Resources", "connect", "plan_resources", "probe_address", "PROBE_SECONDS"]
+__all__ = ["ClusterError", "PROBE_SECONDS", "READY_SECONDS", "Resources", "blocks_for", "connect", "plan_resources", "probe_address"]
 
+READY_SECONDS = 600.0  # how long the model check may take to start and load (weights fetched on a new node)
+MAX_BLOCKS = 20_000  # blocks of the list of images, at most (the driver keeps a reference to each)
 PROBE_SECONDS = 5.0  # how long an address may take to answer before the job gives up on it
 # The HTTP/2 connection preface and an empty SETTINGS frame: a Ray head (gRPC) answers with its own
 # SETTINGS frame; anything else (another server, a firewall that accepts and says nothing) does not.
@@ -137,7 +139,8 @@ def plan_resources(cluster: dict[str, float], device: str, actors: int | None, a
     return Resources(count, float(share) if count <= cpus else cpus / count, 0.0, share, 0.0, count)
 
 
-def blocks_for(images: int, batch_size: int, actors: int) -> int:
-    """How many blocks the list of images is cut into: a batch each, but no more than a few per
-    actor (each block is one decoding task; its batches stream on as they are decoded)."""
-    return max(1, min(math.ceil(images / batch_size), 4 * actors))
+def blocks_for(images: int, batch_size: int) -> int:
+    """How many blocks the list of images is cut into: one batch each (one decoding task each, whose
+    batch then goes to one actor call, so that rows come back batch by batch), and at most
+    :data:`MAX_BLOCKS` (a job of millions: blocks of several batches, rows a few batches at a time)."""
+    return max(1, min(math.ceil(images / batch_size), MAX_BLOCKS))

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instyle.engine.batch.cluster import ClusterError, Resources, blocks_for, connect, plan_resources
-from instyle.engine.batch.manifest import JOB_FILE, MANIFEST_FILE, Manifest, remove_stray_temporaries
+from instyle.engine.batch.cluster import READY_SECONDS, ClusterError, Resources, blocks_for, connect, plan_resources
+from instyle.engine.batch.manifest import MANIFEST_FILE, Manifest, remove_stray_temporaries
 from instyle.engine.batch.sources import Item, list_sources, name_outputs, read_batch
 from instyle.engine.batch.spec import ModelSpec, digest
 from instyle.engine.config import ConfigError
@@ -26,7 +26,6 @@ from instyle.engine.config import ConfigError
 __all__ = ["BatchJob", "BatchResult", "JobSummary", "DEFAULT_BATCH_SIZE", "READY_SECONDS"]
 
 DEFAULT_BATCH_SIZE = 8  # images per actor call: small enough that a lost actor redoes little
-READY_SECONDS = 600.0  # how long the first actor may take to start and load the model (weights fetched on a new node)
 
 
 @dataclass(frozen=True)
@@ -110,9 +109,12 @@ class BatchJob:
         started = connect(address, init_options)
         opened = False
         try:
-            resources = plan_resources(ray.cluster_resources(), str(self.options.get("device", "auto")), self.actors, self.actors_per_gpu)
-            self._check_workers(resources)
             done, todo = self._split()
+            resources = plan_resources(
+                ray.cluster_resources(), str(self.options.get("device", "auto")), self.actors, self.actors_per_gpu
+            )  # fmt: skip
+            if todo:
+                self._check_workers(resources)
             self._open(done, todo)
             opened = True
             yield from self._record(self._earlier(done))
@@ -128,14 +130,16 @@ class BatchJob:
     def _check_workers(self, resources: Resources) -> None:
         """A task with an actor's resources loads the model and stylizes a small image on a worker:
         a failure there (a missing GPU, a bad option, weights that cannot be fetched) is raised once,
-        before any image is read. (A task, not an actor: its worker process, torch imported, is
-        reused by the job's decoding tasks.)"""
+        before any image is read and anything written. It runs alone, before the pool: beside it, an
+        actor holding the last CPU or GPU would leave it waiting. (A task, not an actor: its worker
+        process, torch imported, is then reused by the job's decoding tasks on a CPU.)"""
         import ray
         from ray.exceptions import GetTimeoutError, RayError
 
         from instyle.engine.batch.workers import check_model, worker_error
 
-        task = ray.remote(**resources.actor_options, max_retries=1)(check_model)
+        # on a GPU the worker exits after it (max_calls): no idle process keeps a CUDA context
+        task = ray.remote(**resources.actor_options, max_retries=1, max_calls=1 if resources.actor_gpus else 0)(check_model)
         ref = task.remote(self.spec, self.options, resources.threads)
         try:
             ray.get(ref, timeout=READY_SECONDS)
@@ -143,8 +147,8 @@ class BatchJob:
             ray.cancel(ref, force=True)
             need = ", ".join(f"{k.removeprefix('num_')} {v:g}" for k, v in resources.actor_options.items())
             raise ClusterError(
-                "address", f"no worker could load the model within {READY_SECONDS:g} s: the cluster has "
-                f"{ray.cluster_resources()} and an actor needs {need}"
+                "actors", f"none could load the model within {READY_SECONDS:g} s: the cluster has "
+                f"{ray.cluster_resources()} and each actor needs {need}"
             ) from None  # fmt: skip
         except RayError as error:
             raise worker_error(error) from None
@@ -154,8 +158,7 @@ class BatchJob:
         temporary files a killed writer left beside the outputs removed."""
         self.output.mkdir(parents=True, exist_ok=True)
         self.manifest.start(continuing=bool(done) or self.manifest.same_job())
-        names = [item.output for item in todo] + [str(self.output / MANIFEST_FILE), str(self.output / JOB_FILE)]
-        remove_stray_temporaries(names)
+        remove_stray_temporaries([item.output for item in todo] + [str(self.manifest.path), str(self.manifest.job_path)])
 
     def _earlier(self, done: list[Item]) -> Iterator[dict[str, Any]]:
         """The rows of images finished before, and those refused (their output would replace an input)."""
@@ -169,8 +172,7 @@ class BatchJob:
             yield {"input": item.input, "output": "", "status": "failed", "error": "refusing to overwrite an input file", "seconds": 0.0}
 
     def _stream(self, todo: list[Item], resources: Resources) -> Iterator[dict[str, Any]]:
-        """The rows of ``todo`` as the actors finish them."""
-        import ray
+        """The rows of ``todo`` as the actors finish them; a failure raised as the worker's error."""
         from ray.exceptions import RayError
 
         from instyle.engine.batch.workers import worker_error
@@ -194,7 +196,7 @@ class BatchJob:
         rows = [{"input": i.input, "path": i.path, "fs": i.fs, "output": i.output} for i in todo]
         read_compute = TaskPoolStrategy(size=resources.readers) if resources.readers else None
         return (
-            ray.data.from_items(rows, override_num_blocks=blocks_for(len(rows), self.batch_size, resources.actors))
+            ray.data.from_items(rows, override_num_blocks=blocks_for(len(rows), self.batch_size))
             .map_batches(
                 read_batch, batch_size=self.batch_size, num_cpus=resources.read_cpus, compute=read_compute,
                 fn_kwargs={"filesystems": self.filesystems, "max_pixels": self.max_pixels},
