@@ -25,6 +25,7 @@ from PIL import Image
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'instyle[ray]'")
 pytest.importorskip("pyarrow")
 
+from instyle.engine import catalog  # noqa: E402
 from instyle.engine.batch import ModelSpec, model_spec, stylize_dataset  # noqa: E402
 from instyle.engine.batch.workers import PROBE_SIDE  # noqa: E402
 from instyle.engine.image import save_image  # noqa: E402
@@ -138,7 +139,10 @@ def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
 def test_a_rerun_skips_what_is_written_and_retries_what_failed(cluster, tmp_path):
     make_photos(tmp_path / "in", 5)
     (tmp_path / "in" / "late.png").write_bytes(b"not yet")
-    first = stylize_dataset(tmp_path / "in", tmp_path / "out", "udnie", max_size=32, actors=1)
+    model = tmp_path / "models" / "udnie.safetensors"  # a model file: its bytes go to the workers
+    model.parent.mkdir()
+    model.write_bytes((Path(catalog.STYLES_DIR) / "udnie.safetensors").read_bytes())
+    first = stylize_dataset(tmp_path / "in", tmp_path / "out", model, max_size=32, actors=1)
     assert (first.written, first.failed) == (5, 1)
     before = _stamps(tmp_path / "out")
     gone = tmp_path / "out" / "photo01_udnie.png"  # a run killed while writing it: a temporary, no output
@@ -146,7 +150,7 @@ def test_a_rerun_skips_what_is_written_and_retries_what_failed(cluster, tmp_path
     stray = tmp_path / "out" / ".photo01_udnie.png.0123abcd.tmp"
     stray.write_bytes(b"half a file")
     Image.fromarray((_photo(32, 32, 5) * 255).astype(np.uint8)).save(tmp_path / "in" / "late.png")
-    second = stylize_dataset(tmp_path / "in", tmp_path / "out", "udnie", max_size=32, actors=1)
+    second = stylize_dataset(tmp_path / "in", tmp_path / "out", model, max_size=32, actors=1)
     assert (second.skipped, second.written, second.failed) == (4, 2, 0)
     after = _stamps(tmp_path / "out")
     assert {name: after[name] for name in before if name != gone.name} == {n: s for n, s in before.items() if n != gone.name}
@@ -154,7 +158,7 @@ def test_a_rerun_skips_what_is_written_and_retries_what_failed(cluster, tmp_path
     rows = read_manifest(tmp_path / "out")
     assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
     # another job in the same folder (other options) replaces the outputs: nothing is skipped
-    third = stylize_dataset(tmp_path / "in", tmp_path / "out", "udnie", max_size=32, strength=0.5, actors=1)
+    third = stylize_dataset(tmp_path / "in", tmp_path / "out", model, max_size=32, strength=0.5, actors=1)
     assert (third.skipped, third.written) == (0, 6)
 
 
@@ -222,11 +226,20 @@ def test_a_model_that_fails_on_the_workers_stops_the_job_before_any_image(cluste
     assert not (tmp_path / "out").exists()
 
 
+
+def test_an_option_the_actors_refuse_fails_the_job_once_and_leaves_nothing(cluster, tmp_path):
+    make_photos(tmp_path / "in", 3)
+    # the check before the pool loads the model and resolves the device; each actor then tries the options
+    with pytest.raises(ValueError, match=r"^tile must be .* got 3 \(on a Ray worker\)$"):
+        stylize_dataset(tmp_path / "in", tmp_path / "out" / "deeper", "starry_night", tile=3)
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------- the command line
 
 
 def test_cli_interrupted_and_rerun_writes_each_output_once(cluster, tmp_path):
-    photos = make_photos(tmp_path / "in", 24, side=96)
+    photos = make_photos(tmp_path / "in", 32, side=128)
     args = ["stylize", tmp_path / "in", "-o", tmp_path / "out", "--engine", "ray", "--ray-address", cluster,
             "--model", "starry_night", "--batch-size", "1", "--actors", "1"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

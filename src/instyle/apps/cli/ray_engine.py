@@ -71,8 +71,8 @@ def _quiet_ray() -> None:
     warnings.filterwarnings("ignore", module=r"ray(\.|$)")
     for name in ("ray", "ray.data"):
         for handler in logging.getLogger(name).handlers:
-            if not isinstance(handler, logging.FileHandler):
-                handler.setLevel(logging.ERROR)
+            if not isinstance(handler, logging.FileHandler):  # its errors come back as the job's one error
+                handler.setLevel(logging.CRITICAL + 1)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
 
 
@@ -149,6 +149,12 @@ def _plan(args: argparse.Namespace, load: Callable):
         return fail("stylize", error, 2, NAMES)
 
 
+def _shown(path: str) -> str:
+    """An output as plain stylize shows it: relative to the working folder when it is under it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def _run(job, args: argparse.Namespace, log: _RayLog) -> int:
     from instyle.engine.batch.workers import WorkerError
 
@@ -158,16 +164,16 @@ def _run(job, args: argparse.Namespace, log: _RayLog) -> int:
             if result.skipped:
                 continue
             if result.status == "ok":
-                print(f"{result.input} -> {result.output} ({(result.seconds or 0) * 1000:.0f} ms)", flush=True)
+                print(f"{result.input} -> {_shown(result.output)} ({(result.seconds or 0) * 1000:.0f} ms)", flush=True)
             else:
                 print(f"FAILED {result.input}: {result.error}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
-        results.close()
         s = job.summary
         print(
             f"instyle stylize: interrupted after {s.written + s.skipped + s.failed} of {s.images} images; "
-            f"run the same command again to finish (what is done is in {s.manifest})", file=sys.stderr,
+            f"run the same command again to finish (what is done is in {s.manifest})", file=sys.stderr, flush=True,
         )  # fmt: skip
+        results.close()  # the rows so far into the manifest, the cluster left
         return 130
     except (ValueError, OSError, WorkerError) as error:  # ConfigError (the cluster) is a ValueError
         log.keep = True

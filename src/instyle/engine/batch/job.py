@@ -51,6 +51,15 @@ class JobSummary:
     failures: list[BatchResult] = field(default_factory=list)
 
 
+def _remove(paths: list[Path]) -> None:
+    """Files, then folders if they are empty (what a job made, in the order :meth:`BatchJob._open` gives)."""
+    for path in paths:
+        try:
+            path.rmdir() if path.is_dir() else path.unlink()
+        except OSError:
+            pass
+
+
 def _check_count(name: str, value: Any, low: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
@@ -107,7 +116,7 @@ class BatchJob:
 
         start = time.perf_counter()
         started = connect(address, init_options)
-        opened = False
+        created, failed = None, False
         try:
             done, todo = self._split()
             resources = plan_resources(
@@ -115,14 +124,18 @@ class BatchJob:
             )  # fmt: skip
             if todo:
                 self._check_workers(resources)
-            self._open(done, todo)
-            opened = True
+            created = self._open(done, todo)
             yield from self._record(self._earlier(done))
             if todo:
                 yield from self._record(self._stream(todo, resources))
+        except Exception:
+            failed = True
+            raise
         finally:
-            if opened:
+            if created is not None:
                 self.manifest.finish(self.order)
+                if failed and not self.summary.written + self.summary.failed:  # (the pool failed to start)
+                    _remove(created)  # a job that failed before any image leaves nothing behind
             if started:
                 ray.shutdown()
             self.summary.seconds = time.perf_counter() - start
@@ -153,12 +166,15 @@ class BatchJob:
         except RayError as error:
             raise worker_error(error) from None
 
-    def _open(self, done: list[Item], todo: list[Item]) -> None:
+    def _open(self, done: list[Item], todo: list[Item]) -> list[Path]:
         """The output folder, the job record and the manifest, made only now that the job can run;
-        temporary files a killed writer left beside the outputs removed."""
+        temporary files a killed writer left beside the outputs removed. Returns what was made."""
+        made = [p for p in (self.manifest.path, self.manifest.job_path) if not p.exists()]
+        made += [p for p in (self.output, *self.output.parents) if not p.exists()]  # folders, deepest first
         self.output.mkdir(parents=True, exist_ok=True)
         self.manifest.start(continuing=bool(done) or self.manifest.same_job())
         remove_stray_temporaries([item.output for item in todo] + [str(self.manifest.path), str(self.manifest.job_path)])
+        return made
 
     def _earlier(self, done: list[Item]) -> Iterator[dict[str, Any]]:
         """The rows of images finished before, and those refused (their output would replace an input)."""
@@ -177,12 +193,17 @@ class BatchJob:
 
         from instyle.engine.batch.workers import worker_error
 
+        batches = self._dataset(todo, resources).iter_batches(batch_size=None, batch_format="numpy")
         try:
-            for batch in self._dataset(todo, resources).iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in batches:
                 for i in range(len(batch["input"])):
                     yield {key: batch[key][i] for key in ("input", "output", "status", "error", "seconds")}
         except RayError as error:
             raise worker_error(error) from None
+        finally:
+            # stops Ray Data's executor thread now: one still running when the driver disconnects
+            # (interrupted) makes Ray end the process with exit code 1
+            getattr(batches, "close", lambda: None)()
 
     def _dataset(self, todo: list[Item], resources: Resources):
         """The Ray Data pipeline: the items, decoded by tasks, stylized and written by the actor pool.

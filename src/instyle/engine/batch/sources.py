@@ -56,7 +56,8 @@ def list_sources(sources: list[str], recursive: bool = False) -> tuple[list[Item
             new = [Item(uri, path, len(filesystems) - 1) for uri, path in found]
         else:
             try:
-                new = [Item(os.fspath(p), os.fspath(p), -1) for p in iter_image_files([source], recursive=recursive)]
+                # read by workers whose working folder may be another: an absolute path
+                new = [Item(os.fspath(p), os.path.abspath(p), -1) for p in iter_image_files([source], recursive=recursive)]
             except OSError as error:  # FileNotFoundError: "SOURCE: no such file or folder"
                 raise SourceError(str(error)) from error
         if not new:
@@ -118,12 +119,13 @@ def name_outputs(
     items: list[Item], filesystems: list[Any], output: Path, name: str, suffix: str
 ) -> tuple[list[Item], list[Item]]:  # fmt: skip
     """``items`` with their outputs named as plain ``stylize`` names them
-    (:func:`instyle.engine.inference.stylize.output_paths`); and those whose output would replace
-    an input file (a row with that error, never stylized)."""
+    (:func:`instyle.engine.inference.stylize.output_paths`), as absolute paths (written by workers
+    whose working folder may be another); and those whose output would replace an input file (a
+    row with that error, never stylized)."""
     from instyle.engine.inference.stylize import output_paths
 
     paths = [Path(item.path) if item.fs < 0 else Path("/", f"fs{item.fs}", item.path.lstrip("/")) for item in items]
-    targets = output_paths(paths, output, name, suffix)
+    targets = output_paths(paths, Path(os.path.abspath(output)), name, suffix)
     inputs = {_key(item, filesystems) for item in items}
     named = [Item(item.input, item.path, item.fs, os.fspath(t)) for item, t in zip(items, targets)]
     clash = [os.path.realpath(item.output) in inputs for item in named]

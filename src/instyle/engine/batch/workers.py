@@ -22,18 +22,24 @@ class WorkerError(RuntimeError):
 class Stylizer:
     """A Ray actor (``map_batches`` with a callable class): the model of ``spec`` (a
     :class:`instyle.engine.batch.spec.ModelSpec`) loaded once, checked on a small image with the
-    job's ``options``, then each batch's images stylized and written atomically to their outputs.
-    ``threads``: torch's intra-op threads on a CPU actor (Ray's share of CPUs for it)."""
+    job's ``options`` (``probe``; else only the device), then each batch's images stylized and
+    written atomically to their outputs. ``threads``: torch's intra-op threads on a CPU actor (Ray's
+    share of CPUs for it)."""
 
-    def __init__(self, spec, options: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, spec, options: dict[str, Any], threads: int | None = None, probe: bool = True) -> None:
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.model, self._folder = spec.load()
         self.options = {**options, **spec.options}
-        probe = np.full((PROBE_SIDE, PROBE_SIDE, 3), 128, np.uint8)
-        self.model.stylize(probe, **{**self.options, "max_size": None})  # a bad option or device fails here, once
+        if probe:  # every option, the device and the first call's set-up, before the first photo
+            image = np.full((PROBE_SIDE, PROBE_SIDE, 3), 128, np.uint8)
+            self.model.stylize(image, **{**self.options, "max_size": None})
+        else:
+            from instyle.engine.device import DeviceConfig
+
+            DeviceConfig.resolve(str(options.get("device", "auto")), str(options.get("dtype", "auto")), "inference")
 
     def ready(self) -> str:
         """Where this actor runs (it is loaded and checked once this answers)."""
@@ -78,9 +84,10 @@ class Stylizer:
 
 
 def check_model(spec, options: dict[str, Any], threads: int | None = None) -> str:
-    """A Ray task: what a :class:`Stylizer` does when it starts (the model loaded, checked on a small
-    image), once, before the job's pool starts; where it ran."""
-    return Stylizer(spec, options, threads).ready()
+    """A Ray task: the model loaded and the device resolved as a :class:`Stylizer` does when it
+    starts, once, before the job's pool starts (the pool's actors then each check the options on a
+    small image); where it ran."""
+    return Stylizer(spec, options, threads, probe=False).ready()
 
 
 def _first_line(error: BaseException) -> str:
