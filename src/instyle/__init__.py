@@ -33,6 +33,7 @@ _LAZY = {
     "TrainConfig": ("instyle.engine.training", "TrainConfig"),
     "stylize": ("instyle.engine.inference.api", "stylize"),
     "stylize_video": ("instyle.engine.inference.video", "stylize_video"),
+    "stylize_dataset": ("instyle.engine.batch", "stylize_dataset"),
     "load_model": ("instyle.engine.inference.stylize", "load_model"),
     "load_adain": ("instyle.engine.inference.adain", "load_adain"),
     "list_models": ("instyle.engine.catalog", "list_models"),

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from instyle.apps.cli import ray_engine
 from instyle.apps.cli.common import add_device, add_max_pixels, fail, number
 from instyle.engine.color import PRESERVE_COLOR
 
@@ -79,6 +80,7 @@ def add_parser(sub) -> None:
         help="onnxruntime (models only): fp32 on the CPU, exported once to $INSTYLE_HOME/onnx; tiled images use torch (default: torch)",
     )  # fmt: skip
     add_max_pixels(stylize)
+    ray_engine.add_flags(stylize)  # --engine ray and its options
     stylize.set_defaults(func=run)
 
 
@@ -179,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     from instyle.engine.image import iter_image_files
     from instyle.engine.inference.stylize import stylize_files
 
+    if args.engine == "ray" or ray_engine.check_flags(args):  # a Ray cluster: apps/cli/ray_engine.py
+        return ray_engine.run(args, _load)
     model, extra = _load(args)
     if model is None:
         return extra
