@@ -12,7 +12,7 @@ import torch
 
 from instyle.engine.inference.adain import load_adain
 from instyle.engine.inference.stylize import load_model
-from instyle.engine.inference.temporal import DEFAULT_TEMPORAL, CarriedStats, consistent, warp
+from instyle.engine.inference.temporal import DEFAULT_TEMPORAL, CarriedStats, consistent, crispness, warp
 from instyle.engine.inference.video import FrameStylizer, TemporalStylizer, stylize_video, video_stylizer
 from instyle.engine.modelfile import save_model
 from instyle.engine.models import TransformerNet
@@ -155,6 +155,16 @@ def test_forward_backward_check_marks_occlusions_and_the_border():
     assert np.array_equal(moved[:, :-2], np.arange(2, w, dtype=np.float32)[None].repeat(h, 0)) and not inside[:, -1].any()
 
 
+def test_crispness_tells_worn_strokes_from_kept_ones():
+    import cv2
+
+    strokes = _texture(48, 64, 4).astype(np.float32) / 255
+    assert crispness(strokes, strokes).min() == 1.0
+    assert crispness(cv2.GaussianBlur(strokes, (0, 0), 2.0), strokes)[8:-8, 8:-8].max() < 0.2  # resampled soft
+    averaged = 0.5 * strokes + 0.5 * _texture(48, 64, 5).astype(np.float32) / 255  # two stroke patterns
+    assert crispness(averaged, strokes)[8:-8, 8:-8].mean() < 0.5
+
+
 def _pan(count: int, step: int = 2, h: int = 48, w: int = 64) -> np.ndarray:
     big = _texture(h, w + step * count, 3)
     return np.stack([big[:, step * t : step * t + w] for t in range(count)])
@@ -168,7 +178,7 @@ def _pan_error(out: np.ndarray, step: int = 2) -> float:
 def test_flow_blending_cuts_the_warping_error_of_a_pan_and_keeps_a_cut(model):
     frames = _pan(8)
     plain = _run(FrameStylizer(model, **CPU), frames)
-    stylizer = TemporalStylizer(model, temporal="flow", blend=0.6, **CPU)
+    stylizer = TemporalStylizer(model, temporal="flow", **CPU)  # the default blend
     blended = _run(stylizer, frames)
     assert np.array_equal(blended[0], plain[0])
     assert _pan_error(blended) < 0.6 * _pan_error(plain), (_pan_error(blended), _pan_error(plain))

@@ -44,12 +44,13 @@ def add_parser(sub) -> None:
     video.add_argument(
         "--temporal", choices=TEMPORAL, default=DEFAULT_TEMPORAL,
         help="against flicker: none (frame by frame), stats (instance-norm statistics carried across frames) or flow "
-        f"(blend with the previous output frame along the optical flow) (default: {DEFAULT_TEMPORAL})",
+        f"(the previous output frame carried along the optical flow) (default: {DEFAULT_TEMPORAL})",
     )  # fmt: skip
     video.add_argument("--smoothing", type=number(float, 0, 1), default=DEFAULT_SMOOTHING,
                        help=f"--temporal stats: weight of earlier frames in the statistics, 0..1 (default: {DEFAULT_SMOOTHING:g})")  # fmt: skip
     video.add_argument("--blend", type=number(float, 0, 1), default=DEFAULT_BLEND,
-                       help=f"--temporal flow: weight of the previous output frame where the flow holds, 0..1 (default: {DEFAULT_BLEND:g})")  # fmt: skip
+                       help="--temporal flow: least weight of the previous output frame where the flow holds (all of it where its "
+                       f"strokes kept their detail), 0..1 (default: {DEFAULT_BLEND:g})")  # fmt: skip
     video.add_argument("--crf", type=number(int, 0, 51), default=DEFAULT_CRF, help=f"H.264 quality, 0..51, lower is better (default: {DEFAULT_CRF})")
     video.add_argument("--max-size", type=number(int, 2), default=None, help="scale frames down so the long side is at most this")
     video.add_argument("--start", type=number(float, 0), default=0.0, metavar="SECONDS", help="begin this far into the video (default: 0)")

@@ -15,11 +15,12 @@ by :class:`instyle.engine.inference.video.TemporalStylizer` between batches and 
   itself, shared with photos, is untouched. Frames run untiled (one at a time, as photos do). For
   AdaIN (``--style PAINTING``) the statistics are the frame's relu4_1 mean and std, carried the same
   way through :meth:`AdaINModel.stylize`'s ``content_stats`` (tiled or not).
-- ``"flow"``: **blending along optical flow**. Each stylized frame is mixed with the previous output
-  frame warped onto it, ``out = s + blend * m * (warp(prev_out) - s)``: the flow from the input
-  frames by OpenCV's DIS (``opencv-python-headless``), ``m`` 0 where the forward and backward flows
-  disagree (occlusions, Sundaram et al. 2010) or the warped input frame differs from the frame
-  (cuts, light), so new content takes the new frame's strokes.
+- ``"flow"``: **the output carried along optical flow** (:class:`FlowBlend`). The previous output
+  frame, warped onto this one along the input frames' flow (OpenCV's DIS, from
+  ``opencv-python-headless``), replaces the stylized frame where the flow holds, as far as its strokes
+  kept their detail, and at least with weight ``blend``. The flow does not hold where the forward and
+  backward flows disagree (occlusions, Sundaram et al. 2010) or where the warped input frame differs
+  from the frame (cuts, flashes): new content takes the new frame's strokes.
 
 The measurements that chose the defaults are in ``docs/video.md`` (``benchmarks/bench_video.py``).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -39,17 +41,20 @@ from instyle.engine.models.blocks import NormAct
 
 __all__ = [
     "TEMPORAL", "DEFAULT_TEMPORAL", "DEFAULT_SMOOTHING", "DEFAULT_BLEND", "CUT_JUMP", "CarriedStats", "FlowBlend",
-    "adain_carry", "carrying_generator", "check_temporal", "consistent", "optical_flow", "stats_jump", "warp",
+    "adain_carry", "carrying_generator", "check_temporal", "consistent", "crispness", "optical_flow", "stats_jump", "warp",
 ]  # fmt: skip
 
 TEMPORAL = ("none", "stats", "flow")
 DEFAULT_TEMPORAL = "flow"
 DEFAULT_SMOOTHING = 0.9
-DEFAULT_BLEND = 0.6
+DEFAULT_BLEND = 0.0
 # stats_jump between consecutive frames above which a scene cut restarts the average
 CUT_JUMP = 0.5
 # |warped previous input - input| (grey levels, 0..255) above which a pixel takes the new frame only
 PHOTOMETRIC_LIMIT = 24.0
+# crispness: detail below DETAIL_SIGMA px, its energy over ENERGY_SIGMA px; a warped frame with at
+# most SOFT_LIMIT of the new frame's detail energy counts as worn soft
+DETAIL_SIGMA, ENERGY_SIGMA, SOFT_LIMIT = 2.0, 4.0, 0.7
 
 
 def check_temporal(temporal: str, smoothing: float, blend: float) -> None:
@@ -168,14 +173,15 @@ def optical_flow(dis, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return dis.calc(first, second, None)
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` read at x + flow[x] (bilinear), and where that lies inside the image (bool (H, W))."""
+def warp(image: np.ndarray, flow: np.ndarray, *, cubic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` read at x + flow[x] (bilinear, or bicubic), and where that lies inside the image (bool (H, W))."""
     cv2 = _cv2()
     h, w = flow.shape[:2]
     xs = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
     ys = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
     inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
-    return cv2.remap(image, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), inside
+    method = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
+    return cv2.remap(image, xs, ys, method, borderMode=cv2.BORDER_REPLICATE), inside
 
 
 def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
@@ -188,8 +194,31 @@ def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return inside & (error <= bound)
 
 
+def _detail(grey: np.ndarray) -> np.ndarray:
+    """The local energy of an image's fine detail (its strokes): the square of what a blur of
+    DETAIL_SIGMA px takes away, averaged over ENERGY_SIGMA px."""
+    cv2 = _cv2()
+    fine = grey - cv2.GaussianBlur(grey, (0, 0), DETAIL_SIGMA)
+    return cv2.GaussianBlur(fine * fine, (0, 0), ENERGY_SIGMA) + 1e-6
+
+
+def crispness(warped: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+    """Per pixel, 0..1: how much of the stylized frame's fine detail the warped previous output
+    kept (1: as much or more; 0: at most SOFT_LIMIT of it, blurred by resampling or averaging)."""
+    cv2 = _cv2()
+    ratio = _detail(cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY)) / _detail(cv2.cvtColor(stylized, cv2.COLOR_RGB2GRAY))
+    return np.clip((ratio - SOFT_LIMIT) / (1 - SOFT_LIMIT), 0, 1)
+
+
 class FlowBlend:
-    """One video's output frames blended with the previous output warped along the input's flow."""
+    """One video's output frames carried along the input's optical flow.
+
+    Where the flow is trusted, the previous output frame warped onto this one (bicubic) replaces
+    the stylized frame as far as it kept its strokes' detail (:func:`crispness`), and at least with
+    weight ``blend``: ``out = s + m (warp(prev) - s)``, ``m = blend + (1 - blend) crispness``. So
+    strokes move with the picture instead of being drawn anew each frame, and where resampling has
+    worn them soft the new frame's strokes take over; averaging two stroke patterns everywhere (a
+    plain blend) flattens the texture (docs/video.md, "Choosing the remedy")."""
 
     def __init__(self, blend: float) -> None:
         cv2 = _cv2()
@@ -201,16 +230,22 @@ class FlowBlend:
         self.grey: np.ndarray | None = None
         self.previous: np.ndarray | None = None  # the last output, float32 (H, W, 3) in [0, 1]
 
+    def trusted(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The flow from this frame to the last one, and where it holds: forward and backward agree
+        and the last frame, warped, looks like this one (a cut or a flash does not)."""
+        backward = optical_flow(self.dis, grey, self.grey)
+        forward = optical_flow(self.dis, self.grey, grey)
+        seen, _ = warp(self.grey, backward)
+        return backward, consistent(backward, forward) & (np.abs(seen.astype(np.float32) - grey) <= PHOTOMETRIC_LIMIT)
+
     def __call__(self, frame: np.ndarray, stylized: np.ndarray) -> np.ndarray:
-        """``stylized`` (float32 (H, W, 3) in [0, 1]) of the input ``frame`` (uint8 (H, W, 3)), blended."""
+        """``stylized`` (float32 (H, W, 3) in [0, 1]) of the input ``frame`` (uint8 (H, W, 3)), carried."""
         grey = _cv2().cvtColor(frame, _cv2().COLOR_RGB2GRAY)
         out = stylized
-        if self.grey is not None and self.grey.shape == grey.shape and self.blend > 0:
-            backward = optical_flow(self.dis, grey, self.grey)
-            forward = optical_flow(self.dis, self.grey, grey)
-            seen, _ = warp(self.grey, backward)
-            trusted = consistent(backward, forward) & (np.abs(seen.astype(np.float32) - grey) <= PHOTOMETRIC_LIMIT)
-            weight = (self.blend * trusted.astype(np.float32))[..., None]
-            out = stylized + weight * (warp(self.previous, backward)[0] - stylized)
+        if self.grey is not None and self.grey.shape == grey.shape:
+            backward, trusted = self.trusted(grey)
+            warped = warp(self.previous, backward, cubic=True)[0]
+            weight = trusted * (self.blend + (1 - self.blend) * crispness(warped, stylized))
+            out = np.clip(stylized + weight[..., None] * (warped - stylized), 0, 1)  # bicubic overshoots
         self.grey, self.previous = grey, out
         return out

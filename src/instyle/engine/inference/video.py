@@ -94,7 +94,8 @@ class FrameStylizer:
 class TemporalStylizer(FrameStylizer):
     """A :class:`FrameStylizer` with a temporal remedy (:mod:`instyle.engine.inference.temporal`):
     ``temporal`` "stats" (``smoothing``: the weight of the past in each instance norm's statistics)
-    or "flow" (``blend``: the weight of the previous output frame where the flow is trusted)."""
+    or "flow" (``blend``: the least weight of the previous output frame, carried along the optical
+    flow, where the flow holds)."""
 
     def __init__(self, model: StyleModel | AdaINModel, *, temporal: str = DEFAULT_TEMPORAL,
                  smoothing: float = DEFAULT_SMOOTHING, blend: float = DEFAULT_BLEND, **look: Any) -> None:  # fmt: skip
