@@ -330,8 +330,10 @@ def test_cli_flags_out_of_range_are_usage_errors(capsys, flag, value, message):
 def test_app_runs_one_job_at_a_time_behind_a_bounded_queue(service, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # build_app points it at the page's own folder
     app = build_app(service)
-    (event,) = [e for e in app.fns.values() if e.api_name == "stylize"]  # (the style gallery's click is the other)
-    assert event.concurrency_limit == 1 and event.api_name == "stylize"
+    events = {event.api_name: event for event in app.fns.values() if event.api_name in ("stylize", "stylize_video")}
+    assert set(events) == {"stylize", "stylize_video"}  # (the style gallery's click is another event)
+    # a photo, a clip: one concurrency group, one at a time
+    assert {(e.concurrency_limit, e.concurrency_id) for e in events.values()} == {(1, "job")}
     assert app._queue.max_size == service.limits.queue_size
     assert not app.analytics_enabled
     folder = app.upload_guard.folder
@@ -376,6 +378,73 @@ def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, 
     assert "pass --model PATH" in err and "or --decoder FILE" in err
     assert main(["serve", "--model", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- a clip
+
+
+@pytest.fixture
+def clip_service(model_file):
+    limits = ServeLimits(max_upload_bytes=200_000, max_size=64, max_video_size=48, max_video_seconds=1.0)
+    return StyleService(load_styles([model_file]), limits)
+
+
+def test_service_stylizes_a_clip_keeping_its_times_and_sound_at_an_even_size(clip_service, tmp_path):
+    from .test_video import make_clip, read_clip
+
+    source = make_clip(tmp_path / "in.mp4", 65, 49)  # odd: the page's clip is cropped to even sides
+    out = clip_service.video(source, "tiny", 1.0, "none", folder=tmp_path / "page")
+    assert out.parent.parent == tmp_path / "page" and out.suffix == ".mp4"
+    before, after = read_clip(source), read_clip(out)
+    assert after["size"] == (48, 36) and after["pix_fmt"] == "yuv420p"  # 65 x 49 -> 48 x 35.5 -> 48 x 36 (browsers play 4:2:0)
+    assert after["times"] == pytest.approx(before["times"], abs=1e-3)
+    assert after["audio"] == before["audio"]
+    assert np.abs(after["pixels"][3].astype(float) - np.asarray(Image.fromarray(before["pixels"][3]).resize((48, 36)), float)).mean() > 5
+
+
+def _audio_only(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        sound = out.add_stream("aac", rate=48000)
+        samples = av.AudioFrame.from_ndarray(np.zeros((2, 4800), np.float32), format="fltp", layout="stereo")
+        samples.sample_rate, samples.pts = 48000, 0
+        out.mux(sound.encode(samples))
+        out.mux(sound.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: _write(p, b"<html>Not found</html>"), "Video: that file is not a video this server reads"),
+        (lambda p: _write(p, b""), "Video: that file is not a video this server reads"),
+        (lambda p: _photo(p.with_suffix(".png"), 32, 24), "Video: that file is not a video this server reads"),
+        (_audio_only, "Video: the file has no video in it."),
+        (lambda p: __import__("tests.test_video", fromlist=["make_clip"]).make_clip(p, 64, 48, pts=[0, 600, 1300]),
+         "Video: the clip is 1.3 s long; the limit is 1 s."),  # fmt: skip
+        (_bulky, "Video: the file is 0.3 MB; the limit is 0.2 MB."),
+        (lambda p: None, "Upload a video first."),
+        (lambda p: p, "Video: the upload could not be read"),  # the upload vanished
+    ],
+    ids=["html", "empty", "image", "audio-only", "too-long", "bytes", "no-upload", "gone"],
+)
+def test_bad_clips_get_short_messages_without_paths(clip_service, tmp_path, make, expected):
+    upload = make(tmp_path / "upload.mp4")
+    with pytest.raises(RequestError) as caught:
+        clip_service.video(upload, "tiny", 1.0, "none", folder=tmp_path / "page")
+    message = str(caught.value)
+    assert message.startswith(expected), message
+    assert len(message) < 100 and "\n" not in message and str(tmp_path) not in message and "upload.mp4" not in message
+    assert not list(tmp_path.glob("page/*/*"))  # nothing left behind
+
+
+def test_a_clip_over_the_pixel_limit_is_refused_from_its_header(model_file, tmp_path):
+    from .test_video import make_clip
+
+    strict = StyleService(load_styles([model_file]), ServeLimits(max_pixels=1000))
+    with pytest.raises(RequestError, match="^Video: its frames have too many pixels for this server"):
+        strict.video(make_clip(tmp_path / "in.mp4", 64, 48), "tiny", 1.0, "none", folder=tmp_path)
 
 
 # ---------------------------------------------------------------------------------- a live server
@@ -626,6 +695,36 @@ def test_server_stylizes_with_an_uploaded_painting_and_names_a_bad_one(painting_
         client.predict(handle_file(str(photo)), PAINTING, 1.0, "none", api_name="/stylize")  # the painting is optional
 
 
+# ------------------------------------------------------------------------- a clip through the live server
+
+
+def _video_path(result) -> str:
+    """gradio_client's answer for a gr.Video: a path, or {"video": path, "subtitles": ...}."""
+    return result["video"] if isinstance(result, dict) else result
+
+
+def test_server_stylizes_a_clip_and_names_a_bad_one(server, tmp_path):
+    """The clip goes through the upload route (and its guard) and the one-job queue; the answer is
+    an H.264 .mp4 the browser plays, with the clip's frames, times and sound."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from .test_video import make_clip, read_clip
+
+    client = Client(server.url, verbose=False)
+    source = make_clip(tmp_path / "clip.mp4", 64, 48)
+    result = read_clip(Path(_video_path(client.predict(handle_file(str(source)), "tiny", 1.0, "none", api_name="/stylize_video"))))
+    before = read_clip(source)
+    assert result["size"] == (64, 48) and result["codec"] == "h264" and result["pix_fmt"] == "yuv420p"
+    assert result["times"] == pytest.approx(before["times"], abs=1e-3) and result["audio"] == before["audio"]
+    assert np.abs(result["pixels"][2].astype(float) - before["pixels"][2].astype(float)).mean() > 5
+    with pytest.raises(AppError, match="Video: that file is not a video this server reads"):
+        client.predict(handle_file(str(_write(tmp_path / "bad.mp4", b"<html>Not found</html>"))), "tiny", 1.0, "none",
+                       api_name="/stylize_video")  # fmt: skip
+    with pytest.raises(AppError, match="Upload a video first"):
+        client.predict(None, "tiny", 1.0, "none", api_name="/stylize_video")
+
+
 # ------------------------------------------------------------------------------ the page in Chromium
 
 CHROMIUM_FLAGS = [
@@ -791,3 +890,26 @@ def test_page_without_a_decoder_says_why_it_has_no_painting_upload(model_file, p
         assert PAINTING not in _style_options(page)
     finally:
         app.close()
+
+
+@pytest.mark.browser
+def test_page_stylizes_a_clip_and_shows_a_bad_one(server, page, tmp_path):
+    from .test_video import make_clip
+
+    page.goto(server.url)
+    page.wait_for_selector("#stylize-clip")
+    clip = page.locator("#clip input[type=file]")
+    clip.set_input_files(make_clip(tmp_path / "clip.mp4", 64, 48))
+    page.click("#stylize-clip")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#clip-result video'); return v && v.src && v.readyState >= 1 }"
+    )
+    assert page.evaluate("() => { const v = document.querySelector('#clip-result video'); return [v.videoWidth, v.videoHeight] }") == [64, 48]
+    page.screenshot(path=tmp_path / "clip-result.png")  # kept in pytest's tmp folder, to look at
+
+    page.locator("#clip").get_by_role("button", name="Clear").click()  # a shown clip has no file input
+    clip.set_input_files(_write(tmp_path / "bad.mp4", b"<html>Not found</html>"))
+    page.click("#stylize-clip")
+    toast = page.locator(".toast-body").filter(has_text="Video: that file is not a video")
+    toast.wait_for()
+    assert "Traceback" not in toast.inner_text() and str(tmp_path) not in toast.inner_text()

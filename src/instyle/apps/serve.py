@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -45,7 +46,9 @@ from instyle.engine.config import ConfigError
 from instyle.engine.image import ImageError, load_image, max_pixels_limit, to_pil
 from instyle.engine.inference.adain import AdaINModel, load_adain
 from instyle.engine.inference.stylize import StyleModel, load_model, release_freed_memory
+from instyle.engine.inference.video import TemporalStylizer, stylize_video
 from instyle.engine.modelfile import ModelFileError
+from instyle.engine.video import VideoError, probe_video
 
 __all__ = [
     "DEFAULT_CLIENT_UPLOAD_BYTES",
@@ -55,6 +58,8 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "DEFAULT_QUEUE_SIZE",
     "NO_MIX",
+    "DEFAULT_MAX_VIDEO_SECONDS",
+    "DEFAULT_MAX_VIDEO_SIZE",
     "PAINTING",
     "PRESERVE_CHOICES",
     "RequestError",
@@ -78,6 +83,11 @@ DEFAULT_TOTAL_UPLOAD_BYTES = 500_000_000
 DEFAULT_UPLOAD_MAX_AGE = 900.0  # seconds
 DEFAULT_MAX_SIZE = 1024  # long side of the result, in pixels: a CPU answers in seconds
 DEFAULT_QUEUE_SIZE = 8  # requests waiting behind the running one; more are turned away
+# A clip: 10 s at 30 frames/s is 300 frames; at a long side of 480 px a 2-core CPU stylizes
+# about 3 a second, so the answer comes in under two minutes. Its bytes: a photo's limit unless set
+# (20 MB holds 10 s of 1080p phone video).
+DEFAULT_MAX_VIDEO_SECONDS = 10.0
+DEFAULT_MAX_VIDEO_SIZE = 480
 PRESERVE_CHOICES = PRESERVE_COLOR  # the web page offers what stylize accepts
 NO_MIX = "(no mix)"  # the mix list's first entry: the picked style alone
 PAINTING = "Your painting"  # the style list's entry for the painting the visitor uploads (AdaIN)
@@ -100,17 +110,34 @@ class ServeLimits:
     client_upload_bytes: int = DEFAULT_CLIENT_UPLOAD_BYTES  # one client address's uploads kept at once
     total_upload_bytes: int = DEFAULT_TOTAL_UPLOAD_BYTES  # all uploads kept at once
     upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE  # seconds an upload is kept
+    max_video_bytes: int | None = None  # a clip's upload; None: max_upload_bytes, as a photo's
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS  # longer clips are refused
+    max_video_size: int = DEFAULT_MAX_VIDEO_SIZE  # long side of a stylized clip's frames
+
+    @property
+    def video_bytes(self) -> int:
+        return self.max_upload_bytes if self.max_video_bytes is None else self.max_video_bytes
+
+    @property
+    def largest_upload(self) -> int:
+        """Bytes the upload route lets through: a photo's or a clip's limit, the larger."""
+        return max(self.max_upload_bytes, self.video_bytes)
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "queue_size", "client_upload_bytes", "total_upload_bytes"):
+        names = ("max_upload_bytes", "queue_size", "client_upload_bytes", "total_upload_bytes", "max_video_size")
+        for name in names + (("max_video_bytes",) if self.max_video_bytes is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.max_size is not None and (not isinstance(self.max_size, int) or self.max_size < 1):
             raise ValueError(f"max_size must be a positive int or None, got {self.max_size!r}")
-        if not isinstance(self.upload_max_age, (int, float)) or not 0 < self.upload_max_age < math.inf:
-            raise ValueError(f"upload_max_age must be a positive number of seconds, got {self.upload_max_age!r}")
-        for small, large in (("max_upload_bytes", "client_upload_bytes"), ("client_upload_bytes", "total_upload_bytes")):
+        for name in ("upload_max_age", "max_video_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        video = [("max_video_bytes", "client_upload_bytes")] if self.max_video_bytes is not None else []
+        pairs = [("max_upload_bytes", "client_upload_bytes"), *video, ("client_upload_bytes", "total_upload_bytes")]
+        for small, large in pairs:
             low, high = getattr(self, small), getattr(self, large)
             if high < low:  # no upload could ever be kept
                 raise ValueError(f"{large} ({_megabytes(high)}) is less than {small} ({_megabytes(low)})")
@@ -293,6 +320,99 @@ class StyleService:
             raise RequestError(_for_page(_short_image_reason(error.reason), what)) from None
 
 
+    # ------------------------------------------------------------------------------ a clip
+
+    def video(
+        self, upload: str | os.PathLike | None, style: str, strength: float, preserve: str,
+        painting: str | os.PathLike | None = None, *, folder: str | os.PathLike | None = None,
+    ) -> Path:  # fmt: skip
+        """Stylize the clip ``upload`` (a file path) as :meth:`__call__` a photo, with the default
+        temporal remedy, into a new folder under ``folder``: the .mp4's path. RequestError for the page."""
+        return self._worker.submit(self._video_job, upload, style, strength, preserve, painting, folder).result()
+
+    def _video_job(self, *request) -> Path:
+        try:
+            return self._stylize_video(*request)
+        finally:
+            release_freed_memory()
+
+    def _stylize_video(self, upload, style, strength, preserve, painting, folder) -> Path:
+        if upload is None:
+            raise RequestError("Upload a video first.")
+        model = self._model(style, painting)
+        strength = _checked_look(strength, preserve)
+        self._check_clip(upload)
+        look = dict(strength=strength, preserve=preserve, max_size=self.limits.max_video_size, device=self.device, dtype=self.dtype)
+        if model is self.adain:
+            look["style"] = model.style(self._read(painting, "Painting"), device=self.device, dtype=self.dtype)
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        place = Path(tempfile.mkdtemp(prefix="video-", dir=folder))
+        output = place / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(upload).stem[:40]}_{style}")[:80] + ".mp4")
+        try:
+            stylize_video(upload, output, _EvenFrames(model, **look), duration=self.limits.max_video_seconds,
+                          max_pixels=self.limits.max_pixels, handle_signals=False)  # fmt: skip
+        except BaseException as error:
+            shutil.rmtree(place, ignore_errors=True)
+            raise _video_refusal(error, style) from None
+        return output
+
+    def _check_clip(self, upload) -> None:
+        """The clip's bytes, then its header (a video stream, the pixel limit), then its length."""
+        try:
+            size = os.path.getsize(upload)
+        except OSError:
+            raise RequestError("Video: the upload could not be read; try again.") from None
+        limit = self.limits.video_bytes
+        if size > limit:
+            raise RequestError(f"Video: the file is {_megabytes(size)}; the limit is {_megabytes(limit)}.")
+        try:
+            info = probe_video(upload, max_pixels=self.limits.max_pixels)
+        except VideoError as error:
+            raise RequestError(f"Video: {_short_video_reason(error.reason)}") from None
+        longest = self.limits.max_video_seconds
+        if info.duration is not None and info.duration > longest + 0.05:  # a frame's slack: "10 s" clips run 10.01 s
+            raise RequestError(f"Video: the clip is {info.duration:.1f} s long; the limit is {longest:g} s.")
+
+
+class _EvenFrames(TemporalStylizer):
+    """Frames cropped to even sides (the last row or column of an odd one): browsers play H.264 in
+    4:2:0 only, which has even sides (an odd side would be written in 4:4:4)."""
+
+    def sized(self, frames: torch.Tensor) -> torch.Tensor:
+        frames = super().sized(frames)
+        h, w = frames.shape[-2:]
+        return frames[..., : h - h % 2 if h > 1 else h, : w - w % 2 if w > 1 else w]
+
+
+def _video_refusal(error: BaseException, style: str) -> BaseException:
+    """What the page says about a clip that failed on its way through (an error to raise)."""
+    if isinstance(error, VideoError):
+        return RequestError(f"Video: {_short_video_reason(error.reason)}")
+    if isinstance(error, ImageError):  # the painting: too small for its statistics
+        return RequestError(_for_page(_short_image_reason(error.reason), "Painting"))
+    if isinstance(error, torch.OutOfMemoryError):
+        _release_cached_memory()
+        return RequestError("Not enough memory for a clip this large; try a smaller one.")
+    if isinstance(error, (RuntimeError, OSError)):  # NaN output, a full disk: details go to the log only
+        _log.error("stylizing a clip with %s failed", style, exc_info=error)
+        return RequestError("The style could not be applied to this clip.")
+    return error
+
+
+def _short_video_reason(reason: str) -> str:
+    """VideoError's reason for a person: no file names, no FFmpeg internals."""
+    if reason.startswith("not a video") or reason.startswith("empty file"):
+        return "that file is not a video this server reads (MP4, MOV, WebM, MKV, AVI, ...)."
+    if reason.startswith("no video stream"):
+        return "the file has no video in it."
+    if "too many pixels" in reason:
+        return "its frames have too many pixels for this server."
+    if reason.startswith("no video frames"):
+        return "no frame of it could be decoded; the file may be damaged."
+    return "the file could not be read as a video; it may be damaged."
+
+
 def _checked_look(strength, preserve) -> float:
     """``strength`` as a float, after checking it and ``preserve``; RequestError for the page."""
     if preserve not in PRESERVE_CHOICES:
@@ -356,7 +476,7 @@ class UploadGuard:
 
     Each upload is charged to its client address: its Content-Length before a byte is read (a
     request without one is refused), then the bytes that came, counted as they stream. A request
-    larger than ``max_upload_bytes``, or that would take its address past ``client_upload_bytes``
+    larger than ``largest_upload`` (a photo's or a clip's), or that would take its address past ``client_upload_bytes``
     or all addresses past ``total_upload_bytes``, gets a short text the page shows (413, 429, 503)
     and its body is read and dropped, never stored. :meth:`sweep` removes the files in ``folder``
     last written longer than ``upload_max_age`` ago together with the charges as old, so what the
@@ -392,8 +512,8 @@ class UploadGuard:
         limits = self.limits
         if size is None:
             return 411, "An upload needs a Content-Length header."
-        if size > limits.max_upload_bytes + _MULTIPART_SLACK:
-            return 413, f"The file is {_megabytes(size)}; the limit is {_megabytes(limits.max_upload_bytes)}."
+        if size > limits.largest_upload + _MULTIPART_SLACK:
+            return 413, f"The file is {_megabytes(size)}; the limit is {_megabytes(limits.largest_upload)}."
         size = max(size, _MIN_CHARGE)
         if self.charged(client) + size > limits.client_upload_bytes:
             kept, limit = _megabytes(self.charged(client)), _megabytes(limits.client_upload_bytes)
@@ -460,7 +580,7 @@ class UploadGuard:
         refused = self.refusal(client, size)
         if refused is not None:
             status, text = refused
-            await _drop_body(receive, 2 * (self.limits.max_upload_bytes + _MULTIPART_SLACK))
+            await _drop_body(receive, 2 * (self.limits.largest_upload + _MULTIPART_SLACK))
             retry = self.retry_after(client if status == 429 else None) if status in (429, 503) else None
             await _send_text(send, status, text, retry)
             return
@@ -657,6 +777,25 @@ def _mix_inputs(gr, service: StyleService):
     return mix_with, mix
 
 
+def _video_row(gr, service: StyleService):
+    """A clip's upload, its button and its result, under the photo's: the style, strength and
+    colour controls above serve both."""
+    limits = service.limits
+    gr.Markdown(
+        f"### A short clip\nUp to {limits.max_video_seconds:g} s and {_megabytes(limits.video_bytes)}, "
+        f"stylized at up to {limits.max_video_size} px with the style above, its sound kept (a CPU takes a while).",
+        elem_id="video-note",
+    )  # fmt: skip
+    with gr.Row():
+        with gr.Column():
+            clip = gr.Video(label="Clip", sources=["upload"], format=None, height=300, elem_id="clip")
+            clip.preprocess = _upload_path  # the path, unopened: checked by the service before anything reads it
+            button = gr.Button("Stylize the clip", variant="primary", elem_id="stylize-clip")
+        with gr.Column():
+            result = gr.Video(label="Stylized clip", interactive=False, format=None, height=300, elem_id="clip-result")
+    return clip, button, result
+
+
 def build_app(service: StyleService):
     """The page: upload, style (a listed one, or an uploaded painting when the server has an AdaIN
     decoder), strength, colour preservation, and the result with a download button. Returns a
@@ -665,8 +804,10 @@ def build_app(service: StyleService):
     gr = _gradio()
     guard = UploadGuard(_own_upload_folder(), service.limits)
 
-    def run(upload, style, strength, preserve, painting=None, mix_with=None, mix=0.0):  # None: API calls that name none
+    def run(upload, style, strength, preserve, painting=None, mix_with=None, mix=0.0, *, video=False):  # None: API calls that name none
         try:
+            if video:  # written into the page's folder: removed with the uploads as it ages (a clip takes no mix yet)
+                return str(service.video(upload, style, strength, preserve, painting, folder=guard.folder))
             return service(upload, style, strength, preserve, painting, mix_with, mix)
         except RequestError as error:
             raise gr.Error(str(error), print_exception=False) from None
@@ -674,10 +815,13 @@ def build_app(service: StyleService):
             _log.exception("unexpected failure in instyle serve")
             raise gr.Error("Something went wrong on the server.", print_exception=False) from None
 
+    def run_video(upload, style, strength, preserve, painting=None):
+        return run(upload, style, strength, preserve, painting, video=True)
+
     names = service.choices
     how = "pick a style or upload a painting" if service.adain is not None else "pick a style"
     with gr.Blocks(title="instyle", analytics_enabled=False) as app:  # the guard removes old files
-        gr.Markdown(f"## instyle: fast neural style transfer\nUpload a photo, {how}, press **Stylize**.")
+        gr.Markdown(f"## instyle: fast neural style transfer\nUpload a photo (or a short clip below), {how}, press **Stylize**.")
         with gr.Row():
             with gr.Column():
                 upload = _image_input(gr, "Photo", "photo")
@@ -694,8 +838,12 @@ def build_app(service: StyleService):
                     label="Result", type="pil", format="png", interactive=False, height=360,
                     buttons=["download", "fullscreen"], elem_id="result",
                 )  # fmt: skip
+        clip, clip_button, clip_result = _video_row(gr, service)
         inputs = [upload, style, strength, preserve, painting, mix_with, mix]
-        button.click(run, inputs=inputs, outputs=result, api_name="stylize", concurrency_limit=1)
+        # one concurrency group: a photo and a clip never run at once (the service has one worker too)
+        button.click(run, inputs=inputs, outputs=result, api_name="stylize", concurrency_limit=1, concurrency_id="job")
+        clip_button.click(run_video, inputs=[clip, *inputs[1:5]], outputs=clip_result, api_name="stylize_video",
+                          concurrency_limit=1, concurrency_id="job")  # fmt: skip
     app.queue(max_size=service.limits.queue_size, default_concurrency_limit=1, api_open=False)
     app.upload_guard = guard
     return app
@@ -723,7 +871,7 @@ def launch(app, *, host: str = "127.0.0.1", port: int = 7860) -> str:
             prevent_thread_lock=True,
             show_error=False,  # only gr.Error messages reach the page
             quiet=True,
-            max_file_size=guard.limits.max_upload_bytes,
+            max_file_size=guard.limits.largest_upload,
             app_kwargs={"middleware": [Middleware(guard.middleware)], "lifespan": guard.lifespan},
             ssr_mode=False,
             mcp_server=False,

@@ -18,6 +18,9 @@ _FLAGS = {
     "upload_max_age": "--keep-uploads-min",
     "max_size": "--max-size",
     "queue_size": "--queue-size",
+    "max_video_bytes": "--max-video-mb",
+    "max_video_seconds": "--max-video-seconds",
+    "max_video_size": "--max-video-size",
 }
 
 
@@ -36,7 +39,7 @@ def add_parser(sub) -> None:
     from instyle.apps import serve as web
     from instyle.engine.device import DTYPES
 
-    serve = sub.add_parser("serve", help="a web page to stylize photos (needs instyle[web])")
+    serve = sub.add_parser("serve", help="a web page to stylize photos and short clips (needs instyle[web])")
     serve.add_argument(
         "--model", action="append", default=[], metavar="PATH",
         help="a model file to offer besides the bundled styles (repeat for more)",
@@ -66,10 +69,23 @@ def add_parser(sub) -> None:
         "--queue-size", type=number(int, 1), default=web.DEFAULT_QUEUE_SIZE,
         help=f"requests that may wait behind the running one (default: {web.DEFAULT_QUEUE_SIZE})",
     )  # fmt: skip
+    _add_video_limits(serve, web)
     add_device(serve)
     serve.add_argument("--dtype", default="fp32", choices=DTYPES, help="compute precision (default: fp32)")
     add_max_pixels(serve)
     serve.set_defaults(func=run)
+
+
+def _add_video_limits(serve, web) -> None:
+    serve.add_argument(
+        "--max-video-seconds", type=_positive, default=web.DEFAULT_MAX_VIDEO_SECONDS,
+        help=f"refuse longer clips (default: {web.DEFAULT_MAX_VIDEO_SECONDS:g})",
+    )  # fmt: skip
+    serve.add_argument("--max-video-mb", type=_positive, default=None, help="refuse larger clips (default: --max-upload-mb)")
+    serve.add_argument(
+        "--max-video-size", type=number(int, 2), default=web.DEFAULT_MAX_VIDEO_SIZE,
+        help=f"stylize a clip's frames at most this long side (default: {web.DEFAULT_MAX_VIDEO_SIZE})",
+    )  # fmt: skip
 
 
 def _limits(args: argparse.Namespace):
@@ -84,6 +100,9 @@ def _limits(args: argparse.Namespace):
             max_pixels=args.max_pixels,
             max_size=args.max_size or None,
             queue_size=args.queue_size,
+            max_video_bytes=None if args.max_video_mb is None else int(args.max_video_mb * 1e6),
+            max_video_seconds=args.max_video_seconds,
+            max_video_size=args.max_video_size,
         )
     except ValueError as error:  # every field named by its flag (error_text renames only the first)
         text = re.sub(r"[a-z]+(?:_[a-z]+)+", lambda m: _FLAGS.get(m.group(0), m.group(0)), str(error))

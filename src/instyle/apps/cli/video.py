@@ -14,11 +14,13 @@ ERROR_NAMES = {
     "style_weights": "--style-weights", "decoder": "--decoder", "style_size": "--style-size", "strength": "--strength",
     "preserve": "--preserve-color", "max_size": "--max-size", "max_pixels": "--max-pixels", "crf": "--crf",
     "start": "--start", "duration": "--duration", "batch_size": "--batch-size", "output": "-o", "style": "--style",
+    "temporal": "--temporal", "smoothing": "--smoothing", "blend": "--blend",
 }  # fmt: skip
 
 
 def add_parser(sub) -> None:
     from instyle.engine.device import DTYPES
+    from instyle.engine.inference.temporal import DEFAULT_BLEND, DEFAULT_SMOOTHING, DEFAULT_TEMPORAL, TEMPORAL
     from instyle.engine.inference.video import DEFAULT_BATCH, DEFAULT_CRF
     from instyle.engine.video import OUTPUT_FORMATS
 
@@ -39,6 +41,16 @@ def add_parser(sub) -> None:
     video.add_argument("--style-size", type=number(int, 64), default=None, help="long side the paintings are scaled to for their statistics (default: 512)")
     video.add_argument("--strength", type=number(float, 0, 1), default=1.0, help="how much style, 0..1, as for `instyle stylize` (default 1)")
     video.add_argument("--preserve-color", choices=PRESERVE_COLOR, default="none", help="keep each frame's colours (default: none)")
+    video.add_argument(
+        "--temporal", choices=TEMPORAL, default=DEFAULT_TEMPORAL,
+        help="against flicker: none (frame by frame), stats (instance-norm statistics carried across frames) or flow "
+        f"(the previous output frame carried along the optical flow) (default: {DEFAULT_TEMPORAL})",
+    )  # fmt: skip
+    video.add_argument("--smoothing", type=number(float, 0, 1), default=DEFAULT_SMOOTHING,
+                       help=f"--temporal stats: weight of earlier frames in the statistics, 0..1 (default: {DEFAULT_SMOOTHING:g})")  # fmt: skip
+    video.add_argument("--blend", type=number(float, 0, 1), default=DEFAULT_BLEND,
+                       help="--temporal flow: least weight of the previous output frame where the flow holds (all of it where its "
+                       f"strokes kept their detail), 0..1 (default: {DEFAULT_BLEND:g})")  # fmt: skip
     video.add_argument("--crf", type=number(int, 0, 51), default=DEFAULT_CRF, help=f"H.264 quality, 0..51, lower is better (default: {DEFAULT_CRF})")
     video.add_argument("--max-size", type=number(int, 2), default=None, help="scale frames down so the long side is at most this")
     video.add_argument("--start", type=number(float, 0), default=0.0, metavar="SECONDS", help="begin this far into the video (default: 0)")
@@ -86,7 +98,8 @@ def _stylizer(args: argparse.Namespace):
         return None, fail("video", problem, 2)
     options = dict(
         decoder=args.decoder, style_weights=args.style_weights, strength=args.strength, preserve=args.preserve_color,
-        max_size=args.max_size, device=args.device, dtype=args.dtype,
+        max_size=args.max_size, device=args.device, dtype=args.dtype, temporal=args.temporal, smoothing=args.smoothing,
+        blend=args.blend,
     )  # fmt: skip
     if args.style_size is not None:
         options["style_size"] = args.style_size

@@ -34,7 +34,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -67,6 +67,10 @@ BYTES_PER_PIXEL_16 = 512
 # 0.6 GB, keeps a 4096 x 4096 photo under 2 GB peak (docs/adain.md, "Memory"). A GPU's windows
 # take a quarter of its free memory, as the generators' do.
 WINDOW_BUDGET = 1 << 30
+
+# What a video passes as ``content_stats``: the photo's relu4_1 (mean, std), each (R, C) (R regions),
+# to the (mean, std) it is normalized with (its frames' statistics carried over time)
+ContentStats = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 # ---------------------------------------------------------------------------- paintings and masks
@@ -289,6 +293,12 @@ class _Photo:
     style: tuple[Tensor, Tensor]  # (R, C) each, on the device
     alpha: float
     content: tuple[Tensor, Tensor] | None = None
+    carry: ContentStats | None = None  # the video's hook on the photo's statistics
+
+    def take_stats(self, stats: _RegionStats, device: torch.device) -> None:
+        """The photo's statistics, through ``carry`` when given."""
+        found = stats.result(device)
+        self.content = found if self.carry is None else self.carry(*found)
 
     @property
     def padded(self) -> tuple[int, int]:
@@ -313,7 +323,7 @@ class _Photo:
         features = self.nets.encode(_pad(pixels_to_float(content), hp, wp))
         stats = _RegionStats(self.style[0].shape[0])
         stats.add(features, self.cells)
-        self.content = stats.result(features.device)
+        self.take_stats(stats, features.device)
         return self.nets.decode(self.stylized_features(features, self.cells))[..., : self.h, : self.w]
 
 
@@ -365,7 +375,7 @@ class _Tiles:
                 y1, x1 = y0 + (span_y.core1 - span_y.core0) // s, x0 + (span_x.core1 - span_x.core0) // s
                 cells = None if photo.cells is None else photo.cells[span_y.core0 // s : span_y.core1 // s, span_x.core0 // s : span_x.core1 // s]
                 stats.add(features[:, :, y0:y1, x0:x1], cells)
-        photo.content = stats.result(photo.style[0].device)
+        photo.take_stats(stats, photo.style[0].device)
 
     def run(self, span_y: Span, span_x: Span) -> Tensor:
         """Pass 2: one window's output (1, 3, window rows, window columns)."""
@@ -443,12 +453,16 @@ class AdaINModel:
         self, image, *, style, style_weights: Sequence[float] | None = None, mask=None, strength: float = 1.0,
         preserve: str = "none", style_size: int = DEFAULT_STYLE_SIZE, max_size: int | None = None,
         tile: int | None = None, device: str = "auto", dtype: str = "auto", runtime: str = "torch",
+        content_stats: ContentStats | None = None,
     ):  # fmt: skip
         """Stylize ``image`` (a path, PIL image, ndarray or tensor in [0, 1]; returned as the same
         kind, see :class:`instyle.engine.inference.stylize.Given`) with ``style``: a painting, a list
         of them (mixed by ``style_weights``), or a :class:`StyleMix` from :meth:`style`. ``mask``: an
         image or :class:`MaskRegions` giving each region its painting. ``strength``: alpha, in
-        feature space. ``tile``: a multiple of 8 (default: tiles when a window would not fit)."""
+        feature space. ``tile``: a multiple of 8 (default: tiles when a window would not fit).
+        ``content_stats``: called with each photo's relu4_1 (mean, std), each (regions, 512), in order,
+        returns those to normalize it with (a video's frames' statistics smoothed over time); tiled or
+        not, it sees the whole photo's."""
         check_options(strength, preserve, tile, runtime)
         config = DeviceConfig.resolve(device, dtype, "inference")
         if not isinstance(style, StyleMix):
@@ -459,13 +473,12 @@ class AdaINModel:
         given = Given.of(image)
         batch, unbatched = as_batch(image, max_size)
         nets = self.networks(config)
-        outputs = [
-            self._stylize_one(single, nets, style, regions, strength, preserve, tile, given.as_uint8) for single in batch.split(1)
-        ]  # fmt: skip
+        look = (strength, preserve, tile, given.as_uint8, content_stats)
+        outputs = [self._stylize_one(single, nets, style, regions, *look) for single in batch.split(1)]
         return given.result(outputs, unbatched)
 
     def _stylize_one(self, single: Tensor, nets: _Networks, style: StyleMix, regions: MaskRegions | None,
-                     alpha: float, preserve: str, tile: int | None, as_uint8: bool):  # fmt: skip
+                     alpha: float, preserve: str, tile: int | None, as_uint8: bool, carry: ContentStats | None):  # fmt: skip
         """One photo (1, 3, H, W): untiled, or in tiles when asked or when a window would not fit."""
         device = nets.config.device
         h, w = single.shape[-2:]
@@ -474,7 +487,7 @@ class AdaINModel:
         hp, wp = _padded_side(h), _padded_side(w)
         cells = None if regions is None else regions.cells(h, w, hp, wp).to(device)
         mean, std = style.per_region(None if regions is None else regions.count)
-        photo = _Photo(nets, h, w, cells, (mean.to(device), std.to(device)), alpha)
+        photo = _Photo(nets, h, w, cells, (mean.to(device), std.to(device)), alpha, carry=carry)
         halo = _Tiles(photo, content, STRIDE, self.radii).out_halo
         if tile is None:
             budget = memory_budget(device) if device.type != "cpu" else min(memory_budget(device), WINDOW_BUDGET)

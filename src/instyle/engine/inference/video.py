@@ -32,12 +32,15 @@ from instyle.engine.image import pixels_to_float, resize_long_side
 from instyle.engine.inference.adain import DEFAULT_STYLE_SIZE, AdaINModel, StyleMix
 from instyle.engine.inference.api import _cached, _is_generator, _key
 from instyle.engine.inference.stylize import StyleModel, check_look
+from instyle.engine.inference.temporal import (
+    DEFAULT_BLEND, DEFAULT_SMOOTHING, DEFAULT_TEMPORAL, CarriedStats, FlowBlend, adain_carry, carrying_generator, check_temporal,
+)  # fmt: skip
 from instyle.engine.catalog import adain_decoder_path
 from instyle.engine.device import DeviceConfig
 from instyle.engine.training.loop import caught_signals
 from instyle.engine.video import OUTPUT_FORMATS, ReadWarning, VideoError, VideoFrame, VideoReader, VideoWriter, check_video_output
 
-__all__ = ["FrameStylizer", "VideoInterrupted", "VideoProgress", "VideoResult", "stylize_video", "video_stylizer"]
+__all__ = ["FrameStylizer", "TemporalStylizer", "VideoInterrupted", "VideoProgress", "VideoResult", "stylize_video", "video_stylizer"]
 
 # x264's constant quality, its own default: painted texture is costly to encode (geese.mp4 with
 # starry_night at 1280 x 720: 25 Mbit/s at 23, 46 Mbit/s at 18)
@@ -75,30 +78,91 @@ class FrameStylizer:
         """Forget what earlier frames left (nothing, frame by frame): a new video begins."""
 
     def __call__(self, frames: Tensor) -> np.ndarray:
+        return frames_to_pixels(self.stylize_frames(self.sized(frames)))
+
+    def sized(self, frames: Tensor) -> Tensor:
+        """``frames`` scaled down to ``max_size`` (float), or as they are."""
         if self.max_size is not None and max(frames.shape[-2:]) > self.max_size:
-            frames = resize_long_side(pixels_to_float(frames), self.max_size)
-        stylized = self.model.stylize(frames, **self.options)  # float32 (N, 3, H, W) in [0, 1]
-        return (stylized * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            return resize_long_side(pixels_to_float(frames), self.max_size)
+        return frames
+
+    def stylize_frames(self, frames: Tensor) -> Tensor:
+        """float32 (N, 3, H, W) in [0, 1], each frame stylized as a photo."""
+        return self.model.stylize(frames, **self.options)
+
+
+class TemporalStylizer(FrameStylizer):
+    """A :class:`FrameStylizer` with a temporal remedy (:mod:`instyle.engine.inference.temporal`):
+    ``temporal`` "stats" (``smoothing``: the weight of the past in each instance norm's statistics)
+    or "flow" (``blend``: the least weight of the previous output frame, carried along the optical
+    flow, where the flow holds)."""
+
+    def __init__(self, model: StyleModel | AdaINModel, *, temporal: str = DEFAULT_TEMPORAL,
+                 smoothing: float = DEFAULT_SMOOTHING, blend: float = DEFAULT_BLEND, **look: Any) -> None:  # fmt: skip
+        check_temporal(temporal, smoothing, blend)
+        super().__init__(model, **look)
+        self.temporal = temporal
+        self.carried = CarriedStats(smoothing) if temporal == "stats" else None
+        self.flow = FlowBlend(blend) if temporal == "flow" else None
+        if self.carried is not None and isinstance(model, AdaINModel):
+            self.options["content_stats"] = adain_carry(self.carried)
+        elif self.carried is not None:
+            self.model = carrying_generator(model, self.carried)
+            self.stride = int(getattr(model.generator, "tile_stride", 1))
+
+    def reset(self) -> None:
+        for state in (self.carried, self.flow):
+            if state is not None:
+                state.reset()
+
+    def stylize_frames(self, frames: Tensor) -> Tensor:
+        if self.carried is None or not isinstance(self.model, StyleModel):
+            return super().stylize_frames(frames)
+        side = max(frames.shape[-2:])  # one tile the frame's size: untiled, every norm sees the whole frame
+        return self.model.stylize(frames, **self.options, tile=-(-side // self.stride) * self.stride)
+
+    def __call__(self, frames: Tensor) -> np.ndarray:
+        frames = self.sized(frames)
+        stylized = self.stylize_frames(frames)
+        if self.flow is None:
+            return frames_to_pixels(stylized)
+        outputs = stylized.permute(0, 2, 3, 1).cpu().numpy()
+        blended = [self.flow(frame, out) for frame, out in zip(frames_to_pixels(frames), outputs)]
+        return frames_to_pixels(torch.from_numpy(np.stack(blended)).permute(0, 3, 1, 2))
+
+
+def frames_to_pixels(frames: Tensor) -> np.ndarray:
+    """uint8 (N, H, W, 3) on the CPU from (N, 3, H, W) float in [0, 1] (rounded) or uint8."""
+    if frames.dtype != torch.uint8:
+        frames = (frames.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def video_stylizer(
     style, *, decoder: str | os.PathLike | None = None, style_weights: Sequence[float] | None = None,
     style_size: int = DEFAULT_STYLE_SIZE, strength: float = 1.0, preserve: str = "none", max_size: int | None = None,
-    device: str = "auto", dtype: str = "auto",
+    device: str = "auto", dtype: str = "auto", temporal: str = DEFAULT_TEMPORAL, smoothing: float = DEFAULT_SMOOTHING,
+    blend: float = DEFAULT_BLEND,
 ) -> FrameStylizer:  # fmt: skip
     """A :class:`FrameStylizer` for ``style`` as :func:`instyle.stylize` takes it: a bundled style
     name or generator file (or a loaded :class:`StyleModel`), or paintings (AdaIN, with ``decoder``,
-    ``style_weights``, ``style_size``). Models are loaded once and kept, as for photos."""
+    ``style_weights``, ``style_size``), with the temporal remedy ``temporal`` ("none": frame by frame;
+    "stats" with ``smoothing``; "flow" with ``blend``: :class:`TemporalStylizer`). Models are loaded
+    once and kept, as for photos."""
+    check_temporal(temporal, smoothing, blend)
     look = dict(strength=strength, preserve=preserve, max_size=max_size, device=device, dtype=dtype)
     if isinstance(style, StyleModel) or _is_generator(style):
         for name, value in (("style_weights", style_weights), ("decoder", decoder)):
             if value is not None:
                 raise ValueError(f"{name}: only for paintings; style {style!r} is a trained model")
         model = style if isinstance(style, StyleModel) else _cached(StyleModel, *_key(Path(style) if Path(style).exists() else style))
+    else:
+        model = _cached(AdaINModel, *_key(adain_decoder_path(decoder)))
+        mix = style if isinstance(style, StyleMix) else model.style(style, style_weights, style_size=style_size, device=device, dtype=dtype)
+        look["style"] = mix
+    if temporal == "none":
         return FrameStylizer(model, **look)
-    model = _cached(AdaINModel, *_key(adain_decoder_path(decoder)))
-    mix = style if isinstance(style, StyleMix) else model.style(style, style_weights, style_size=style_size, device=device, dtype=dtype)
-    return FrameStylizer(model, style=mix, **look)
+    return TemporalStylizer(model, temporal=temporal, smoothing=smoothing, blend=blend, **look)
 
 
 @dataclass(frozen=True)
@@ -180,6 +244,7 @@ def stylize_video(
     Raises VideoError for an input that is not a readable video, OutputError for an output
     refused before any work, WriteError when writing fails (a full disk)."""
     _check_options(crf, start, duration, batch_size)
+    check_temporal(*(look.get(name, default) for name, default in _TEMPORAL_DEFAULTS))
     source, output = Path(source), Path(output)
     check_video_output(source, output, overwrite=overwrite)
     if isinstance(style, FrameStylizer) and look:
@@ -197,6 +262,9 @@ def stylize_video(
         source, output, writer.frames, writer.width, writer.height, writer.pixel_format, len(writer.audio),
         reader.skipped, time.perf_counter() - run.started,
     )  # fmt: skip
+
+
+_TEMPORAL_DEFAULTS = (("temporal", DEFAULT_TEMPORAL), ("smoothing", DEFAULT_SMOOTHING), ("blend", DEFAULT_BLEND))
 
 
 def _log_warning(text: str) -> None:
