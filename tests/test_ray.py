@@ -114,22 +114,41 @@ def test_outputs_equal_plain_stylize_and_bad_images_are_rows(cluster, tmp_path):
     assert {r.error for r in plain if r.error} and all(float(r["seconds"]) >= 0 for r in rows)
 
 
-def test_a_painting_with_adain_equals_plain_stylize(cluster, tmp_path):
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory) -> Path:
+    """A seeded untrained AdaIN decoder whose output spreads inside [0, 1], and a painting beside it."""
     torch.manual_seed(0)
-    decoder = AdaINDecoder()
-    with torch.no_grad():  # an untrained decoder whose output spreads inside [0, 1]
-        decoder.layers[-1].conv.weight.mul_(0.25)
-        decoder.layers[-1].conv.bias.fill_(0.5)
-    save_model(decoder, tmp_path / "decoder.safetensors", {"note": "test decoder"})
+    network = AdaINDecoder()
+    with torch.no_grad():
+        network.layers[-1].conv.weight.mul_(0.25)
+        network.layers[-1].conv.bias.fill_(0.5)
+    folder = tmp_path_factory.mktemp("adain")
+    save_model(network, folder / "decoder.safetensors", {"note": "test decoder"})
+    save_image(torch.from_numpy(_photo(96, 80, 7)).permute(2, 0, 1).float(), folder / "monet.png")
+    return folder / "decoder.safetensors"
+
+
+def test_a_painting_with_adain_equals_plain_stylize(cluster, decoder, tmp_path):
     make_photos(tmp_path / "in", 3, side=40)
-    save_image(torch.from_numpy(_photo(96, 80, 7)).permute(2, 0, 1).float(), tmp_path / "monet.png")
-    model = load_adain(tmp_path / "decoder.safetensors")
-    style = model.style(tmp_path / "monet.png", style_size=96, dtype="fp32")
+    model = load_adain(decoder)
+    style = model.style(decoder.parent / "monet.png", style_size=96, dtype="fp32")
     options = {"strength": 0.7, "preserve": "none", "dtype": "fp32"}
     list(stylize_files(model, sorted((tmp_path / "in").iterdir()), tmp_path / "plain", name=style.name, style=style, **options))
     stylize_dataset(tmp_path / "in", tmp_path / "ray", model, style=style, actors=1, **options)
     assert_same_outputs(tmp_path / "plain", tmp_path / "ray")
     assert sorted(p.name for p in (tmp_path / "ray").glob("*.png"))[0].endswith("_monet.png")
+
+
+def test_cli_with_a_painting_equals_plain_instyle_stylize(cluster, decoder, tmp_path):
+    make_photos(tmp_path / "in", 3, side=40)
+    look = ["--style", decoder.parent / "monet.png", "--decoder", decoder, "--style-size", "96", "--strength", "0.6",
+            "--preserve-color", "covariance", "--max-size", "32", "--dtype", "fp32"]  # fmt: skip
+    plain = run_cli("stylize", tmp_path / "in", "-o", tmp_path / "plain", *look)
+    assert plain.returncode == 0, plain.stderr
+    ray_run = run_cli("stylize", tmp_path / "in", "-o", tmp_path / "ray", *look, "--engine", "ray", "--ray-address", cluster)
+    assert ray_run.returncode == 0 and not ray_run.stderr, ray_run.stderr
+    assert_same_outputs(tmp_path / "plain", tmp_path / "ray")
+    assert ray_run.stdout.splitlines()[-1].startswith("3 written, 0 failed of 3 images in ")
 
 
 def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
@@ -238,6 +257,16 @@ def test_an_option_the_actors_refuse_fails_the_job_once_and_leaves_nothing(clust
 # ---------------------------------------------------------------------------- the command line
 
 
+def test_an_unreachable_bucket_is_an_error_within_a_bounded_time(monkeypatch):
+    from instyle.engine.batch import sources
+
+    monkeypatch.setattr(sources, "ANSWER_SECONDS", 2.0)
+    start = time.monotonic()
+    with pytest.raises(sources.SourceError, match=r"^sources gs://instyle-no-such-bucket/photos: (no answer within 2 s|cannot be listed)"):
+        sources.list_sources(["gs://instyle-no-such-bucket/photos"])
+    assert time.monotonic() - start < 10
+
+
 def test_cli_interrupted_and_rerun_writes_each_output_once(cluster, tmp_path):
     photos = make_photos(tmp_path / "in", 32, side=128)
     args = ["stylize", tmp_path / "in", "-o", tmp_path / "out", "--engine", "ray", "--ray-address", cluster,
@@ -295,6 +324,8 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, not_ray):
     make_photos(tmp_path / "in", 2)
     out = ["-o", tmp_path / "out", "--model", "starry_night"]
     assert _refused(tmp_path, tmp_path / "in", tmp_path / "missing", *out) == f"SOURCE {tmp_path / 'missing'}: no such file or folder"
+    message = _refused(tmp_path, "nofs://bucket/photos", *out)
+    assert message.startswith("SOURCE nofs://bucket/photos: cannot be listed (") and "nofs" in message
     (tmp_path / "file").write_text("x")
     message = _refused(tmp_path, tmp_path / "in", "-o", tmp_path / "file" / "out", "--model", "starry_night")
     assert message.startswith(f"-o {tmp_path / 'file' / 'out'}: ") and "is a file, not a folder" in message

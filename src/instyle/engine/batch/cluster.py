@@ -79,8 +79,12 @@ def _read(conn: socket.socket, size: int) -> bytes:
 def connect(address: str | None, init_options: dict[str, Any] | None = None) -> bool:
     """Connect this process to Ray: an existing connection is kept; ``address`` (or $RAY_ADDRESS) is
     probed first (:func:`probe_address`); with neither, a local cluster starts (``init_options``:
-    ``ray.init``'s, e.g. ``num_cpus``). Returns whether this call connected (and so should shut down)."""
-    import ray
+    ``ray.init``'s, e.g. ``num_cpus``). Returns whether this call connected (and so should shut down).
+    Without Ray installed, an ImportError says how to install it."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError("instyle's Ray engine needs Ray: pip install 'instyle[ray]'") from error
 
     if ray.is_initialized():
         return False

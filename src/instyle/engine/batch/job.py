@@ -108,14 +108,14 @@ class BatchJob:
         return done, [item for item in self.items if item.input not in exists]
 
     def run(self, address: str | None = None, init_options: dict[str, Any] | None = None) -> Iterator[BatchResult]:
-        """Run the job on the Ray cluster at ``address`` (None: $RAY_ADDRESS, else the connection this
-        process has, else a local cluster with ``init_options``), yielding each image's row as it is
-        recorded; images an earlier run of the same job finished come first, ``skipped``.
-        Interrupted (KeyboardInterrupt), the rows so far are kept: a rerun finishes the job."""
-        import ray
-
+        """Run the job on Ray (the connection this process has, else the cluster at ``address``, else
+        at $RAY_ADDRESS, else a local cluster started with ``init_options`` and stopped at the end),
+        yielding each image's row as it is recorded; images an earlier run of the same job finished
+        come first, ``skipped``. Interrupted (KeyboardInterrupt), the rows so far are kept: a rerun
+        finishes the job."""
         start = time.perf_counter()
         started = connect(address, init_options)
+        import ray
         created, failed = None, False
         try:
             done, todo = self._split()

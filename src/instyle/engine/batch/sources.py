@@ -15,6 +15,8 @@ import numpy as np
 
 from instyle.engine.config import ConfigError
 
+ANSWER_SECONDS = 30.0  # how long a URI's filesystem may take to answer its first request
+
 __all__ = ["Item", "SourceError", "decode_pixels", "is_uri", "list_sources", "local_path", "name_outputs", "read_batch"]
 
 
@@ -90,8 +92,7 @@ def _list_uri(uri: str, recursive: bool) -> tuple[Any, list[tuple[str, str]]]:
     from instyle.engine.image import IMAGE_EXTENSIONS
 
     try:
-        fs, root = pafs.FileSystem.from_uri(uri)
-        info = fs.get_file_info(root)
+        fs, root, info = _within(ANSWER_SECONDS, uri, lambda: _first_answer(pafs, uri))
         if info.type == pafs.FileType.File:
             return fs, [(uri, root)]
         if info.type != pafs.FileType.Directory:
@@ -109,6 +110,35 @@ def _list_uri(uri: str, recursive: bool) -> tuple[Any, list[tuple[str, str]]]:
         if entry.type == pafs.FileType.File and name.suffix.lower() in IMAGE_EXTENSIONS and not hidden:
             found.append((prefix + entry.path, entry.path))
     return fs, found
+
+
+def _first_answer(pafs, uri: str):
+    fs, root = pafs.FileSystem.from_uri(uri)
+    return fs, root, fs.get_file_info(root)
+
+
+def _within(seconds: float, uri: str, call):
+    """``call()``, or SourceError if it has not answered within ``seconds`` (an unreachable bucket:
+    pyarrow's clients retry for many minutes). The call goes on in a daemon thread, abandoned."""
+    import queue
+    import threading
+
+    answer: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            answer.put((True, call()))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            answer.put((False, error))
+
+    threading.Thread(target=run, daemon=True, name="instyle-list").start()
+    try:
+        ok, value = answer.get(timeout=seconds)
+    except queue.Empty:
+        raise SourceError(f"{uri}: no answer within {seconds:g} s; is the storage reachable from here, with credentials?") from None
+    if not ok:
+        raise value
+    return value
 
 
 def _first_line(error: BaseException) -> str:
