@@ -116,7 +116,8 @@ def adain(tmp_path_factory):
 
 
 def test_adain_content_stats_hook_sees_the_whole_photo_tiled_or_not(adain):
-    photo, painting = (torch.from_numpy(_texture(48, 64, s)).permute(2, 0, 1) for s in (1, 2))
+    photo = torch.from_numpy(_texture(48, 64, 1)).permute(2, 0, 1)
+    painting = torch.from_numpy(_texture(64, 80, 2)).permute(2, 0, 1)  # a painting needs 64 px a side
     seen = []
 
     def shifted(mean, std):
