@@ -142,3 +142,19 @@ def imagenet_vgg19_weights() -> Path:
     from instyle.engine.weights import fetch_weights
 
     return fetch_weights("imagenet-vgg19")
+
+
+def save_spread_decoder(path, dtype=None):
+    """A seeded untrained AdaIN decoder saved at ``path``, its output spread inside [0, 1] (the last
+    layer scaled, its bias at 0.5; std ~0.12 on the test images), so that clamping hides no difference."""
+    from instyle.engine.modelfile import save_model
+    from instyle.engine.models.adain import AdaINDecoder
+
+    torch.manual_seed(0)
+    decoder = AdaINDecoder()
+    with torch.no_grad():
+        last = decoder.layers[-1].conv
+        last.weight.mul_(0.25)
+        last.bias.fill_(0.5)
+    save_model(decoder, path, {"note": "test decoder"}, **({} if dtype is None else {"dtype": dtype}))
+    return path

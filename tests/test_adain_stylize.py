@@ -15,8 +15,8 @@ from instyle.engine import catalog
 from instyle.engine.image import load_image, resize_long_side, save_image
 from instyle.engine.inference import adain as adain_module
 from instyle.engine.inference.adain import load_adain
-from instyle.engine.modelfile import save_model
-from instyle.engine.models.adain import AdaINDecoder, adain, feature_stats
+from instyle.engine.models.adain import adain, feature_stats
+from .conftest import save_spread_decoder
 from .test_cli import run_cli
 
 LEVEL = 1 / 255
@@ -25,17 +25,8 @@ STYLE = 128  # the paintings' long side for their statistics: 512 by default, sm
 
 @pytest.fixture(scope="module")
 def decoder_file(tmp_path_factory) -> Path:
-    """A seeded untrained decoder whose output spreads inside [0, 1] (its last layer scaled, its bias
-    at 0.5; std 0.12 on the test images), so that clamping hides no difference."""
-    torch.manual_seed(0)
-    decoder = AdaINDecoder()
-    with torch.no_grad():
-        last = decoder.layers[-1].conv
-        last.weight.mul_(0.25)
-        last.bias.fill_(0.5)
-    path = tmp_path_factory.mktemp("decoder") / "decoder.safetensors"
-    save_model(decoder, path, {"note": "test decoder"})
-    return path
+    """The shared spread test decoder."""
+    return save_spread_decoder(tmp_path_factory.mktemp("decoder") / "decoder.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ both exporters. Every run uses the real VGG-19 encoder and a seeded, untrained d
 fp16 as the bundled one will be, on small images."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +23,9 @@ from instyle.engine.inference.export import OPSET, ExportError, onnx_metadata  #
 from instyle.engine.inference.onnx_adain import OnnxAdaIN, export_adain, export_any, style_graph_path  # noqa: E402
 from instyle.engine.modelfile import ModelFileError, save_model  # noqa: E402
 from instyle.engine.models import TransformerNet  # noqa: E402
-from instyle.engine.models.adain import AdaINDecoder  # noqa: E402
 from instyle.engine.weights import file_sha256  # noqa: E402
 
+from .conftest import save_spread_decoder  # noqa: E402
 from .test_cli import run_cli  # noqa: E402
 
 EXPORTERS = ["dynamo", "torchscript"]
@@ -33,18 +34,9 @@ TOLERANCE = 1e-3  # the issue's: max abs on pixels in [0, 1]
 
 
 @pytest.fixture(scope="module")
-def decoder_file(tmp_path_factory):
-    """A seeded untrained decoder whose output spreads inside [0, 1] (its last layer scaled, its bias
-    at 0.5), so that the graph's clamp hides no difference; fp16, as the decoder ships."""
-    torch.manual_seed(0)
-    decoder = AdaINDecoder()
-    with torch.no_grad():
-        last = decoder.layers[-1].conv
-        last.weight.mul_(0.25)
-        last.bias.fill_(0.5)
-    path = tmp_path_factory.mktemp("decoder") / "decoder.safetensors"
-    save_model(decoder, path, {"note": "test decoder"}, dtype=torch.float16)
-    return path
+def decoder_file(tmp_path_factory) -> Path:
+    """The shared spread test decoder, fp16 as the decoder ships."""
+    return save_spread_decoder(tmp_path_factory.mktemp("decoder") / "decoder.safetensors", torch.float16)
 
 
 @pytest.fixture(scope="module")
