@@ -12,7 +12,7 @@ import torch
 
 from instyle.engine.inference.adain import load_adain
 from instyle.engine.inference.stylize import load_model
-from instyle.engine.inference.temporal import DEFAULT_TEMPORAL, CarriedStats, consistent, crispness, warp
+from instyle.engine.inference.temporal import DEFAULT_TEMPORAL, CarriedStats, agreement, consistent, crispness, warp
 from instyle.engine.inference.video import FrameStylizer, TemporalStylizer, stylize_video, video_stylizer
 from instyle.engine.modelfile import save_model
 from instyle.engine.models import TransformerNet
@@ -116,7 +116,7 @@ def adain(tmp_path_factory):
 
 
 def test_adain_content_stats_hook_sees_the_whole_photo_tiled_or_not(adain):
-    photo, painting = (torch.from_numpy(_texture(48, 64, s)).permute(2, 0, 1) for s in (1, 2))
+    photo, painting = (torch.from_numpy(_texture(h, 64, s)).permute(2, 0, 1) for h, s in ((48, 1), (64, 2)))
     seen = []
 
     def shifted(mean, std):
@@ -155,7 +155,7 @@ def test_forward_backward_check_marks_occlusions_and_the_border():
     assert np.array_equal(moved[:, :-2], np.arange(2, w, dtype=np.float32)[None].repeat(h, 0)) and not inside[:, -1].any()
 
 
-def test_crispness_tells_worn_strokes_from_kept_ones():
+def test_crispness_and_agreement_tell_worn_and_dragged_strokes_from_kept_ones():
     import cv2
 
     strokes = _texture(48, 64, 4).astype(np.float32) / 255
@@ -163,6 +163,7 @@ def test_crispness_tells_worn_strokes_from_kept_ones():
     assert crispness(cv2.GaussianBlur(strokes, (0, 0), 2.0), strokes)[8:-8, 8:-8].max() < 0.2  # resampled soft
     averaged = 0.5 * strokes + 0.5 * _texture(48, 64, 5).astype(np.float32) / 255  # two stroke patterns
     assert crispness(averaged, strokes)[8:-8, 8:-8].mean() < 0.5
+    assert agreement(strokes, strokes).min() == 1.0 and agreement(np.clip(strokes + 0.12, 0, 1), strokes).max() == 0.0
 
 
 def _pan(count: int, step: int = 2, h: int = 48, w: int = 64) -> np.ndarray:

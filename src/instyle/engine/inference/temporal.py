@@ -41,7 +41,8 @@ from instyle.engine.models.blocks import NormAct
 
 __all__ = [
     "TEMPORAL", "DEFAULT_TEMPORAL", "DEFAULT_SMOOTHING", "DEFAULT_BLEND", "CUT_JUMP", "CarriedStats", "FlowBlend",
-    "adain_carry", "carrying_generator", "check_temporal", "consistent", "crispness", "optical_flow", "stats_jump", "warp",
+    "adain_carry", "agreement", "carrying_generator", "check_temporal", "consistent", "crispness", "optical_flow",
+    "stats_jump", "warp",
 ]  # fmt: skip
 
 TEMPORAL = ("none", "stats", "flow")
@@ -57,6 +58,9 @@ PHOTOMETRIC_LIMIT = 24.0
 # crispness: detail below DETAIL_SIGMA px, its energy over ENERGY_SIGMA px; a warped frame with at
 # most SOFT_LIMIT of the new frame's detail energy counts as worn soft
 DETAIL_SIGMA, ENERGY_SIGMA, SOFT_LIMIT = 2.0, 4.0, 0.7
+# agreement: the colours of the warped output and the new stylized frame at ENERGY_SIGMA px, 10 and
+# 25 levels apart in 255 (geese.mp4's rippling water drags strokes 10-40 levels off; docs/video.md)
+AGREE_LIMITS = (0.04, 0.10)
 
 
 def check_temporal(temporal: str, smoothing: float, blend: float) -> None:
@@ -212,14 +216,26 @@ def crispness(warped: np.ndarray, stylized: np.ndarray) -> np.ndarray:
     return np.clip((ratio - SOFT_LIMIT) / (1 - SOFT_LIMIT), 0, 1)
 
 
+def agreement(warped: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+    """Per pixel, 0..1: whether the warped previous output still has the stylized frame's colours
+    at the scale of the strokes (ENERGY_SIGMA px): 1 within AGREE_LIMITS[0] (mean over the channels,
+    in [0, 1]), 0 past AGREE_LIMITS[1]. Strokes dragged along a flow that follows no real motion
+    (rippling water) drift off the picture's colours, and the new frame's take over there."""
+    cv2 = _cv2()
+    near, far = AGREE_LIMITS
+    apart = np.abs(cv2.GaussianBlur(warped, (0, 0), ENERGY_SIGMA) - cv2.GaussianBlur(stylized, (0, 0), ENERGY_SIGMA)).mean(-1)
+    return np.clip((far - apart) / (far - near), 0, 1)
+
+
 class FlowBlend:
     """One video's output frames carried along the input's optical flow.
 
     Where the flow is trusted, the previous output frame warped onto this one (bicubic) replaces
-    the stylized frame as far as it kept its strokes' detail (:func:`crispness`), and at least with
-    weight ``blend``: ``out = s + m (warp(prev) - s)``, ``m = blend + (1 - blend) crispness``. So
-    strokes move with the picture instead of being drawn anew each frame, and where resampling has
-    worn them soft the new frame's strokes take over; averaging two stroke patterns everywhere (a
+    the stylized frame as far as it kept its strokes' detail (:func:`crispness`) and the picture's
+    colours (:func:`agreement`), and at least with weight ``blend``: ``out = s + m (warp(prev) - s)``,
+    ``m = blend + (1 - blend) crispness agreement``. So strokes move with the picture instead of
+    being drawn anew each frame, and where resampling has worn them soft or the flow dragged them
+    off the picture the new frame's strokes take over; averaging two stroke patterns everywhere (a
     plain blend) flattens the texture (docs/video.md, "Choosing the remedy")."""
 
     def __init__(self, blend: float) -> None:
@@ -247,7 +263,8 @@ class FlowBlend:
         if self.grey is not None and self.grey.shape == grey.shape:
             backward, trusted = self.trusted(grey)
             warped = warp(self.previous, backward, cubic=True)[0]
-            weight = trusted * (self.blend + (1 - self.blend) * crispness(warped, stylized))
+            kept = crispness(warped, stylized) * agreement(warped, stylized)
+            weight = trusted * (self.blend + (1 - self.blend) * kept)
             out = np.clip(stylized + weight[..., None] * (warped - stylized), 0, 1)  # bicubic overshoots
         self.grey, self.previous = grey, out
         return out
