@@ -222,7 +222,7 @@ def figure(rows: list[tuple[str, np.ndarray]], first: int, crop: tuple[int, int,
     for i, line in enumerate(note.split("\n")):
         draw.text((6, sheet.height - foot + 4 + 14 * i), line, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, quality=90)
+    sheet.save(path, quality=82)
     return path
 
 
@@ -364,7 +364,7 @@ def main() -> None:
     parser.add_argument("--blends", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--plain-blends", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "video_consistency.jpg")
-    parser.add_argument("--figure-clip", default="road.avi", choices=CLIPS)
+    parser.add_argument("--figure-clip", default="geese.mp4", choices=CLIPS)
     parser.add_argument("--figure-first", type=int, default=20)
     parser.add_argument("--crop", type=int, default=160)
     parser.add_argument("--crop-at", type=int, nargs=2, metavar=("Y", "X"))
