@@ -183,6 +183,8 @@ def test_flow_blending_cuts_the_warping_error_of_a_pan_and_keeps_a_cut(model):
     blended = _run(stylizer, frames)
     assert np.array_equal(blended[0], plain[0])
     assert _pan_error(blended) < 0.6 * _pan_error(plain), (_pan_error(blended), _pan_error(plain))
+    tiny = _pan(3, 1, 6, 10)  # below DIS's 12 px: frame by frame
+    assert np.array_equal(_run(TemporalStylizer(model, temporal="flow", **CPU), tiny), _run(FrameStylizer(model, **CPU), tiny))
     cut = np.concatenate([frames[:3], _texture(48, 64, 9)[None] // 2])  # another scene
     after = _run(stylizer, cut)[3]
     assert np.abs(after - _run(FrameStylizer(model, **CPU), cut)[3]).mean() < 1.0  # not blended with the old scene

@@ -55,6 +55,8 @@ DEFAULT_BLEND = 0.0
 CUT_JUMP = 0.2
 # |warped previous input - input| (grey levels, 0..255) above which a pixel takes the new frame only
 PHOTOMETRIC_LIMIT = 24.0
+# DIS needs a frame 12 px wide or high; smaller frames go frame by frame
+MIN_FLOW_SIDE = 12
 # crispness: detail below DETAIL_SIGMA px, its energy over ENERGY_SIGMA px; a warped frame with at
 # most SOFT_LIMIT of the new frame's detail energy counts as worn soft
 DETAIL_SIGMA, ENERGY_SIGMA, SOFT_LIMIT = 2.0, 4.0, 0.7
@@ -175,8 +177,11 @@ def _cv2():
 
 def optical_flow(dis, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The flow (H, W, 2) float32 from grey ``first`` to grey ``second`` (uint8 (H, W)) by ``dis``:
-    pixel x of ``first`` is at x + flow[x] in ``second``."""
-    return dis.calc(first, second, None)
+    pixel x of ``first`` is at x + flow[x] in ``second``. OpenCV's own error becomes a RuntimeError."""
+    try:
+        return dis.calc(first, second, None)
+    except _cv2().error as error:
+        raise RuntimeError(f"optical flow failed on a {first.shape[1]} x {first.shape[0]} frame: {error}") from None
 
 
 def warp(image: np.ndarray, flow: np.ndarray, *, cubic: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +265,7 @@ class FlowBlend:
         """``stylized`` (float32 (H, W, 3) in [0, 1]) of the input ``frame`` (uint8 (H, W, 3)), carried."""
         grey = _cv2().cvtColor(frame, _cv2().COLOR_RGB2GRAY)
         out = stylized
-        if self.grey is not None and self.grey.shape == grey.shape:
+        if self.grey is not None and self.grey.shape == grey.shape and max(grey.shape) >= MIN_FLOW_SIDE:
             backward, trusted = self.trusted(grey)
             warped = warp(self.previous, backward, cubic=True)[0]
             kept = crispness(warped, stylized) * agreement(warped, stylized)
