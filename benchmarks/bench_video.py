@@ -61,7 +61,7 @@ from common import RESULTS, append_csv, provenance  # noqa: E402
 
 from instyle.engine.image import load_image, resize_long_side  # noqa: E402
 from instyle.engine.inference import temporal  # noqa: E402
-from instyle.engine.inference.video import TemporalStylizer, frames_to_pixels, video_stylizer  # noqa: E402
+from instyle.engine.inference.video import frames_to_pixels, video_stylizer  # noqa: E402
 from instyle.engine.video import VideoFrame, VideoReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

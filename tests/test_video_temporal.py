@@ -1,10 +1,10 @@
 """Temporal consistency of instyle video (issue #20, part 2): carried instance-norm statistics
-("stats") and blending along optical flow ("flow"), on small synthesized clips."""
+("stats") and the output carried along optical flow ("flow"), on small synthesized clips; the serve
+page's clip is in test_serve.py."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 
 from instyle.engine.inference.adain import EPS as ADAIN_EPS
-from instyle.engine.inference.adain import AdaINModel
 from instyle.engine.inference.stylize import StyleModel
 from instyle.engine.models.blocks import NormAct
 
