@@ -26,7 +26,9 @@ Measures per clip and method:
   (``../shared/data/styles/<model>.jpg``, VGG-19 at 512 px), the mean over every ``--score-every``-th
   frame;
 - ``frames_per_s``: the method's frames over its wall time on this machine (the stylizer alone:
-  no decoding or encoding), with the load average at its start.
+  no decoding or encoding), with the load average at its start: on a shared CPU this moves with
+  the other jobs, so ``--speed`` measures it on its own (``video_speed.csv``: 24 frames of road.avi
+  at 640 x 480, each method in turn, ``--repeats`` times, with CPU seconds a frame).
 
 ``--sweep`` instead measures ``stats`` at several ``smoothing`` values, ``flow`` at several ``blend``
 values and, for the record, the plain blend ``flow`` replaced (both applied to the cached
@@ -59,7 +61,7 @@ from common import RESULTS, append_csv, provenance  # noqa: E402
 
 from instyle.engine.image import load_image, resize_long_side  # noqa: E402
 from instyle.engine.inference import temporal  # noqa: E402
-from instyle.engine.inference.video import TemporalStylizer, frames_to_pixels, video_stylizer  # noqa: E402
+from instyle.engine.inference.video import frames_to_pixels, video_stylizer  # noqa: E402
 from instyle.engine.video import VideoFrame, VideoReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +222,7 @@ def figure(rows: list[tuple[str, np.ndarray]], first: int, crop: tuple[int, int,
     for i, line in enumerate(note.split("\n")):
         draw.text((6, sheet.height - foot + 4 + 14 * i), line, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, quality=90)
+    sheet.save(path, quality=82)
     return path
 
 
@@ -311,6 +313,26 @@ def sweep(args, work: Path) -> list[dict]:
     return found
 
 
+def speed(args) -> list[dict]:
+    """Frames/s of each instyle method at 640 x 480 (road.avi's first 24 frames), the stylizer alone,
+    after a warm-up, ``--repeats`` times in turn; with CPU seconds a frame and the load average."""
+    frames, found = read_clip("road.avi", 0.8, 640), []
+    made = stylizers(args)
+    for stylizer in made.values():
+        run_instyle(stylizer, frames[:4])  # the bf16 copy, the private copy, first calls
+    base = {**provenance(torch.device("cpu")), "model": args.model, "clip": "road.avi", "frames": len(frames),
+            "height": frames.shape[1], "width": frames.shape[2]}  # fmt: skip
+    for repeat in range(args.repeats):
+        for method, stylizer in made.items():
+            load, cpu, started = os.getloadavg()[0], time.process_time(), time.perf_counter()
+            run_instyle(stylizer, frames)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+            found.append({**base, "method": method, "repeat": repeat, "frames_per_s": round(len(frames) / wall, 3),
+                          "cpu_s_per_frame": round(cpu / len(frames), 4), "load_average": round(load, 2)})  # fmt: skip
+            print(json.dumps({k: found[-1][k] for k in ("method", "frames_per_s", "cpu_s_per_frame", "load_average")}), flush=True)
+    return found
+
+
 def draw(args, work: Path) -> Path:
     clip = args.figure_clip
     frames = read_clip(clip, args.duration, args.max_size)
@@ -342,15 +364,20 @@ def main() -> None:
     parser.add_argument("--blends", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--plain-blends", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "video_consistency.jpg")
-    parser.add_argument("--figure-clip", default="road.avi", choices=CLIPS)
+    parser.add_argument("--figure-clip", default="geese.mp4", choices=CLIPS)
     parser.add_argument("--figure-first", type=int, default=20)
     parser.add_argument("--crop", type=int, default=160)
     parser.add_argument("--crop-at", type=int, nargs=2, metavar=("Y", "X"))
     parser.add_argument("--figure-only", action="store_true")
+    parser.add_argument("--speed", action="store_true", help="measure frames/s at 640 x 480 instead (video_speed.csv)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.sweep:
         print(append_csv(RESULTS / "video_sweep.csv", sweep(args, args.work)))
+        return
+    if args.speed:
+        print(append_csv(RESULTS / "video_speed.csv", speed(args)))
         return
     if not args.figure_only:
         print(append_csv(args.csv, measure(args, args.work)))

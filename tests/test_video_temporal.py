@@ -1,10 +1,10 @@
 """Temporal consistency of instyle video (issue #20, part 2): carried instance-norm statistics
-("stats") and blending along optical flow ("flow"), on small synthesized clips."""
+("stats") and the output carried along optical flow ("flow"), on small synthesized clips; the serve
+page's clip is in test_serve.py."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import torch
 
 from instyle.engine.inference.adain import load_adain
 from instyle.engine.inference.stylize import load_model
-from instyle.engine.inference.temporal import DEFAULT_TEMPORAL, CarriedStats, consistent, crispness, warp
+from instyle.engine.inference.temporal import DEFAULT_TEMPORAL, CarriedStats, agreement, consistent, crispness, warp
 from instyle.engine.inference.video import FrameStylizer, TemporalStylizer, stylize_video, video_stylizer
 from instyle.engine.modelfile import save_model
 from instyle.engine.models import TransformerNet
@@ -156,7 +156,7 @@ def test_forward_backward_check_marks_occlusions_and_the_border():
     assert np.array_equal(moved[:, :-2], np.arange(2, w, dtype=np.float32)[None].repeat(h, 0)) and not inside[:, -1].any()
 
 
-def test_crispness_tells_worn_strokes_from_kept_ones():
+def test_crispness_and_agreement_tell_worn_and_dragged_strokes_from_kept_ones():
     import cv2
 
     strokes = _texture(48, 64, 4).astype(np.float32) / 255
@@ -164,6 +164,7 @@ def test_crispness_tells_worn_strokes_from_kept_ones():
     assert crispness(cv2.GaussianBlur(strokes, (0, 0), 2.0), strokes)[8:-8, 8:-8].max() < 0.2  # resampled soft
     averaged = 0.5 * strokes + 0.5 * _texture(48, 64, 5).astype(np.float32) / 255  # two stroke patterns
     assert crispness(averaged, strokes)[8:-8, 8:-8].mean() < 0.5
+    assert agreement(strokes, strokes).min() == 1.0 and agreement(np.clip(strokes + 0.12, 0, 1), strokes).max() == 0.0
 
 
 def _pan(count: int, step: int = 2, h: int = 48, w: int = 64) -> np.ndarray:
@@ -183,6 +184,8 @@ def test_flow_blending_cuts_the_warping_error_of_a_pan_and_keeps_a_cut(model):
     blended = _run(stylizer, frames)
     assert np.array_equal(blended[0], plain[0])
     assert _pan_error(blended) < 0.6 * _pan_error(plain), (_pan_error(blended), _pan_error(plain))
+    tiny = _pan(3, 1, 6, 10)  # below DIS's 12 px: frame by frame
+    assert np.array_equal(_run(TemporalStylizer(model, temporal="flow", **CPU), tiny), _run(FrameStylizer(model, **CPU), tiny))
     cut = np.concatenate([frames[:3], _texture(48, 64, 9)[None] // 2])  # another scene
     after = _run(stylizer, cut)[3]
     assert np.abs(after - _run(FrameStylizer(model, **CPU), cut)[3]).mean() < 1.0  # not blended with the old scene

@@ -35,26 +35,33 @@ import torch
 from torch import Tensor
 
 from instyle.engine.inference.adain import EPS as ADAIN_EPS
-from instyle.engine.inference.adain import AdaINModel
 from instyle.engine.inference.stylize import StyleModel
 from instyle.engine.models.blocks import NormAct
 
 __all__ = [
     "TEMPORAL", "DEFAULT_TEMPORAL", "DEFAULT_SMOOTHING", "DEFAULT_BLEND", "CUT_JUMP", "CarriedStats", "FlowBlend",
-    "adain_carry", "carrying_generator", "check_temporal", "consistent", "crispness", "optical_flow", "stats_jump", "warp",
+    "adain_carry", "agreement", "carrying_generator", "check_temporal", "consistent", "crispness", "optical_flow",
+    "stats_jump", "warp",
 ]  # fmt: skip
 
 TEMPORAL = ("none", "stats", "flow")
 DEFAULT_TEMPORAL = "flow"
 DEFAULT_SMOOTHING = 0.9
 DEFAULT_BLEND = 0.0
-# stats_jump between consecutive frames above which a scene cut restarts the average
-CUT_JUMP = 0.5
+# stats_jump between consecutive frames above which a scene cut restarts the average: with
+# starry_night's first norm, consecutive frames of geese, road and bunny jump 0.002-0.012 (median),
+# 0.105 at most (road's fastest pan); bunny's cut at its frame 235 jumps 0.43 (2026-12-06)
+CUT_JUMP = 0.2
 # |warped previous input - input| (grey levels, 0..255) above which a pixel takes the new frame only
 PHOTOMETRIC_LIMIT = 24.0
+# DIS needs a frame 12 px wide or high; smaller frames go frame by frame
+MIN_FLOW_SIDE = 12
 # crispness: detail below DETAIL_SIGMA px, its energy over ENERGY_SIGMA px; a warped frame with at
 # most SOFT_LIMIT of the new frame's detail energy counts as worn soft
 DETAIL_SIGMA, ENERGY_SIGMA, SOFT_LIMIT = 2.0, 4.0, 0.7
+# agreement: the colours of the warped output and the new stylized frame at ENERGY_SIGMA px, 10 and
+# 25 levels apart in 255 (geese.mp4's rippling water drags strokes 10-40 levels off; docs/video.md)
+AGREE_LIMITS = (0.04, 0.10)
 
 
 def check_temporal(temporal: str, smoothing: float, blend: float) -> None:
@@ -169,8 +176,11 @@ def _cv2():
 
 def optical_flow(dis, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The flow (H, W, 2) float32 from grey ``first`` to grey ``second`` (uint8 (H, W)) by ``dis``:
-    pixel x of ``first`` is at x + flow[x] in ``second``."""
-    return dis.calc(first, second, None)
+    pixel x of ``first`` is at x + flow[x] in ``second``. OpenCV's own error becomes a RuntimeError."""
+    try:
+        return dis.calc(first, second, None)
+    except _cv2().error as error:
+        raise RuntimeError(f"optical flow failed on a {first.shape[1]} x {first.shape[0]} frame: {error}") from None
 
 
 def warp(image: np.ndarray, flow: np.ndarray, *, cubic: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -210,14 +220,26 @@ def crispness(warped: np.ndarray, stylized: np.ndarray) -> np.ndarray:
     return np.clip((ratio - SOFT_LIMIT) / (1 - SOFT_LIMIT), 0, 1)
 
 
+def agreement(warped: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+    """Per pixel, 0..1: whether the warped previous output still has the stylized frame's colours
+    at the scale of the strokes (ENERGY_SIGMA px): 1 within AGREE_LIMITS[0] (mean over the channels,
+    in [0, 1]), 0 past AGREE_LIMITS[1]. Strokes dragged along a flow that follows no real motion
+    (rippling water) drift off the picture's colours, and the new frame's take over there."""
+    cv2 = _cv2()
+    near, far = AGREE_LIMITS
+    apart = np.abs(cv2.GaussianBlur(warped, (0, 0), ENERGY_SIGMA) - cv2.GaussianBlur(stylized, (0, 0), ENERGY_SIGMA)).mean(-1)
+    return np.clip((far - apart) / (far - near), 0, 1)
+
+
 class FlowBlend:
     """One video's output frames carried along the input's optical flow.
 
     Where the flow is trusted, the previous output frame warped onto this one (bicubic) replaces
-    the stylized frame as far as it kept its strokes' detail (:func:`crispness`), and at least with
-    weight ``blend``: ``out = s + m (warp(prev) - s)``, ``m = blend + (1 - blend) crispness``. So
-    strokes move with the picture instead of being drawn anew each frame, and where resampling has
-    worn them soft the new frame's strokes take over; averaging two stroke patterns everywhere (a
+    the stylized frame as far as it kept its strokes' detail (:func:`crispness`) and the picture's
+    colours (:func:`agreement`), and at least with weight ``blend``: ``out = s + m (warp(prev) - s)``,
+    ``m = blend + (1 - blend) crispness agreement``. So strokes move with the picture instead of
+    being drawn anew each frame, and where resampling has worn them soft or the flow dragged them
+    off the picture the new frame's strokes take over; averaging two stroke patterns everywhere (a
     plain blend) flattens the texture (docs/video.md, "Choosing the remedy")."""
 
     def __init__(self, blend: float) -> None:
@@ -242,10 +264,11 @@ class FlowBlend:
         """``stylized`` (float32 (H, W, 3) in [0, 1]) of the input ``frame`` (uint8 (H, W, 3)), carried."""
         grey = _cv2().cvtColor(frame, _cv2().COLOR_RGB2GRAY)
         out = stylized
-        if self.grey is not None and self.grey.shape == grey.shape:
+        if self.grey is not None and self.grey.shape == grey.shape and max(grey.shape) >= MIN_FLOW_SIDE:
             backward, trusted = self.trusted(grey)
             warped = warp(self.previous, backward, cubic=True)[0]
-            weight = trusted * (self.blend + (1 - self.blend) * crispness(warped, stylized))
+            kept = crispness(warped, stylized) * agreement(warped, stylized)
+            weight = trusted * (self.blend + (1 - self.blend) * kept)
             out = np.clip(stylized + weight[..., None] * (warped - stylized), 0, 1)  # bicubic overshoots
         self.grey, self.previous = grey, out
         return out
