@@ -498,3 +498,40 @@ def test_launch_names_a_missing_or_unexpected_argument():
             "instyle_instance_norm_bwd", dtype=0, cl=0, dy=None, x=None, y=None, mean=None, rstd=None, w=None,
             dx=None, dr=None, sg=None, sgx=None, N=0, C=0, S=0, stats=0, relu=0, threads=1,
         )  # fmt: skip
+
+
+def test_eager_inference_skips_the_custom_op_and_dynamo():
+    """Eager calls that record no graph run the kernels directly: a process that only stylizes never
+    imports torch._dynamo (the custom op's first call costs ~2 s of start-up), with the same output."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from instyle.functional import instance_norm\n"
+        "x = torch.randn(2, 4, 9, 7); w = torch.nn.Parameter(torch.rand(4)); b = torch.nn.Parameter(torch.rand(4))\n"
+        "with torch.no_grad():\n"
+        "    y = instance_norm(x, weight=w, bias=b, activation='relu', backend='cpu')\n"
+        "    z = instance_norm(x.bfloat16().contiguous(memory_format=torch.channels_last), backend='cpu')\n"
+        "assert 'torch._dynamo' not in sys.modules, 'dynamo imported'\n"
+        "ref = instance_norm(x, weight=w, bias=b, activation='relu', backend='reference')\n"
+        "assert torch.allclose(y, ref, atol=1e-5), (y - ref).abs().max()\n"
+        "assert z.is_contiguous(memory_format=torch.channels_last)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_graph_recording_calls_still_go_through_the_custom_op(monkeypatch):
+    """With gradients wanted the custom op (and its registered autograd) runs, not the direct call."""
+    from instyle.ops.cpu import instance_norm as module
+
+    direct = []
+    real = module._forward_kernels
+    monkeypatch.setattr(module, "_forward_kernels", lambda *a: direct.append(1) or real(*a))
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    instance_norm(x, backend="cpu").sum().backward()
+    assert not direct and x.grad is not None
+    with torch.no_grad():
+        instance_norm(x, backend="cpu")
+    assert direct == [1]

@@ -103,8 +103,7 @@ def _apply_torch(x, weight, bias, residual, mean, rstd, relu, exponent):
     return y.to(x.dtype).contiguous(memory_format=_memory_format(x))
 
 
-@torch.library.custom_op("instyle::instance_norm_cpu_fwd", mutates_args=())
-def _forward(
+def _forward_kernels(
     x: Tensor,  # (N, C, *spatial), contiguous or channels_last(_3d), fp32/bf16/fp16
     weight: Optional[Tensor],  # (C,) fp32 or None
     bias: Optional[Tensor],  # (C,) fp32 or None
@@ -139,6 +138,25 @@ def _forward(
         mean, rstd, var, exponent = _scaled_stats(x, eps)
         y = _apply_torch(x, weight, bias, residual, mean, rstd, relu, exponent)
     return y, mean, rstd, var, exponent
+
+
+_forward = torch.library.custom_op("instyle::instance_norm_cpu_fwd", mutates_args=())(_forward_kernels)
+
+
+def _plain_eager(*tensors: Optional[Tensor]) -> bool:
+    """True when a call needs nothing the custom op adds: no autograd graph to record, no tracing,
+    compiling or dispatch mode, only plain tensors. Then the kernels are called directly: the custom
+    op's first call imports torch._dynamo (custom ops wrap their kernels in ``_disable_dynamo``),
+    about 2 s of every process's first stylization (measured in docs/performance.md)."""
+    if torch.compiler.is_compiling():  # first: dynamo folds it and never traces the C calls below
+        return False
+    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
+        return False
+    grad = torch.is_grad_enabled()
+    return all(t is None or (type(t) in _PLAIN_TYPES and not (grad and t.requires_grad)) for t in tensors)
+
+
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
 @_forward.register_fake
@@ -263,9 +281,8 @@ def instance_norm_cpu(
     if not use_input_stats:
         given_mean = running_mean.float().expand(n, c).contiguous()
         given_rstd = torch.rsqrt(running_var.float() + eps).expand(n, c).contiguous()
-    y, mean, _, var, exponent = torch.ops.instyle.instance_norm_cpu_fwd(
-        x, weight, bias, residual, given_mean, given_rstd, float(eps), activation == "relu"
-    )
+    fwd = _forward_kernels if _plain_eager(x, weight, bias, residual) else torch.ops.instyle.instance_norm_cpu_fwd
+    y, mean, _, var, exponent = fwd(x, weight, bias, residual, given_mean, given_rstd, float(eps), activation == "relu")
     if use_input_stats and running_mean is not None and running_var is not None:
         mean = torch.ldexp(mean, exponent)  # in x's units
         update_running_stats(running_mean, running_var, mean, var, spatial_size(x), momentum)
