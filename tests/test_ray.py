@@ -151,6 +151,29 @@ def test_cli_with_a_painting_equals_plain_instyle_stylize(cluster, decoder, tmp_
     assert ray_run.stdout.splitlines()[-1].startswith("3 written, 0 failed of 3 images in ")
 
 
+def test_a_multi_style_mix_equals_plain_stylize_in_python_and_on_the_command_line(cluster, tmp_path):
+    from .test_multi_style import multi_file
+
+    make_photos(tmp_path / "in", 3, side=40)
+    multi_file(tmp_path / "multi.safetensors", ("wave", "udnie"))
+    model = load_model(tmp_path / "multi.safetensors")
+    mix = {"wave": 0.6, "udnie": 0.4}
+    options = {"strength": 0.9, "preserve": "none", "dtype": "fp32"}
+    list(stylize_files(model, sorted((tmp_path / "in").iterdir()), tmp_path / "plain", name="wave60+udnie40", style=mix, **options))
+    stylize_dataset(tmp_path / "in", tmp_path / "ray", tmp_path / "multi.safetensors", style=mix, actors=1, **options)
+    assert_same_outputs(tmp_path / "plain", tmp_path / "ray")
+    assert all(p.name.endswith("_wave60+udnie40.png") for p in (tmp_path / "ray").glob("*.png"))
+    look = ["--model", tmp_path / "multi.safetensors", "--style-mix", "udnie=1", "--dtype", "fp32"]
+    plain = run_cli("stylize", tmp_path / "in", "-o", tmp_path / "plain1", *look)
+    ray_run = run_cli("stylize", tmp_path / "in", "-o", tmp_path / "ray1", *look, "--engine", "ray", "--ray-address", cluster)
+    assert plain.returncode == 0 and ray_run.returncode == 0, ray_run.stderr
+    assert_same_outputs(tmp_path / "plain1", tmp_path / "ray1")
+    assert sorted(p.name for p in (tmp_path / "ray1").glob("*.png"))[0].endswith("_udnie.png")
+    with pytest.raises(ValueError, match="style"):
+        stylize_dataset(tmp_path / "in", tmp_path / "ray2", tmp_path / "multi.safetensors", style={"monet": 1})
+    assert not (tmp_path / "ray2").exists()
+
+
 def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.png")}
 

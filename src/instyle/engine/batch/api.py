@@ -19,10 +19,11 @@ def model_spec(
     """The :class:`ModelSpec` of ``model``: a bundled style name or model file (loaded here, so that
     a bad one is refused before any work), a loaded ``StyleModel``, or an ``AdaINModel`` with
     ``style`` (paintings, mixed by ``style_weights``, or their statistics) and ``mask``; a spec as is.
+    For a multi-style model ``style`` is one of its styles by name or a mix ``{name: weight}``.
     The paintings are read and their statistics taken here, once (on ``device`` where this machine
     has it, else its own default, in ``dtype``): workers never need them."""
     from instyle.engine.inference.adain import DEFAULT_STYLE_SIZE, AdaINModel, StyleMix, mask_regions
-    from instyle.engine.inference.stylize import load_model
+    from instyle.engine.inference.stylize import load_model, mix_label
 
     if isinstance(model, ModelSpec):
         return model
@@ -40,7 +41,11 @@ def model_spec(
     given = [name for name, value in (("style_weights", style_weights), ("mask", mask), ("style_size", style_size)) if value is not None]
     if given:
         raise ValueError(f"{given[0]}: only with an AdaIN model (load_adain) and paintings as style")
-    return spec_of(model, {} if style is None else {"style": style})
+    if style is None:
+        return spec_of(model)
+    # a multi-style model's style or mix, checked here and named as plain stylize names it (wave60+udnie40)
+    weights = model.style_weights(style, what="style")
+    return spec_of(model, {"style": style}, name=None if weights is None else mix_label(weights, model.styles))
 
 
 def stylize_dataset(
