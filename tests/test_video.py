@@ -175,6 +175,34 @@ def test_python_api_feeds_one_stylizer_in_order_and_reports_progress(tmp_path, m
     assert result.frames == 7 and result.frames_per_s > 0
 
 
+@pytest.mark.parametrize("temporal", ["none", "stats"])
+def test_a_style_of_a_multi_style_model_and_a_mix(tmp_path, temporal):
+    """--style-mix picks (or mixes) a multi-style model's styles, as `instyle stylize` does, with every
+    remedy (stats runs its own copy of the generator: the baked single-style network)."""
+    from instyle.engine.inference.stylize import load_model
+
+    from .test_multi_style import multi_file
+
+    multi_file(tmp_path / "multi.safetensors", ("wave", "udnie"))
+    source = make_clip(tmp_path / "in.mp4", 64, 48, pts=[0, 40], audio=None)
+    model = load_model(tmp_path / "multi.safetensors")
+    first = read_clip(source)["pixels"][0]
+    for mix, name in (("udnie", "udnie"), ("wave=0.6,udnie=0.4", "wave60+udnie40")):
+        out = tmp_path / f"{name}_{temporal}.mp4"
+        result = run_cli("video", source, "-o", out, "--model", tmp_path / "multi.safetensors", "--style-mix", mix,
+                         "--temporal", temporal, "--crf", "0", "--dtype", "fp32")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        frame = read_clip(out)["pixels"][0].astype(int)
+        styles = {"udnie": "udnie", "wave60+udnie40": {"wave": 0.6, "udnie": 0.4}}
+        expected = {k: model.stylize(first, style=v, dtype="fp32").astype(int) for k, v in styles.items()}
+        assert np.abs(frame - expected[name]).mean() < 3 < np.abs(frame - expected[({*styles} - {name}).pop()]).mean()
+    refused = run_cli("video", source, "-o", tmp_path / "x.mp4", "--model", tmp_path / "multi.safetensors")
+    assert refused.returncode == 2 and "--style-mix is needed: multi holds 2 styles (wave, udnie)" in refused.stderr
+    refused = run_cli("video", source, "-o", tmp_path / "x.mp4", "--model", tmp_path / "multi.safetensors", "--style-mix", "monet")
+    assert refused.returncode == 2 and "--style-mix: multi has no style 'monet'" in refused.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_a_painting_goes_through_adain(tmp_path):
     """--style PAINTING with --decoder: a seeded untrained decoder, the real VGG-19 encoder."""
     from instyle.engine.models.adain import AdaINDecoder

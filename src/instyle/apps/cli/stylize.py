@@ -110,7 +110,7 @@ def _generator_name(args: argparse.Namespace) -> tuple[str | None, str | None]:
     given = [flag for field, flag in PAINTING_ONLY.items() if getattr(args, field) is not None]
     if name and given:
         return None, f"{given[0]}: only with a painting as --style; {name} is a trained model"
-    if not name and getattr(args, "style_mix", None) is not None:  # video has no --style-mix yet
+    if not name and args.style_mix is not None:
         return None, "--style-mix: only with a multi-style model (--model); to mix paintings give --style-weights"
     return name, None
 

@@ -14,7 +14,7 @@ ERROR_NAMES = {
     "style_weights": "--style-weights", "decoder": "--decoder", "style_size": "--style-size", "strength": "--strength",
     "preserve": "--preserve-color", "max_size": "--max-size", "max_pixels": "--max-pixels", "crf": "--crf",
     "start": "--start", "duration": "--duration", "batch_size": "--batch-size", "output": "-o", "style": "--style",
-    "temporal": "--temporal", "smoothing": "--smoothing", "blend": "--blend",
+    "temporal": "--temporal", "smoothing": "--smoothing", "blend": "--blend", "style_mix": "--style-mix",
 }  # fmt: skip
 
 
@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     video.add_argument(
         "--style", action="append", metavar="PAINTING",
         help="a painting (any image: AdaIN), or a bundled style name (as --model); repeat it to mix paintings",
+    )  # fmt: skip
+    video.add_argument(
+        "--style-mix", metavar="MIX",
+        help="a multi-style model's style or mix, as for `instyle stylize`: NAME, or NAME=W,NAME=W (e.g. wave=0.6,udnie=0.4)",
     )  # fmt: skip
     video.add_argument("--style-weights", type=number(float, 0), nargs="+", metavar="W", help="one weight per --style painting (default: equal)")
     video.add_argument("--decoder", metavar="FILE", help="AdaIN decoder from `instyle train-adain` (default: the bundled one)")
@@ -89,7 +93,7 @@ def _stylizer(args: argparse.Namespace):
     """The model, loaded once before any frame: (a FrameStylizer, 0), or (None, exit code). A model
     or a painting is told apart as `instyle stylize` tells it."""
     from instyle.apps.cli.stylize import _generator_name
-    from instyle.engine.inference.stylize import load_model
+    from instyle.engine.inference.stylize import load_model, parse_style_mix
     from instyle.engine.inference.video import video_stylizer
     from instyle.engine.weights import WeightsError
 
@@ -104,6 +108,8 @@ def _stylizer(args: argparse.Namespace):
     if args.style_size is not None:
         options["style_size"] = args.style_size
     try:
+        if args.style_mix is not None:
+            options["style_mix"] = parse_style_mix(args.style_mix)
         style = load_model(name) if name else args.style[0] if len(args.style) == 1 else args.style
         return video_stylizer(style, **options), 0
     except (ValueError, WeightsError) as error:  # ModelFileError, ImageError, ConfigError are ValueErrors

@@ -86,6 +86,17 @@ class StyleModel:
         self._baked.move_to_end(weights)
         return self._baked[weights]
 
+    def single_style(self, style=None, what: str = "style") -> StyleModel:
+        """This model for one style or mix (``style``, default :attr:`style`) as a single-style model:
+        a multi-style model's baked network, named as outputs name it (``wave``, ``wave60+udnie40``),
+        for code that runs the generator itself (video's carried statistics); a single-style model
+        given no style is itself. ValueError naming ``what`` for a style the model lacks."""
+        weights = self.style_weights(self.style if style is None else style, what)
+        if weights is None:
+            return self
+        metadata = {k: v for k, v in self.metadata.items() if k != "styles"}
+        return StyleModel(self._generator(weights), metadata, mix_label(weights, self.styles))  # no source: no ONNX cache
+
     def onnx_model(self):
         """The generator exported to ``$INSTYLE_HOME/onnx/<model sha256>.onnx`` (on first use)
         and loaded into onnxruntime; see :mod:`instyle.engine.inference.onnx_runtime`."""

@@ -142,7 +142,7 @@ def video_stylizer(
     style, *, decoder: str | os.PathLike | None = None, style_weights: Sequence[float] | None = None,
     style_size: int = DEFAULT_STYLE_SIZE, strength: float = 1.0, preserve: str = "none", max_size: int | None = None,
     device: str = "auto", dtype: str = "auto", temporal: str = DEFAULT_TEMPORAL, smoothing: float = DEFAULT_SMOOTHING,
-    blend: float = DEFAULT_BLEND,
+    blend: float = DEFAULT_BLEND, style_mix=None,
 ) -> FrameStylizer:  # fmt: skip
     """A :class:`FrameStylizer` for ``style`` as :func:`instyle.stylize` takes it: a bundled style
     name or generator file (or a loaded :class:`StyleModel`), or paintings (AdaIN, with ``decoder``,
@@ -156,7 +156,12 @@ def video_stylizer(
             if value is not None:
                 raise ValueError(f"{name}: only for paintings; style {style!r} is a trained model")
         model = style if isinstance(style, StyleModel) else _cached(StyleModel, *_key(Path(style) if Path(style).exists() else style))
+        if style_mix is not None and not model.styles:
+            raise ValueError(f"style_mix: only with a multi-style model; {model.name} has one style")
+        model = model.single_style(style_mix, "style_mix")  # baked: the remedies run a plain generator
     else:
+        if style_mix is not None:
+            raise ValueError("style_mix: only with a multi-style model; to mix paintings give style_weights")
         model = _cached(AdaINModel, *_key(adain_decoder_path(decoder)))
         mix = style if isinstance(style, StyleMix) else model.style(style, style_weights, style_size=style_size, device=device, dtype=dtype)
         look["style"] = mix
