@@ -299,7 +299,7 @@ def sweep(args, work: Path) -> list[dict]:
     from instyle.engine.score import Scorer
 
     scorer, found = Scorer(SHARED / "styles" / f"{args.model}.jpg"), []
-    base = {**provenance(torch.device("cpu")), "model": args.model, "crisp_limits": "-".join(f"{v:g}" for v in temporal.CRISP_LIMITS)}
+    base = {**provenance(torch.device("cpu")), "model": args.model}
     for clip in args.sweep_clips:
         frames = read_clip(clip, args.duration, args.max_size)
         flows = backward_flows(frames, PAN_STEP if clip == "pan" else None)
@@ -321,7 +321,8 @@ def sweep(args, work: Path) -> list[dict]:
             row = {**base, "clip": clip, "method": method, "setting": value, "frames": len(frames),
                    "warp_error": round(warping_error(out, flows), 4),
                    "style_distance": round(style_distance(scorer, out, args.score_every), 5),
-                   "carried": round(carried, 4) if carried != "" else ""}  # fmt: skip
+                   "carried": round(carried, 4) if carried != "" else "",
+                   "crisp_limits": "-".join(f"{v:g}" for v in temporal.CRISP_LIMITS) if method == "flow" else ""}  # fmt: skip
             print(json.dumps({k: row[k] for k in ("clip", "method", "setting", "warp_error", "style_distance", "carried")}), flush=True)
             found.append(row)
     return found
