@@ -31,7 +31,8 @@ Measures per clip and method:
   at 640 x 480, each method in turn, ``--repeats`` times, with CPU seconds a frame).
 
 ``--sweep`` instead measures ``stats`` at several ``smoothing`` values, ``flow`` at several ``blend``
-values and, for the record, the plain blend ``flow`` replaced (both applied to the cached
+values and at several crispness limits (``--crisp-limits``, with ``carried``: the mean weight of the
+carried frame) and, for the record, the plain blend ``flow`` replaced (all applied to the cached
 frame-by-frame output) on ``--sweep-clips``, into ``video_sweep.csv``: how the defaults were chosen.
 
 Frames and timings are cached under ``--work`` (``out/bench_video``); a run computes only what is
@@ -41,6 +42,8 @@ with provenance; the figure (the same crop over 8 consecutive frames for each me
 
     python benchmarks/bench_video.py                         # everything, about half an hour on 2 cores
     python benchmarks/bench_video.py --sweep --duration 1
+    python benchmarks/bench_video.py --sweep --sweep-clips bunny.mp4 geese.mp4 road.avi pan --smoothings --blends \
+        --plain-blends --crisp-limits 0.7-1 0.5-0.8 0.3-0.6 0.2-0.5 0-0.01
 """
 
 from __future__ import annotations
@@ -140,6 +143,8 @@ def run_stl(frames: np.ndarray, smooth: float, args, work: Path) -> tuple[np.nda
 def cache_name(method: str, args) -> str:
     """The method with the setting its output depends on."""
     setting = {"stats": temporal.DEFAULT_SMOOTHING, "flow": temporal.DEFAULT_BLEND, "stl-smooth": args.stl_smooth}.get(method)
+    if method == "flow":  # and its crispness limits, which changed once (docs/video.md)
+        return f"flow{setting:g}c{temporal.CRISP_LIMITS[0]:g}-{temporal.CRISP_LIMITS[1]:g}"
     return method if setting is None else f"{method}{setting:g}"
 
 
@@ -244,7 +249,8 @@ def measure(args, work: Path) -> list[dict]:
     scorer = Scorer(SHARED / "styles" / f"{args.model}.jpg")
     found, made = [], stylizers(args)
     base = {**provenance(torch.device("cpu")), "model": args.model, "stl_style": args.stl_style, "stl_smooth": args.stl_smooth,
-            "smoothing": temporal.DEFAULT_SMOOTHING, "blend": temporal.DEFAULT_BLEND}  # fmt: skip
+            "smoothing": temporal.DEFAULT_SMOOTHING, "blend": temporal.DEFAULT_BLEND,
+            "crisp_limits": "-".join(f"{v:g}" for v in temporal.CRISP_LIMITS)}  # fmt: skip
     for clip in args.clips:
         frames = read_clip(clip, args.duration, args.max_size)
         flows = backward_flows(frames, PAN_STEP if clip == "pan" else None)
@@ -277,12 +283,14 @@ def plain_blend(frames: np.ndarray, plain: np.ndarray, blend: float) -> np.ndarr
     return (np.stack(out) * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def carried_blend(frames: np.ndarray, plain: np.ndarray, blend: float) -> np.ndarray:
+def carried_blend(frames: np.ndarray, plain: np.ndarray, blend: float, crisp=temporal.CRISP_LIMITS) -> tuple[np.ndarray, float]:
     """The ``flow`` remedy applied to the frame-by-frame output (as TemporalStylizer applies it to
-    the unrounded one)."""
-    carried = temporal.FlowBlend(blend)
-    out = np.stack([carried(f, o.astype(np.float32) / 255) for f, o in zip(frames, plain)])
-    return (out * 255).round().clip(0, 255).astype(np.uint8)
+    the unrounded one), and the mean weight of the carried frame over the frames after the first."""
+    carried, out, weights = temporal.FlowBlend(blend, crisp), [], []
+    for frame, stylized in zip(frames, plain):
+        out.append(carried(frame, stylized.astype(np.float32) / 255))
+        weights += [] if carried.weight is None else [float(carried.weight.mean())]
+    return (np.stack(out) * 255).round().clip(0, 255).astype(np.uint8), float(np.mean(weights))
 
 
 def sweep(args, work: Path) -> list[dict]:
@@ -298,17 +306,24 @@ def sweep(args, work: Path) -> list[dict]:
         plain, _ = method_output("none", clip, frames, args, work, {"none": video_stylizer(args.model, temporal="none", device="cpu")})
         settings = [("none", 0.0)] + [("stats", s) for s in args.smoothings]
         settings += [("flow", b) for b in args.blends] + [("plain-flow", b) for b in args.plain_blends]
+        settings += [("flow-crisp", tuple(map(float, c.split("-")))) for c in args.crisp_limits]
         for method, value in settings:
+            carried = ""
             if method == "stats":
                 made = {f"stats{value:g}": video_stylizer(args.model, temporal="stats", smoothing=value, device="cpu")}
                 out, _ = method_output(f"stats{value:g}", clip, frames, args, work, made)
+            elif method.startswith("flow"):
+                blend, crisp = (value, temporal.CRISP_LIMITS) if method == "flow" else (temporal.DEFAULT_BLEND, value)
+                out, carried = carried_blend(frames, plain, blend, crisp)
+                value = value if method == "flow" else "-".join(f"{v:g}" for v in value)
             else:
-                out = {"none": lambda: plain, "flow": lambda: carried_blend(frames, plain, value),
-                       "plain-flow": lambda: plain_blend(frames, plain, value)}[method]()  # fmt: skip
+                out = plain if method == "none" else plain_blend(frames, plain, value)
             row = {**base, "clip": clip, "method": method, "setting": value, "frames": len(frames),
                    "warp_error": round(warping_error(out, flows), 4),
-                   "style_distance": round(style_distance(scorer, out, args.score_every), 5)}  # fmt: skip
-            print(json.dumps({k: row[k] for k in ("clip", "method", "setting", "warp_error", "style_distance")}), flush=True)
+                   "style_distance": round(style_distance(scorer, out, args.score_every), 5),
+                   "carried": round(carried, 4) if carried != "" else "",
+                   "crisp_limits": "-".join(f"{v:g}" for v in temporal.CRISP_LIMITS) if method == "flow" else ""}  # fmt: skip
+            print(json.dumps({k: row[k] for k in ("clip", "method", "setting", "warp_error", "style_distance", "carried")}), flush=True)
             found.append(row)
     return found
 
@@ -360,9 +375,11 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=RESULTS / "video_consistency.csv")
     parser.add_argument("--sweep", action="store_true", help="measure smoothing and blend values instead")
     parser.add_argument("--sweep-clips", nargs="+", default=["road.avi", "pan"], choices=CLIPS)
-    parser.add_argument("--smoothings", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
-    parser.add_argument("--blends", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 0.9])
-    parser.add_argument("--plain-blends", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--smoothings", type=float, nargs="*", default=[0.5, 0.8, 0.9, 0.95])
+    parser.add_argument("--blends", type=float, nargs="*", default=[0.0, 0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--plain-blends", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--crisp-limits", nargs="*", default=[], metavar="LO-HI",
+                        help="flow at blend 0 with these crispness limits (e.g. 0.7-1 0.3-0.6)")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "video_consistency.jpg")
     parser.add_argument("--figure-clip", default="geese.mp4", choices=CLIPS)
     parser.add_argument("--figure-first", type=int, default=20)

@@ -56,9 +56,13 @@ CUT_JUMP = 0.2
 PHOTOMETRIC_LIMIT = 24.0
 # DIS needs a frame 12 px wide or high; smaller frames go frame by frame
 MIN_FLOW_SIDE = 12
-# crispness: detail below DETAIL_SIGMA px, its energy over ENERGY_SIGMA px; a warped frame with at
-# most SOFT_LIMIT of the new frame's detail energy counts as worn soft
-DETAIL_SIGMA, ENERGY_SIGMA, SOFT_LIMIT = 2.0, 4.0, 0.7
+# crispness: detail below DETAIL_SIGMA px, its energy over ENERGY_SIGMA px, of the warped previous
+# output over the new frame's: kept whole from CRISP_LIMITS[1], worn soft at CRISP_LIMITS[0] or less.
+# Two equally crisp stroke patterns differ in local energy by chance: the first limits, (0.7, 1.0),
+# refused in part 60 % of the exact pan's trusted pixels and 26 % to 32 % of the real clips', each
+# refusal a stroke redrawn (docs/video.md, "Choosing the remedy")
+DETAIL_SIGMA, ENERGY_SIGMA = 2.0, 4.0
+CRISP_LIMITS = (0.2, 0.5)
 # agreement: the colours of the warped output and the new stylized frame at ENERGY_SIGMA px, 10 and
 # 25 levels apart in 255 (geese.mp4's rippling water drags strokes 10-40 levels off; docs/video.md)
 AGREE_LIMITS = (0.04, 0.10)
@@ -212,12 +216,14 @@ def _detail(grey: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(fine * fine, (0, 0), ENERGY_SIGMA) + 1e-6
 
 
-def crispness(warped: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+def crispness(warped: np.ndarray, stylized: np.ndarray, limits: tuple[float, float] = CRISP_LIMITS) -> np.ndarray:
     """Per pixel, 0..1: how much of the stylized frame's fine detail the warped previous output
-    kept (1: as much or more; 0: at most SOFT_LIMIT of it, blurred by resampling or averaging)."""
+    kept (1: ``limits[1]`` of its local energy or more; 0: at most ``limits[0]``, blurred by
+    resampling or averaging)."""
     cv2 = _cv2()
+    soft, crisp = limits
     ratio = _detail(cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY)) / _detail(cv2.cvtColor(stylized, cv2.COLOR_RGB2GRAY))
-    return np.clip((ratio - SOFT_LIMIT) / (1 - SOFT_LIMIT), 0, 1)
+    return np.clip((ratio - soft) / (crisp - soft), 0, 1)
 
 
 def agreement(warped: np.ndarray, stylized: np.ndarray) -> np.ndarray:
@@ -242,15 +248,16 @@ class FlowBlend:
     off the picture the new frame's strokes take over; averaging two stroke patterns everywhere (a
     plain blend) flattens the texture (docs/video.md, "Choosing the remedy")."""
 
-    def __init__(self, blend: float) -> None:
+    def __init__(self, blend: float, crisp: tuple[float, float] = CRISP_LIMITS) -> None:
         cv2 = _cv2()
-        self.blend = blend
+        self.blend, self.crisp = blend, crisp
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self.reset()
 
     def reset(self) -> None:
         self.grey: np.ndarray | None = None
         self.previous: np.ndarray | None = None  # the last output, float32 (H, W, 3) in [0, 1]
+        self.weight: np.ndarray | None = None  # the last frame's weight of the carried frame, (H, W)
 
     def trusted(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The flow from this frame to the last one, and where it holds: forward and backward agree
@@ -263,12 +270,12 @@ class FlowBlend:
     def __call__(self, frame: np.ndarray, stylized: np.ndarray) -> np.ndarray:
         """``stylized`` (float32 (H, W, 3) in [0, 1]) of the input ``frame`` (uint8 (H, W, 3)), carried."""
         grey = _cv2().cvtColor(frame, _cv2().COLOR_RGB2GRAY)
-        out = stylized
+        out, self.weight = stylized, None
         if self.grey is not None and self.grey.shape == grey.shape and max(grey.shape) >= MIN_FLOW_SIDE:
             backward, trusted = self.trusted(grey)
             warped = warp(self.previous, backward, cubic=True)[0]
-            kept = crispness(warped, stylized) * agreement(warped, stylized)
-            weight = trusted * (self.blend + (1 - self.blend) * kept)
+            kept = crispness(warped, stylized, self.crisp) * agreement(warped, stylized)
+            weight = self.weight = trusted * (self.blend + (1 - self.blend) * kept)
             out = np.clip(stylized + weight[..., None] * (warped - stylized), 0, 1)  # bicubic overshoots
         self.grey, self.previous = grey, out
         return out
