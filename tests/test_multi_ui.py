@@ -192,3 +192,22 @@ def test_page_picks_a_style_from_its_thumbnail_and_mixes_two(multi_server, page,
         assert name.startswith(names[0])
         tiles.nth(3).click()
         page.wait_for_function(f"() => document.querySelector('#style input').value === {name!r}")
+
+
+# ---------------------------------------------------------------------------- the demo
+
+
+def test_demo_shows_each_style_of_a_multi_style_file_and_a_mix_of_two(tmp_path, monkeypatch):
+    """`instyle demo` (make demo): every style of a bundled multi-style file has its row, and one more
+    row mixes its first two styles half and half, between the two."""
+    from instyle.apps.demo import run_demo
+
+    monkeypatch.setattr(catalog, "STYLES_DIR", tmp_path / "styles")
+    (tmp_path / "styles").mkdir()
+    multi_file(tmp_path / "styles" / "multi.safetensors", ("wave", "udnie"))
+    rows, grid = run_demo(tmp_path / "out", size=24, device="cpu")
+    assert list(dict.fromkeys(r.style for r in rows)) == ["multi:wave", "multi:udnie", "multi:wave50+udnie50"]
+    assert grid is not None and grid.is_file()
+    images = {s: _pixels(Image.open(tmp_path / "out" / f"astronaut_{s}.png")) for s in ("multi-wave", "multi-udnie", "multi-wave50+udnie50")}
+    wave, udnie, mix = images["multi-wave"], images["multi-udnie"], images["multi-wave50+udnie50"]
+    assert (mix - wave).abs().mean() > 1 and (mix - udnie).abs().mean() > 1
