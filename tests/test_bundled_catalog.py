@@ -62,5 +62,7 @@ def test_instyle_models_lists_the_new_styles(argv):
     done = subprocess.run([sys.executable, "-m", "instyle", *argv], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert done.returncode == 0, done.stderr
-    for name in NEW:
-        assert f"multi:{name}" in done.stdout
+    names = catalog.list_models()
+    lines = done.stdout.splitlines()[1 : 1 + len(names)]
+    assert [line.split()[0] for line in lines] == names  # each name its own column, however long
+    assert len({line.index("transformer") for line in lines}) == 1  # the columns line up
