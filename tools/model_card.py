@@ -10,6 +10,9 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+import torch
+
+from instyle.engine.device import describe_device
 from instyle.engine.modelfile import header_styles, read_model_file
 from instyle.engine.catalog import STYLES_DIR, list_models
 from instyle.engine.weights import source_for_sha256
@@ -20,6 +23,8 @@ VGG_NAMES = {
 }
 
 ROOT = Path(__file__).resolve().parents[1]
+# The machine a file trained in this checkout was trained on (a file not retrained keeps its card line).
+HARDWARE = describe_device(torch.device("cpu")).split(", torch")[0].removeprefix("cpu: ")
 # What each training choice did (issue #19, part 5): appended to the card as written.
 SETTINGS = ROOT / "docs" / "bundled_settings.md"
 PAINTINGS = {
@@ -55,6 +60,7 @@ def _previous(heading: str) -> dict[str, str]:
 def _common(path: Path, config: dict, meta: dict, command_file: Path) -> list[str]:
     """The lines every model file's section has: architecture, command, settings, losses, device."""
     training = meta.get("training", {})
+    training = {**training, **(training.get("loss") or {})}  # the loss fields, flat (older files) or nested
     losses = ", ".join(f"{k} {v:.4g}" for k, v in meta.get("final_losses", {}).items())
     previous = {} if command_file.exists() else _previous(path.stem)
     command = command_file.read_text().strip() if command_file.exists() else "(not logged)"
@@ -67,7 +73,7 @@ def _common(path: Path, config: dict, meta: dict, command_file: Path) -> list[st
         f"weights content {training.get('content_weight')} ({', '.join(training.get('content_layers', []))}) / "
         f"style {training.get('style_weight')} ({', '.join(training.get('style_layers', []))}) / tv {training.get('tv_weight')}",
         f"- Final losses (last step, weighted): {losses}",
-        f"- Device: {meta.get('device')} (2-core AMD EPYC, 1 thread, bf16 autocast), date "
+        f"- Device: {meta.get('device')} ({HARDWARE}, 1 thread, bf16 autocast), date "
         f"{datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()}, instyle {meta.get('instyle_version')}",
         f"- Loss network: {VGG_NAMES.get(source_for_sha256(meta.get('vgg_weights_sha256')), 'other weights')}, "
         f"sha256 {meta.get('vgg_weights_sha256')}",
@@ -95,7 +101,9 @@ def multi_section(path: Path) -> list[str]:
         f"`--model {path.stem}:STYLE` (or the bare style name where no single-style file has it) for one style,",
         f"`--model {path.stem} --style-mix a=0.6,b=0.4` for a mix (docs/multi_style.md). Each style's targets",
         f"(Gram matrices of {', '.join(styles[0]['style_targets']['layers']) if styles else '-'}) are stored in"
-        f" {', '.join(sorted(dtype))} (tools/pack_style_targets.py), so that ten styles fit 6 MB.", "",
+        f" {', '.join(sorted(dtype))} (tools/pack_style_targets.py), so that ten styles fit 6 MB; relu5_1 is not",
+        "stored (another 0.26 MB a style), so `optimize` and `texture` by such a style's name need",
+        "`--style-layers` of the stored layers (the error says so), or the painting.", "",
         *_common(path, config, meta, ROOT / "out" / "multi" / f"{path.stem}.command"), "",
         "| style | painting | painting sha256 |", "|---|---|---|",
     ]  # fmt: skip
