@@ -6,15 +6,15 @@
 # tools/pack_style_targets.py). The exact command is logged in out/multi/multi.command.
 #   bash tools/train_bundled_multi.sh            (again with RESUME=1 to continue after a stop)
 # Each style is named by its painting's file stem, so the ten are copied (bytes unchanged) under
-# short names into out/multi/paintings (tools/make_style_thumbs.py --paintings out/multi/paintings). One thread (the CPU is shared), nice 5, checkpoints every
-# 100 steps. Settings: see MODEL_CARD.md (chosen by tools/sweep_bundled.sh, issue #19 part 5).
+# short names into out/multi/paintings (tools/make_style_thumbs.py --paintings out/multi/paintings).
+# One thread (the CPU is shared), nice 5, checkpoints every 100 steps. Settings: see MODEL_CARD.md (chosen by tools/sweep_bundled.sh, issue #19 part 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-/work/main/.venv/bin/python}
 SHARED=${SHARED:-../shared/data}
 [ -d "$SHARED" ] || SHARED=/work/shared/data
-ITERATIONS=${ITERATIONS:-4000}
-STYLE_WEIGHT=${STYLE_WEIGHT:-5}
+ITERATIONS=${ITERATIONS:-3000}  # the bundled run: 3000 (46 min here)
+STYLE_WEIGHT=${STYLE_WEIGHT:-12}
 OUT=out/multi
 mkdir -p "$OUT/paintings"
 # short name -> file in ../shared/data/train/paintings (paintings.csv: artist, title, date, licence)
@@ -43,4 +43,5 @@ cmd=(nice -n 5 "$PY" -m instyle train --style "${styles[@]}" -o "$OUT/multi.safe
 echo "${cmd[*]}" > "$OUT/multi.command"
 OMP_NUM_THREADS=1 PYTHONPATH=$PWD/src "${cmd[@]}" >> "$OUT/multi.log" 2>&1
 PYTHONPATH=$PWD/src "$PY" tools/pack_style_targets.py "$OUT/multi.safetensors" --dtype bfloat16 >> "$OUT/multi.log" 2>&1
-echo "done: $OUT/multi.safetensors ($(stat -c %s "$OUT/multi.safetensors") bytes)"
+echo "done: $OUT/multi.safetensors ($(stat -c %s "$OUT/multi.safetensors") bytes); bundle it with:"
+echo "  cp $OUT/multi.safetensors src/instyle/styles/ && $PY tools/make_style_thumbs.py --paintings $OUT/paintings && $PY tools/model_card.py"
