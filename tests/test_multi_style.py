@@ -403,3 +403,35 @@ def test_compiled_multi_style_training_follows_eager(tmp_path, photos, paintings
     for a, b in zip(eager.history, compiled.history):  # the styles alternate in the compiled run too
         assert abs(a["total"] - b["total"]) <= 1e-3 * abs(a["total"])
     assert load_model(config.output).styles == ("a", "b")
+
+
+# ---------------------------------------------------------------------------- bf16 targets (the bundle)
+
+
+def test_pack_style_targets_stores_every_styles_targets_in_bf16_and_they_read_back(tmp_path):
+    """tools/pack_style_targets.py (how the bundled multi-style model fits 6 MB): the targets are
+    rewritten in bf16 (half the bytes), the weights and names stay bit for bit, and the targets read
+    back are the fp32 ones within bf16's rounding; a file without targets is refused naming it."""
+    path = tmp_path / "m.safetensors"
+    multi_file(path, ("wave", "udnie"))
+    before_size, (_, _, before) = path.stat().st_size, read_model_file(path)
+    done = subprocess.run([sys.executable, "tools/pack_style_targets.py", str(path), "--dtype", "bfloat16"],
+                          capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _, metadata, after = read_model_file(path)
+    assert [s["name"] for s in metadata["styles"]] == ["wave", "udnie"]
+    assert all(s["style_targets"]["dtype"] == "bfloat16" for s in metadata["styles"])
+    for name, t in before.items():
+        if name.startswith("style_targets."):
+            assert after[name].dtype == torch.bfloat16 and torch.allclose(after[name].float(), t, rtol=4e-3), name
+        else:
+            assert torch.equal(after[name], t), name
+    assert path.stat().st_size < before_size
+    styles = styles_from_file(path, metadata, after)
+    assert styles[1].dtype == torch.bfloat16 and torch.allclose(styles[1].grams["relu1_1"], torch.eye(8) * 2)
+
+    plain = tmp_path / "plain.safetensors"
+    save_model(TransformerNet(width=0.25, num_residual=1), plain, {"style_name": "solo"})
+    done = subprocess.run([sys.executable, "tools/pack_style_targets.py", str(plain)],
+                          capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    assert done.returncode == 1 and f"{plain} carries no style targets" in done.stderr and "Traceback" not in done.stderr

@@ -118,7 +118,7 @@ from .test_serve import _chromium, _free_port, _photo, _serve, page  # noqa: E40
 def multi_service(tmp_path, monkeypatch):
     import instyle.apps.serve
 
-    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: ["udnie"])  # one bundled style beside
+    monkeypatch.setattr(instyle.apps.serve, "bundled_styles", lambda: [s for s in catalog.bundled_styles() if s.name == "udnie"])  # one beside
     multi_file(tmp_path / "multi.safetensors", ("wave", "cezanne"))
     return StyleService(load_styles([tmp_path / "multi.safetensors"]), ServeLimits(max_size=64))
 
@@ -192,3 +192,38 @@ def test_page_picks_a_style_from_its_thumbnail_and_mixes_two(multi_server, page,
         assert name.startswith(names[0])
         tiles.nth(3).click()
         page.wait_for_function(f"() => document.querySelector('#style input').value === {name!r}")
+
+
+# ---------------------------------------------------------------------------- the demo
+
+
+def test_demo_shows_each_style_of_a_multi_style_file_and_a_mix_of_two(tmp_path, monkeypatch):
+    """`instyle demo` (make demo): every style of a bundled multi-style file has its row, and one more
+    row mixes its first two styles half and half, between the two."""
+    from instyle.apps.demo import run_demo
+
+    monkeypatch.setattr(catalog, "STYLES_DIR", tmp_path / "styles")
+    (tmp_path / "styles").mkdir()
+    multi_file(tmp_path / "styles" / "multi.safetensors", ("wave", "udnie"))
+    rows, grid = run_demo(tmp_path / "out", size=24, device="cpu")
+    assert list(dict.fromkeys(r.style for r in rows)) == ["multi:wave", "multi:udnie", "multi:wave50+udnie50"]
+    assert grid is not None and grid.is_file()
+    images = {s: _pixels(Image.open(tmp_path / "out" / f"astronaut_{s}.png")) for s in ("multi-wave", "multi-udnie", "multi-wave50+udnie50")}
+    wave, udnie, mix = images["multi-wave"], images["multi-udnie"], images["multi-wave50+udnie50"]
+    assert (mix - wave).abs().mean() > 1 and (mix - udnie).abs().mean() > 1
+
+
+def test_the_page_lists_bundled_styles_by_catalog_name_and_mixes_a_bundled_multi_models_styles(tmp_path, monkeypatch):
+    """A bundled multi-style file beside a single-style file of one of its style names (the bundle:
+    multi:udnie and udnie): the page lists each by its catalog name, as `instyle models` does, and two
+    styles of the bundled multi-style file share its network, so that the page mixes them."""
+    from instyle.apps.serve import mixable
+
+    monkeypatch.setattr(catalog, "STYLES_DIR", tmp_path / "styles")
+    (tmp_path / "styles").mkdir()
+    multi_file(tmp_path / "styles" / "multi.safetensors", ("wave", "udnie"))
+    save_model(TransformerNet(width=0.25, num_residual=1), tmp_path / "styles" / "udnie.safetensors", {"style_name": "udnie"})
+    styles = load_styles()
+    assert list(styles) == catalog.list_models() == ["multi:wave", "multi:udnie", "udnie"]
+    assert mixable(styles["multi:wave"], styles["multi:udnie"]) and not mixable(styles["multi:udnie"], styles["udnie"])
+    assert styles["multi:udnie"].style == "udnie" and styles["udnie"].style is None

@@ -254,7 +254,7 @@ def test_the_painting_model_is_the_given_decoder_else_the_bundled_one_else_none(
     monkeypatch.setattr(catalog, "ADAIN_DECODER", decoder_file)  # as if it shipped
     model = load_painting_model()
     assert model.source == decoder_file
-    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # no generator: paintings alone serve
+    monkeypatch.setattr(instyle.apps.serve, "bundled_styles", lambda: [])  # no generator: paintings alone serve
     assert StyleService(load_styles([], required=False), adain=model).choices == [PAINTING]
 
 
@@ -281,7 +281,7 @@ def test_cli_serve_turns_the_painting_upload_off_when_the_bundled_decoder_fails(
 def test_load_styles_names_files_and_refuses_what_it_cannot_serve(tmp_path, monkeypatch):
     import instyle.apps.serve
 
-    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # an installation without bundled styles
+    monkeypatch.setattr(instyle.apps.serve, "bundled_styles", lambda: [])  # an installation without bundled styles
     a = _tiny_model(tmp_path / "a.safetensors", "starry")
     b = _tiny_model(tmp_path / "b.safetensors", "starry", seed=1)
     assert list(load_styles([a, b])) == ["starry", "starry (b.safetensors)"]
@@ -371,7 +371,7 @@ def test_cli_serve_without_styles_or_with_a_bad_model_exits_2(tmp_path, capsys, 
     from instyle.apps.cli import build_parser
 
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"  # loopback unless told otherwise
-    monkeypatch.setattr(instyle.apps.serve, "list_models", lambda: [])  # an installation without bundled styles
+    monkeypatch.setattr(instyle.apps.serve, "bundled_styles", lambda: [])  # an installation without bundled styles
     monkeypatch.setattr(catalog, "ADAIN_DECODER", tmp_path / "decoder.safetensors")  # nor a decoder
     assert main(["serve"]) == 2
     err = capsys.readouterr().err

@@ -36,15 +36,15 @@ def run_demo(out: Path, size: int = 512, device: str = "auto") -> tuple[list[Dem
     photos = {name: photos[name] for name in DEMO_PHOTOS if name in photos}
     rows: list[DemoRow] = []
     grid_rows = [[_fit(img, size) for img in photos.values()]]
-    for style in list_models():
-        model = load_model(style)
-        model.stylize(torch.rand(3, 64, 64), device=device)  # warm-up: first-call set-up is not the model's time
+    runs = [(style, load_model(style), None) for style in list_models()] + demo_mixes()
+    for style, model, mix in runs:
+        model.stylize(torch.rand(3, 64, 64), device=device, style=mix)  # warm-up: first-call set-up is not the model's time
         row = []
         for name, img in photos.items():
             start = time.perf_counter()
-            result = model.stylize(img, device=device, dtype="auto")
+            result = model.stylize(img, device=device, dtype="auto", style=mix)
             seconds = time.perf_counter() - start
-            path = save_image(result, out / f"{name}_{style}.png")
+            path = save_image(result, out / f"{name}_{style.replace(':', '-')}.png")
             rows.append(DemoRow(name, style, seconds, path))
             row.append(_fit(result, size))
         grid_rows.append(row)
@@ -52,6 +52,22 @@ def run_demo(out: Path, size: int = 512, device: str = "auto") -> tuple[list[Dem
         return rows, None
     grid = torch.cat([torch.cat(r, dim=2) for r in grid_rows], dim=1)
     return rows, save_image(grid, out / "demo.png")
+
+
+def demo_mixes() -> list:
+    """``(label, model, mix)`` of each bundled multi-style file: its first two styles half and half,
+    labelled ``FILE:a50+b50`` (what `instyle stylize --style-mix` does between two styles)."""
+    from instyle.engine.catalog import bundled_styles
+    from instyle.engine.inference.stylize import load_model, mix_label
+
+    files = list(dict.fromkeys(s.path for s in bundled_styles() if s.style is not None))
+    mixes = []
+    for path in files:
+        model = load_model(path)
+        mix = dict.fromkeys(model.styles[:2], 0.5)
+        if len(mix) == 2:
+            mixes.append((f"{path.stem}:{mix_label(model.style_weights(mix), model.styles)}", model, mix))
+    return mixes
 
 
 def _fit(image: torch.Tensor, size: int) -> torch.Tensor:

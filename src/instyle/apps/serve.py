@@ -40,7 +40,7 @@ from typing import Mapping, Sequence
 import torch
 from PIL import Image
 
-from instyle.engine.catalog import adain_decoder_path, list_models, style_thumbnail
+from instyle.engine.catalog import adain_decoder_path, bundled_styles, style_thumbnail
 from instyle.engine.color import PRESERVE_COLOR
 from instyle.engine.config import ConfigError
 from instyle.engine.image import ImageError, load_image, max_pixels_limit, to_pil
@@ -157,6 +157,21 @@ def mixable(first: StyleModel, second: StyleModel) -> bool:
     return first is not second and first.style is not None and second.style is not None and first.generator is second.generator
 
 
+def _bundled_entries() -> list[tuple[str, StyleModel, str]]:
+    """(catalog name, model, name) of each bundled style, in list_models' order: listed as `instyle
+    models` lists them (``multi:udnie`` beside a file ``udnie``), and a multi-style file loaded once, its
+    styles sharing its network so that the page mixes them."""
+    entries, files = [], {}
+    for style in bundled_styles():
+        if style.style is None:
+            entries.append((style.name, load_model(style.path), style.name))
+            continue
+        if style.path not in files:
+            files[style.path] = {m.style: m for m in _each_style(load_model(style.path))}
+        entries.append((style.name, files[style.path][style.style], style.name))
+    return entries
+
+
 def load_styles(model_paths: Sequence[str | os.PathLike] = (), *, required: bool = True) -> dict[str, StyleModel]:
     """The bundled styles and the given model files, loaded once, by the name the page shows.
 
@@ -164,14 +179,13 @@ def load_styles(model_paths: Sequence[str | os.PathLike] = (), *, required: bool
     and ``required`` (a page with a painting upload needs no generator).
     """
     styles: dict[str, StyleModel] = {}
-    for source in [*model_paths, *list_models()]:  # the files asked for first (the page's default), then bundled
-        for model in _each_style(load_model(source)):
-            name = model.name
-            if name in styles:  # two files with one style name: tell them apart by file name
-                name = f"{model.name} ({Path(source).name})"
-            if name in styles:
-                raise ModelFileError(f"--model {source}: given twice")
-            styles[name] = model
+    given = [(model.name, model, source) for source in model_paths for model in _each_style(load_model(source))]
+    for name, model, source in [*given, *_bundled_entries()]:  # the files asked for first (the page's default)
+        if name in styles:  # two files with one style name: tell them apart by file name
+            name = f"{model.name} ({Path(source).name})"
+        if name in styles:
+            raise ModelFileError(f"--model {source}: given twice")
+        styles[name] = model
     if not styles and required:
         raise ValueError(
             "no styles to serve: no style is bundled yet, pass --model PATH (a trained .safetensors) "

@@ -18,6 +18,7 @@ names and paintings are unique.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -44,11 +45,16 @@ class ModelFileError(ValueError):
 # ---------------------------------------------------------------------------- style targets
 
 
-def pack_gram(gram: torch.Tensor) -> torch.Tensor:
-    """(C, C) symmetric -> (C (C + 1) / 2,) upper triangle in fp32."""
+# How the targets may be stored: fp32, or bf16 (fp32's range, so no entry flushes to zero as in fp16;
+# 3 significant digits, half the bytes: what lets ten styles' targets fit a bundled multi-style file).
+TARGET_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def pack_gram(gram: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(C, C) symmetric -> (C (C + 1) / 2,) upper triangle in ``dtype`` (fp32 or bf16)."""
     c = gram.shape[-1]
     rows, cols = torch.triu_indices(c, c)
-    return gram.detach().to(torch.float32).cpu()[rows, cols].contiguous()
+    return gram.detach().to(torch.float32).cpu()[rows, cols].to(dtype).contiguous()
 
 
 def unpack_gram(packed: torch.Tensor, channels: int) -> torch.Tensor:
@@ -65,7 +71,8 @@ def unpack_gram(packed: torch.Tensor, channels: int) -> torch.Tensor:
 class StyleTargets:
     """The style statistics of one painting: the Gram matrix (C, C), fp32, of each VGG layer, as
     :func:`instyle.engine.losses.gram_matrix` computes it for the painting resized to ``style_size`` (long
-    side) and fed to the VGG whose weights have ``vgg_weights_sha256``."""
+    side) and fed to the VGG whose weights have ``vgg_weights_sha256``; ``dtype`` is how a file stores
+    them (fp32, or bf16: the matrices are then rounded to bf16, as read back)."""
 
     grams: dict[str, torch.Tensor]  # layer -> (C, C) fp32, symmetric
     style_size: int
@@ -73,12 +80,15 @@ class StyleTargets:
     style_name: str
     style_sha256: str | None = None  # the painting's file
     source: Path | None = field(default=None, compare=False)  # the model file they were read from
+    dtype: torch.dtype = torch.float32  # how a file stores them: a value of TARGET_DTYPES
 
     def __post_init__(self) -> None:
+        if self.dtype not in TARGET_DTYPES.values():
+            raise ValueError(f"style targets are stored as float32 or bfloat16, not {self.dtype}")
         # Stored as the upper triangle, so keep exactly the symmetric matrix the file will hold:
         # targets used straight after computing equal targets read back from the file, bitwise.
         object.__setattr__(
-            self, "grams", {layer: unpack_gram(pack_gram(g), g.shape[-1]) for layer, g in self.grams.items()}
+            self, "grams", {layer: unpack_gram(pack_gram(g, self.dtype), g.shape[-1]) for layer, g in self.grams.items()}
         )
 
     @property
@@ -102,7 +112,7 @@ class StyleTargets:
             "channels": {layer: int(g.shape[-1]) for layer, g in self.grams.items()},
             "stat": "gram",
             "packing": TARGET_PACKING,
-            "dtype": "float32",
+            "dtype": str(self.dtype).removeprefix("torch."),
             "style_size": self.style_size,
             "vgg_weights_sha256": self.vgg_weights_sha256,
             "style_name": self.style_name,
@@ -110,7 +120,7 @@ class StyleTargets:
         }
 
     def tensors(self, prefix: str = TARGET_PREFIX) -> dict[str, torch.Tensor]:
-        return {prefix + layer: pack_gram(g) for layer, g in self.grams.items()}
+        return {prefix + layer: pack_gram(g, self.dtype) for layer, g in self.grams.items()}
 
 
 def style_prefix(row: int) -> str:
@@ -259,8 +269,9 @@ def save_model(
     style_targets: StyleTargets | list[StyleTargets] | None = None,
 ) -> None:
     """Write ``model`` (a generator with ``.config``) atomically as safetensors; ``dtype`` converts
-    its floating-point weights (the style targets stay fp32: fp16 would flush many of their small
-    entries to zero). A multi-style generator takes a list of each style's targets, in row order."""
+    its floating-point weights (the style targets keep their own dtype, fp32 or bf16: fp16 would flush
+    many of their small entries to zero). A multi-style generator takes a list of each style's
+    targets, in row order."""
     path = Path(path)
     tensors = {}
     for name, t in model.state_dict().items():
@@ -445,6 +456,7 @@ def _targets(path: Path, info: dict, tensors: dict[str, torch.Tensor], prefix: s
         style_name=name,
         style_sha256=info.get("style_sha256"),
         source=Path(path),
+        dtype=TARGET_DTYPES.get(info.get("dtype"), torch.float32),
     )
 
 
@@ -503,6 +515,25 @@ def write_style_targets(path: str | os.PathLike, targets: StyleTargets) -> None:
         raise ModelFileError(f"{path} is a multi-style model: each style's targets are written when it is trained")
     weights, _ = split_style_targets(tensors)
     _write_atomic(path, {**weights, **targets.tensors()}, _header(config, metadata, targets))
+
+
+def recast_style_targets(path: str | os.PathLike, dtype: str) -> list[StyleTargets]:
+    """Rewrite the style targets of a model file (every style's, in a multi-style file) in ``dtype``
+    (``float32`` or ``bfloat16``: a name of TARGET_DTYPES), atomically, weights and metadata kept;
+    the targets written. ModelFileError for a file without targets or another dtype name."""
+    path = Path(path)
+    if dtype not in TARGET_DTYPES:
+        raise ModelFileError(f"style targets dtype {dtype!r}: expected one of {', '.join(TARGET_DTYPES)}")
+    config, metadata, tensors = read_model_file(path)
+    multi = is_multi_style(config)
+    found = styles_from_file(path, metadata, tensors) if multi else [targets_from_file(path, metadata, tensors)]
+    if not found or found[0] is None:
+        raise ModelFileError(f"{path} carries no style targets to store in {dtype}")
+    targets = [dataclasses.replace(t, dtype=TARGET_DTYPES[dtype]) for t in found]
+    weights, _ = split_style_targets(tensors)
+    chosen = targets if multi else targets[0]
+    _write_atomic(path, {**weights, **_target_tensors(chosen)}, _header(config, metadata, chosen))
+    return targets
 
 
 def load_generator(path: str | os.PathLike, archs: tuple[str, ...] | None = None) -> tuple[torch.nn.Module, dict]:

@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     rows, grid = run_demo(out, size=args.size, device=str(device))
     if rows:
         print(f"Stylization of scikit-image's photos at {args.size} px (seconds per image)")
+        width = max(18, *(len(row.style) + 2 for row in rows))  # a mix's label is long
         for row in rows:
-            print(f"  {row.style:<18}{row.photo:<12}{row.seconds:>8.3f} s  -> {row.output}")
+            print(f"  {row.style:<{width}}{row.photo:<12}{row.seconds:>8.3f} s  -> {row.output}")
         print(f"grid: {grid}\n")
     else:
         print("no bundled styles in this installation: skipping the stylization grid\n")

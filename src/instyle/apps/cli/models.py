@@ -42,13 +42,14 @@ def _list() -> int:
     if not styles:
         print("no bundled styles in this installation")
         return 0
-    print(f"{'name':<18}{'arch':<17}{'width':>6}{'iterations':>12}  {'style targets':<15}{'loss network':<16}trained on")
+    width = max(18, *(len(s.name) + 2 for s in styles))  # multi:composition_vii is longer than a file's stem
+    print(f"{'name':<{width}}{'arch':<17}{'width':>6}{'iterations':>12}  {'style targets':<15}{'loss network':<16}trained on")
     files: dict = {}  # each file read once, however many styles it holds
     for style in styles:
         if style.path not in files:
             files[style.path] = read_model_file(style.path)
         config, metadata, _ = files[style.path]
-        print(_row(style, config, metadata))
+        print(_row(style, config, metadata, width))
     multi = sorted({s.path.stem for s in styles if s.style is not None})
     if multi:
         print(f"FILE:STYLE is a style of a multi-style model; mix them with `stylize --model {multi[0]} --style-mix A=0.6,B=0.4`")
@@ -56,7 +57,7 @@ def _list() -> int:
     return 0
 
 
-def _row(style, config: dict, metadata: dict) -> str:
+def _row(style, config: dict, metadata: dict, width: int = 18) -> str:
     """One bundled style's line: its network, training and stored targets."""
     from instyle.engine.weights import source_for_sha256
 
@@ -68,7 +69,7 @@ def _row(style, config: dict, metadata: dict) -> str:
     stored = f"{targets['style_size']} px" if targets else "none"
     network = source_for_sha256(metadata.get("vgg_weights_sha256")) or recorded or "?"
     return (
-        f"{style.name:<18}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{metadata.get('iterations', '?'):>12}"
+        f"{style.name:<{width}}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{metadata.get('iterations', '?'):>12}"
         f"  {stored:<15}{network:<16}{metadata.get('device', '?')}, {training.get('image_size', '?')} px crops"
     )
 
