@@ -234,14 +234,19 @@ def test_a_real_clip_cut_short(tmp_path, shared_data, model_file):
 # ---------------------------------------------------------------------------- bad input
 
 
-def _audio_only(path: Path) -> Path:
+def _mux_silence(out) -> None:
+    """A tenth of a second of stereo silence in AAC, muxed into the open container ``out``."""
+    sound = out.add_stream("aac", rate=48000)
+    samples = av.AudioFrame.from_ndarray(np.zeros((2, 4800), np.float32), format="fltp", layout="stereo")
+    samples.sample_rate, samples.pts = 48000, 0
+    out.mux(sound.encode(samples))
+    out.mux(sound.encode(None))
+
+
+def audio_only(path: Path) -> Path:
+    """A file with an audio stream and no video stream."""
     with av.open(str(path), "w") as out:
-        sound = out.add_stream("aac", rate=48000)
-        tone = np.zeros((2, 4800), np.float32)
-        samples = av.AudioFrame.from_ndarray(tone, format="fltp", layout="stereo")
-        samples.sample_rate, samples.pts = 48000, 0
-        out.mux(sound.encode(samples))
-        out.mux(sound.encode(None))
+        _mux_silence(out)
     return path
 
 
@@ -250,18 +255,14 @@ def _zero_frames(path: Path) -> Path:
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream("aac", rate=48000)
-        samples = av.AudioFrame.from_ndarray(np.zeros((2, 4800), np.float32), format="fltp", layout="stereo")
-        samples.sample_rate, samples.pts = 48000, 0
-        out.mux(sound.encode(samples))
-        out.mux(sound.encode(None))
+        _mux_silence(out)
     return path
 
 
 BAD_INPUTS = {
     "text": (lambda p: (p / "notes.mp4").write_text("not a video\n") and p / "notes.mp4", "not a video in a format instyle reads"),
     "image": (lambda p: save_image(torch.rand(3, 20, 20), p / "photo.png") or p / "photo.png", "use `instyle stylize`"),
-    "audio only": (lambda p: _audio_only(p / "tone.m4a"), "no video stream (it has audio streams only)"),
+    "audio only": (lambda p: audio_only(p / "tone.m4a"), "no video stream (it has audio streams only)"),
     "zero frames": (lambda p: _zero_frames(p / "empty.mkv"), "no video frames could be decoded"),
     "too many pixels": (lambda p: make_clip(p / "big.mp4"), "too many pixels: 65 x 49 a frame is over the limit of 1000; raise --max-pixels"),
     "missing": (lambda p: p / "missing.mp4", "no such file"),
