@@ -19,9 +19,11 @@ from instyle.engine.modelfile import ModelFileError, has_style_targets, header_s
 STYLES_DIR = Path(__file__).resolve().parents[1] / "styles"
 # The decoder of arbitrary style transfer (issue #18), trained by `instyle train-adain`.
 ADAIN_DECODER = STYLES_DIR / "adain" / "decoder.safetensors"
+# Its distilled light encoder-decoder pair, trained by `instyle train-adain --distill-from`.
+ADAIN_FAST = STYLES_DIR / "adain" / "fast.safetensors"
 
 __all__ = [
-    "ADAIN_DECODER", "STYLES_DIR", "BundledStyle", "adain_decoder_path", "bundled_styles", "find_bundled",
+    "ADAIN_DECODER", "ADAIN_FAST", "STYLES_DIR", "BundledStyle", "adain_decoder_path", "bundled_styles", "find_bundled",
     "is_bundled_style", "list_models", "resolve_model", "resolve_model_path", "style_thumbnail",
 ]  # fmt: skip
 
@@ -108,13 +110,21 @@ def is_bundled_style(name: str | os.PathLike) -> bool:
     return not Path(name).exists() and find_bundled(name) is not None
 
 
-def adain_decoder_path(decoder: str | os.PathLike | None = None) -> Path:
-    """The AdaIN decoder file: ``decoder`` as given, else the bundled one; ConfigError naming the
-    argument ``decoder`` when none is given and none is bundled."""
+def adain_decoder_path(decoder: str | os.PathLike | None = None, fast: bool = False) -> Path:
+    """The AdaIN decoder file: ``decoder`` as given, else the bundled one (the distilled pair with
+    ``fast``); ConfigError naming the argument ``decoder`` (or ``fast``) when none is bundled."""
     if decoder is not None:
+        if fast:
+            raise ConfigError("fast", "chooses the bundled distilled model; a decoder file given says which to use")
         return Path(decoder)
-    if ADAIN_DECODER.is_file():
-        return ADAIN_DECODER
+    bundled = ADAIN_FAST if fast else ADAIN_DECODER
+    if bundled.is_file():
+        return bundled
+    if fast:
+        raise ConfigError(
+            "fast", "asks for the bundled distilled AdaIN model, which this build does not have; give a file "
+            "trained with `instyle train-adain --distill-from` as decoder",
+        )  # fmt: skip
     raise ConfigError(
         "decoder",
         "is needed: none given, and the AdaIN decoder is not bundled in this build; "

@@ -246,10 +246,8 @@ def _with_progress(train: Callable, config):
 
     def on_step(step: int, losses: dict[str, float]) -> None:
         bar.n = step
-        bar.set_postfix(
-            total=f"{losses['total']:.3g}", content=f"{losses.get('content', 0):.3g}",
-            style=f"{losses.get('style', 0):.3g}", img_s=f"{losses['images_per_s']:.1f}", refresh=False,
-        )  # fmt: skip
+        terms = {k: f"{v:.3g}" for k, v in losses.items() if k != "images_per_s"}  # each run's own terms
+        bar.set_postfix(**terms, img_s=f"{losses['images_per_s']:.1f}", refresh=False)
         bar.update(0)
 
     try:

@@ -43,7 +43,13 @@ def add_parser(sub) -> None:
     )  # fmt: skip
     stylize.add_argument(
         "--decoder", metavar="FILE",
-        help="AdaIN decoder, trained with `instyle train-adain` (default: the bundled one)",
+        help="AdaIN decoder, trained with `instyle train-adain`, or a distilled pair from `instyle train-adain "
+        "--distill-from` (default: the bundled decoder)",
+    )  # fmt: skip
+    stylize.add_argument(
+        "--fast", action="store_true", default=None,
+        help="with --style: the bundled distilled AdaIN model, a light encoder-decoder pair (about 4x faster, "
+        "see docs/adain.md)",
     )  # fmt: skip
     stylize.add_argument(
         "--style-size", type=number(int, 64), default=None,
@@ -85,7 +91,9 @@ def add_parser(sub) -> None:
 
 
 # the flags only a painting takes, by their field names in library errors
-PAINTING_ONLY = {"style_weights": "--style-weights", "mask": "--mask", "decoder": "--decoder", "style_size": "--style-size"}
+PAINTING_ONLY = {
+    "style_weights": "--style-weights", "mask": "--mask", "decoder": "--decoder", "style_size": "--style-size", "fast": "--fast",
+}  # fmt: skip
 ERROR_NAMES = {**PAINTING_ONLY, "tile": "--tile", "runtime": "--runtime", "strength": "--strength", "max_pixels": "--max-pixels"}
 MODEL_NAMES = {"style_mix": "--style-mix"}
 
@@ -168,7 +176,7 @@ def _load_adain(args: argparse.Namespace):
     try:
         check_options(args.strength, args.preserve_color, args.tile, args.runtime)
         resolve_device(args.device)
-        model = load_adain(args.decoder)
+        model = load_adain(args.decoder, bool(args.fast))
         size = args.style_size or DEFAULT_STYLE_SIZE
         style = model.style(args.style, args.style_weights, style_size=size, device=args.device, dtype=args.dtype)
         mask = None if args.mask is None else mask_regions(args.mask, style)

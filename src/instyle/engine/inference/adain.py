@@ -46,7 +46,9 @@ from instyle.engine.image import ImageError, load_image, load_pixels, pixels_to_
 from instyle.engine.inference.stylize import BandOutput, Given, as_batch, check_look, memory_budget, release_freed_memory
 from instyle.engine.inference.tiling import ChanAccumulator, Span, auto_tile, blend_rows, tile_spans
 from instyle.engine.modelfile import ModelFileError, load_generator
-from instyle.engine.models.adain import CONTENT_LAYER, EPS, AdaINDecoder, adain, build_encoder, feature_stats
+from instyle.engine.models.adain import (
+    CONTENT_LAYER, EPS, AdaINDecoder, AdaINEncoder, FastAdaIN, adain, build_encoder, feature_stats,
+)  # fmt: skip
 from instyle.engine.models.vgg import VGGFeatures, vgg_layer_names
 
 __all__ = [
@@ -204,9 +206,11 @@ def load_mask(source: Any, paintings: int) -> MaskRegions:
 # ---------------------------------------------------------------------------- the networks
 
 
-def _encoder_radius(encoder: VGGFeatures) -> int:
+def _encoder_radius(encoder: VGGFeatures | AdaINEncoder) -> int:
     """Image pixels a relu4_1 cell reads beyond its own 8 x 8: each 3x3 convolution one pixel of
     its scale, each 2x2 pooling one more (its grid's rounding)."""
+    if isinstance(encoder, AdaINEncoder):
+        return encoder.radius
     names = vgg_layer_names(encoder.arch)
     depth = max(names.index(layer) for layer in encoder.layers) + 1
     radius, scale = 0, 1
@@ -409,18 +413,24 @@ def _round_up(pixels: int) -> int:
 
 class AdaINModel:
     """The encoder (VGG-19 to relu4_1) and a decoder from ``instyle train-adain``, ready to
-    stylize with any painting."""
+    stylize with any painting; or the distilled pair (a narrow encoder and its decoder) from
+    ``instyle train-adain --distill-from``."""
 
     name = "adain"
 
-    def __init__(self, decoder: AdaINDecoder, metadata: dict, source: Path | None = None, encoder: VGGFeatures | None = None) -> None:
+    def __init__(
+        self, decoder: AdaINDecoder, metadata: dict, source: Path | None = None,
+        encoder: VGGFeatures | AdaINEncoder | None = None,
+    ) -> None:  # fmt: skip
         self.decoder, self.metadata, self.source = decoder.eval(), metadata, source
-        self.encoder = encoder if encoder is not None else build_encoder((CONTENT_LAYER,))
+        self.encoder = encoder.eval() if encoder is not None else build_encoder((CONTENT_LAYER,))
+        self.encoder.requires_grad_(False)
+        self.fast = isinstance(self.encoder, AdaINEncoder)
         self.radii = (_encoder_radius(self.encoder), _decoder_radius(decoder))
         self._networks: dict = {}
 
     def __repr__(self) -> str:
-        return f"AdaINModel(decoder={str(self.source)!r})"
+        return f"AdaINModel({'fast' if self.fast else 'decoder'}={str(self.source)!r})"
 
     def networks(self, config: DeviceConfig) -> _Networks:
         key = (config.device, config.autocast, config.memory_format)
@@ -526,11 +536,14 @@ def mask_regions(mask: Any, style: StyleMix) -> MaskRegions | None:
     return regions
 
 
-def load_adain(decoder: str | os.PathLike | None = None) -> AdaINModel:
-    """The AdaIN model with ``decoder`` (a file from ``instyle train-adain``; default: the bundled
-    one, ConfigError naming ``decoder`` when there is none)."""
-    path = adain_decoder_path(decoder)
-    network, metadata = load_generator(path, archs=(AdaINDecoder.arch,))
+def load_adain(decoder: str | os.PathLike | None = None, fast: bool = False) -> AdaINModel:
+    """The AdaIN model with ``decoder``: a file from ``instyle train-adain`` (a decoder for the
+    VGG-19 encoder, or a distilled encoder-decoder pair); default: the bundled decoder, or with
+    ``fast`` the bundled distilled pair (ConfigError naming the argument when there is none)."""
+    path = adain_decoder_path(decoder, fast)
+    network, metadata = load_generator(path, archs=(AdaINDecoder.arch, FastAdaIN.arch))
+    if isinstance(network, FastAdaIN):
+        return AdaINModel(network.decoder, metadata, source=path, encoder=network.encoder)
     if network.in_channels != 512 or network.upsampling != STRIDE:
         raise ModelFileError(
             f"model file {path}: its decoder reads {network.in_channels} channels at 1/{network.upsampling} scale; "

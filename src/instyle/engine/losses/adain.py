@@ -22,7 +22,9 @@ from instyle.engine.losses._precision import no_autocast, upcast
 from instyle.engine.losses.terms import mean_std
 from instyle.engine.models.adain import CONTENT_LAYER, adain, feature_stats
 
-__all__ = ["FEATURE_SCALE", "adain_content_loss", "adain_style_loss", "decoder_loss", "style_statistics"]
+__all__ = [
+    "FEATURE_SCALE", "adain_content_loss", "adain_style_loss", "decoder_loss", "distillation_loss", "style_statistics",
+]  # fmt: skip
 
 # Mean activation of each layer of the ImageNet VGG-19 (instyle's "imagenet-vgg19") over every fifth
 # training photo and painting of shared/data/train at their stored size (long side 512), rounded:
@@ -72,3 +74,29 @@ def decoder_loss(
     content_term = content_weight * adain_content_loss(decoded[CONTENT_LAYER], target, CONTENT_LAYER)
     style_term = style_weight * adain_style_loss(decoded, targets)
     return content_term + style_term, {"content": content_term, "style": style_term}
+
+
+def distillation_loss(
+    encoder: torch.nn.Module, teacher: torch.nn.Module, student: torch.nn.Module, content: Tensor, style: Tensor,
+    distill_weight: float = 1.0, style_weight: float = 10.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The training loss of a distilled pair ``student`` (a :class:`~instyle.engine.models.adain.FastAdaIN`)
+    against ``teacher`` (a decoder for the VGG-19 ``encoder``), on photos ``content`` and paintings
+    ``style``: the student's image matches the teacher's in the VGG-19 features at relu1_1..relu4_1
+    (scaled as the decoder's loss scales them; ``distill``), and matches the painting's statistics as
+    the decoder's style loss asks (``style``). Only the student gets gradients."""
+    n = len(content)
+    with torch.no_grad():
+        features = encoder(torch.cat([content, style]))
+        targets = style_statistics({layer: f[n:] for layer, f in features.items()})
+        target = adain(features[CONTENT_LAYER][:n].float(), *feature_stats(features[CONTENT_LAYER][n:]))
+        reference = encoder(teacher(target).clamp(0, 1))  # what the teacher shows, as it is shown
+    decoded = encoder(student(content, style))
+    with no_autocast(decoded[CONTENT_LAYER]):
+        distill = sum(
+            torch.nn.functional.mse_loss(upcast(decoded[layer]) / FEATURE_SCALE[layer], reference[layer].float() / FEATURE_SCALE[layer])
+            for layer in reference
+        )  # fmt: skip
+    distill_term = distill_weight * distill
+    style_term = style_weight * adain_style_loss(decoded, targets)
+    return distill_term + style_term, {"distill": distill_term, "style": style_term}

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from instyle.engine.models.adain import AdaINDecoder
+from instyle.engine.models.adain import AdaINDecoder, FastAdaIN
 from instyle.engine.models.blocks import ConvNormAct, NormAct, canonical_arch, kwargs_from_config
 from instyle.engine.models.settings import Entry, check_norm, shown
 from instyle.engine.models.texture import TextureNet
@@ -16,9 +16,9 @@ from instyle.engine.models.vgg import VGGFeatures
 
 # One name per architecture: the config's ``arch``, the model file's and the class's ``arch``.
 GENERATORS: dict[str, type[nn.Module]] = {cls.arch: cls for cls in (TransformerNet, TextureNet)}
-# Every network a model file may hold: the generators and AdaIN's decoder (which stylizes only
-# with its encoder: the style commands refuse it as a generator).
-NETWORKS: dict[str, type[nn.Module]] = {**GENERATORS, AdaINDecoder.arch: AdaINDecoder}
+# Every network a model file may hold: the generators, AdaIN's decoder (which stylizes only with
+# its encoder: the style commands refuse it as a generator) and the distilled AdaIN pair.
+NETWORKS: dict[str, type[nn.Module]] = {**GENERATORS, AdaINDecoder.arch: AdaINDecoder, FastAdaIN.arch: FastAdaIN}
 
 
 def build_generator(arch: str, **options: Any) -> nn.Module:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
@@ -28,7 +29,7 @@ from instyle.engine.models.vgg import VGGFeatures
 from instyle.functional import adaptive_instance_norm, calc_mean_std
 
 __all__ = [
-    "AdaINDecoder", "CONTENT_LAYER", "ENCODER_BLOCKS", "ENCODER_WEIGHTS", "STYLE_LAYERS", "adain", "build_encoder",
+    "AdaINDecoder", "AdaINEncoder", "CONTENT_LAYER", "FAST_BLOCKS", "FastAdaIN", "ENCODER_BLOCKS", "ENCODER_WEIGHTS", "STYLE_LAYERS", "adain", "build_encoder",
     "feature_stats",
 ]  # fmt: skip
 
@@ -38,6 +39,12 @@ CONTENT_LAYER = "relu4_1"  # the encoder's output: AdaIN works here, the decoder
 # The widths of VGG-19's convolutions up to relu4_1, block by block (a pool between blocks).
 ENCODER_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512,))
 EPS = 1e-5
+# The distilled model's widths (``instyle train-adain --distill-from``): half of VGG-19's in every
+# layer, a quarter of the multiply-adds in the encoder and in the decoder.
+FAST_BLOCKS = ((32, 32), (64, 64), (128, 128, 128, 128), (256,))
+# The ImageNet VGG-19's input convention (Caffe: BGR, 0-255, mean subtracted), which a student
+# encoder keeps so that its filters, pruned from the teacher's, start where the teacher's are.
+_CAFFE_MEAN = (103.939, 116.779, 123.68)
 
 
 def build_encoder(layers=STYLE_LAYERS, weights: Any = ENCODER_WEIGHTS, download: bool = True) -> VGGFeatures:
@@ -165,3 +172,91 @@ class AdaINDecoder(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         check_image(features, self.in_channels, "features")
         return self.layers(features)
+
+
+def _check_blocks(blocks: Any, prefix: str) -> tuple[tuple[int, ...], ...]:
+    return AdaINDecoder.check_blocks(blocks, prefix)
+
+
+class AdaINEncoder(nn.Module):
+    """A trainable VGG-shaped encoder to "relu4_1" of the given ``blocks``: zero-padded 3x3
+    convolutions with ReLU, a 2x2 max pooling between blocks, as VGG-19's, on RGB in [0, 1] read
+    as the ImageNet VGG-19 reads it. Returns ``{"relu4_1": features}`` (the last layer, whatever
+    its width), as :class:`VGGFeatures` does, so inference takes either."""
+
+    layers = (CONTENT_LAYER,)
+
+    def __init__(self, blocks=FAST_BLOCKS) -> None:
+        super().__init__()
+        self.blocks = _check_blocks(blocks, "encoder_")
+        convs, c_in = [], 3
+        for block in self.blocks:
+            for width in block:
+                convs.append(nn.Conv2d(c_in, width, 3, padding=1))
+                c_in = width
+        self.convs = nn.ModuleList(convs)
+        self.out_channels = c_in
+        self.register_buffer("input_mean", torch.tensor(_CAFFE_MEAN).view(1, 3, 1, 1) / 255, persistent=False)
+
+    @property
+    def radius(self) -> int:
+        """Image pixels an output cell reads beyond its own (as VGG's: each convolution one pixel
+        of its scale, each pooling one more)."""
+        radius, scale = 0, 1
+        for i, block in enumerate(self.blocks):
+            if i:
+                radius, scale = radius + scale, scale * 2
+            radius += scale * len(block)
+        return radius
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        check_image(images, 3, "images")
+        x = ((images.float().flip(1) - self.input_mean.float()) * 255).to(self.convs[0].weight.dtype)
+        convs = iter(self.convs)
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = TF.max_pool2d(x, 2, 2)
+            for _ in block:
+                x = TF.relu(next(convs)(x))
+        return {CONTENT_LAYER: x}
+
+
+class FastAdaIN(nn.Module):
+    """The distilled AdaIN model: a narrow encoder (:class:`AdaINEncoder`) and the decoder that
+    mirrors it, stored together in one model file (``arch`` "adain-fast")."""
+
+    arch = "adain-fast"
+
+    def __init__(self, blocks=FAST_BLOCKS) -> None:
+        super().__init__()
+        self.blocks = _check_blocks(blocks, "")
+        self.encoder = AdaINEncoder(self.blocks)
+        self.decoder = AdaINDecoder(self.blocks)
+
+    @classmethod
+    def stored_state(cls, config: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Entry]]:
+        blocks = _check_blocks(kwargs_from_config(cls, config).get("blocks", FAST_BLOCKS), prefix)
+        _, state = AdaINDecoder.stored_state({"blocks": blocks}, prefix)
+        entries = {f"decoder.{k}": v for k, v in state.items()}
+        c_in, i = 3, 0
+        for block in blocks:
+            for width in block:
+                entries[f"encoder.convs.{i}.weight"] = Entry((width, c_in, 3, 3))
+                entries[f"encoder.convs.{i}.bias"] = Entry((width,))
+                c_in, i = width, i + 1
+        return {"arch": cls.arch, "blocks": [list(b) for b in blocks]}, entries
+
+    @property
+    def config(self) -> dict:
+        return {"arch": self.arch, "blocks": [list(block) for block in self.blocks]}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FastAdaIN:
+        return cls(**kwargs_from_config(cls, config))
+
+    def forward(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
+        """Photos ``content`` stylized with paintings ``style`` (both (N, 3, H, W) in [0, 1])."""
+        n = len(content)
+        features = self.encoder(torch.cat([content, style]))[CONTENT_LAYER]
+        target = adain(features[:n].float(), *feature_stats(features[n:]), alpha=alpha)
+        return self.decoder(target.to(features.dtype))

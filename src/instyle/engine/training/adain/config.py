@@ -54,6 +54,12 @@ class AdaINConfig:
     log_dir: str | None = log_dir_option()
     resume: bool = resume_option()
     save_dtype: str = option("fp32", choices=("fp32", "fp16"), help="decoder file precision")
+    distill_from: str | None = option(
+        None, metavar="DECODER",
+        help="train instead a light encoder-decoder pair (half VGG-19's widths) that imitates this trained "
+        "decoder with the VGG-19 encoder: the model of `instyle stylize --fast`",
+    )  # fmt: skip
+    distill_weight: float = option(1.0, min=0, help="with --distill-from: weight of the match to the teacher's images")
 
     def to_json(self) -> dict:
         """The settings as recorded in checkpoints and decoder files."""
@@ -76,6 +82,8 @@ def check_config(config: AdaINConfig) -> None:
         raise ConfigError("image_size", f"must be a multiple of 8 (the encoder pools three times), got {config.image_size}")
     if config.max_side < config.image_size:
         raise ConfigError("max_side", f"must be at least image_size ({config.image_size}), got {config.max_side}")
+    if config.distill_from is not None and not Path(config.distill_from).is_file():
+        raise ConfigError("distill_from", f"{config.distill_from}: no such decoder file")
     output = Path(config.output)
     if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise ConfigError("output", f"{output}: the decoder is a safetensors file, not an image; name it NAME.safetensors")

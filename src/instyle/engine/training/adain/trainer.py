@@ -1,4 +1,4 @@
-"""Training the AdaIN decoder: ``train_adain(AdaINConfig(...))``.
+"""Training the AdaIN decoder (``train_adain(AdaINConfig(...))``, :mod:`.run`).
 
 :class:`AdaINTrainer` says what is trained and on what: the decoder, the photos and paintings
 (:mod:`.data`), the loss (:mod:`instyle.engine.losses.adain`), the validation loss and samples.
@@ -30,19 +30,8 @@ from instyle.engine.training.adain.config import RESUME_MAY_CHANGE, AdaINConfig,
 from instyle.engine.training.adain.data import (
     SPLIT_SALT, crops_for_step, load_images, split_folder, to_float, validation_listing, validation_pairs,
 )  # fmt: skip
-from instyle.engine.training.config import TrainResult
 from instyle.engine.training.data import crop_source
-from instyle.engine.training.loop import TrainingRun, run_training
-
-
-def train_adain(
-    config: AdaINConfig, on_step: Callable[[int, dict[str, float]], None] | None = None, handle_signals: bool = True
-) -> TrainResult:
-    """Train the decoder ``config`` describes and write it to ``config.output``.
-
-    ``on_step(step, losses)`` follows each step. With ``handle_signals``, SIGINT and SIGTERM end the
-    run after the step under way: a checkpoint is written and TrainingInterrupted raised."""
-    return run_training(AdaINTrainer(config), on_step, handle_signals)
+from instyle.engine.training.loop import TrainingRun
 
 
 def inverse_decay(lr_decay: float) -> Callable[[int], float]:

@@ -1,0 +1,131 @@
+"""The distilled AdaIN model (issue #18, part 7): `instyle train-adain --distill-from DECODER` trains a
+light encoder-decoder pair against a trained decoder, and `instyle stylize --style P --fast` (or
+`--decoder PAIR`) stylizes with it, tiled or not. Real VGG-19, tiny crops, the real command line."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from instyle.engine.image import save_image
+from instyle.engine.inference.adain import load_adain
+from instyle.engine.modelfile import read_model_file, save_model
+from instyle.engine.models.adain import FAST_BLOCKS, AdaINDecoder, FastAdaIN, build_encoder
+from instyle.engine.training import TrainingError, TrainingInterrupted
+from instyle.engine.training.adain import AdaINConfig, train_adain
+from instyle.engine.training.adain.distill import prune_into
+
+from .test_adain import _cli_args, _config, folders  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def teacher(tmp_path):
+    torch.manual_seed(1)
+    path = tmp_path / "teacher.safetensors"
+    save_model(AdaINDecoder(), path, {"made_by": "test"})
+    return path
+
+
+def test_the_pair_is_half_as_wide_and_starts_from_the_teachers_strongest_filters(teacher):
+    student, vgg = FastAdaIN(), build_encoder()
+    decoder = AdaINDecoder()
+    decoder.load_state_dict(read_model_file(teacher)[2])
+    prune_into(student, vgg, decoder)
+    widths = [c.out_channels for c in student.encoder.convs]
+    assert widths == [w for block in FAST_BLOCKS for w in block] == [32, 32, 64, 64, 128, 128, 128, 128, 256]
+    teacher_params = sum(p.numel() for p in decoder.parameters()) + sum(p.numel() for p in vgg.parameters())
+    assert sum(p.numel() for p in student.parameters()) * 3.5 < teacher_params
+    # conv1_1: the 32 filters of largest L1 norm, in order, on all three colours
+    first = vgg.conv1_1.weight
+    kept = first.abs().sum(dim=(1, 2, 3)).topk(32).indices.sort().values
+    assert torch.equal(student.encoder.convs[0].weight, first[kept])
+    # conv1_2 reads only the channels conv1_1 kept
+    second = vgg.conv1_2.weight[:, kept]
+    kept2 = second.abs().sum(dim=(1, 2, 3)).topk(32).indices.sort().values
+    assert torch.equal(student.encoder.convs[1].weight, second[kept2])
+    # the decoder's last layer keeps all three colours, reading what the layer before kept
+    assert student.decoder.layers[-1].conv.weight.shape == (3, 32, 3, 3)
+    # the student reads pixels as VGG-19 does: the same conv1_1 response on the kept channels
+    image = torch.rand(1, 3, 24, 24)
+    reference = torch.nn.functional.relu(vgg.conv1_1(vgg.normalize(image)))[:, kept]
+    own = torch.nn.functional.relu(student.encoder.convs[0](((image.flip(1) - student.encoder.input_mean) * 255)))
+    assert torch.allclose(own, reference, atol=1e-3)
+
+
+def test_distilling_through_the_cli_writes_a_pair_that_stylizes_tiled_as_untiled(tmp_path, folders, teacher):  # noqa: F811
+    output = tmp_path / "fast.safetensors"
+    run = subprocess.run(
+        [sys.executable, "-m", "instyle", *_cli_args(folders, output, "--iterations", "3", "--distill-from", str(teacher))],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {output} after 3 steps" in run.stdout and "distill" in run.stdout
+    log = list(csv.DictReader(open(tmp_path / "fast.train" / "log.csv")))
+    assert [int(r["step"]) for r in log] == [1, 2, 3] and {"total", "distill", "style"} <= set(log[0])
+    config, metadata, _ = read_model_file(output)
+    assert config == {"arch": "adain-fast", "blocks": [list(b) for b in FAST_BLOCKS]}
+    assert metadata["teacher"]["file"] == "teacher.safetensors" and len(metadata["teacher"]["sha256"]) == 64
+    assert metadata["training"]["distill_from"] == str(teacher)
+
+    model = load_adain(output)
+    assert model.fast and "fast=" in repr(model)
+    g = torch.Generator().manual_seed(3)
+    photo, painting = torch.rand(3, 90, 70, generator=g), torch.rand(3, 80, 96, generator=g)
+    whole = model.stylize(photo, style=painting, dtype="fp32")
+    tiled = model.stylize(photo, style=painting, dtype="fp32", tile=32)
+    assert whole.shape == photo.shape and (whole - tiled).abs().max() < 1 / 255
+    assert model.stylize(photo, style=painting, dtype="bf16").shape == photo.shape
+
+    # the command line takes the pair as --decoder
+    save_image(photo, tmp_path / "photo.png"), save_image(painting, tmp_path / "painting.png")
+    from instyle.apps.cli import main
+
+    out = tmp_path / "out"
+    assert main(["stylize", str(tmp_path / "photo.png"), "--style", str(tmp_path / "painting.png"), "--decoder", str(output), "-o", str(out)]) == 0
+    assert (out / "photo_painting.png").exists()
+
+
+def test_a_distilled_run_resumes_exactly(tmp_path, folders, teacher):  # noqa: F811
+    straight = train_adain(_config(tmp_path, folders, "straight", distill_from=str(teacher)))
+
+    def interrupt_at_2(step, losses):
+        if step == 2:
+            os.kill(os.getpid(), __import__("signal").SIGINT)
+
+    config = _config(tmp_path, folders, "resumed", distill_from=str(teacher))
+    with pytest.raises(TrainingInterrupted):
+        train_adain(config, on_step=interrupt_at_2)
+    resumed = train_adain(AdaINConfig(**{**config.__dict__, "resume": True}))
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(TrainingError, match=r"made with distill_weight 1.0 \(now 2.0\)"):
+        train_adain(AdaINConfig(**{**config.__dict__, "resume": True, "distill_weight": 2.0, "iterations": 5}))
+
+
+def test_bad_teachers_and_flags_are_refused_by_name(tmp_path, folders, capsys):  # noqa: F811
+    from instyle.apps.cli import main
+
+    output = tmp_path / "fast.safetensors"
+    missing = tmp_path / "nowhere.safetensors"
+    assert main(_cli_args(folders, output, "--iterations", "1", "--distill-from", str(missing))) == 1
+    assert f"--distill-from {missing}: no such decoder file" in capsys.readouterr().err
+    generator = tmp_path / "generator.safetensors"
+    from instyle.engine.models import TransformerNet
+
+    save_model(TransformerNet(), generator, {})
+    assert main(_cli_args(folders, output, "--iterations", "1", "--distill-from", str(generator))) == 1
+    err = capsys.readouterr().err
+    assert str(generator) in err and "not one of adain-decoder" in err and "Traceback" not in err
+    assert not output.exists()
+
+    photo = tmp_path / "photo.png"
+    save_image(torch.rand(3, 64, 64), photo)
+    args = ["stylize", str(photo), "-o", str(tmp_path / "out")]
+    assert main([*args, "--model", "starry_night", "--fast"]) == 2
+    assert "--fast: only with a painting as --style" in capsys.readouterr().err
+    assert main([*args, "--style", str(photo), "--fast", "--decoder", str(generator)]) == 2
+    assert "--fast chooses the bundled distilled model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
