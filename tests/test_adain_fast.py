@@ -129,3 +129,20 @@ def test_bad_teachers_and_flags_are_refused_by_name(tmp_path, folders, capsys): 
     assert main([*args, "--style", str(photo), "--fast", "--decoder", str(generator)]) == 2
     assert "--fast chooses the bundled distilled model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_has_a_row_for_any_painting_through_each_bundled_adain_model(tmp_path, monkeypatch, teacher):
+    """`make demo`: the bundled painting (never trained on) through the decoder and the distilled pair."""
+    from instyle.apps.demo import run_demo
+    from instyle.engine import catalog
+
+    assert catalog.ADAIN_DEMO_PAINTING.is_file()  # ships with the package
+    monkeypatch.setattr(catalog, "STYLES_DIR", tmp_path / "styles")
+    (tmp_path / "styles").mkdir()
+    fast = tmp_path / "fast.safetensors"
+    save_model(FastAdaIN(), fast, {})
+    monkeypatch.setattr(catalog, "ADAIN_DECODER", teacher)
+    monkeypatch.setattr(catalog, "ADAIN_FAST", fast)
+    rows, grid = run_demo(tmp_path / "out", size=32, device="cpu")
+    assert list(dict.fromkeys(r.style for r in rows)) == ["adain:van_gogh_bedroom", "adain-fast:van_gogh_bedroom"]
+    assert grid is not None and (tmp_path / "out" / "astronaut_adain-fast-van_gogh_bedroom.png").is_file()

@@ -203,6 +203,8 @@ def test_demo_shows_each_style_of_a_multi_style_file_and_a_mix_of_two(tmp_path, 
     from instyle.apps.demo import run_demo
 
     monkeypatch.setattr(catalog, "STYLES_DIR", tmp_path / "styles")
+    for name in ("ADAIN_DECODER", "ADAIN_FAST"):  # no AdaIN rows here: test_adain_fast has them
+        monkeypatch.setattr(catalog, name, tmp_path / "styles" / "adain" / "none.safetensors")
     (tmp_path / "styles").mkdir()
     multi_file(tmp_path / "styles" / "multi.safetensors", ("wave", "udnie"))
     rows, grid = run_demo(tmp_path / "out", size=24, device="cpu")

@@ -36,7 +36,7 @@ def run_demo(out: Path, size: int = 512, device: str = "auto") -> tuple[list[Dem
     photos = {name: photos[name] for name in DEMO_PHOTOS if name in photos}
     rows: list[DemoRow] = []
     grid_rows = [[_fit(img, size) for img in photos.values()]]
-    runs = [(style, load_model(style), None) for style in list_models()] + demo_mixes()
+    runs = [(style, load_model(style), None) for style in list_models()] + demo_mixes() + demo_paintings(device)
     for style, model, mix in runs:
         model.stylize(torch.rand(3, 64, 64), device=device, style=mix)  # warm-up: first-call set-up is not the model's time
         row = []
@@ -68,6 +68,20 @@ def demo_mixes() -> list:
         if len(mix) == 2:
             mixes.append((f"{path.stem}:{mix_label(model.style_weights(mix), model.styles)}", model, mix))
     return mixes
+
+
+def demo_paintings(device: str) -> list:
+    """``(label, model, painting's statistics)`` of AdaIN with the bundled demo painting (a Van Gogh
+    the decoder never trained on), through the bundled decoder and the distilled pair, those bundled."""
+    from instyle.engine import catalog
+    from instyle.engine.inference.adain import load_adain
+
+    painting, runs = catalog.ADAIN_DEMO_PAINTING, []
+    for label, path in (("adain", catalog.ADAIN_DECODER), ("adain-fast", catalog.ADAIN_FAST)):
+        if path.is_file() and painting.is_file():
+            model = load_adain(path)
+            runs.append((f"{label}:{painting.stem}", model, model.style(painting, device=device)))
+    return runs
 
 
 def _fit(image: torch.Tensor, size: int) -> torch.Tensor:

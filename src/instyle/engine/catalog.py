@@ -17,13 +17,16 @@ from instyle.engine.config import ConfigError
 from instyle.engine.modelfile import ModelFileError, has_style_targets, header_styles
 
 STYLES_DIR = Path(__file__).resolve().parents[1] / "styles"
-# The decoder of arbitrary style transfer (issue #18), trained by `instyle train-adain`.
+# AdaIN's files (issue #18), apart in styles/adain/ so that none is a style name: the decoder
+# (`instyle train-adain`), its distilled light pair (`instyle train-adain --distill-from`) and the
+# painting of the demo's AdaIN rows, Van Gogh's "The Bedroom" (1888, public domain), one the decoder
+# never trained on (shared/data/train/paintings/vangogh_00466.jpg, in the validation split).
 ADAIN_DECODER = STYLES_DIR / "adain" / "decoder.safetensors"
-# Its distilled light encoder-decoder pair, trained by `instyle train-adain --distill-from`.
 ADAIN_FAST = STYLES_DIR / "adain" / "fast.safetensors"
+ADAIN_DEMO_PAINTING = STYLES_DIR / "adain" / "van_gogh_bedroom.jpg"
 
 __all__ = [
-    "ADAIN_DECODER", "ADAIN_FAST", "STYLES_DIR", "BundledStyle", "adain_decoder_path", "bundled_styles", "find_bundled",
+    "ADAIN_DECODER", "ADAIN_DEMO_PAINTING", "ADAIN_FAST", "STYLES_DIR", "BundledStyle", "adain_decoder_path", "bundled_styles", "find_bundled",
     "is_bundled_style", "list_models", "resolve_model", "resolve_model_path", "style_thumbnail",
 ]  # fmt: skip
 

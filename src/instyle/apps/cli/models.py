@@ -76,13 +76,17 @@ def _row(style, config: dict, metadata: dict, width: int = 18) -> str:
 
 def _adain_line() -> str:
     """The arbitrary-style model's line: any painting as ``stylize --style PAINTING``."""
-    from instyle.engine.catalog import ADAIN_DECODER
+    from instyle.engine.catalog import ADAIN_DECODER, ADAIN_FAST
     from instyle.engine.modelfile import read_model_file
 
     if not ADAIN_DECODER.is_file():
         return "any painting (AdaIN): the decoder is not bundled in this build; `stylize --style PAINTING --decoder FILE`"
     _, metadata, _ = read_model_file(ADAIN_DECODER)
-    return f"any painting (AdaIN): `stylize --style PAINTING`, decoder trained {metadata.get('iterations', '?')} steps"
+    line = f"any painting (AdaIN): `stylize --style PAINTING`, decoder trained {metadata.get('iterations', '?')} steps"
+    if ADAIN_FAST.is_file():
+        steps = read_model_file(ADAIN_FAST)[1].get("iterations", "?")
+        line += f"; `--fast`: a distilled half-width pair, {steps} steps"
+    return line
 
 
 def _sheet(args: argparse.Namespace) -> int:
