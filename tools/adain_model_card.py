@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from instyle.engine.catalog import ADAIN_DECODER
+from instyle.engine.catalog import ADAIN_DECODER, ADAIN_FAST
 from instyle.engine.modelfile import read_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,8 @@ def validation_section() -> list[str]:
         return ["## Validation figures", "", "Not measured yet (benchmarks/bench_adain_quality.py)."]
     latest: dict[tuple, dict] = {}
     for row in rows(QUALITY):
-        latest[(row["method"], row["photo"], row["painting"])] = row
+        if "strength" not in row["model"]:  # the default strength, 1, as `instyle stylize --style` runs
+            latest[(row["method"], row["photo"], row["painting"])] = row
     lines = ["## Validation figures", "",
              "Every held-out painting x the photos of `shared/data/content`, at 512 px, scored by `instyle score` "
              "(benchmarks/bench_adain_quality.py; the CSV is benchmarks/results/adain_quality.csv, the figure "
@@ -113,6 +115,31 @@ def training_section(meta: dict, log_csv: Path | None) -> list[str]:
     return lines
 
 
+def fast_section(path: Path, decoder_sha256: str) -> list[str]:
+    """The distilled pair (`--fast`), when it ships: what it is, its teacher and its training."""
+    if not path.is_file():
+        return ["## The distilled pair (`--fast`)", "", "Not bundled in this build."]
+    config, meta, tensors = read_model_file(path)
+    t, teacher = meta.get("training", {}), meta.get("teacher", {})
+    same = "the bundled decoder" if teacher.get("sha256") == decoder_sha256 else f"`{teacher.get('file')}`"
+    return [
+        "## The distilled pair (`--fast`)",
+        "",
+        f"`{path.name}`: a half-width encoder (VGG-19's layers to relu4_1, half the filters) and the decoder that "
+        f"mirrors it, {sum(v.numel() for v in tensors.values()) / 1e6:.2f} M parameters, fp16, "
+        f"{path.stat().st_size / 1e6:.1f} MB; settings {config}. Distilled from {same} (sha256 {teacher.get('sha256')}) "
+        "by `instyle train-adain --distill-from`: it started from the teacher's strongest filters (L1 norm) and "
+        "learned to match the teacher's images in the VGG-19 features at relu1_1..relu4_1 (scaled as the decoder's "
+        "loss scales them) plus the decoder's style loss against the painting, on the same data and split.",
+        "",
+        f"- Steps: {meta.get('iterations')}, batch {t.get('batch_size')}, {t.get('image_size')} px crops, Adam lr "
+        f"{t.get('lr')} / (1 + {t.get('lr_decay')} step), distill weight {t.get('distill_weight')}, style weight "
+        f"{t.get('style_weight')}",
+        f"- Final losses (last step): {fmt(meta.get('final_losses'))}; best validation losses: {fmt(meta.get('validation_losses'))}",
+        f"- Device: {meta.get('device')}, {meta.get('precision')}; {meta.get('train_seconds')} s of training",
+    ]  # fmt: skip
+
+
 def fmt(losses: dict | None) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in (losses or {}).items() if isinstance(v, (int, float))) or "-"
 
@@ -120,6 +147,7 @@ def fmt(losses: dict | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--decoder", type=Path, default=ADAIN_DECODER)
+    parser.add_argument("--fast", type=Path, default=ADAIN_FAST, help="the distilled pair (default: the bundled one)")
     parser.add_argument("--log-csv", type=Path, default=None, help="the run's log.csv (its loss curve)")
     args = parser.parse_args(argv)
     config, meta, tensors = read_model_file(args.decoder)
@@ -136,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         *training_section(meta, args.log_csv),
         "",
         *data_section(meta),
+        "",
+        *fast_section(args.fast, hashlib.sha256(args.decoder.read_bytes()).hexdigest()),
         "",
         *validation_section(),
         "",
