@@ -13,10 +13,10 @@ import torch
 from instyle.engine.image import save_image
 from instyle.engine.inference.adain import load_adain
 from instyle.engine.modelfile import read_model_file, save_model
-from instyle.engine.models.adain import FAST_BLOCKS, AdaINDecoder, FastAdaIN, build_encoder
+from instyle.engine.models.adain import FAST_BLOCKS, AdaINDecoder, FastAdaIN, adain, build_encoder, feature_stats
 from instyle.engine.training import TrainingError, TrainingInterrupted
 from instyle.engine.training.adain import AdaINConfig, train_adain
-from instyle.engine.training.adain.distill import prune_into
+from instyle.engine.training.adain.distill import _take, prune_into
 
 from .test_adain import _cli_args, _config, folders  # noqa: F401  (the fixture)
 
@@ -29,30 +29,40 @@ def teacher(tmp_path):
     return path
 
 
-def test_the_pair_is_half_as_wide_and_starts_from_the_teachers_strongest_filters(teacher):
+def test_the_pair_is_half_as_wide_and_starts_from_the_teachers_strongest_filters_refitted(teacher):
     student, vgg = FastAdaIN(), build_encoder()
     decoder = AdaINDecoder()
     decoder.load_state_dict(read_model_file(teacher)[2])
-    prune_into(student, vgg, decoder)
+    g = torch.Generator().manual_seed(0)
+    content, style = torch.rand(8, 3, 48, 48, generator=g), torch.rand(8, 3, 48, 48, generator=g) ** 2
+    prune_into(student, vgg, decoder, content, style)
     widths = [c.out_channels for c in student.encoder.convs]
     assert widths == [w for block in FAST_BLOCKS for w in block] == [32, 32, 64, 64, 128, 128, 128, 128, 256]
     teacher_params = sum(p.numel() for p in decoder.parameters()) + sum(p.numel() for p in vgg.parameters())
     assert sum(p.numel() for p in student.parameters()) * 3.5 < teacher_params
-    # conv1_1: the 32 filters of largest L1 norm, in order, on all three colours
+    # conv1_1 reads all three colours, as the teacher's does: the refit gives back the 32 filters of
+    # largest L1 norm, in order
     first = vgg.conv1_1.weight
     kept = first.abs().sum(dim=(1, 2, 3)).topk(32).indices.sort().values
-    assert torch.equal(student.encoder.convs[0].weight, first[kept])
-    # conv1_2 reads only the channels conv1_1 kept
-    second = vgg.conv1_2.weight[:, kept]
-    kept2 = second.abs().sum(dim=(1, 2, 3)).topk(32).indices.sort().values
-    assert torch.equal(student.encoder.convs[1].weight, second[kept2])
-    # the decoder's last layer keeps all three colours, reading what the layer before kept
-    assert student.decoder.layers[-1].conv.weight.shape == (3, 32, 3, 3)
-    # the student reads pixels as VGG-19 does: the same conv1_1 response on the kept channels
-    image = torch.rand(1, 3, 24, 24)
-    reference = torch.nn.functional.relu(vgg.conv1_1(vgg.normalize(image)))[:, kept]
-    own = torch.nn.functional.relu(student.encoder.convs[0](((image.flip(1) - student.encoder.input_mean) * 255)))
-    assert torch.allclose(own, reference, atol=1e-3)
+    assert torch.allclose(student.encoder.convs[0].weight, first[kept], atol=0.05 * first.abs().max())
+    # the student reads pixels as VGG-19 does
+    image = torch.rand(1, 3, 24, 24, generator=g)
+    reference = vgg.conv1_1(vgg.normalize(image))[:, kept]
+    own = student.encoder.convs[0](((image.flip(1) - student.encoder.input_mean) * 255))
+    assert (own - reference).abs().max() < 0.05 * reference.abs().max()
+    # deeper layers read half the channels: refitted, the pair imitates the teacher far better than
+    # the same pruned filters merely copied, on images it was not fitted on
+    content, style = torch.rand(4, 3, 48, 48, generator=g), torch.rand(4, 3, 48, 48, generator=g) ** 2
+    with torch.no_grad():
+        features = vgg(torch.cat([content, style]))["relu4_1"]
+        wanted = decoder(adain(features[:4], *feature_stats(features[4:])))
+        copied, keep = FastAdaIN(), torch.arange(3)  # the same filters, taken as they are
+        teacher_convs = [getattr(vgg, n) for n in vgg._sequence if n.startswith("conv")]
+        decoder_convs = [m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+        copied_convs = [*copied.encoder.convs, *(m for m in copied.decoder.modules() if isinstance(m, torch.nn.Conv2d))]
+        for source, target in zip([*teacher_convs, *decoder_convs], copied_convs):
+            keep = _take(source, target, keep)
+        assert (student(content, style) - wanted).abs().mean() < 0.5 * (copied(content, style) - wanted).abs().mean()
 
 
 def test_distilling_through_the_cli_writes_a_pair_that_stylizes_tiled_as_untiled(tmp_path, folders, teacher):  # noqa: F811
