@@ -156,3 +156,26 @@ def test_the_demo_has_a_row_for_any_painting_through_each_bundled_adain_model(tm
     rows, grid = run_demo(tmp_path / "out", size=32, device="cpu")
     assert list(dict.fromkeys(r.style for r in rows)) == ["adain:van_gogh_bedroom", "adain-fast:van_gogh_bedroom"]
     assert grid is not None and (tmp_path / "out" / "astronaut_adain-fast-van_gogh_bedroom.png").is_file()
+
+
+def test_the_pair_exports_to_onnx_and_onnxruntime_matches_it(tmp_path):
+    """`instyle export adain --decoder PAIR --onnx OUT.onnx`: the two graphs, the pair's own encoder
+    in both; onnxruntime within 1e-3 of the torch model."""
+    pytest.importorskip("onnxruntime")
+    from instyle.apps.cli import main
+    from instyle.engine.inference.onnx_adain import OnnxAdaIN
+
+    from .test_export_adain import PAINTING, STYLE, _image
+
+    torch.manual_seed(2)
+    pair = tmp_path / "fast.safetensors"
+    save_model(FastAdaIN(), pair, {})
+    out = tmp_path / "fast.onnx"
+    assert main(["export", "adain", "--decoder", str(pair), "--onnx", str(out)]) == 0
+    runner, model = OnnxAdaIN(out, threads=1), load_adain(pair)
+    photo = _image(67, 91, 1)
+    expected = model.stylize(photo, style=PAINTING, strength=0.7, style_size=STYLE, dtype="fp32")
+    mean, std = runner.style(PAINTING, style_size=STYLE)
+    assert mean.shape == (1, 256)
+    got = runner.run(photo[None], mean, std, 0.7)[0]
+    assert float((got - expected).abs().max()) <= 1e-3

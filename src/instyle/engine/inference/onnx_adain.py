@@ -42,7 +42,7 @@ from instyle.engine.inference.export import (
 )  # fmt: skip
 from instyle.engine.inference.onnx_runtime import edge_padded, onnx_session
 from instyle.engine.modelfile import read_model_file
-from instyle.engine.models.adain import CONTENT_LAYER, ENCODER_WEIGHTS, EPS, AdaINDecoder, adain
+from instyle.engine.models.adain import CONTENT_LAYER, ENCODER_WEIGHTS, EPS, AdaINDecoder, FastAdaIN, adain
 from instyle.engine.weights import file_sha256
 
 __all__ = [
@@ -136,7 +136,8 @@ def _props(model: AdaINModel, output: Path, exporter: str) -> tuple[dict[str, st
     common = {
         "instyle_version": instyle.__version__, "style_name": ADAIN, "arch": ADAIN, "exporter": exporter,
         "decoder_config": json.dumps(model.decoder.config, sort_keys=True),
-        "encoder": f"{ENCODER_WEIGHTS} to {CONTENT_LAYER}", "encoder_sha256": str(model.encoder.weights_sha256),
+        "encoder": "the distilled pair's own (in the source model)" if model.fast else f"{ENCODER_WEIGHTS} to {CONTENT_LAYER}",
+        "encoder_sha256": str(getattr(model.encoder, "weights_sha256", None)),
         "style_size": str(DEFAULT_STYLE_SIZE),
     }  # fmt: skip
     if model.source is not None:
@@ -209,7 +210,7 @@ def export_any(
         path = adain_decoder_path(decoder)
     else:
         path = resolve_model_path(name_or_path)
-        if read_model_file(path)[0].get("arch") != AdaINDecoder.arch:
+        if read_model_file(path)[0].get("arch") not in (AdaINDecoder.arch, FastAdaIN.arch):
             return export_model(path, output, exporter=exporter)
     check_exporter(exporter)
     output = onnx_output(output)
