@@ -48,8 +48,8 @@ def add_parser(sub) -> None:
     )  # fmt: skip
     stylize.add_argument(
         "--fast", action="store_true", default=None,
-        help="with --style: the bundled distilled AdaIN model, a light encoder-decoder pair (about 4x faster, "
-        "see docs/adain.md)",
+        help="with --style: the bundled distilled AdaIN model, an encoder-decoder pair of half the widths "
+        "(a quarter of the work; docs/adain.md has its speed and quality)",
     )  # fmt: skip
     stylize.add_argument(
         "--style-size", type=number(int, 64), default=None,
