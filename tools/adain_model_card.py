@@ -112,6 +112,11 @@ def training_section(meta: dict, log_csv: Path | None) -> list[str]:
         log = rows(log_csv)
         marks = [log[i] for i in sorted({0, len(log) // 4, len(log) // 2, 3 * len(log) // 4, len(log) - 1})]
         lines.append("- Loss curve (training batches): " + ", ".join(f"step {r['step']}: {float(r['total']):.2f}" for r in marks))
+        heldout = log_csv.parent / "heldout.csv"
+        if heldout.exists():
+            table = rows(heldout)
+            every = [r for r in table if int(r["step"]) % 1000 == 0 or r is table[-1]]
+            lines.append("- Validation loss (the held-out pairs, total): " + ", ".join(f"{r['step']}: {float(r['total']):.2f}" for r in every))
     return lines
 
 
@@ -141,7 +146,9 @@ def fast_section(path: Path, decoder_sha256: str) -> list[str]:
 
 
 def fmt(losses: dict | None) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in (losses or {}).items() if isinstance(v, (int, float))) or "-"
+    shown = {k: v for k, v in (losses or {}).items() if isinstance(v, (int, float)) and k not in ("step", "train_seconds")}
+    text = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or "-"
+    return f"{text} (step {losses['step']})" if losses and "step" in losses else text
 
 
 def main(argv: list[str] | None = None) -> int:
