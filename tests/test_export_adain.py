@@ -220,7 +220,7 @@ def test_cli_generator_as_decoder_in_a_real_process(generator_file, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (
         f"instyle export: error: model file {generator_file} holds a network of architecture 'transformer', "
-        "not one of adain-decoder"
+        "not one of adain-decoder, adain-fast"
     )
     assert not out.parent.exists()
 
