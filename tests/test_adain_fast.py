@@ -75,6 +75,10 @@ def test_distilling_through_the_cli_writes_a_pair_that_stylizes_tiled_as_untiled
     assert f"wrote {output} after 3 steps" in run.stdout and "distill" in run.stdout
     log = list(csv.DictReader(open(tmp_path / "fast.train" / "log.csv")))
     assert [int(r["step"]) for r in log] == [1, 2, 3] and {"total", "distill", "style"} <= set(log[0])
+    from PIL import Image
+
+    with Image.open(tmp_path / "fast.train" / "samples_000002.png") as sheet:  # photo, painting, teacher, student
+        assert sheet.width == 4 * 32
     config, metadata, _ = read_model_file(output)
     assert config == {"arch": "adain-fast", "blocks": [list(b) for b in FAST_BLOCKS]}
     assert metadata["teacher"]["file"] == "teacher.safetensors" and len(metadata["teacher"]["sha256"]) == 64

@@ -22,10 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from instyle.engine.image import save_image
 from instyle.engine.losses.adain import distillation_loss
 from instyle.engine.modelfile import load_generator
-from instyle.engine.models.adain import CONTENT_LAYER, AdaINDecoder, AdaINEncoder, FastAdaIN, adain, feature_stats
+from instyle.engine.models.adain import AdaINDecoder, AdaINEncoder, FastAdaIN, adain, feature_stats
 from instyle.engine.models.vgg import VGGFeatures
 from instyle.engine.training.adain.data import crops_for_step, to_float
 from instyle.engine.training.adain.trainer import AdaINTrainer, inverse_decay
@@ -151,16 +150,9 @@ class AdaINDistiller(AdaINTrainer):
         config = self.config
         return distillation_loss(self.encoder, self.teacher, self.model, *pair, config.distill_weight, config.style_weight)
 
-    @torch.no_grad()
-    def save_samples(self) -> None:
-        """Up to four validation pairs, a row each: photo, painting, the teacher's, the student's."""
-        content, style = (t[:4].float().div(255).to(self.devices.device) for t in self.eval_data)
-        features = self.encoder(torch.cat([content, style]))[CONTENT_LAYER]
-        n = len(content)
-        teacher = self.teacher(adain(features[:n], *feature_stats(features[n:]))).clamp(0, 1)
-        student = self.model(content, style).clamp(0, 1)
-        rows = [torch.cat(list(images), dim=2) for images in zip(content, style, teacher, student)]
-        save_image(torch.cat(rows, dim=1).cpu(), self.log_dir / f"samples_{self.state.step:06d}.png")
+    def _sample_columns(self, content: Tensor, style: Tensor) -> list[Tensor]:
+        """The samples' stylized columns: the teacher's, then the student's."""
+        return [self._decoded(self.teacher, content, style), self.model(content, style).clamp(0, 1)]
 
     def _metadata(self, best_heldout: dict | None, best_step: int) -> dict:
         metadata = super()._metadata(best_heldout, best_step)

@@ -113,13 +113,21 @@ class AdaINTrainer(TrainingRun):
 
     @torch.no_grad()
     def save_samples(self) -> None:
-        """Up to four validation pairs, a row each: photo, painting, the decoder's stylization."""
+        """Up to four validation pairs, a row each: photo, painting, then :meth:`_sample_columns`."""
         content, style = (t[:4].float().div(255).to(self.devices.device) for t in self.eval_data)
+        rows = [torch.cat(list(images), dim=2) for images in zip(content, style, *self._sample_columns(content, style))]
+        save_image(torch.cat(rows, dim=1).cpu(), self.log_dir / f"samples_{self.state.step:06d}.png")
+
+    def _sample_columns(self, content: Tensor, style: Tensor) -> list[Tensor]:
+        """The samples' stylized columns: the decoder's."""
+        return [self._decoded(self.model, content, style)]
+
+    def _decoded(self, decoder: torch.nn.Module, content: Tensor, style: Tensor) -> Tensor:
+        """``decoder``'s images of the photos ``content`` with the paintings ``style``, through the
+        VGG-19 encoder and AdaIN, clamped."""
         features = self.encoder(torch.cat([content, style]))[CONTENT_LAYER]
         n = len(content)
-        stylized = self.model(adain(features[:n], *feature_stats(features[n:]))).clamp(0, 1)
-        rows = [torch.cat(list(images), dim=2) for images in zip(content, style, stylized)]
-        save_image(torch.cat(rows, dim=1).cpu(), self.log_dir / f"samples_{self.state.step:06d}.png")
+        return decoder(adain(features[:n], *feature_stats(features[n:]))).clamp(0, 1)
 
     def _metadata(self, best_heldout: dict | None, best_step: int) -> dict:
         return {
