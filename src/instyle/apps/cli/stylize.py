@@ -115,7 +115,7 @@ def _generator_name(args: argparse.Namespace) -> tuple[str | None, str | None]:
         bundled = ", ".join(list_models()) or "none"
         return None, f"--style {missing[0]}: no such painting file or bundled style (bundled: {bundled})"
     name = args.model or (models[0] if models else None)
-    given = [flag for field, flag in PAINTING_ONLY.items() if getattr(args, field) is not None]
+    given = [flag for field, flag in PAINTING_ONLY.items() if getattr(args, field, None) is not None]  # video has no --fast
     if name and given:
         return None, f"{given[0]}: only with a painting as --style; {name} is a trained model"
     if not name and args.style_mix is not None:
