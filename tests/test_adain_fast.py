@@ -145,12 +145,14 @@ def test_bad_teachers_and_flags_are_refused_by_name(tmp_path, folders, capsys): 
     assert not (tmp_path / "out").exists()
 
 
-def test_the_demo_has_a_row_for_any_painting_through_each_bundled_adain_model(tmp_path, monkeypatch, teacher):
-    """`make demo`: the bundled painting (never trained on) through the decoder and the distilled pair."""
+def test_the_demo_has_a_row_for_any_painting_through_each_bundled_adain_model(tmp_path, monkeypatch, teacher, shared_data):
+    """`make demo`: a painting through the decoder and the distilled pair (here a held-out Van Gogh
+    of the shared data, in place of the bundled thumbnail the demo takes)."""
     from instyle.apps.demo import run_demo
     from instyle.engine import catalog
 
     assert catalog.ADAIN_DEMO_PAINTING.is_file()  # ships with the package
+    monkeypatch.setattr(catalog, "ADAIN_DEMO_PAINTING", shared_data / "train" / "paintings" / "vangogh_00466.jpg")
     monkeypatch.setattr(catalog, "STYLES_DIR", tmp_path / "styles")
     (tmp_path / "styles").mkdir()
     fast = tmp_path / "fast.safetensors"
@@ -158,8 +160,8 @@ def test_the_demo_has_a_row_for_any_painting_through_each_bundled_adain_model(tm
     monkeypatch.setattr(catalog, "ADAIN_DECODER", teacher)
     monkeypatch.setattr(catalog, "ADAIN_FAST", fast)
     rows, grid = run_demo(tmp_path / "out", size=32, device="cpu")
-    assert list(dict.fromkeys(r.style for r in rows)) == ["adain:van_gogh_bedroom", "adain-fast:van_gogh_bedroom"]
-    assert grid is not None and (tmp_path / "out" / "astronaut_adain-fast-van_gogh_bedroom.png").is_file()
+    assert list(dict.fromkeys(r.style for r in rows)) == ["adain:vangogh_00466", "adain-fast:vangogh_00466"]
+    assert grid is not None and (tmp_path / "out" / "astronaut_adain-fast-vangogh_00466.png").is_file()
 
 
 def test_the_pair_exports_to_onnx_and_onnxruntime_matches_it(tmp_path):

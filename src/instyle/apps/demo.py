@@ -71,16 +71,21 @@ def demo_mixes() -> list:
 
 
 def demo_paintings(device: str) -> list:
-    """``(label, model, painting's statistics)`` of AdaIN with the bundled demo painting (a Van Gogh
-    the decoder never trained on), through the bundled decoder and the distilled pair, those bundled."""
+    """``(label, model, painting's statistics)`` of AdaIN with the demo painting (a bundled style's
+    thumbnail), through the bundled decoder and the distilled pair, those bundled."""
     from instyle.engine import catalog
-    from instyle.engine.inference.adain import load_adain
+    from instyle.engine.image import load_image
+    from instyle.engine.inference.adain import DEFAULT_STYLE_SIZE, load_adain
 
     painting, runs = catalog.ADAIN_DEMO_PAINTING, []
+    if not painting.is_file():
+        return runs
+    # at its own size when smaller than the default: a thumbnail enlarged loses its strokes
+    size = min(DEFAULT_STYLE_SIZE, max(load_image(painting).shape[-2:]))
     for label, path in (("adain", catalog.ADAIN_DECODER), ("adain-fast", catalog.ADAIN_FAST)):
-        if path.is_file() and painting.is_file():
+        if path.is_file():
             model = load_adain(path)
-            runs.append((f"{label}:{painting.stem}", model, model.style(painting, device=device)))
+            runs.append((f"{label}:{painting.stem}", model, model.style(painting, style_size=size, device=device)))
     return runs
 
 

@@ -18,12 +18,12 @@ from instyle.engine.modelfile import ModelFileError, has_style_targets, header_s
 
 STYLES_DIR = Path(__file__).resolve().parents[1] / "styles"
 # AdaIN's files (issue #18), apart in styles/adain/ so that none is a style name: the decoder
-# (`instyle train-adain`), its distilled light pair (`instyle train-adain --distill-from`) and the
-# painting of the demo's AdaIN rows, Van Gogh's "The Bedroom" (1888, public domain), one the decoder
-# never trained on (shared/data/train/paintings/vangogh_00466.jpg, in the validation split).
+# (`instyle train-adain`) and its distilled light pair (`instyle train-adain --distill-from`).
 ADAIN_DECODER = STYLES_DIR / "adain" / "decoder.safetensors"
 ADAIN_FAST = STYLES_DIR / "adain" / "fast.safetensors"
-ADAIN_DEMO_PAINTING = STYLES_DIR / "adain" / "van_gogh_bedroom.jpg"
+# The painting of the demo's AdaIN rows: the web page's thumbnail of Starry Night (96 px), which
+# ships anyway, so that the demo shows AdaIN beside the trained starry_night generator.
+ADAIN_DEMO_PAINTING = STYLES_DIR / "thumbs" / "starry_night.jpg"
 
 __all__ = [
     "ADAIN_DECODER", "ADAIN_DEMO_PAINTING", "ADAIN_FAST", "STYLES_DIR", "BundledStyle", "adain_decoder_path", "bundled_styles", "find_bundled",
