@@ -80,12 +80,13 @@ def demo_paintings(device: str) -> list:
     painting, runs = catalog.ADAIN_DEMO_PAINTING, []
     if not painting.is_file():
         return runs
+    image = load_image(painting)
     # at its own size when smaller than the default: a thumbnail enlarged loses its strokes
-    size = min(DEFAULT_STYLE_SIZE, max(load_image(painting).shape[-2:]))
+    size = min(DEFAULT_STYLE_SIZE, max(image.shape[-2:]))
     for label, path in (("adain", catalog.ADAIN_DECODER), ("adain-fast", catalog.ADAIN_FAST)):
         if path.is_file():
             model = load_adain(path)
-            runs.append((f"{label}:{painting.stem}", model, model.style(painting, style_size=size, device=device)))
+            runs.append((f"{label}:{painting.stem}", model, model.style(image, style_size=size, device=device)))
     return runs
 
 

@@ -55,6 +55,16 @@ def adain_style_loss(features: Mapping[str, Tensor], targets: Mapping[str, Tenso
     return total
 
 
+@torch.no_grad()  # photos and paintings in one pass; nothing here needs a gradient
+def _adain_targets(encoder: torch.nn.Module, content: Tensor, style: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """The paintings' style statistics per layer and the AdaIN target: the photos' relu4_1
+    features with the paintings' mean and std, in fp32."""
+    n = len(content)
+    features = encoder(torch.cat([content, style]))
+    targets = style_statistics({layer: f[n:] for layer, f in features.items()})
+    return targets, adain(features[CONTENT_LAYER][:n].float(), *feature_stats(features[CONTENT_LAYER][n:]))
+
+
 def decoder_loss(
     encoder: torch.nn.Module, decoder: torch.nn.Module, content: Tensor, style: Tensor,
     content_weight: float = 1.0, style_weight: float = 10.0,
@@ -65,11 +75,7 @@ def decoder_loss(
     The photos' relu4_1 features take the paintings' statistics (AdaIN, in fp32: the target), the
     decoder turns the target into images, and the encoder judges them; the encoder is frozen, so
     only the decoder's weights get gradients."""  # fmt: skip
-    n = len(content)
-    with torch.no_grad():  # photos and paintings in one pass; nothing here needs a gradient
-        features = encoder(torch.cat([content, style]))
-        targets = style_statistics({layer: f[n:] for layer, f in features.items()})
-        target = adain(features[CONTENT_LAYER][:n].float(), *feature_stats(features[CONTENT_LAYER][n:]))
+    targets, target = _adain_targets(encoder, content, style)
     decoded = encoder(decoder(target))
     content_term = content_weight * adain_content_loss(decoded[CONTENT_LAYER], target, CONTENT_LAYER)
     style_term = style_weight * adain_style_loss(decoded, targets)
@@ -85,18 +91,12 @@ def distillation_loss(
     ``style``: the student's image matches the teacher's in the VGG-19 features at relu1_1..relu4_1
     (scaled as the decoder's loss scales them; ``distill``), and matches the painting's statistics as
     the decoder's style loss asks (``style``). Only the student gets gradients."""
-    n = len(content)
+    targets, target = _adain_targets(encoder, content, style)
     with torch.no_grad():
-        features = encoder(torch.cat([content, style]))
-        targets = style_statistics({layer: f[n:] for layer, f in features.items()})
-        target = adain(features[CONTENT_LAYER][:n].float(), *feature_stats(features[CONTENT_LAYER][n:]))
         reference = encoder(teacher(target).clamp(0, 1))  # what the teacher shows, as it is shown
     decoded = encoder(student(content, style))
-    with no_autocast(decoded[CONTENT_LAYER]):
-        distill = sum(
-            torch.nn.functional.mse_loss(upcast(decoded[layer]) / FEATURE_SCALE[layer], reference[layer].float() / FEATURE_SCALE[layer])
-            for layer in reference
-        )  # fmt: skip
+    # per layer the decoder's content term (scaled MSE), against the teacher's features
+    distill = sum(adain_content_loss(decoded[layer], reference[layer], layer) for layer in reference)
     distill_term = distill_weight * distill
     style_term = style_weight * adain_style_loss(decoded, targets)
     return distill_term + style_term, {"distill": distill_term, "style": style_term}

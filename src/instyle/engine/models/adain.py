@@ -26,6 +26,7 @@ from torch.nn import functional as TF
 from instyle.engine.models.blocks import check_image, kwargs_from_config
 from instyle.engine.models.settings import Entry, shown
 from instyle.engine.models.vgg import VGGFeatures
+from instyle.engine.weights import CONVENTIONS
 from instyle.functional import adaptive_instance_norm, calc_mean_std
 
 __all__ = [
@@ -42,9 +43,6 @@ EPS = 1e-5
 # The distilled model's widths (``instyle train-adain --distill-from``): half of VGG-19's in every
 # layer, a quarter of the multiply-adds in the encoder and in the decoder.
 FAST_BLOCKS = ((32, 32), (64, 64), (128, 128, 128, 128), (256,))
-# The ImageNet VGG-19's input convention (Caffe: BGR, 0-255, mean subtracted), which a student
-# encoder keeps so that its filters, pruned from the teacher's, start where the teacher's are.
-_CAFFE_MEAN = (103.939, 116.779, 123.68)
 
 
 def build_encoder(layers=STYLE_LAYERS, weights: Any = ENCODER_WEIGHTS, download: bool = True) -> VGGFeatures:
@@ -174,10 +172,6 @@ class AdaINDecoder(nn.Module):
         return self.layers(features)
 
 
-def _check_blocks(blocks: Any, prefix: str) -> tuple[tuple[int, ...], ...]:
-    return AdaINDecoder.check_blocks(blocks, prefix)
-
-
 class AdaINEncoder(nn.Module):
     """A trainable VGG-shaped encoder to "relu4_1" of the given ``blocks``: zero-padded 3x3
     convolutions with ReLU, a 2x2 max pooling between blocks, as VGG-19's, on RGB in [0, 1] read
@@ -188,7 +182,7 @@ class AdaINEncoder(nn.Module):
 
     def __init__(self, blocks=FAST_BLOCKS) -> None:
         super().__init__()
-        self.blocks = _check_blocks(blocks, "encoder_")
+        self.blocks = AdaINDecoder.check_blocks(blocks, "encoder_")
         convs, c_in = [], 3
         for block in self.blocks:
             for width in block:
@@ -196,7 +190,10 @@ class AdaINEncoder(nn.Module):
                 c_in = width
         self.convs = nn.ModuleList(convs)
         self.out_channels = c_in
-        self.register_buffer("input_mean", torch.tensor(_CAFFE_MEAN).view(1, 3, 1, 1) / 255, persistent=False)
+        # the ImageNet VGG-19's input convention (Caffe: BGR, 0-255, mean subtracted), kept so that
+        # filters taken from the teacher's start where the teacher's are
+        mean = torch.tensor(CONVENTIONS["caffe"]["mean"])
+        self.register_buffer("input_mean", mean.view(1, 3, 1, 1) / 255, persistent=False)
 
     @property
     def radius(self) -> int:
@@ -229,13 +226,13 @@ class FastAdaIN(nn.Module):
 
     def __init__(self, blocks=FAST_BLOCKS) -> None:
         super().__init__()
-        self.blocks = _check_blocks(blocks, "")
+        self.blocks = AdaINDecoder.check_blocks(blocks, "")
         self.encoder = AdaINEncoder(self.blocks)
         self.decoder = AdaINDecoder(self.blocks)
 
     @classmethod
     def stored_state(cls, config: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Entry]]:
-        blocks = _check_blocks(kwargs_from_config(cls, config).get("blocks", FAST_BLOCKS), prefix)
+        blocks = AdaINDecoder.check_blocks(kwargs_from_config(cls, config).get("blocks", FAST_BLOCKS), prefix)
         _, state = AdaINDecoder.stored_state({"blocks": blocks}, prefix)
         entries = {f"decoder.{k}": v for k, v in state.items()}
         c_in, i = 3, 0

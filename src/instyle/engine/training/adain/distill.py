@@ -6,8 +6,8 @@ after Wang et al. (CVPR 2020, "Collaborative Distillation for Ultra-Resolution U
 Transfer"): the student runs AdaIN in its own feature space, and its image is judged against the
 teacher's image in the VGG-19 features, plus the decoder's own style loss against the painting
 (:func:`~instyle.engine.losses.adain.distillation_loss`). It starts from the teacher's strongest
-filters (L1 norm, as Li et al., ICLR 2017, prune), each rescaled so that its outputs on a batch match
-the teacher channel it stands for, not from noise: CPU hours are few.
+filters (L1 norm, as Li et al., ICLR 2017, prune), each layer refitted by least squares to the
+teacher channels it stands for (:func:`prune_into`), not from noise: CPU hours are few.
 
 Everything else (split, crops, validation, checkpoints, resume, signals, NaN guard, logs) is
 :class:`~instyle.engine.training.adain.trainer.AdaINTrainer`'s.
@@ -15,7 +15,6 @@ Everything else (split, crops, validation, checkpoints, resume, signals, NaN gua
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from instyle.engine.models.adain import AdaINDecoder, AdaINEncoder, FastAdaIN, a
 from instyle.engine.models.vgg import VGGFeatures
 from instyle.engine.training.adain.data import crops_for_step, to_float
 from instyle.engine.training.adain.trainer import AdaINTrainer, inverse_decay
+from instyle.engine.weights import file_sha256
 
 __all__ = ["AdaINDistiller", "prune_into"]
 
@@ -119,10 +119,6 @@ def prune_into(student: FastAdaIN, encoder: VGGFeatures, decoder: AdaINDecoder, 
         x_t, x_s = (TF.relu(z_t), TF.relu(z_s)) if teacher.relu else (z_t, z_s)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class AdaINDistiller(AdaINTrainer):
     """A run training the distilled pair against the decoder ``config.distill_from``."""
 
@@ -156,5 +152,5 @@ class AdaINDistiller(AdaINTrainer):
 
     def _metadata(self, best_heldout: dict | None, best_step: int) -> dict:
         metadata = super()._metadata(best_heldout, best_step)
-        metadata["teacher"] = {"file": self.teacher_path.name, "sha256": _digest(self.teacher_path)}
+        metadata["teacher"] = {"file": self.teacher_path.name, "sha256": file_sha256(self.teacher_path)}
         return metadata
