@@ -119,6 +119,27 @@ def test_a_distilled_run_resumes_exactly(tmp_path, folders, teacher):  # noqa: F
         train_adain(AdaINConfig(**{**config.__dict__, "resume": True, "distill_weight": 2.0, "iterations": 5}))
 
 
+def test_a_run_fine_tunes_from_a_model_file_with_other_loss_weights(tmp_path, folders, teacher, capsys):  # noqa: F811
+    """``init_from``: a new run (its own settings) starts from another run's network, not from the
+    pruned teacher; its first step's loss shows it, and a file of another architecture is refused."""
+    first = train_adain(_config(tmp_path, folders, "first", distill_from=str(teacher), iterations=4))
+    tuned = train_adain(_config(tmp_path, folders, "tuned", distill_from=str(teacher), iterations=1, lr=1e-12,
+                                distill_weight=0.25, init_from=str(tmp_path / "first.safetensors")))  # fmt: skip
+    for (name, a), b in zip(first.model.state_dict().items(), tuned.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # a step of lr 1e-12 changes nothing to see
+    fresh = train_adain(_config(tmp_path, folders, "fresh", distill_from=str(teacher), iterations=1, lr=1e-12))
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh.model.parameters(), tuned.model.parameters()))
+    # the decoder run fine-tunes a decoder; a pair is not one
+    from instyle.apps.cli import main
+
+    output = tmp_path / "decoder.safetensors"
+    assert main(_cli_args(folders, output, "--iterations", "1", "--init-from", str(tmp_path / "first.safetensors"))) == 1
+    err = capsys.readouterr().err
+    assert "first.safetensors" in err and "not one of adain-decoder" in err and "Traceback" not in err
+    assert main(_cli_args(folders, output, "--iterations", "1", "--init-from", str(tmp_path / "none.safetensors"))) == 1
+    assert "--init-from" in capsys.readouterr().err and not output.exists()
+
+
 def test_bad_teachers_and_flags_are_refused_by_name(tmp_path, folders, capsys):  # noqa: F811
     from instyle.apps.cli import main
 

@@ -60,6 +60,13 @@ class AdaINConfig:
         "decoder with the VGG-19 encoder: the model of `instyle stylize --fast`",
     )  # fmt: skip
     distill_weight: float = option(1.0, min=0, help="with --distill-from: weight of the match to the teacher's images")
+    # Fine-tuning: a run with other weights of its losses goes on from where another one ended
+    # instead of from scratch (resume keeps every setting; this keeps only the network's weights).
+    init_from: str | None = option(
+        None, metavar="MODEL",
+        help="start the network from this model file (a decoder; with --distill-from a fast pair) instead of new "
+        "weights: fine-tune it with other settings",
+    )  # fmt: skip
 
     def to_json(self) -> dict:
         """The settings as recorded in checkpoints and decoder files."""
@@ -84,6 +91,8 @@ def check_config(config: AdaINConfig) -> None:
         raise ConfigError("max_side", f"must be at least image_size ({config.image_size}), got {config.max_side}")
     if config.distill_from is not None and not Path(config.distill_from).is_file():
         raise ConfigError("distill_from", f"{config.distill_from}: no such decoder file")
+    if config.init_from is not None and not Path(config.init_from).is_file():
+        raise ConfigError("init_from", f"{config.init_from}: no such model file")
     output = Path(config.output)
     if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise ConfigError("output", f"{output}: the decoder is a safetensors file, not an image; name it NAME.safetensors")

@@ -134,9 +134,10 @@ class AdaINDistiller(AdaINTrainer):
 
     def _ready(self) -> None:
         """A new run's student starts from the teacher, fitted on :data:`CALIBRATION_PAIRS` crops
-        (those of "step -1", which no training step draws); a resumed one has its own weights."""
+        (those of "step -1", which no training step draws), or from ``init_from``; a resumed one
+        has its own weights."""
         super()._ready()
-        if not self.config.resume:
+        if not self.config.resume and self.config.init_from is None:
             config, devices = self.config, self.devices
             pairs = crops_for_step(self.photos, self.paintings, CALIBRATION_PAIRS, config.image_size, config.seed, -1)
             with torch.autocast(devices.device.type, enabled=False):

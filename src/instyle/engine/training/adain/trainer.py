@@ -23,6 +23,7 @@ from instyle.engine.device import DeviceConfig
 from instyle.engine.fileio import write_atomic
 from instyle.engine.image import save_image
 from instyle.engine.losses.adain import FEATURE_SCALE, decoder_loss
+from instyle.engine.modelfile import load_generator
 from instyle.engine.models.adain import (
     CONTENT_LAYER, ENCODER_WEIGHTS, STYLE_LAYERS, AdaINDecoder, adain, build_encoder, feature_stats,
 )  # fmt: skip
@@ -79,7 +80,16 @@ class AdaINTrainer(TrainingRun):
         self.encoder = build_encoder().to(device, memory_format=self.devices.loss_memory_format)
 
     def _ready(self) -> None:
+        """A new run started from ``init_from`` takes that file's weights (a resumed one has its own)."""
         write_atomic(self.log_dir / "validation.txt", self._listing)  # what this run holds out
+        if self.config.init_from is not None and not self.config.resume:
+            self._init_from(self.config.init_from)
+
+    def _init_from(self, path: str) -> None:
+        """Load the weights of the model file ``path``, which must hold this run's architecture;
+        ModelFileError names the file otherwise."""
+        model, _ = load_generator(path, archs=(self.model.arch,))
+        self.model.load_state_dict(model.state_dict())
 
     # ---------------------------------------------------------------------------- steps
 
