@@ -170,6 +170,41 @@ def test_total_is_the_weighted_sum_of_the_terms(tiny_encoder):
     assert total.requires_grad and not any(t.requires_grad for t in terms.values())
 
 
+def test_the_mean_std_term_joins_the_gram_term_in_the_style_term(tiny_encoder):
+    """``mean_std_weight``: the style term also holds the MSE of the per-channel means and stds (what
+    AdaIN's loss and ``instyle score`` compare); stored Gram targets carry none, so without the image's
+    statistics the loss refuses to run rather than silently drop the term."""
+    loss_fn = make_loss(tiny_encoder, mean_std_weight=3.0, layer_weights={"relu3_1": 2.0})
+    style, content, x = rand(1, 3, 24, 24, seed=1), rand(2, 3, 16, 16, seed=2), rand(2, 3, 16, 16, seed=3)
+    loss_fn.set_style(style)
+    _, terms = loss_fn(x, content, per_layer=True)
+    fx, fs = tiny_encoder(x), tiny_encoder(style)
+
+    def moments(f):
+        f = f.double().flatten(2)
+        return torch.stack([f.mean(2), (f.var(2, correction=0) + 1e-5).sqrt()], dim=1)
+
+    weights = (("relu1_1", 1.0), ("relu2_1", 1.0), ("relu3_1", 2.0))
+    gram = sum(w * (gram_ref(fx[n]) - gram_ref(fs[n])).square().mean() for n, w in weights)
+    moment = sum(w * (moments(fx[n]) - moments(fs[n])).square().mean() for n, w in weights)
+    torch.testing.assert_close(terms["style"].double(), 10.0 * gram + 3.0 * moment, rtol=1e-4, atol=0)
+    torch.testing.assert_close(terms["style_mean_std/relu2_1"].double(), (moments(fx["relu2_1"]) - moments(fs["relu2_1"])).square().mean(), rtol=1e-4, atol=0)
+    # the moments alone (style_weight 0) still count
+    only = make_loss(tiny_encoder, style_weight=0.0, mean_std_weight=3.0, layer_weights={"relu3_1": 2.0})
+    only.set_style(style)
+    torch.testing.assert_close(only(x, content).terms["style"].double(), 3.0 * moment, rtol=1e-4, atol=0)
+    # stored Gram targets without moments: refused by name; with them, the same loss as set_style's
+    grams = {n: loss_fn.style_target(n) for n in loss_fn.style_layers}
+    stored = make_loss(tiny_encoder, mean_std_weight=3.0, layer_weights={"relu3_1": 2.0})
+    stored.set_style_targets(grams, vgg_weights_sha256=None)
+    with pytest.raises(RuntimeError, match="mean_std_weight"):
+        stored(x, content)
+    stored.set_style_targets(grams, vgg_weights_sha256=None, moments={n: loss_fn.moment_term.target(n) for n in grams})
+    torch.testing.assert_close(stored(x, content).total, loss_fn(x, content).total)
+    with pytest.raises(ValueError, match="mean_std_weight must be a finite number >= 0"):
+        make_loss(tiny_encoder, mean_std_weight=-1.0)
+
+
 def test_style_targets_are_computed_once(tiny_encoder):
     loss_fn = make_loss(tiny_encoder)
     loss_fn.set_style(rand(1, 3, 20, 20))

@@ -105,6 +105,21 @@ def test_losses_fall_and_model_file_carries_its_metadata(tmp_path, photos):
     assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
 
 
+def test_a_mean_std_style_term_trains_from_the_image_and_is_refused_for_stored_targets(tmp_path, photos):
+    """``mean_std_weight`` (issue #19, part 5: the score compares means and stds): a run with it
+    trains and records it; a style given by stored Gram targets alone cannot give the painting's
+    means and stds, and the run says so by name before any step."""
+    from instyle.engine.targets import StyleTargetsError
+
+    result = train(_config(tmp_path, photos, "moments", iterations=2, mean_std_weight=20.0))
+    assert read_model_file(tmp_path / "moments.safetensors")[1]["training"]["loss"]["mean_std_weight"] == 20.0
+    plain = train(_config(tmp_path, photos, "plain", iterations=2))
+    assert result.losses["style"] != plain.losses["style"]
+    with pytest.raises(StyleTargetsError, match="mean_std_weight 20"):
+        train(_config(tmp_path, photos, "stored", style=str(tmp_path / "moments.safetensors"), mean_std_weight=20.0))
+    assert not (tmp_path / "stored.safetensors").exists()
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, photos, monkeypatch):
     from instyle.engine import models
 

@@ -159,6 +159,10 @@ class LossConfig:
         "unless given)",
     )  # fmt: skip
     tv_weight: float = option(50.0, help="total-variation (smoothness) loss weight", min=0)
+    mean_std_weight: float = option(
+        0.0, min=0, help="weight of a second style term beside the Gram matrices: the per-channel mean and std of the "
+        "style layers (AdaIN's style loss, what `instyle score` measures); needs the style image, not stored targets",
+    )  # fmt: skip
     follow_style_targets: bool = option(
         True, flag=False,
         help="when the style is given by stored targets computed on another network, use that network (and "

@@ -81,6 +81,9 @@ class StyleTargets:
     style_sha256: str | None = None  # the painting's file
     source: Path | None = field(default=None, compare=False)  # the model file they were read from
     dtype: torch.dtype = torch.float32  # how a file stores them: a value of TARGET_DTYPES
+    # layer -> (2, C) fp32 per-channel mean and std, for a loss's mean_std_weight term; computed from
+    # the painting, never stored (a file's targets carry none)
+    moments: dict[str, torch.Tensor] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in TARGET_DTYPES.values():

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from instyle.engine.config import LossConfig
 from instyle.engine.image import load_image, resize_long_side
-from instyle.engine.losses import PerceptualLoss, gram_matrix
+from instyle.engine.losses import PerceptualLoss, gram_matrix, mean_std
 from instyle.engine.modelfile import (
     StyleTargets, read_model_file, styles_from_file, targets_from_file, write_style_targets,
 )  # fmt: skip
@@ -240,9 +240,15 @@ def check_targets(targets: StyleTargets, style_layers: Sequence[str], extractor,
 def apply_targets(loss_fn: PerceptualLoss, targets: StyleTargets, what: str = "style") -> None:
     """Set ``loss_fn``'s style targets from stored statistics (checked first, with advice)."""
     check_targets(targets, loss_fn.style_layers, loss_fn.extractor, what)
+    if loss_fn.mean_std_weight > 0 and targets.moments is None:
+        raise StyleTargetsError(
+            f"{what}: mean_std_weight {loss_fn.mean_std_weight:g} compares the painting's per-channel means and stds, "
+            f"which the stored style targets of {targets.style_name} do not carry; pass the style image"
+        )
     loss_fn.set_style_targets(
-        targets.grams, vgg_weights_sha256=targets.vgg_weights_sha256, source=f"the style targets of {targets.style_name}"
-    )
+        targets.grams, vgg_weights_sha256=targets.vgg_weights_sha256, source=f"the style targets of {targets.style_name}",
+        moments=targets.moments if loss_fn.mean_std_weight > 0 else None,
+    )  # fmt: skip
 
 
 @torch.no_grad()
@@ -256,8 +262,9 @@ def compute_style_targets(
     style_sha256: str | None,
     device: torch.device | str | None = None,
 ) -> StyleTargets:
-    """The Gram targets of ``image`` (3, H, W) resized to ``style_size`` (long side), in fp32
-    whatever autocast is active around the call: one forward pass, kept exact."""
+    """The Gram targets of ``image`` (3, H, W) resized to ``style_size`` (long side), and its
+    per-channel means and stds (``moments``), in fp32 whatever autocast is active around the call:
+    one forward pass, kept exact."""
     if device is None:
         device = next(iter(extractor.parameters()), torch.zeros(())).device
     device = torch.device(device)
@@ -268,8 +275,10 @@ def compute_style_targets(
         if missing:
             raise StyleTargetsError(f"the extractor returned no features for layer(s) {missing}")
         grams = {layer: gram_matrix(features[layer].float())[0].cpu() for layer in layers}
+        moments = {layer: mean_std(features[layer].float())[0].cpu() for layer in layers}
     return StyleTargets(
         grams=grams,
+        moments=moments,
         style_size=int(style_size),
         vgg_weights_sha256=getattr(extractor, "weights_sha256", None),
         style_name=style_name,

@@ -109,7 +109,10 @@ class PerceptualLoss(nn.Module):
     """Content + style + total-variation loss on the features of a frozen extractor (Gatys et al.; Johnson et al.).
 
     ``total = content_weight * sum_l w_l * content_loss_l + style_weight * sum_l w_l * style_loss_l
-    + tv_weight * total_variation(input)``, with ``w_l = layer_weights.get(layer, 1.0)``.
+    + tv_weight * total_variation(input)``, with ``w_l = layer_weights.get(layer, 1.0)``. With
+    ``mean_std_weight`` > 0 the style term also holds ``mean_std_weight * sum_l w_l * mean_std_loss_l``:
+    the per-channel means and stds of the style layers (AdaIN's style loss, what ``instyle score``
+    measures) beside the Gram matrices, which weigh them only through their second moments.
 
     Style targets are set once with :meth:`set_style` and cached (as non-persistent buffers, so ``.to()``
     moves them). Content targets come with each call (``forward(input, content)``, batched for trainers) or are
@@ -126,6 +129,7 @@ class PerceptualLoss(nn.Module):
         tv_weight: float = 0.0,
         layer_weights: Mapping[str, float] | None = None,
         style_stat: str = "gram",
+        mean_std_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(content_layers, str) or isinstance(style_layers, str):
@@ -138,6 +142,7 @@ class PerceptualLoss(nn.Module):
         self.content_weight = _check_weight("content_weight", content_weight)
         self.style_weight = _check_weight("style_weight", style_weight)
         self.tv_weight = _check_weight("tv_weight", tv_weight)
+        self.mean_std_weight = _check_weight("mean_std_weight", mean_std_weight)
         layer_weights = dict(layer_weights or {})
         stray = [name for name in layer_weights if name not in self.content_layers + self.style_layers]
         if stray:
@@ -147,6 +152,7 @@ class PerceptualLoss(nn.Module):
         self.extractor = extractor  # registered first: its parameters say where targets belong
         self.content_term = ContentLoss(self.content_layers, self.layer_weights)
         self.style_term = StyleLoss(self.style_layers, self.layer_weights, style_stat)
+        self.moment_term = StyleLoss(self.style_layers, self.layer_weights, "mean_std", kind="style_mean_std")
         self.tv_term = TotalVariationLoss()
 
     @classmethod
@@ -170,6 +176,7 @@ class PerceptualLoss(nn.Module):
             content_weight=config.content_weight if content_layers else 0.0,
             style_weight=config.style_weight,
             tv_weight=config.tv_weight,
+            mean_std_weight=getattr(config, "mean_std_weight", 0.0),
         )
 
     # --- targets -------------------------------------------------------------------------------------------
@@ -194,12 +201,16 @@ class PerceptualLoss(nn.Module):
         """
         styles = _style_images(images)
         targets: dict[str, torch.Tensor] = {}
+        moments: dict[str, torch.Tensor] = {}
         for style, w in zip(styles, _blend(weights, len(styles))):
             features = self._features(style, self.style_layers)
             for name in self.style_layers:
                 stat = style_statistic(features[name], self.style_stat) * w  # (1, ...)
                 targets[name] = stat if name not in targets else targets[name] + stat
+                stat = style_statistic(features[name], "mean_std") * w
+                moments[name] = stat if name not in moments else moments[name] + stat
         self.style_term.store_targets(targets)
+        self.moment_term.store_targets(moments)
 
     @torch.no_grad()
     def set_style_targets(
@@ -209,6 +220,7 @@ class PerceptualLoss(nn.Module):
         vgg_weights_sha256: str | None,
         stat: str = "gram",
         source: str = "the style targets",
+        moments: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """Use precomputed style statistics (e.g. those stored in a model file) instead of a style image.
 
@@ -219,6 +231,8 @@ class PerceptualLoss(nn.Module):
                 ``weights_sha256`` (an extractor without one, such as a test stand-in, takes only ``None``).
             stat: the statistic of ``targets``; must be this loss's ``style_stat``.
             source: names the targets in error messages.
+            moments: the per-channel mean and std of each layer, (2, C), for the ``mean_std_weight`` term
+                (stored targets carry none; without them that term cannot be computed).
         """
         self._check_target_source(targets, vgg_weights_sha256, stat, source)
         device = self._target_device()
@@ -226,6 +240,11 @@ class PerceptualLoss(nn.Module):
             name: _stored_target(name, targets[name], self.style_stat, source).to(device) for name in self.style_layers
         }
         self.style_term.store_targets(ready)
+        self.moment_term.has_targets = False  # never the statistics of another style
+        if moments is not None:
+            self.moment_term.store_targets(
+                {name: _stored_target(name, moments[name], "mean_std", source).to(device) for name in self.style_layers}
+            )
 
     def _check_target_source(self, targets: Mapping, vgg_weights_sha256: str | None, stat: str, source: str) -> None:
         if stat != self.style_stat:
@@ -269,27 +288,36 @@ class PerceptualLoss(nn.Module):
         """
         use_content = bool(self.content_layers) and self.content_weight > 0
         use_style = bool(self.style_layers) and self.style_weight > 0
-        self._check_ready(use_content, use_style, content)
+        use_moments = bool(self.style_layers) and self.mean_std_weight > 0
+        self._check_ready(use_content, use_style, use_moments, content)
         zero = input.new_zeros((), dtype=torch.float32)
-        content_total, style_total, layer_losses = zero, zero, {}
-        if use_content or use_style:
+        content_total, style_total, moment_total, layer_losses = zero, zero, zero, {}
+        if use_content or use_style or use_moments:
             features = self._features(input, (self.content_layers if use_content else ()) + self.style_layers)
             if use_content:
                 content_total, layer_losses = self.content_term(features, self._content_targets(content), zero)
             if use_style:
                 style_total, style_layers = self.style_term(features, None, zero)
                 layer_losses.update(style_layers)
+            if use_moments:
+                moment_total, moment_layers = self.moment_term(features, None, zero)
+                layer_losses.update(moment_layers)
         tv = self.tv_term(input) if self.tv_weight > 0 else zero
-        terms = {"content": self.content_weight * content_total, "style": self.style_weight * style_total,
-                 "tv": self.tv_weight * tv}  # fmt: skip
+        style = self.style_weight * style_total + self.mean_std_weight * moment_total
+        terms = {"content": self.content_weight * content_total, "style": style, "tv": self.tv_weight * tv}
         total = terms["content"] + terms["style"] + terms["tv"]
         if per_layer:
             terms.update(layer_losses)
         return LossTerms(total, {k: v.detach() for k, v in terms.items()})
 
-    def _check_ready(self, use_content: bool, use_style: bool, content: torch.Tensor | None) -> None:
+    def _check_ready(self, use_content: bool, use_style: bool, use_moments: bool, content: torch.Tensor | None) -> None:
         if use_style and not self.style_term.has_targets:
             raise RuntimeError("no style targets: call set_style(images) before computing the loss")
+        if use_moments and not self.moment_term.has_targets:
+            raise RuntimeError(
+                "mean_std_weight: no per-channel means and stds of the style (stored Gram targets carry none); "
+                "call set_style(images) or pass moments to set_style_targets"
+            )
         if use_content and content is None and not self.content_term.has_targets:
             raise RuntimeError("no content targets: pass content images or call set_content(images) first")
 
@@ -304,5 +332,5 @@ class PerceptualLoss(nn.Module):
         return (
             f"content_layers={self.content_layers}, style_layers={self.style_layers}, "
             f"content_weight={self.content_weight:g}, style_weight={self.style_weight:g}, tv_weight={self.tv_weight:g}, "
-            f"style_stat={self.style_stat!r}, layer_weights={self.layer_weights}"
+            f"style_stat={self.style_stat!r}, mean_std_weight={self.mean_std_weight:g}, layer_weights={self.layer_weights}"
         )

@@ -157,11 +157,13 @@ class StyleLoss(_LayerTerm):
 
     kind = "style"
 
-    def __init__(self, layers: Sequence[str], layer_weights: Mapping[str, float] | None = None, stat: str = "gram") -> None:
+    def __init__(
+        self, layers: Sequence[str], layer_weights: Mapping[str, float] | None = None, stat: str = "gram", kind: str = "style"
+    ) -> None:
         super().__init__(layers, layer_weights)
         if stat not in STYLE_STATS:
             raise ValueError(f"style_stat must be one of {STYLE_STATS}, got {stat!r}")
-        self.stat = stat
+        self.stat, self.kind = stat, kind  # kind: the per-layer log keys' prefix
 
     def layer_loss(self, features: torch.Tensor, target: torch.Tensor, layer: str) -> torch.Tensor:
         if target.shape[-1] != features.shape[1]:

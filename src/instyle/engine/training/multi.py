@@ -173,9 +173,13 @@ class MultiStyleTrainer(Trainer):
         trained = [self._targets_of(source) for source in self.sources]
         self.style_targets = [*(self.base.styles if self.base is not None else []), *trained]
         self._row_targets: dict[int, dict[str, Tensor]] = {}
+        self._row_moments: dict[int, dict[str, Tensor]] = {}  # with mean_std_weight only
+        layers, moments = self.loss_fn.style_layers, self.loss_fn.moment_term
         for row, (spec, targets) in enumerate(zip(self.config.styles, trained), start=self._first):
             apply_targets(self.loss_fn, targets, what=f"style {spec}")
-            self._row_targets[row] = {layer: self.loss_fn.style_target(layer).clone() for layer in self.loss_fn.style_layers}
+            self._row_targets[row] = {layer: self.loss_fn.style_target(layer).clone() for layer in layers}
+            if self.loss_fn.mean_std_weight > 0:
+                self._row_moments[row] = {layer: moments.target(layer).clone() for layer in layers}
 
     # ---------------------------------------------------------------------------- steps
 
@@ -189,6 +193,8 @@ class MultiStyleTrainer(Trainer):
         self._weights[row] = 1.0
         for layer, target in self._row_targets[row].items():
             self.loss_fn.style_target(layer).copy_(target)
+        for layer, target in self._row_moments.get(row, {}).items():
+            self.loss_fn.moment_term.target(layer).copy_(target)
 
     def _batch(self, step: int) -> Tensor:
         self._use_style(self.style_of_step(step))
