@@ -134,7 +134,10 @@ def test_every_lbfgs_step_lowers_the_loss_on_real_weights(default_vgg_weights, s
         accepted[entry["iteration"]] = min(entry["total"], accepted.get(entry["iteration"], float("inf")))
     totals = [accepted[step] for step in sorted(accepted)]
     assert all(later <= earlier for earlier, later in zip(totals, totals[1:]))
-    assert sorted(accepted) == list(range(21))  # step 0 is the start; the last step is evaluated too
+    # step 0 is the start, then one entry per step; the evaluation budget (torch's default, 1.25 x the
+    # iterations) can end the run a step early where a line search needs one more trial (seen at one
+    # thread, whose rounding differs)
+    assert sorted(accepted) == list(range(len(accepted))) and len(accepted) >= 20
     assert max(entry["evaluation"] for entry in result.history) <= 20 * 5 // 4
     assert result.final_losses["style"] < result.initial_losses["style"] / 20
     # The final losses are the returned image's, and equal the best evaluation: the loss saw the
