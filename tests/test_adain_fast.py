@@ -127,6 +127,9 @@ def test_a_run_fine_tunes_from_a_model_file_with_other_loss_weights(tmp_path, fo
                                 distill_weight=0.25, init_from=str(tmp_path / "first.safetensors")))  # fmt: skip
     for (name, a), b in zip(first.model.state_dict().items(), tuned.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name  # a step of lr 1e-12 changes nothing to see
+    record = read_model_file(tmp_path / "tuned.safetensors")[1]["init_from"]  # what it started from
+    assert record["file"] == "first.safetensors" and record["iterations"] == 4
+    assert record["training"]["distill_weight"] == 1.0 and len(record["sha256"]) == 64
     fresh = train_adain(_config(tmp_path, folders, "fresh", distill_from=str(teacher), iterations=1, lr=1e-12))
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh.model.parameters(), tuned.model.parameters()))
     # the decoder run fine-tunes a decoder; a pair is not one

@@ -104,6 +104,7 @@ def training_section(meta: dict, log_csv: Path | None) -> list[str]:
         f"{t.get('content_weight')}, style weight {t.get('style_weight')}, seed {t.get('seed')}",
         f"- Losses: content (relu4_1 against the AdaIN target) and mean/std style (relu1_1..relu4_1), each layer's "
         f"features divided by {meta.get('encoder', {}).get('feature_scale')}",
+        *init_lines(meta.get("init_from")),
         f"- Final losses (last step): {fmt(meta.get('final_losses'))}; best validation losses: {fmt(meta.get('validation_losses'))}",
         f"- Device: {meta.get('device')}, {meta.get('precision')}; {meta.get('train_seconds')} s of training; "
         f"instyle {meta.get('instyle_version')}",
@@ -140,9 +141,24 @@ def fast_section(path: Path, decoder_sha256: str) -> list[str]:
         f"- Steps: {meta.get('iterations')}, batch {t.get('batch_size')}, {t.get('image_size')} px crops, Adam lr "
         f"{t.get('lr')} / (1 + {t.get('lr_decay')} step), distill weight {t.get('distill_weight')}, style weight "
         f"{t.get('style_weight')}",
+        *init_lines(meta.get("init_from")),
         f"- Final losses (last step): {fmt(meta.get('final_losses'))}; best validation losses: {fmt(meta.get('validation_losses'))}",
         f"- Device: {meta.get('device')}, {meta.get('precision')}; {meta.get('train_seconds')} s of training",
     ]  # fmt: skip
+
+
+def init_lines(start: dict | None) -> list[str]:
+    """The runs a fine-tuned file went on from (`--init-from`), earliest last."""
+    lines = []
+    while start:
+        t = start.get("training") or {}
+        lines.append(
+            f"- Went on from `{start.get('file')}` (sha256 {start.get('sha256')}): {start.get('iterations')} steps at distill "
+            f"weight {t.get('distill_weight')}, style weight {t.get('style_weight')}, {start.get('train_seconds')} s; "
+            f"its best validation losses {fmt(start.get('validation_losses'))}"
+        )  # fmt: skip
+        start = start.get("init_from")
+    return lines
 
 
 def fmt(losses: dict | None) -> str:

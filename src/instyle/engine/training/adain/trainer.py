@@ -13,6 +13,7 @@ steps straight equal k steps + resume + N - k steps.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -23,7 +24,8 @@ from instyle.engine.device import DeviceConfig
 from instyle.engine.fileio import write_atomic
 from instyle.engine.image import save_image
 from instyle.engine.losses.adain import FEATURE_SCALE, decoder_loss
-from instyle.engine.modelfile import load_generator
+from instyle.engine.modelfile import ModelFileError, load_generator, read_model_file
+from instyle.engine.weights import file_sha256
 from instyle.engine.models.adain import (
     CONTENT_LAYER, ENCODER_WEIGHTS, STYLE_LAYERS, AdaINDecoder, adain, build_encoder, feature_stats,
 )  # fmt: skip
@@ -154,4 +156,16 @@ class AdaINTrainer(TrainingRun):
             "device": self.devices.device.type,
             "precision": self.devices.precision,
             "instyle_version": __version__,
+            **({"init_from": self._init_record()} if self.config.init_from is not None else {}),
         }  # fmt: skip
+
+    def _init_record(self) -> dict:
+        """What a fine-tuned run started from: the file, its sha256 and its own training (read when the
+        file is written, so a run that replaces its start file records the start, not itself)."""
+        path = Path(self.config.init_from)
+        try:
+            _, metadata, _ = read_model_file(path)
+        except (ModelFileError, OSError):  # gone or replaced since the run began: the run still lands
+            return {"file": path.name}
+        keys = ("iterations", "train_seconds", "training", "validation_losses", "init_from")
+        return {"file": path.name, "sha256": file_sha256(path), **{k: metadata[k] for k in keys if k in metadata}}
