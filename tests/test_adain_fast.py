@@ -130,6 +130,18 @@ def test_a_run_fine_tunes_from_a_model_file_with_other_loss_weights(tmp_path, fo
     record = read_model_file(tmp_path / "tuned.safetensors")[1]["init_from"]  # what it started from
     assert record["file"] == "first.safetensors" and record["iterations"] == 4
     assert record["training"]["distill_weight"] == 1.0 and len(record["sha256"]) == 64
+    # the record is the start's even when the start file is replaced before a resumed run ends
+    import hashlib
+    import shutil
+
+    start = tmp_path / "start.safetensors"
+    shutil.copyfile(tmp_path / "first.safetensors", start)
+    sha = hashlib.sha256(start.read_bytes()).hexdigest()
+    config = _config(tmp_path, folders, "again", distill_from=str(teacher), iterations=2, init_from=str(start))
+    train_adain(config)
+    shutil.copyfile(tmp_path / "tuned.safetensors", start)
+    train_adain(AdaINConfig(**{**config.__dict__, "resume": True, "iterations": 3}))
+    assert read_model_file(tmp_path / "again.safetensors")[1]["init_from"]["sha256"] == sha
     fresh = train_adain(_config(tmp_path, folders, "fresh", distill_from=str(teacher), iterations=1, lr=1e-12))
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh.model.parameters(), tuned.model.parameters()))
     # the decoder run fine-tunes a decoder; a pair is not one

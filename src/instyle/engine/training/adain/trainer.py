@@ -24,7 +24,7 @@ from instyle.engine.device import DeviceConfig
 from instyle.engine.fileio import write_atomic
 from instyle.engine.image import save_image
 from instyle.engine.losses.adain import FEATURE_SCALE, decoder_loss
-from instyle.engine.modelfile import ModelFileError, load_generator, read_model_file
+from instyle.engine.modelfile import load_generator, read_model_file
 from instyle.engine.weights import file_sha256
 from instyle.engine.models.adain import (
     CONTENT_LAYER, ENCODER_WEIGHTS, STYLE_LAYERS, AdaINDecoder, adain, build_encoder, feature_stats,
@@ -88,10 +88,27 @@ class AdaINTrainer(TrainingRun):
             self._init_from(self.config.init_from)
 
     def _init_from(self, path: str) -> None:
-        """Load the weights of the model file ``path``, which must hold this run's architecture;
-        ModelFileError names the file otherwise."""
+        """Load the weights of the model file ``path``, which must hold this run's architecture
+        (ModelFileError names the file otherwise), and note what it is (:meth:`_start_record`)."""
         model, _ = load_generator(path, archs=(self.model.arch,))
         self.model.load_state_dict(model.state_dict())
+        self._start = self._start_record(Path(path))
+
+    @staticmethod
+    def _start_record(path: Path) -> dict:
+        """What a fine-tuned run started from: the file, its sha256 and its own training, read as the
+        run starts and kept in its checkpoints (the file may be replaced before the run ends)."""
+        _, metadata, _ = read_model_file(path)
+        keys = ("iterations", "train_seconds", "training", "validation_losses", "init_from")
+        return {"file": path.name, "sha256": file_sha256(path), **{k: metadata[k] for k in keys if k in metadata}}
+
+    def _checkpoint_extra(self) -> dict:
+        return {"init_from": self._start} if self.config.init_from is not None else {}
+
+    def _check_resumed(self, saved: dict) -> None:
+        """A resumed fine-tuning run keeps the record of its start (older checkpoints have none)."""
+        if self.config.init_from is not None:
+            self._start = saved.get("init_from") or {"file": Path(self.config.init_from).name}
 
     # ---------------------------------------------------------------------------- steps
 
@@ -156,16 +173,5 @@ class AdaINTrainer(TrainingRun):
             "device": self.devices.device.type,
             "precision": self.devices.precision,
             "instyle_version": __version__,
-            **({"init_from": self._init_record()} if self.config.init_from is not None else {}),
+            **({"init_from": self._start} if self.config.init_from is not None else {}),
         }  # fmt: skip
-
-    def _init_record(self) -> dict:
-        """What a fine-tuned run started from: the file, its sha256 and its own training (read when the
-        file is written, so a run that replaces its start file records the start, not itself)."""
-        path = Path(self.config.init_from)
-        try:
-            _, metadata, _ = read_model_file(path)
-        except (ModelFileError, OSError):  # gone or replaced since the run began: the run still lands
-            return {"file": path.name}
-        keys = ("iterations", "train_seconds", "training", "validation_losses", "init_from")
-        return {"file": path.name, "sha256": file_sha256(path), **{k: metadata[k] for k in keys if k in metadata}}
