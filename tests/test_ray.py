@@ -291,7 +291,9 @@ def test_an_unreachable_bucket_is_an_error_within_a_bounded_time(monkeypatch):
 
 
 def test_cli_interrupted_and_rerun_writes_each_output_once(cluster, tmp_path):
-    photos = make_photos(tmp_path / "in", 32, side=128)
+    # enough work (about 4 s on a 2-core CPU) that the interruption lands mid-job even on a loaded
+    # machine, where 32 photos of 128 px were sometimes all written before the signal arrived
+    photos = make_photos(tmp_path / "in", 48, side=256)
     args = ["stylize", tmp_path / "in", "-o", tmp_path / "out", "--engine", "ray", "--ray-address", cluster,
             "--model", "starry_night", "--batch-size", "1", "--actors", "1"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
