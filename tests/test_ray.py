@@ -297,8 +297,11 @@ def test_cli_interrupted_and_rerun_writes_each_output_once(cluster, tmp_path):
     args = ["stylize", tmp_path / "in", "-o", tmp_path / "out", "--engine", "ray", "--ray-address", cluster,
             "--model", "starry_night", "--batch-size", "1", "--actors", "1"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C in a shell: SIGINT at its default, whatever an earlier test in this process left it at
+    # (an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt)
     driver = subprocess.Popen(
-        [sys.executable, "-m", "instyle", *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "instyle", *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     first_lines = [driver.stdout.readline()]  # the first image written: the job is under way
     driver.send_signal(signal.SIGINT)
