@@ -120,6 +120,38 @@ def test_a_mean_std_style_term_trains_from_the_image_and_is_refused_for_stored_t
     assert not (tmp_path / "stored.safetensors").exists()
 
 
+def test_a_run_fine_tunes_from_a_model_file_with_other_settings(tmp_path, photos):
+    """``init_from`` (issue #19, part 5: the bundled styles retrained at twice the scale start from
+    one such run): a new run with its own settings starts from another run's generator, records
+    what it started from, keeps that record across a resume, and refuses another network by name
+    before anything is written."""
+    import shutil
+
+    first = train(_config(tmp_path, photos, "first", iterations=4), extractor=TinyEncoder())
+    start = tmp_path / "start.safetensors"
+    shutil.copyfile(tmp_path / "first.safetensors", start)
+    config = _config(tmp_path, photos, "tuned", iterations=2, lr=1e-12, style_weight=40.0, init_from=str(start))
+    tuned = train(config, extractor=TinyEncoder())
+    for (name, a), b in zip(first.model.state_dict().items(), tuned.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # two steps of lr 1e-12 change nothing to see
+    fresh = train(_config(tmp_path, photos, "fresh", iterations=2, lr=1e-12), extractor=TinyEncoder())
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh.model.parameters(), tuned.model.parameters()))
+    record = read_model_file(tmp_path / "tuned.safetensors")[1]["init_from"]
+    assert record["file"] == "start.safetensors" and record["iterations"] == 4 and len(record["sha256"]) == 64
+    assert record["training"]["loss"]["style_weight"] == 10.0  # the start's own settings, beside the run's 40
+    shutil.copyfile(tmp_path / "fresh.safetensors", start)  # replaced before the resumed run ends
+    train(TrainConfig(**{**config.__dict__, "resume": True, "iterations": 3}), extractor=TinyEncoder())
+    assert read_model_file(tmp_path / "tuned.safetensors")[1]["init_from"] == record
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ModelFileError, match=r"init_from .*start.safetensors: its network is not this run's"):
+        train(_config(tmp_path, photos, "wide", width=0.25, init_from=str(start)), extractor=TinyEncoder())
+    with pytest.raises(ConfigError, match="init_from .*single-style run"):
+        train(_config(tmp_path, photos, "two", style=(str(tmp_path / "style.png"), "udnie"), init_from=str(start)))
+    with pytest.raises(ConfigError, match="init_from .*missing.safetensors: no such model file"):
+        train(_config(tmp_path, photos, "none", init_from=str(tmp_path / "missing.safetensors")))
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, photos, monkeypatch):
     from instyle.engine import models
 

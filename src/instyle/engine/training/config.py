@@ -66,6 +66,13 @@ class TrainConfig:
         help="a multi-style model to add the --style painting(s) to: only their instance-norm scales and shifts "
         "train, the convolutions and the other styles stay as they are",
     )  # fmt: skip
+    # Fine-tuning: a new run with its own settings (another scale, weight or loss network) goes on
+    # from another run's network instead of new weights (a resume keeps every setting)
+    init_from: str | None = option(
+        None, metavar="MODEL",
+        help="start the generator from this single-style model file's weights instead of new ones: fine-tune it "
+        "with other settings (the same architecture, width and residual blocks)",
+    )  # fmt: skip
     content: str | None = option(
         None, help="folder of content photos (default: the photos bundled with scikit-image)", metavar="CONTENT"
     )
@@ -238,6 +245,11 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError("patience", "needs eval_content: the held-out photos it judges by")
     if not all(isinstance(spec, str) and spec for spec in config.styles):
         raise ConfigError("style", f"must name each style (an image, a bundled style or a model file), got {config.style!r}")
+    if config.init_from is not None:
+        if len(config.styles) > 1 or config.base is not None:
+            raise ConfigError("init_from", "starts a single-style run; several styles or a base train a multi-style model")
+        if not Path(config.init_from).is_file():
+            raise ConfigError("init_from", f"{config.init_from}: no such model file")
     # a model file never replaces a photo, the painting it learns from or the model it extends
     output = Path(config.output)
     if output.suffix.lower() in IMAGE_EXTENSIONS:

@@ -25,11 +25,12 @@ from torch import Tensor
 
 from instyle.engine.cuda_graphs import GraphedStep
 from instyle.engine.fileio import WriteError
-from instyle.engine.modelfile import save_model
+from instyle.engine.modelfile import ModelFileError, load_generator, read_model_file, save_model
 from instyle.engine.training import checkpoint as ckpt
 from instyle.engine.training.checkpoint import CHECKPOINT_NAME, TrainState
 from instyle.engine.training.config import ModelNotSaved, TrainingError, TrainingInterrupted, TrainResult, log_dir_of
 from instyle.engine.training.log import write_log, write_rows
+from instyle.engine.weights import file_sha256
 
 
 def run_training(
@@ -96,6 +97,9 @@ class TrainingRun:
         if not self.config.resume and self.checkpoint_path.exists():
             ckpt.refuse_to_restart_unfinished(self.checkpoint_path)
         self._build_model()
+        init_from = getattr(self.config, "init_from", None)
+        if init_from is not None and not self.config.resume:  # a resumed run has its own weights
+            self._init_from(init_from)
         rng = self._resume() if self.config.resume else None  # before the data and the loss network load
         self._load()
         if self.rank == 0:
@@ -117,14 +121,36 @@ class TrainingRun:
         return rng
 
     def _checkpoint_extra(self) -> dict:
-        """Entries the task adds to each checkpoint (none by default)."""
-        return {}
+        """Entries the task adds to each checkpoint: what a fine-tuned run started from."""
+        return {"init_from": self._start} if self._start is not None else {}
 
     def _check_resumed(self, saved: dict) -> None:
-        """Check the task's own checkpoint entries before a resume (nothing by default)."""
+        """A resumed fine-tuning run keeps the record of its start (older checkpoints have none)."""
+        if getattr(self.config, "init_from", None) is not None:
+            self._start = saved.get("init_from") or {"file": Path(self.config.init_from).name}
 
     def _ready(self) -> None:
         """What the steps need once everything is loaded (nothing by default)."""
+
+    # ---------------------------------------------------------------------------- fine-tuning
+
+    # Fine-tuning (``config.init_from``): a new run, with its own settings, starts from another run's
+    # network instead of new weights (a resume keeps every setting; this keeps only the weights).
+    _start: dict | None = None  # what this run started from: file, sha256 and that file's own training
+
+    def _init_from(self, path: str) -> None:
+        """Load the weights of the model file ``path`` into ``self.model``, before anything is written;
+        it must hold this run's architecture and shapes (ModelFileError names the file otherwise)."""
+        model, _ = load_generator(path, archs=(self.model.arch,))
+        theirs, ours = model.state_dict(), self.model.state_dict()
+        differ = sorted(set(theirs) ^ set(ours)) or [k for k in ours if theirs[k].shape != ours[k].shape]
+        if differ:
+            raise ModelFileError(
+                f"init_from {path}: its network is not this run's (it differs at {', '.join(differ[:3])}); "
+                "start from a model trained with the same architecture, width and residual blocks"
+            )
+        self.model.load_state_dict(theirs)
+        self._start = start_record(Path(path))
 
     def _use_adam(self, lr: float, schedule: Callable[[int], float]) -> None:
         """Adam on the model's weights that train (``requires_grad``) at ``lr``, times ``schedule(step)`` (LambdaLR)."""
@@ -279,6 +305,14 @@ class TrainingRun:
             self.model, state.step, self.losses, self.output, self.log_dir, time.perf_counter() - self.start,
             state.history, best_step=best_step, stopped_early=state.stopped_early,
         )  # fmt: skip
+
+
+def start_record(path: Path) -> dict:
+    """What a fine-tuned run started from: the file, its sha256 and its own training, read as the run
+    starts and kept in its checkpoints (the file may be replaced before the run ends)."""
+    _, metadata, _ = read_model_file(path)
+    keys = ("iterations", "train_seconds", "training", "validation_losses", "heldout_losses", "init_from")
+    return {"file": path.name, "sha256": file_sha256(path), **{k: metadata[k] for k in keys if k in metadata}}
 
 
 @contextlib.contextmanager

@@ -168,6 +168,7 @@ class Trainer(TrainingRun):
             "device": self.devices.device.type,
             "precision": self.devices.precision,
             "instyle_version": __version__,
+            **self._checkpoint_extra(),  # what a fine-tuned run started from
         }
 
 

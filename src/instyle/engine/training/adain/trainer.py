@@ -24,8 +24,6 @@ from instyle.engine.device import DeviceConfig
 from instyle.engine.fileio import write_atomic
 from instyle.engine.image import save_image
 from instyle.engine.losses.adain import FEATURE_SCALE, decoder_loss
-from instyle.engine.modelfile import load_generator, read_model_file
-from instyle.engine.weights import file_sha256
 from instyle.engine.models.adain import (
     CONTENT_LAYER, ENCODER_WEIGHTS, STYLE_LAYERS, AdaINDecoder, adain, build_encoder, feature_stats,
 )  # fmt: skip
@@ -82,33 +80,8 @@ class AdaINTrainer(TrainingRun):
         self.encoder = build_encoder().to(device, memory_format=self.devices.loss_memory_format)
 
     def _ready(self) -> None:
-        """A new run started from ``init_from`` takes that file's weights (a resumed one has its own)."""
+        """The list of held-out files, in the log folder."""
         write_atomic(self.log_dir / "validation.txt", self._listing)  # what this run holds out
-        if self.config.init_from is not None and not self.config.resume:
-            self._init_from(self.config.init_from)
-
-    def _init_from(self, path: str) -> None:
-        """Load the weights of the model file ``path``, which must hold this run's architecture
-        (ModelFileError names the file otherwise), and note what it is (:meth:`_start_record`)."""
-        model, _ = load_generator(path, archs=(self.model.arch,))
-        self.model.load_state_dict(model.state_dict())
-        self._start = self._start_record(Path(path))
-
-    @staticmethod
-    def _start_record(path: Path) -> dict:
-        """What a fine-tuned run started from: the file, its sha256 and its own training, read as the
-        run starts and kept in its checkpoints (the file may be replaced before the run ends)."""
-        _, metadata, _ = read_model_file(path)
-        keys = ("iterations", "train_seconds", "training", "validation_losses", "init_from")
-        return {"file": path.name, "sha256": file_sha256(path), **{k: metadata[k] for k in keys if k in metadata}}
-
-    def _checkpoint_extra(self) -> dict:
-        return {"init_from": self._start} if self.config.init_from is not None else {}
-
-    def _check_resumed(self, saved: dict) -> None:
-        """A resumed fine-tuning run keeps the record of its start (older checkpoints have none)."""
-        if self.config.init_from is not None:
-            self._start = saved.get("init_from") or {"file": Path(self.config.init_from).name}
 
     # ---------------------------------------------------------------------------- steps
 
@@ -173,5 +146,5 @@ class AdaINTrainer(TrainingRun):
             "device": self.devices.device.type,
             "precision": self.devices.precision,
             "instyle_version": __version__,
-            **({"init_from": self._start} if self.config.init_from is not None else {}),
+            **self._checkpoint_extra(),  # what a fine-tuned run started from
         }  # fmt: skip
