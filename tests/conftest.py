@@ -90,6 +90,29 @@ def default_vgg_weights() -> Path:
     return fetch_default_weights()
 
 
+@pytest.fixture(scope="session")
+def hed_style_model(tmp_path_factory, default_vgg_weights) -> Path:
+    """A small style model trained (one step) on the HED VGG-16 with the cezanne painting, its
+    relu1_1..relu5_1 targets attached: a model file whose stored targets name the other network (the
+    bundled ones are all on the ImageNet VGG-19 since issue #19's retraining)."""
+    from instyle.engine.targets import attach_style_targets
+    from instyle.engine.training import TrainConfig, train
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    folder = tmp_path_factory.mktemp("hed_model")
+    (folder / "photos").mkdir()
+    for i in range(2):
+        save_image(torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(i)), folder / "photos" / f"p{i}.png")
+    painting = SHARED_DATA / "styles" / "cezanne.jpg"
+    output = folder / "cezanne.safetensors"
+    train(TrainConfig(style=str(painting), content=str(folder / "photos"), output=str(output), vgg_weights="hed-vgg16",
+                      width=0.125, num_residual=1, iterations=1, batch_size=2, image_size=32, style_size=96,
+                      sample_every=0, dtype="fp32"))  # fmt: skip
+    attach_style_targets(output, painting, extra_layers=("relu5_1",))
+    return output
+
+
 class TinyEncoder(nn.Module):
     """A stand-in for VGGFeatures: three small random conv stages, layers named like VGG's, frozen."""
 

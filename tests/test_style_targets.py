@@ -327,12 +327,9 @@ def test_cli_in_a_subprocess_exits_cleanly_on_an_unknown_style(tmp_path):
 
 
 @pytest.fixture
-def bundled_copy(tmp_path, shared_data, default_vgg_weights):
-    """A copy of a bundled model trained on the default (HED) VGG-16."""
-    source = ROOT / "src" / "instyle" / "styles" / "cezanne.safetensors"
-    if not source.exists():
-        pytest.skip("the bundled cezanne model is not in this checkout")
-    return Path(shutil.copy(source, tmp_path / "cezanne.safetensors"))
+def bundled_copy(tmp_path, hed_style_model):
+    """A copy of a cezanne model trained on the HED VGG-16 (conftest's ``hed_style_model``)."""
+    return Path(shutil.copy(hed_style_model, tmp_path / "cezanne.safetensors"))
 
 
 def test_attach_refuses_a_wrong_painting_and_writes_the_real_targets(bundled_copy, shared_data):
@@ -377,12 +374,13 @@ def test_training_from_attached_targets_equals_training_from_the_painting(tmp_pa
         assert a["style"] == pytest.approx(b["style"], rel=1e-5) and a["total"] == pytest.approx(b["total"], rel=1e-5)
 
 
-def test_bundled_styles_name_the_weights_their_targets_need():
-    """starry_night and udnie were trained on the ImageNet VGG-19: `--style starry_night` selects those
-    weights by itself; cezanne and composition_vii keep the default HED VGG-16."""
+def test_bundled_styles_name_the_weights_their_targets_need(hed_style_model):
+    """The bundled styles were trained on the ImageNet VGG-19: `--style starry_night` selects those
+    weights by itself; a model whose targets are the HED VGG-16's selects that one."""
     from instyle.engine.targets import weights_for_targets
 
-    expected = {"starry_night": "imagenet-vgg19", "udnie": "imagenet-vgg19", "cezanne": "hed-vgg16", "composition_vii": "hed-vgg16"}
+    expected = {"starry_night": "imagenet-vgg19", "udnie": "imagenet-vgg19", "cezanne": "imagenet-vgg19",
+                "composition_vii": "imagenet-vgg19", str(hed_style_model): "hed-vgg16"}  # fmt: skip
     for name, weights in expected.items():
         source = resolve_style(name)
         assert source.targets is not None, name
@@ -390,7 +388,7 @@ def test_bundled_styles_name_the_weights_their_targets_need():
     assert weights_for_targets(StyleSource("painting.png", "painting")) is None
 
 
-def test_adopted_weights_scale_the_style_weight_as_the_loss_config_says():
+def test_adopted_weights_scale_the_style_weight_as_the_loss_config_says(hed_style_model):
     """The loss network settles with the style weight: `train` and `texture` default to the ImageNet
     VGG-19 (style weights 5 and 1.25e4), the other commands to the HED VGG-16; with follow_style_targets
     --style NAME takes the weights its stored targets were computed with, and with rescale_style_weight
@@ -400,7 +398,7 @@ def test_adopted_weights_scale_the_style_weight_as_the_loss_config_says():
     from instyle.engine.targets import adopt_target_weights
     from instyle.engine.training import TrainConfig
 
-    starry, cezanne = resolve_style("starry_night"), resolve_style("cezanne")
+    starry, cezanne = resolve_style("starry_night"), resolve_style(str(hed_style_model))  # VGG-19 and HED targets
     plain = StyleSource("painting.png", "painting")
     def settled(config):
         return config.loss.vgg_weights, config.loss.style_weight
@@ -408,7 +406,7 @@ def test_adopted_weights_scale_the_style_weight_as_the_loss_config_says():
     assert settled(TrainConfig()) == ("imagenet-vgg19", 5.0)
     config = TrainConfig(style="starry_night")
     assert adopt_target_weights(config, starry) is config, "VGG-19 targets under train: nothing to change"
-    config = adopt_target_weights(TrainConfig(style="cezanne"), cezanne)
+    config = adopt_target_weights(TrainConfig(style=str(hed_style_model)), cezanne)
     assert settled(config) == ("hed-vgg16", 40.0)
     assert adopt_target_weights(config, cezanne) == config, "settling twice changes nothing"
     assert settled(adopt_target_weights(TrainConfig(vgg_weights="hed-vgg16"), plain)) == ("hed-vgg16", 40.0)
@@ -428,7 +426,7 @@ def test_adopted_weights_scale_the_style_weight_as_the_loss_config_says():
 
     # texture trains a generator like train: the VGG-19 by default, 8x the weight on HED
     assert TextureConfig().loss.vgg_weights == "imagenet-vgg19"
-    assert settled(adopt_target_weights(TextureConfig(style="cezanne"), cezanne)) == ("hed-vgg16", 1e5)
+    assert settled(adopt_target_weights(TextureConfig(style=str(hed_style_model)), cezanne)) == ("hed-vgg16", 1e5)
     config, _ = resolve_style_size(TextureConfig(style="starry_night"))
     assert settled(config) == ("imagenet-vgg19", 1.25e4), "named, for the metadata"
 
