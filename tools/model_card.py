@@ -69,7 +69,7 @@ def _common(path: Path, config: dict, meta: dict, command_file: Path) -> list[st
         f" {config.get('norm')} norm; {path.stat().st_size / 1e6:.2f} MB",
         f"- Command: `{command}`",
         f"- Iterations: {meta.get('iterations')}, batch {training.get('batch_size')}, "
-        f"{training.get('image_size')} px crops, style long side {training.get('style_size')} px, "
+        f"{training.get('image_size')} px crops of photos at {training.get('content_size') or 1.5 * training.get('image_size', 0):g} px, style long side {training.get('style_size')} px, "
         f"weights content {training.get('content_weight')} ({', '.join(training.get('content_layers', []))}) / "
         f"style {training.get('style_weight')} ({', '.join(training.get('style_layers', []))}) / tv {training.get('tv_weight')}",
         f"- Final losses (last step, weighted): {losses}",
@@ -81,6 +81,21 @@ def _common(path: Path, config: dict, meta: dict, command_file: Path) -> list[st
     return [previous.get(line.split(":", 1)[0], line) if line.startswith(("- Command", "- Device")) else line for line in lines]
 
 
+def start_lines(start: dict | None) -> list[str]:
+    """The runs a fine-tuned file went on from (`--init-from`), the latest first."""
+    lines = []
+    while start:
+        t = start.get("training") or {}
+        loss = {**t, **(t.get("loss") or {})}
+        lines.append(
+            f"- Went on from `{start.get('file')}` (sha256 {start.get('sha256')}): {start.get('iterations')} steps of "
+            f"{loss.get('style_name') or Path(str(t.get('style', '?'))).stem}, {t.get('image_size')} px crops of photos at "
+            f"{t.get('content_size') or 1.5 * t.get('image_size', 0):g} px, style long side {t.get('style_size')} px, style weight {loss.get('style_weight')}"
+        )  # fmt: skip
+        start = start.get("init_from")
+    return lines
+
+
 def single_section(path: Path) -> list[str]:
     config, meta, _ = read_model_file(path)
     name = path.stem
@@ -88,6 +103,7 @@ def single_section(path: Path) -> list[str]:
         f"## {name}", "",
         f"- Painting: {PAINTINGS.get(name, 'see the training command')}",
         *_common(path, config, meta, ROOT / "out" / "bundled" / f"{name}.command"),
+        *start_lines(meta.get("init_from")),
         f"- Style image sha256: {meta.get('style_sha256')}", "",
     ]  # fmt: skip
 

