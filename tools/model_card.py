@@ -57,6 +57,11 @@ def _previous(heading: str) -> dict[str, str]:
     return {line.split(":", 1)[0]: line for line in section.splitlines() if line.startswith("- ")}
 
 
+def _content_size(training: dict) -> float:
+    """The short side the photos were scaled to (older files record None: the default, 1.5 x the crop)."""
+    return training.get("content_size") or 1.5 * training.get("image_size", 0)
+
+
 def _common(path: Path, config: dict, meta: dict, command_file: Path) -> list[str]:
     """The lines every model file's section has: architecture, command, settings, losses, device."""
     training = meta.get("training", {})
@@ -69,7 +74,8 @@ def _common(path: Path, config: dict, meta: dict, command_file: Path) -> list[st
         f" {config.get('norm')} norm; {path.stat().st_size / 1e6:.2f} MB",
         f"- Command: `{command}`",
         f"- Iterations: {meta.get('iterations')}, batch {training.get('batch_size')}, "
-        f"{training.get('image_size')} px crops of photos at {training.get('content_size') or 1.5 * training.get('image_size', 0):g} px, style long side {training.get('style_size')} px, "
+        f"{training.get('image_size')} px crops of photos at {_content_size(training):g} px, "
+        f"style long side {training.get('style_size')} px, "
         f"weights content {training.get('content_weight')} ({', '.join(training.get('content_layers', []))}) / "
         f"style {training.get('style_weight')} ({', '.join(training.get('style_layers', []))}) / tv {training.get('tv_weight')}",
         f"- Final losses (last step, weighted): {losses}",
@@ -90,7 +96,7 @@ def start_lines(start: dict | None) -> list[str]:
         lines.append(
             f"- Went on from `{start.get('file')}` (sha256 {start.get('sha256')}): {start.get('iterations')} steps of "
             f"{loss.get('style_name') or Path(str(t.get('style', '?'))).stem}, {t.get('image_size')} px crops of photos at "
-            f"{t.get('content_size') or 1.5 * t.get('image_size', 0):g} px, style long side {t.get('style_size')} px, style weight {loss.get('style_weight')}"
+            f"{_content_size(t):g} px, style long side {t.get('style_size')} px, style weight {loss.get('style_weight')}"
         )  # fmt: skip
         start = start.get("init_from")
     return lines
