@@ -48,6 +48,12 @@ def test_models_lists_the_bundled_styles_with_their_loss_network(capsys):
     assert {"cezanne", "composition_vii", "starry_night", "udnie"} <= set(rows)
     assert lines[-1].startswith("any painting (AdaIN): ")  # the decoder, bundled or how to give one
     assert all("imagenet-vgg19" in rows[name] for name in ("cezanne", "composition_vii", "starry_night", "udnie"))
+    # a fine-tuned file (train --init-from) counts the steps of the runs it went on from apart
+    from instyle.apps.cli.models import _steps
+
+    assert _steps({"iterations": 600, "init_from": {"iterations": 1200, "init_from": {"iterations": 1000}}}) == "600+2200"
+    assert _steps({"iterations": 2000}) == "2000" and _steps({}) == "?"
+    assert rows["udnie"][3] == "600+2000" and any(line.startswith("N+M iterations") for line in lines)
 
 
 def run_cli(*args, cwd=None, env=None, timeout=120) -> subprocess.CompletedProcess:

@@ -50,6 +50,8 @@ def _list() -> int:
             files[style.path] = read_model_file(style.path)
         config, metadata, _ = files[style.path]
         print(_row(style, config, metadata, width))
+    if any("+" in _steps(meta) for _, meta, _ in files.values()):
+        print("N+M iterations: N steps of the file's own run after M of the runs it went on from (train --init-from)")
     multi = sorted({s.path.stem for s in styles if s.style is not None})
     if multi:
         print(f"FILE:STYLE is a style of a multi-style model; mix them with `stylize --model {multi[0]} --style-mix A=0.6,B=0.4`")
@@ -69,9 +71,17 @@ def _row(style, config: dict, metadata: dict, width: int = 18) -> str:
     stored = f"{targets['style_size']} px" if targets else "none"
     network = source_for_sha256(metadata.get("vgg_weights_sha256")) or recorded or "?"
     return (
-        f"{style.name:<{width}}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{metadata.get('iterations', '?'):>12}"
+        f"{style.name:<{width}}{config.get('arch', '?'):<17}{config.get('width', ''):>6}{_steps(metadata):>12}"
         f"  {stored:<15}{network:<16}{metadata.get('device', '?')}, {training.get('image_size', '?')} px crops"
     )
+
+
+def _steps(metadata: dict) -> str:
+    """The run's steps; "N+M" for a fine-tuned file: N of its own after M of the runs it went on from."""
+    steps, before, start = metadata.get("iterations", "?"), 0, metadata.get("init_from")
+    while isinstance(start, dict) and isinstance(start.get("iterations"), int):
+        before, start = before + start["iterations"], start.get("init_from")
+    return f"{steps}+{before}" if before else str(steps)
 
 
 def _adain_line() -> str:
@@ -84,7 +94,7 @@ def _adain_line() -> str:
     _, metadata, _ = read_model_file(ADAIN_DECODER)
     line = f"any painting (AdaIN): `stylize --style PAINTING`, decoder trained {metadata.get('iterations', '?')} steps"
     if ADAIN_FAST.is_file():
-        steps = read_model_file(ADAIN_FAST)[1].get("iterations", "?")
+        steps = _steps(read_model_file(ADAIN_FAST)[1])
         line += f"; `--fast`: a distilled half-width pair, {steps} steps"
     return line
 
