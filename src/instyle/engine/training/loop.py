@@ -25,7 +25,7 @@ from torch import Tensor
 
 from instyle.engine.cuda_graphs import GraphedStep
 from instyle.engine.fileio import WriteError
-from instyle.engine.modelfile import ModelFileError, load_generator, read_model_file, save_model
+from instyle.engine.modelfile import ModelFileError, load_generator, save_model
 from instyle.engine.training import checkpoint as ckpt
 from instyle.engine.training.checkpoint import CHECKPOINT_NAME, TrainState
 from instyle.engine.training.config import ModelNotSaved, TrainingError, TrainingInterrupted, TrainResult, log_dir_of
@@ -141,7 +141,7 @@ class TrainingRun:
     def _init_from(self, path: str) -> None:
         """Load the weights of the model file ``path`` into ``self.model``, before anything is written;
         it must hold this run's architecture and shapes (ModelFileError names the file otherwise)."""
-        model, _ = load_generator(path, archs=(self.model.arch,))
+        model, metadata = load_generator(path, archs=(self.model.arch,))
         theirs, ours = model.state_dict(), self.model.state_dict()
         differ = sorted(set(theirs) ^ set(ours)) or [k for k in ours if theirs[k].shape != ours[k].shape]
         if differ:
@@ -150,7 +150,7 @@ class TrainingRun:
                 "start from a model trained with the same architecture, width and residual blocks"
             )
         self.model.load_state_dict(theirs)
-        self._start = start_record(Path(path))
+        self._start = start_record(Path(path), metadata)
 
     def _use_adam(self, lr: float, schedule: Callable[[int], float]) -> None:
         """Adam on the model's weights that train (``requires_grad``) at ``lr``, times ``schedule(step)`` (LambdaLR)."""
@@ -307,10 +307,10 @@ class TrainingRun:
         )  # fmt: skip
 
 
-def start_record(path: Path) -> dict:
-    """What a fine-tuned run started from: the file, its sha256 and its own training, read as the run
-    starts and kept in its checkpoints (the file may be replaced before the run ends)."""
-    _, metadata, _ = read_model_file(path)
+def start_record(path: Path, metadata: dict) -> dict:
+    """What a fine-tuned run started from: the file, its sha256 and its own training (``metadata``, as
+    the file was read), taken as the run starts and kept in its checkpoints (the file may be replaced
+    before the run ends)."""
     keys = ("iterations", "train_seconds", "training", "validation_losses", "heldout_losses", "init_from")
     return {"file": path.name, "sha256": file_sha256(path), **{k: metadata[k] for k in keys if k in metadata}}
 
