@@ -10,22 +10,23 @@ from instyle.ops.triton import instance_norm as tin
 
 
 def _sm90_plans():
-    """(kernel, constexprs, num_warps) for the variants the launcher picks on H100-class shapes."""
+    """(kernel, constexprs, num_warps) for the variants the launcher picks on H100-class shapes, at
+    every num_warps the tuner may time."""
     variants = []
     for n, c, s, channels_last in [(8, 64, 256 * 256, False), (8, 64, 64 * 64, False), (1, 3, 1024 * 1024, False),
                                    (8, 128, 32 * 32, True), (4, 512, 7 * 7, False)]:
         plan = tin._plan(n, c, s, channels_last, 0, 264)
         single = plan.single_tile or plan.chunk <= plan.block_s
         modes = [int(tin.FUSED)] if plan.splits == 1 else [int(tin.PARTIAL), int(tin.APPLY)]
-        for mode in modes:
+        for mode, warps in itertools.product(modes, sorted({launch.num_warps for launch in tin.candidates(plan)})):
             common = dict(BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, SINGLE_TILE=single, MODE=mode)
             for fused in (True, False):
                 variants.append((tin._instance_norm_fwd_kernel, dict(common, HAS_WEIGHT=fused, HAS_BIAS=fused,
-                                                                      HAS_RESIDUAL=fused, RELU=fused), plan.num_warps))
+                                                                      HAS_RESIDUAL=fused, RELU=fused), warps))
             for relu in (True, False):  # without the ReLU's select, triton 3.6 rewrote the loop and failed
                 variants.append((tin._instance_norm_bwd_kernel, dict(common, USE_INPUT_STATS=True, HAS_WEIGHT=True,
                                                                       RELU=relu, WRITE_DR=relu, BLOCK_SPLITS=16),
-                                 plan.num_warps))
+                                 warps))
     # The plain variants: eval mode, no affine, no fusions.
     plan = tin._plan(8, 64, 64 * 64, False, 0, 264)
     plain = dict(BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, SINGLE_TILE=True, MODE=int(tin.APPLY))

@@ -8,6 +8,9 @@ take a class's choice if there is one, else the first candidate.
 
 Timings differ between runs, so two processes may choose differently where the candidates are close;
 ``INSTYLE_BACKEND`` (or ``backend=``) fixes the backend where the bits must repeat across processes.
+
+:func:`fastest` is the timing and the cache under both this choice and the Triton kernels' launch
+configurations per size class (instyle.ops.triton.instance_norm), whose candidates give the same bits.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["TIMED", "choose", "call_class", "set_timer", "clear_choices", "choices", "device_timer"]
+__all__ = ["TIMED", "choose", "fastest", "may_time", "call_class", "set_timer", "clear_choices", "choices", "device_timer"]
 
 # Candidates timed against each other per device type, preferred first when nothing may be timed.
 # Mutable on purpose: a benchmark may add or pin candidates.
@@ -29,8 +32,9 @@ REPEATS = 5
 
 Timer = Callable[[Callable[[], None], torch.device], float]
 _timer: Timer | None = None
-_choices: dict[tuple, str] = {}
-_timings: dict[tuple, dict[str, float]] = {}
+_choices: dict = {}  # key -> the chosen candidate (a backend name, or a kernel launch)
+_timings: dict = {}  # key -> {candidate: seconds}
+T = TypeVar("T")
 
 
 def _bucket(n: int) -> int:
@@ -88,12 +92,29 @@ def choices() -> dict[tuple, tuple[str, dict[str, float]]]:
     return {key: (name, dict(_timings.get(key, {}))) for key, name in _choices.items()}
 
 
-def _may_time(input: Tensor) -> bool:
+def may_time(input: Tensor) -> bool:
+    """Whether a call on ``input`` may run timings: not while torch.compile or the JIT traces, a
+    CUDA graph captures, or on fake, functional or meta tensors."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or input.device.type == "meta":
         return False
     if type(input) is not Tensor and not isinstance(input, torch.nn.Parameter):  # fake or functional tensors
         return False
     return not (input.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+
+def fastest(key: Hashable, candidates: Sequence[T], runner: Callable[[T], Callable[[], None]],
+            device: torch.device, may: bool) -> T:  # fmt: skip
+    """The candidate whose ``runner(candidate)()`` took least time, timed once per ``key`` in this
+    process (ties: the earlier); where nothing was chosen and ``may`` is false, the first."""
+    if key in _choices:
+        return _choices[key]
+    if len(candidates) < 2 or not may:
+        return candidates[0]
+    timer = _timer or device_timer
+    times = {candidate: timer(runner(candidate), device) for candidate in candidates}
+    chosen = min(candidates, key=times.__getitem__)
+    _choices[key], _timings[key] = chosen, times
+    return chosen
 
 
 def _one_call(fn: Callable[..., Tensor], input: Tensor, activation, residual, backward: bool) -> Callable[[], None]:
@@ -128,13 +149,5 @@ def choose(
     calls like this one; the first candidate where nothing may be timed."""
     backward = torch.is_grad_enabled() and (input.requires_grad or (residual is not None and residual.requires_grad))
     key = call_class(input, activation, residual, backward)
-    chosen = _choices.get(key)
-    if chosen is not None:
-        return chosen
-    if len(candidates) < 2 or not _may_time(input):
-        return candidates[0]
-    timer = _timer or device_timer
-    times = {name: timer(_one_call(fns(name), input, activation, residual, backward), input.device) for name in candidates}
-    chosen = min(candidates, key=lambda name: times[name])  # ties: the earlier candidate
-    _choices[key], _timings[key] = chosen, times
-    return chosen
+    return fastest(key, tuple(candidates), lambda name: _one_call(fns(name), input, activation, residual, backward),
+                   input.device, may_time(input))
