@@ -5,7 +5,8 @@ effective GB/s (fwd: read x + write y = 8 bytes per fp32 element; fwd+bwd adds r
 and write dx = 20 bytes; half that for bf16), the percentage of the device's copy rate
 measured in the same run (x.copy_ of a large tensor, read + write), and the speed-up over
 torch eager. Rows are appended to a CSV under benchmarks/results/ with device, versions,
-thread count and date.
+thread count and date; on CUDA the "launch" column has the Triton launches tuned at the row's first
+call (num_warps, programs per multiprocessor).
 
     python benchmarks/bench_instance_norm.py                 # everything (CPU: ~10-20 min on 2 cores)
     python benchmarks/bench_instance_norm.py --quick --no-compile
@@ -43,6 +44,7 @@ import torch.nn.functional as F  # noqa: E402
 import instyle  # noqa: E402
 from instyle.engine.device import describe_device  # noqa: E402
 from instyle.functional import instance_norm, select_backend  # noqa: E402
+from instyle.ops import choose  # noqa: E402
 from instyle.ops.reference import instance_norm_reference  # noqa: E402
 
 SHAPES = ((8, 64, 256, 256), (16, 128, 128, 128), (4, 32, 512, 512), (16, 512, 32, 32), (1, 64, 1024, 1024), (1, 32, 1024, 1024))
@@ -145,6 +147,33 @@ def contenders(no_compile: bool, device: torch.device):
         yield "instyle[triton]", lambda x: instance_norm(x, backend="triton")
 
 
+def tuned_launches(before: set) -> str:
+    """The Triton launches tuned since ``before`` (a set of choose.choices() keys), as
+    "fwd:w8/p1 bwd:w4/p0" (num_warps, programs per SM; p0: one program per tile)."""
+    tuned = [(key[1], choice) for key, (choice, _) in choose.choices().items()
+             if key not in before and key[0] == "triton-launch"]  # fmt: skip
+    return " ".join(f"{kind}:w{launch.num_warps}/p{launch.programs_per_sm}" for kind, launch in tuned)
+
+
+def append_rows(out: Path, rows: list[dict]) -> None:
+    """Append ``rows`` to the CSV ``out``, rewriting it under the wider header when columns were added."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old: list[dict] = []
+    fields = list(rows[0])
+    if out.exists():
+        with out.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if list(reader.fieldnames or []) != fields:
+                old = list(reader)
+                fields += [name for name in reader.fieldnames or [] if name not in fields]
+    mode = "w" if old or not out.exists() else "a"
+    with out.open(mode, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        if mode == "w":
+            writer.writeheader()
+        writer.writerows(old + rows)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -193,7 +222,9 @@ def main(argv=None) -> int:
                                 xg.grad = None
                                 fn(xg).backward(dy)
 
+                        tuned_before = set(choose.choices())
                         ms = time_ms(run, device, budget_s)
+                        launch = tuned_launches(tuned_before)
                         if name == "instyle":  # auto's choice for this call class (timed at its first call)
                             with torch.no_grad() if mode == "fwd" else contextlib.nullcontext():
                                 backend = select_backend("auto", x if mode == "fwd" else xg)
@@ -211,6 +242,7 @@ def main(argv=None) -> int:
                             "gbps": round(gbps, 2),
                             "pct_copy": round(100 * gbps / copy_rate, 1),
                             "speedup_vs_torch": round(torch_ms[mode] / ms, 2),
+                            "launch": launch,
                         }
                         rows.append(row)
                         print(
@@ -219,13 +251,7 @@ def main(argv=None) -> int:
                             flush=True,
                         )
                 del x, dy, xg, run  # free this shape's tensors before the next
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not out.exists()
-    with out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(out, rows)
     print(f"appended {len(rows)} rows to {out}")
     return 0
 

@@ -103,6 +103,29 @@ def test_gpu_sizes_give_the_same_bits_with_every_launch(shape, channels_last, mo
         assert all(torch.equal(a, b) for a, b in zip(results[0], result)), launch
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="compares a GPU's results with the interpreter's")
+def test_gpu_bits_are_the_interpreters(tmp_path):
+    """No FMA contraction, IEEE divisions and square roots, fixed reduction trees: every operation
+    rounds as numpy does in Triton's interpreter."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(__file__)
+    sys.path.insert(0, here)
+    from triton_interpreted_cases import CASES, run_cases
+
+    out = tmp_path / "interpreted.pt"
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, os.path.join(here, "triton_interpreted_cases.py"), str(out)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = ["output", "grad_input", "grad_weight", "grad_bias", "grad_residual"]
+    for case, gpu, cpu in zip(CASES, run_cases(DEVICE), torch.load(out)):
+        for name, a, b in zip(names, gpu, cpu):
+            assert torch.equal(a, b), (case, name, (a.double() - b.double()).abs().max().item())
+
+
 def test_candidates_put_the_heuristic_first_and_bound_programs_only_for_looped_planes():
     for (shape, max_tile, min_programs), name in zip(PLANS, PLAN_IDS):
         plan = _plan_of(shape, max_tile, min_programs)

@@ -34,6 +34,9 @@ Tuning. num_warps and the programs per streaming multiprocessor are timed per si
 use on CUDA (instyle.ops.choose, like backend="auto"; not while torch.compile traces or a CUDA graph
 captures; INSTYLE_TRITON_TUNE=0 keeps the heuristic). Tile sizes are fixed by the plan and every
 reduction across lanes is a fixed pairwise tree, so no tuned choice changes a bit of the result.
+The kernels are compiled without FMA contraction (``enable_fp_fusion=False``, whose default Triton
+3.10 changes): every operation rounds once, as in Triton's interpreter, so the GPU's bits are the
+interpreter's (tests/test_triton_launch.py checks it on a GPU) and do not move with Triton's default.
 
 Statistics are fp32. Each lane is divided by a power of two 2^e >= max|x| (exact) and its mean and
 sum of squared deviations (M2) are kept in those units; tiles and lanes combine by Chan's formula,
@@ -302,7 +305,7 @@ def instance_norm_fwd(
     def run(launch: Launch) -> None:
         programs = _programs(x.device, tiles, launch)
         fwd = _instance_norm_fwd_kernel[(programs, plan.splits)]
-        common = dict(flags, num_warps=launch.num_warps)
+        common = dict(flags, num_warps=launch.num_warps, enable_fp_fusion=False)
         if not use_input_stats:
             fwd(*args, dummy, dummy, dummy, *shape_args, programs, MODE=APPLY.value, **common)
         elif plan.splits == 1:
@@ -325,7 +328,7 @@ def _combine_stats(x, parts, mean, rstd, var, inv_scale, plan: _Plan, eps: float
     block_p = max(1, min(64, 2048 // block_splits))
     _instance_norm_stats_combine_kernel[(triton.cdiv(n * c, block_p),)](
         x, *parts, mean, rstd, var, inv_scale, n * c, c, spatial_size(x), sxn, sxc, plan.chunk, plan.splits, eps, e_min,
-        BLOCK_P=block_p, BLOCK_SPLITS=block_splits, num_warps=4,
+        BLOCK_P=block_p, BLOCK_SPLITS=block_splits, num_warps=4, enable_fp_fusion=False,
     )
 
 
@@ -374,7 +377,7 @@ def instance_norm_bwd(
     def run(launch: Launch) -> None:
         programs = _programs(x.device, tiles, launch)
         bwd = _instance_norm_bwd_kernel[(programs, plan.splits)]
-        common = dict(flags, num_warps=launch.num_warps)
+        common = dict(flags, num_warps=launch.num_warps, enable_fp_fusion=False)
         if plan.splits == 1:
             bwd(*args, programs, MODE=FUSED.value, **common)
         else:

@@ -2,9 +2,12 @@
 backward, and the combination of split statistics. Launchers, plans and tuning are in
 instance_norm.py; the design is described there.
 
-Every reduction across a tile's lanes is a fixed pairwise tree over logical indices
-(``_tree_sum``) or an exact max: the bits do not depend on num_warps, the grid's program count or
-the stage count, which instance_norm.py tunes per size class.
+Every reduction across a tile's lanes in the kernels whose launch is tuned (forward, backward) is a
+fixed pairwise tree over logical indices (``_tree_sum``) or an exact max: the bits do not depend on
+num_warps or the grid's program count, which instance_norm.py tunes per size class. Divisions and
+the square root are IEEE round-to-nearest (``tl.div_rn``, ``tl.sqrt_rn``): Triton's ``/`` is
+div.full.f32 and ``tl.rsqrt`` rsqrt.approx on NVIDIA GPUs (about 2 ulp each), errors the
+interpreter does not have and that reach every output of a plane coherently.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def _finish_stats(e, mean_s, m2, count, shift, eps, e_min):
     e = tl.where(m2 == 0.0, tl.maximum(e - 125, e_min), e)
     scale = _pow2(e)
     inv_scale = _pow2(-e)
-    var_u = m2 / count
+    var_u = tl.div_rn(m2, count)
     rstd = tl.div_rn(1.0, tl.sqrt_rn(var_u + eps * inv_scale * inv_scale))
     # eps == 0 on a constant plane: define the output as 0 (+ bias), not NaN.
     rstd = tl.where(rstd < 1.0e38, rstd, 0.0)
@@ -75,7 +78,7 @@ def _tile_stats(x, k, k_bits, mask, count, e_min, BLOCK_C: tl.constexpr, BLOCK_S
     e = tl.minimum(tl.maximum(_exponent_above(bits), e_min), 126)
     inv_scale = _pow2(-e)  # 2^-e, exact
     u = tl.where(mask, x * inv_scale[:, None] - (k * inv_scale)[:, None], 0.0)
-    mean_u = _tree_sum(u, BLOCK_C, BLOCK_S) / count
+    mean_u = tl.div_rn(_tree_sum(u, BLOCK_C, BLOCK_S), count)
     d = tl.where(mask, u - mean_u[:, None], 0.0)
     return mean_u, _tree_sum(d * d, BLOCK_C, BLOCK_S), e
 
@@ -108,14 +111,14 @@ def _looped_stats(X, x_row, stride_xs, k, k_bits, c_mask, s_start, s_end, e_min,
         u = x * inv_scale - k[:, None] * inv_scale
         seen += 1.0  # a lane valid now was valid in every earlier tile: its count
         delta = u - lane_mean * rescale
-        new_mean = lane_mean * rescale + delta * (1.0 / seen)
+        new_mean = lane_mean * rescale + delta * tl.div_rn(1.0, seen)
         lane_m2 = tl.where(mask, lane_m2 * rescale * rescale + delta * (u - new_mean), lane_m2)
         lane_mean = tl.where(mask, new_mean, lane_mean)
     e = tl.max(lane_e, axis=1)  # exact in any order
     r = _pow2(tl.maximum(lane_e - e[:, None], -126))
     lane_count = tl.maximum((s_end - s_start - offs + BLOCK_S - 1) // BLOCK_S, 0).to(tl.float32)[None, :]
     lane_mean = lane_mean * r
-    mean_u = _tree_sum(lane_count * lane_mean, BLOCK_C, BLOCK_S) / (s_end - s_start).to(tl.float32)
+    mean_u = tl.div_rn(_tree_sum(lane_count * lane_mean, BLOCK_C, BLOCK_S), (s_end - s_start).to(tl.float32))
     d = tl.where(lane_count > 0, lane_mean - mean_u[:, None], 0.0)
     m2_u = _tree_sum(lane_m2 * r * r + lane_count * d * d, BLOCK_C, BLOCK_S)
     return mean_u, m2_u, e
@@ -294,13 +297,13 @@ def _instance_norm_stats_combine_kernel(
     rescale = _pow2(tl.maximum(e_k - e[:, None], -126))
     mean_k = mean_k * rescale
     m2_k = m2_k * rescale * rescale
-    mean_u = tl.sum(count_k * mean_k, axis=1) / S
+    mean_u = tl.div_rn(tl.sum(count_k * mean_k, axis=1), S.to(tl.float32))
     d = tl.where(mask, mean_k - mean_u[:, None], 0.0)
     m2_u = tl.sum(m2_k, axis=1) + tl.sum(count_k * d * d, axis=1)
 
     x_first = (planes // C).to(tl.int64) * stride_xn + (planes % C).to(tl.int64) * stride_xc
     k = tl.load(X + x_first, mask=p_mask, other=0.0).to(tl.float32)
-    mean, rstd, var, inv_scale = _finish_stats(e, mean_u, m2_u, S, k, eps, e_min)
+    mean, rstd, var, inv_scale = _finish_stats(e, mean_u, m2_u, S.to(tl.float32), k, eps, e_min)
     tl.store(Mean + planes, mean, mask=p_mask)
     tl.store(Rstd + planes, rstd, mask=p_mask)
     tl.store(Var + planes, var, mask=p_mask)
@@ -404,8 +407,8 @@ def _bwd_tile(
 
     if MODE != PARTIAL:
         a = rstd * w
-        c1 = sum_dy / S
-        c2 = sum_dy_xhat / S
+        c1 = tl.div_rn(sum_dy, S.to(tl.float32))
+        c2 = tl.div_rn(sum_dy_xhat, S.to(tl.float32))
         if SINGLE_TILE:
             _store_dx(DX, DR, x_offs, mask, dy, x_hat, a, c1, c2, inv_scale, USE_INPUT_STATS, WRITE_DR)
         else:
