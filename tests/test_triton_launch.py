@@ -1,5 +1,5 @@
 """The Triton kernels' launch configurations (issue #22 part 2): every reduction across lanes is a
-fixed pairwise tree, so no tuned choice (num_warps, programs per multiprocessor) changes a bit; the
+fixed tree of halves, so no tuned choice (num_warps, programs per multiprocessor) changes a bit; the
 fastest launch per size class is timed once per process on a tuned device (here CPU, with injected
 timings); INSTYLE_TRITON_TUNE=0 keeps the heuristic. The kernels run in Triton's interpreter
 without CUDA; INSTYLE_TEST_DEVICE=cuda runs the same tests compiled on a GPU, where num_warps is real.
@@ -36,21 +36,22 @@ def _tree_sum_kernel(X, Out, BLOCK_C: tl.constexpr, N: tl.constexpr):
     tl.store(Out + c, kernels._tree_sum(tl.load(X + c[:, None] * N + s[None, :]), BLOCK_C, N))
 
 
-def _pairwise(x: torch.Tensor) -> torch.Tensor:
-    """Neighbouring columns added, level by level, in float32: the tree _tree_sum promises."""
+def _halves(x: torch.Tensor) -> torch.Tensor:
+    """Each row's first half plus its second, level by level, in float32: the tree _tree_sum promises."""
     while x.shape[1] > 1:
-        x = x[:, 0::2] + x[:, 1::2]
+        half = x.shape[1] // 2
+        x = x[:, :half] + x[:, half:]
     return x[:, 0]
 
 
-def test_tree_sum_adds_neighbours_level_by_level():
+def test_tree_sum_adds_halves_level_by_level():
     # Magnitudes spread so that another order rounds differently (checked: the running sum differs).
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(4, 64, generator=gen) * torch.logspace(-6, 6, 64)[torch.randperm(64, generator=gen)]).float()
     x = x.to(DEVICE)
     out = torch.empty(4, device=DEVICE)
     _tree_sum_kernel[(1,)](x, out, BLOCK_C=4, N=64)
-    assert torch.equal(out, _pairwise(x))
+    assert torch.equal(out, _halves(x))
     assert not torch.equal(out, x.cumsum(1)[:, -1])
 
 
@@ -123,7 +124,10 @@ def test_gpu_bits_are_the_interpreters(tmp_path):
     names = ["output", "grad_input", "grad_weight", "grad_bias", "grad_residual"]
     for case, gpu, cpu in zip(CASES, run_cases(DEVICE), torch.load(out)):
         for name, a, b in zip(names, gpu, cpu):
-            assert torch.equal(a, b), (case, name, (a.double() - b.double()).abs().max().item())
+            if name in ("grad_weight", "grad_bias"):  # the kernels' per-plane sums, then torch's sums over
+                torch.testing.assert_close(a, b, rtol=2 * torch.finfo(a.dtype).eps, atol=0)  # samples and chunks
+            else:
+                assert torch.equal(a, b), (case, name, (a.double() - b.double()).abs().max().item())
 
 
 def test_candidates_put_the_heuristic_first_and_bound_programs_only_for_looped_planes():

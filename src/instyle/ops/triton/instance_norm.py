@@ -33,7 +33,7 @@ weight and bias gradients are summed in torch: deterministic, no atomics.
 Tuning. num_warps and the programs per streaming multiprocessor are timed per size class at first
 use on CUDA (instyle.ops.choose, like backend="auto"; not while torch.compile traces or a CUDA graph
 captures; INSTYLE_TRITON_TUNE=0 keeps the heuristic). Tile sizes are fixed by the plan and every
-reduction across lanes is a fixed pairwise tree, so no tuned choice changes a bit of the result.
+reduction across lanes is a fixed tree of halves, so no tuned choice changes a bit of the result.
 The kernels are compiled without FMA contraction (``enable_fp_fusion=False``, whose default Triton
 3.10 changes): every operation rounds once, as in Triton's interpreter, so the GPU's bits are the
 interpreter's (tests/test_triton_launch.py checks it on a GPU) and do not move with Triton's default.

@@ -2,12 +2,12 @@
 backward, and the combination of split statistics. Launchers, plans and tuning are in
 instance_norm.py; the design is described there.
 
-Every reduction across a tile's lanes in the kernels whose launch is tuned (forward, backward) is a
-fixed pairwise tree over logical indices (``_tree_sum``) or an exact max: the bits do not depend on
-num_warps or the grid's program count, which instance_norm.py tunes per size class. Divisions and
-the square root are IEEE round-to-nearest (``tl.div_rn``, ``tl.sqrt_rn``): Triton's ``/`` is
-div.full.f32 and ``tl.rsqrt`` rsqrt.approx on NVIDIA GPUs (about 2 ulp each), errors the
-interpreter does not have and that reach every output of a plane coherently.
+Every reduction across a tile's lanes is a fixed tree of halves over logical indices (``_tree_sum``)
+or an exact max: the bits do not depend on num_warps or the grid's program count, which
+instance_norm.py tunes per size class. Divisions and the square root are IEEE round-to-nearest
+(``tl.div_rn``, ``tl.sqrt_rn``): Triton's ``/`` is div.full.f32 and ``tl.rsqrt`` rsqrt.approx on
+NVIDIA GPUs (about 2 ulp each), errors the interpreter does not have and that reach every output
+of a plane coherently.
 """
 
 from __future__ import annotations
@@ -35,16 +35,17 @@ def _exponent_above(bits):
 
 @triton.jit
 def _halve(v, BLOCK_C: tl.constexpr, HALF: tl.constexpr):
-    """(BLOCK_C, 2 * HALF) -> (BLOCK_C, HALF): each pair of neighbouring columns added."""
-    a, b = tl.split(tl.reshape(v, (BLOCK_C, HALF, 2)))
-    return a + b
+    """(BLOCK_C, 2 * HALF) -> (BLOCK_C, HALF): the first half of each row plus the second. A sum of
+    two is one IEEE addition in either order, so the layout cannot change it."""
+    return tl.sum(tl.reshape(v, (BLOCK_C, 2, HALF)), axis=1)
 
 
 @triton.jit
 def _tree_sum(v, BLOCK_C: tl.constexpr, N: tl.constexpr):
-    """The rows of ``v`` (BLOCK_C, N), N a power of two, summed by a fixed pairwise tree over the
+    """The rows of ``v`` (BLOCK_C, N), N a power of two, summed by a fixed tree of halves over the
     columns' logical indices: the same bits whatever num_warps lays the tile out on (tl.sum's order
-    follows the layout), so the launch configurations tuned per size class cannot change a result."""
+    over more than two follows the layout), so the launches tuned per size class cannot change a
+    result. (Pairs of neighbours via tl.split took Triton 3.6 50 s to compile at N = 4096.)"""
     for i in tl.static_range(1, 31):
         if (N >> i) > 0:
             v = _halve(v, BLOCK_C, N >> i)
@@ -297,9 +298,9 @@ def _instance_norm_stats_combine_kernel(
     rescale = _pow2(tl.maximum(e_k - e[:, None], -126))
     mean_k = mean_k * rescale
     m2_k = m2_k * rescale * rescale
-    mean_u = tl.div_rn(tl.sum(count_k * mean_k, axis=1), S.to(tl.float32))
+    mean_u = tl.div_rn(_tree_sum(count_k * mean_k, BLOCK_P, BLOCK_SPLITS), S.to(tl.float32))
     d = tl.where(mask, mean_k - mean_u[:, None], 0.0)
-    m2_u = tl.sum(m2_k, axis=1) + tl.sum(count_k * d * d, axis=1)
+    m2_u = _tree_sum(m2_k + count_k * d * d, BLOCK_P, BLOCK_SPLITS)
 
     x_first = (planes // C).to(tl.int64) * stride_xn + (planes % C).to(tl.int64) * stride_xc
     k = tl.load(X + x_first, mask=p_mask, other=0.0).to(tl.float32)
