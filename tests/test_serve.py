@@ -538,11 +538,14 @@ def test_server_memory_stays_flat_over_many_requests(server, tmp_path):
         rss.append(_rss_mb(server.pid))
     with Image.open(result) as image:
         assert image.size == (800, 600)
-    # after 5 warm-up requests, 30 more leave the floor where it was (a leak of the decoded photo
-    # alone would add 5.8 MB a request, 170 MB in all). The floor, not the peak: a sample taken
-    # while a request's buffers are still mapped reads ~45 MB high now and then, and falls back.
-    early, late = min(rss[5:10]), min(rss[-5:])
-    assert late - early < 16, f"server RSS grew from {early:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
+    # The floor, not the peak: a sample taken while a request's buffers are still mapped reads ~45 MB
+    # high now and then, and falls back. The heap may still settle over the first requests (it grew
+    # 16.4 MB from the 5th to the 35th once, in a full-suite run), so the leak check compares the 15th
+    # to 20th with the last five: a leak of the decoded photo alone would add 5.8 MB a request, 87 MB
+    # there; and the whole run stays within 32 MB.
+    early, settled, late = min(rss[5:10]), min(rss[15:20]), min(rss[-5:])
+    assert late - settled < 16, f"server RSS grew from {settled:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
+    assert late - early < 32, f"server RSS grew from {early:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
     assert max(rss[5:]) - early < 100, f"a request's peak grew past 100 MB: {[round(r) for r in rss]}"
 
 
