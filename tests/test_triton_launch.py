@@ -10,19 +10,14 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported, where it can be
+# The kernel tests' start: TRITON_INTERPRET=1 before triton is imported where there is no CUDA,
+# DEVICE from INSTYLE_TEST_DEVICE, and the module skipped where the interpreter cannot be had.
+from .test_instance_norm_triton import DEVICE, tin, triton
 
-triton = pytest.importorskip("triton")
-import triton.language as tl  # noqa: E402
+import triton.language as tl  # noqa: E402  (isort: after the line above, which sets the interpreter up)
 
 from instyle.ops import choose  # noqa: E402
-from instyle.ops.triton import instance_norm as tin  # noqa: E402
 from instyle.ops.triton import kernels  # noqa: E402
-
-DEVICE = torch.device(os.environ.get("INSTYLE_TEST_DEVICE", "cpu"))
-if DEVICE.type == "cpu" and not tin.interpreter_ready():
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
 
 # (shape, max_tile, min_programs): a plane in registers, looped planes, looped and split planes.
 PLANS = [((3, 5, 6, 7), 0, -1), ((2, 2, 13, 11), 64, 0), ((1, 2, 19, 21), 64, 16)]
