@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -522,16 +524,41 @@ def test_eager_inference_skips_the_custom_op_and_dynamo():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_graph_recording_calls_still_go_through_the_custom_op(monkeypatch):
-    """With gradients wanted the custom op (and its registered autograd) runs, not the direct call."""
+def test_graph_recording_eager_calls_skip_the_ops_dispatch_and_match_the_op(monkeypatch):
+    """With gradients wanted, eager calls run the kernels through _EagerFunction (the op's own
+    setup_context and backward, without its dispatch); under a dispatch mode, as when torch.compile
+    traces, the custom op and its registered autograd run. Both give the same bits."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     from instyle.ops.cpu import instance_norm as module
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
 
     direct = []
     real = module._forward_kernels
     monkeypatch.setattr(module, "_forward_kernels", lambda *a: direct.append(1) or real(*a))
-    x = torch.randn(2, 3, 6, 6, requires_grad=True)
-    instance_norm(x, backend="cpu").sum().backward()
-    assert not direct and x.grad is not None
+    x = torch.randn(2, 3, 6, 6)
+    weight, bias = torch.randn(3), torch.randn(3)
+    grads = []
+    for mode in (None, Recorder()):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        with mode or contextlib.nullcontext():
+            y = instance_norm(leaves[0], weight=leaves[1], bias=leaves[2], backend="cpu", activation="relu")
+            y.backward(torch.ones_like(y))
+        grads.append([y.detach()] + [t.grad for t in leaves])
+        if mode is None:
+            assert direct == [1]
+        else:
+            assert any("instance_norm_cpu_fwd" in op for op in mode.ops), mode.ops
+            assert any("instance_norm_cpu_bwd" in op for op in mode.ops), mode.ops
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
     with torch.no_grad():
         instance_norm(x, backend="cpu")
-    assert direct == [1]
+    assert direct == [1, 1]

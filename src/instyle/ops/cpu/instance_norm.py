@@ -167,8 +167,7 @@ def _(x, weight, bias, residual, mean, rstd, eps, relu):
     return torch.empty_like(x), stat, torch.empty_like(stat), torch.empty_like(stat), exponent
 
 
-@torch.library.custom_op("instyle::instance_norm_cpu_bwd", mutates_args=())
-def _backward(
+def _backward_kernels(
     dy: Tensor,  # like x
     x: Tensor,  # the forward's input
     y: Optional[Tensor],  # the forward's output, needed for the ReLU mask only
@@ -196,6 +195,9 @@ def _backward(
         nt=torch.get_num_threads(),
     )
     return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
+
+
+_backward = torch.library.custom_op("instyle::instance_norm_cpu_bwd", mutates_args=())(_backward_kernels)
 
 
 def _backward_torch(dy, x, y, mean, rstd, exponent, weight, use_input_stats, relu, want_dres):
@@ -235,13 +237,13 @@ def _setup_context(ctx, inputs, output):
     ctx.relu = relu
 
 
-def _autograd_backward(ctx, dy, _dmean, _drstd, _dvar, _dexponent):
+def _autograd_backward(ctx, dy, _dmean, _drstd, _dvar, _dexponent, bwd=None):
     """Gradients of (x, weight, bias, residual); the statistics and options have none."""
     x, weight, mean, rstd, exponent, y = ctx.saved_tensors
     need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
     dy = dy.contiguous(memory_format=_memory_format(x))
     want_dres = need_r and ctx.relu
-    dx, dw, db, dres = torch.ops.instyle.instance_norm_cpu_bwd(
+    dx, dw, db, dres = (bwd or torch.ops.instyle.instance_norm_cpu_bwd)(
         dy, x, y, mean, rstd, exponent, weight, ctx.use_input_stats, ctx.relu, want_dres
     )
     dr = (dres if ctx.relu else dy) if need_r else None
@@ -249,6 +251,34 @@ def _autograd_backward(ctx, dy, _dmean, _drstd, _dvar, _dexponent):
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+class _EagerFunction(torch.autograd.Function):
+    """The custom op's forward and backward (the same ``_setup_context`` and ``_autograd_backward``)
+    without its dispatch, for eager calls that record a graph: on small planes the op's Python
+    machinery cost more than the kernels (docs/performance.md, "CPU eager dispatch")."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _forward_kernels(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, dy, dmean, drstd, dvar, dexponent):
+        return _autograd_backward(ctx, dy, dmean, drstd, dvar, dexponent, bwd=_backward_kernels)
+
+
+def _eager(*tensors: Optional[Tensor]) -> bool:
+    """True when nothing but autograd needs the custom op: not compiling or tracing, no dispatch,
+    function mode or functorch transform, only plain tensors."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
+        return False
+    if torch._C._are_functorch_transforms_active() or torch.jit.is_tracing():
+        return False
+    return all(t is None or type(t) in _PLAIN_TYPES for t in tensors)
 
 
 def instance_norm_cpu(
@@ -281,7 +311,12 @@ def instance_norm_cpu(
     if not use_input_stats:
         given_mean = running_mean.float().expand(n, c).contiguous()
         given_rstd = torch.rsqrt(running_var.float() + eps).expand(n, c).contiguous()
-    fwd = _forward_kernels if _plain_eager(x, weight, bias, residual) else torch.ops.instyle.instance_norm_cpu_fwd
+    if _plain_eager(x, weight, bias, residual):
+        fwd = _forward_kernels
+    elif _eager(x, weight, bias, residual):
+        fwd = _EagerFunction.apply
+    else:
+        fwd = torch.ops.instyle.instance_norm_cpu_fwd
     y, mean, _, var, exponent = fwd(x, weight, bias, residual, given_mean, given_rstd, float(eps), activation == "relu")
     if use_input_stats and running_mean is not None and running_var is not None:
         mean = torch.ldexp(mean, exponent)  # in x's units
