@@ -541,9 +541,17 @@ def test_graph_recording_eager_calls_skip_the_ops_dispatch_and_match_the_op(monk
             self.ops.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    direct = []
-    real = module._forward_kernels
+    direct, eager = [], []
+    real, real_eager = module._forward_kernels, module._EagerFunction
+
+    class Eager:
+        @staticmethod
+        def apply(*inputs):
+            eager.append(1)
+            return real_eager.apply(*inputs)
+
     monkeypatch.setattr(module, "_forward_kernels", lambda *a: direct.append(1) or real(*a))
+    monkeypatch.setattr(module, "_EagerFunction", Eager)
     x = torch.randn(2, 3, 6, 6)
     weight, bias = torch.randn(3), torch.randn(3)
     grads = []
@@ -554,11 +562,12 @@ def test_graph_recording_eager_calls_skip_the_ops_dispatch_and_match_the_op(monk
             y.backward(torch.ones_like(y))
         grads.append([y.detach()] + [t.grad for t in leaves])
         if mode is None:
-            assert direct == [1]
+            assert eager == [1] and direct == []
         else:
             assert any("instance_norm_cpu_fwd" in op for op in mode.ops), mode.ops
             assert any("instance_norm_cpu_bwd" in op for op in mode.ops), mode.ops
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert eager == [1]  # not under the mode
     with torch.no_grad():
         instance_norm(x, backend="cpu")
-    assert direct == [1, 1]
+    assert direct == [1]

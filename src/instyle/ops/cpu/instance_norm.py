@@ -39,6 +39,7 @@ from instyle.ops.reference import (
     update_running_stats,
 )
 from instyle.ops.cpu import build
+from instyle.ops.eager import eager_function
 
 __all__ = ["instance_norm_cpu", "supports"]
 
@@ -253,20 +254,8 @@ def _autograd_backward(ctx, dy, _dmean, _drstd, _dvar, _dexponent, bwd=None):
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-class _EagerFunction(torch.autograd.Function):
-    """The custom op's forward and backward (the same ``_setup_context`` and ``_autograd_backward``)
-    without its dispatch, for eager calls that record a graph: on small planes the op's Python
-    machinery cost more than the kernels (docs/performance.md, "CPU eager dispatch")."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = _forward_kernels(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
-
-    @staticmethod
-    def backward(ctx, dy, dmean, drstd, dvar, dexponent):
-        return _autograd_backward(ctx, dy, dmean, drstd, dvar, dexponent, bwd=_backward_kernels)
+# Eager graph-recording calls: the op's own setup and backward, its kernels called directly.
+_EagerFunction = eager_function(_forward_kernels, _setup_context, _autograd_backward, _backward_kernels, "_EagerFunction")
 
 
 def _eager(*tensors: Optional[Tensor]) -> bool:

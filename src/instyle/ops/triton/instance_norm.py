@@ -60,6 +60,7 @@ import triton.language as tl
 from torch import Tensor
 
 from instyle.ops import choose
+from instyle.ops.eager import eager_function
 from instyle.ops.reference import exponent_bounds, spatial_size, update_running_stats
 from instyle.ops.registry import register_backend
 from instyle.ops.triton.kernels import (
@@ -474,21 +475,10 @@ def _backward(ctx, dy, _dmean, _drstd, _dvar, _dinv_scale, bwd=None):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-class _EagerFunction(torch.autograd.Function):
-    """The custom op's forward and backward (the same ``_setup_context`` and ``_backward``) without
-    its dispatch, for eager calls: outside torch.compile the custom op's Python machinery cost more
-    CPU time per call than the kernels took on the GPU, which left training steps waiting on the
-    CPU (docs/performance.md, "Triton eager dispatch")."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = instance_norm_fwd(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
-
-    @staticmethod
-    def backward(ctx, dy, dmean, drstd, dvar, dinv_scale):
-        return _backward(ctx, dy, dmean, drstd, dvar, dinv_scale, bwd=instance_norm_bwd)
+# Eager calls skip the custom op's dispatch: on an H100 its Python machinery cost more CPU time per
+# call than the kernels took on the GPU, which left training steps waiting on the CPU
+# (docs/performance.md, "Triton eager dispatch").
+_EagerFunction = eager_function(instance_norm_fwd, _setup_context, _backward, instance_norm_bwd, "_EagerFunction")
 
 
 # ---------------------------------------------------------------------------------------------
