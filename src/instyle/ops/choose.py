@@ -23,7 +23,9 @@ from typing import Callable, Hashable, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["TIMED", "choose", "fastest", "may_time", "call_class", "set_timer", "clear_choices", "choices", "device_timer"]
+__all__ = [
+    "TIMED", "choose", "fastest", "may_time", "call_class", "set_timer", "clear_choices", "choices", "device_timer",
+]  # fmt: skip
 
 # Candidates timed against each other per device type, preferred first when nothing may be timed.
 # Mutable on purpose: a benchmark may add or pin candidates.

@@ -255,7 +255,9 @@ _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 # Eager graph-recording calls: the op's own setup and backward, its kernels called directly.
-_EagerFunction = eager_function(_forward_kernels, _setup_context, _autograd_backward, _backward_kernels, "_EagerFunction")
+_EagerFunction = eager_function(
+    _forward_kernels, _setup_context, _autograd_backward, _backward_kernels, "_EagerFunction"
+)
 
 
 def _eager(*tensors: Optional[Tensor]) -> bool:

@@ -251,7 +251,9 @@ def _launch_for(kind: str, x: Tensor, plan: _Plan, tiles: int, flags: tuple, run
 def _programs(device: torch.device, tiles: int, launch: Launch) -> int:
     if launch.programs_per_sm <= 0:
         return tiles
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 1
+    sms = 1  # CPU tensors (the interpreter, in tests): one program per "multiprocessor"
+    if device.type == "cuda":
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     return max(1, min(tiles, launch.programs_per_sm * sms))
 
 
