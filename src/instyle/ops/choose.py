@@ -89,8 +89,9 @@ def clear_choices() -> None:
     _timings.clear()
 
 
-def choices() -> dict[tuple, tuple[str, dict[str, float]]]:
-    """Every choice made in this process: call class -> (backend, {candidate: seconds})."""
+def choices() -> dict:
+    """Every choice made in this process: key -> (choice, {candidate: seconds}); a choice is a backend
+    name (key: a call class) or a Triton launch (key: ("triton-launch", ...))."""
     return {key: (name, dict(_timings.get(key, {}))) for key, name in _choices.items()}
 
 
@@ -105,12 +106,13 @@ def may_time(input: Tensor) -> bool:
 
 
 def fastest(key: Hashable, candidates: Sequence[T], runner: Callable[[T], Callable[[], None]],
-            device: torch.device, may: bool) -> T:  # fmt: skip
+            device: torch.device, may: Callable[[], bool]) -> T:  # fmt: skip
     """The candidate whose ``runner(candidate)()`` took least time, timed once per ``key`` in this
-    process (ties: the earlier); where nothing was chosen and ``may`` is false, the first."""
+    process (ties: the earlier); where nothing was chosen and ``may()`` is false, the first. ``may`` is
+    asked only when there is something to time: a call whose key is chosen costs one dict lookup."""
     if key in _choices:
         return _choices[key]
-    if len(candidates) < 2 or not may:
+    if len(candidates) < 2 or not may():
         return candidates[0]
     timer = _timer or device_timer
     times = {candidate: timer(runner(candidate), device) for candidate in candidates}
@@ -152,4 +154,4 @@ def choose(
     backward = torch.is_grad_enabled() and (input.requires_grad or (residual is not None and residual.requires_grad))
     key = call_class(input, activation, residual, backward)
     return fastest(key, tuple(candidates), lambda name: _one_call(fns(name), input, activation, residual, backward),
-                   input.device, may_time(input))
+                   input.device, lambda: may_time(input))

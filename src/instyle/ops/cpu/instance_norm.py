@@ -149,12 +149,19 @@ def _plain_eager(*tensors: Optional[Tensor]) -> bool:
     compiling or dispatch mode, only plain tensors. Then the kernels are called directly: the custom
     op's first call imports torch._dynamo (custom ops wrap their kernels in ``_disable_dynamo``),
     about 2 s of every process's first stylization (measured in docs/performance.md)."""
+    if not _no_mode_and_plain(tensors):
+        return False
+    grad = torch.is_grad_enabled()
+    return not any(t is not None and grad and t.requires_grad for t in tensors)
+
+
+def _no_mode_and_plain(tensors: tuple[Optional[Tensor], ...]) -> bool:
+    """Not compiling, no dispatch or function mode, only plain tensors."""
     if torch.compiler.is_compiling():  # first: dynamo folds it and never traces the C calls below
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
         return False
-    grad = torch.is_grad_enabled()
-    return all(t is None or (type(t) in _PLAIN_TYPES and not (grad and t.requires_grad)) for t in tensors)
+    return all(t is None or type(t) in _PLAIN_TYPES for t in tensors)
 
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
@@ -261,15 +268,11 @@ _EagerFunction = eager_function(
 
 
 def _eager(*tensors: Optional[Tensor]) -> bool:
-    """True when nothing but autograd needs the custom op: not compiling or tracing, no dispatch,
-    function mode or functorch transform, only plain tensors."""
-    if torch.compiler.is_compiling():
-        return False
-    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
-        return False
+    """True when nothing but autograd needs the custom op: what :func:`_plain_eager` asks, but a graph
+    may be recorded; no functorch transform or JIT tracing either."""
     if torch._C._are_functorch_transforms_active() or torch.jit.is_tracing():
         return False
-    return all(t is None or type(t) in _PLAIN_TYPES for t in tensors)
+    return _no_mode_and_plain(tensors)
 
 
 def instance_norm_cpu(

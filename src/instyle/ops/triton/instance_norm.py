@@ -215,6 +215,7 @@ TUNE_VARIABLE = "INSTYLE_TRITON_TUNE"
 FORCED: Launch | None = None
 
 
+@functools.lru_cache(maxsize=1024)
 def candidates(plan: _Plan) -> tuple[Launch, ...]:
     """The launches timed for ``plan``, the heuristic one first (kept where nothing is timed)."""
     default = Launch(plan.num_warps, 0)
@@ -242,8 +243,9 @@ def _launch_for(kind: str, x: Tensor, plan: _Plan, tiles: int, flags: tuple, run
     per process on a tuned device), else the heuristic one."""
     if FORCED is not None:
         return FORCED
-    may_time = (x.device.type in TUNED_DEVICES and os.environ.get(TUNE_VARIABLE, "1") != "0"
-                and choose.may_time(x))  # fmt: skip
+    def may_time() -> bool:
+        return x.device.type in TUNED_DEVICES and os.environ.get(TUNE_VARIABLE, "1") != "0" and choose.may_time(x)
+
     key = _size_class(kind, x, plan, tiles, flags)
     return choose.fastest(key, candidates(plan), lambda launch: lambda: run(launch), x.device, may_time)
 
