@@ -539,13 +539,15 @@ def test_server_memory_stays_flat_over_many_requests(server, tmp_path):
     with Image.open(result) as image:
         assert image.size == (800, 600)
     # The floor, not the peak: a sample taken while a request's buffers are still mapped reads ~45 MB
-    # high now and then, and falls back. The heap may still settle over the first requests (it grew
-    # 16.4 MB from the 5th to the 35th once, in a full-suite run), so the leak check compares the 15th
-    # to 20th with the last five: a leak of the decoded photo alone would add 5.8 MB a request, 87 MB
-    # there; and the whole run stays within 32 MB.
-    early, settled, late = min(rss[5:10]), min(rss[15:20]), min(rss[-5:])
-    assert late - settled < 16, f"server RSS grew from {settled:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
-    assert late - early < 32, f"server RSS grew from {early:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
+    # high now and then, and falls back. The floor itself moves in steps of about 11 MB as the
+    # allocator maps another arena or raises its mmap threshold: a CI run read 712 MB at request 16
+    # and 734 from request 18 on, flat. So the floors are taken over ten requests, where a dip is
+    # likely to show, and the leak check allows two such steps: requests 10-19 against the last ten
+    # are 15 requests apart, where a leak of the decoded photo alone (5.8 MB a request) would add
+    # 87 MB, and any leak over 1.6 MB a request would fail.
+    early, settled, late = min(rss[2:10]), min(rss[10:20]), min(rss[-10:])
+    assert late - settled < 24, f"server RSS grew from {settled:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
+    assert late - early < 40, f"server RSS grew from {early:.0f} MB to {late:.0f} MB: {[round(r) for r in rss]}"
     assert max(rss[5:]) - early < 100, f"a request's peak grew past 100 MB: {[round(r) for r in rss]}"
 
 
