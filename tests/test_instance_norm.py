@@ -158,8 +158,8 @@ def _edge_input(case):
         x = (sign * 10**exponent).float()
         x[1, 2] = x[1, 2] * 1e-40  # a plane of subnormals and zeros: y ~ x / sqrt(eps)
         return x
-    if case == "few_large_planes":  # 3 planes of 4757: the cpu kernels split each plane over threads
-        x = torch.randn(1, 3, 67, 71, generator=g, dtype=torch.float64)
+    if case == "few_large_planes":  # 3 planes of 11877: the cpu kernels split each plane over threads
+        x = torch.randn(1, 3, 107, 111, generator=g, dtype=torch.float64)
         return (x / x.abs().max() * 3e38).float()
     if case == "constant_planes":  # output 0, grad_input w * (g - mean g) / sqrt(eps): finite at any size
         return torch.tensor([7.3, 1.1e30, 3e38, -2.9e38, 0.0, 1e-40]).reshape(1, 6, 1, 1).expand(1, 6, 5, 7).clone()

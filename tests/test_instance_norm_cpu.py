@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from instyle.functional import instance_norm, select_backend
+from instyle.ops.cpu.instance_norm import PARALLEL_MIN_ELEMENTS
 
 from .test_instance_norm import check_edge_case
 
@@ -225,7 +226,8 @@ def test_running_stats_in_eval_mode_with_grads():
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_backward_twice_bitwise_identical_and_deterministic(layout):
-    x = _make((2, 5, 40, 70), layout)
+    x = _make((2, 5, 64, 70), layout)
+    assert x.numel() >= PARALLEL_MIN_ELEMENTS  # large enough to run on every thread
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     torch.use_deterministic_algorithms(True)
     try:
@@ -358,7 +360,8 @@ def test_channels_last_equals_nchw(shape, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_few_planes_split_over_threads_deterministic(layout, dtype):
     """N * C = 3 planes on 2 threads: every plane's chunks are shared; same bits as 1 thread."""
-    x = _make((1, 3, 67, 71), layout, dtype)  # 4757 elements: three chunks, the last ragged
+    x = _make((1, 3, 107, 111), layout, dtype)  # 11877 elements a plane: six chunks, the last ragged
+    assert x.numel() >= PARALLEL_MIN_ELEMENTS
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     threads = torch.get_num_threads()
     try:

@@ -72,6 +72,16 @@ def _empty_like(x: Tensor) -> Tensor:
     return torch.frombuffer(buf, dtype=x.dtype).as_strided(x.shape, x.stride())
 
 
+# Below this many elements a call runs on one thread: waking the OpenMP team costs more than the
+# work (ATen's own grain size, at::internal::GRAIN_SIZE). The kernels' bits do not depend on the
+# thread count. Measured in docs/performance.md, "Small calls on one thread".
+PARALLEL_MIN_ELEMENTS = 32768
+
+
+def _threads(x: Tensor) -> int:
+    return 1 if x.numel() < PARALLEL_MIN_ELEMENTS else torch.get_num_threads()
+
+
 def _scaled_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(mean, rstd, var, exponent) per plane, (N, C), the reference's statistics: mean and rstd
     (fp32) of the plane divided by 2^exponent (int32), var (fp32) in x's units."""
@@ -134,7 +144,7 @@ def _forward_kernels(
     args = {"dtype": _DTYPE_CODES[x.dtype], "cl": int(not x.is_contiguous()), "x": x, "r": residual, "y": y}
     args.update(w=weight, b=bias, flag=flags, N=n, C=c, S=x.numel() // (n * c), eps=eps, relu=int(relu))
     if build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=int(stats),
-                    nt=torch.get_num_threads()):
+                    nt=_threads(x)):
         # fp32 statistics failed on finite planes: all planes again, scaled, in torch (rare)
         mean, rstd, var, exponent = _scaled_stats(x, eps)
         y = _apply_torch(x, weight, bias, residual, mean, rstd, relu, exponent)
@@ -200,7 +210,7 @@ def _backward_kernels(
         "instyle_instance_norm_bwd", dtype=_DTYPE_CODES[x.dtype], cl=int(not x.is_contiguous()), dy=dy, x=x,
         y=y if relu else None, mean=mean, rstd=rstd, w=weight, dx=dx, dr=dres if dres.numel() else None,
         sg=sum_g, sgx=sum_gxhat, N=n, C=c, S=s, stats=int(use_input_stats), relu=int(relu),
-        nt=torch.get_num_threads(),
+        nt=_threads(x),
     )
     return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
 
