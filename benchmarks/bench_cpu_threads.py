@@ -111,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is reported")
     parser.add_argument("--budget", type=float, default=0.15, help="seconds of calls per contender per round")
     parser.add_argument("--busy", type=int, default=0, help="busy processes running beside the benchmark")
+    parser.add_argument("--csv", default="cpu_threads.csv", help="file name under benchmarks/results/")
     args = parser.parse_args(argv)
     shapes = [tuple(int(s) for s in text.split("x")) for text in args.shapes] if args.shapes else SHAPES
     info = {**provenance(torch.device("cpu")), "threads": torch.get_num_threads(), "busy": args.busy}
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
             rows = measure(shapes, args.rounds, args.budget, info)
     finally:
         cpu_backend.PARALLEL_MIN_ELEMENTS = saved
-    print(append_csv(RESULTS / "cpu_threads.csv", rows))
+    print(append_csv(RESULTS / args.csv, rows))
     return 0
 
 

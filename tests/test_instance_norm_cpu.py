@@ -500,8 +500,8 @@ def test_launch_names_a_missing_or_unexpected_argument():
 
     with pytest.raises(TypeError, match=r"missing arguments \['nt'\], unexpected arguments \['threads'\]"):
         build.launch(
-            "instyle_instance_norm_bwd", dtype=0, cl=0, dy=None, x=None, y=None, mean=None, rstd=None, w=None,
-            dx=None, dr=None, sg=None, sgx=None, N=0, C=0, S=0, stats=0, relu=0, threads=1,
+            "instyle_instance_norm_bwd", dtype=0, cl=0, dy=None, x=None, y=None, mean=None, rstd=None,
+            exponent=None, w=None, dx=None, dr=None, dw=None, db=None, N=0, C=0, S=0, stats=0, relu=0, threads=1,
         )  # fmt: skip
 
 

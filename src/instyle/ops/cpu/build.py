@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("instance_norm.cpp")
-ABI_VERSION = 1
+ABI_VERSION = 2
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
 
 _lib: ctypes.CDLL | None = None
@@ -78,13 +78,13 @@ SIGNATURES: dict[str, tuple[type | None, tuple[tuple[str, type], ...]]] = {
     "instyle_abi_version": (_I, ()),
     "instyle_instance_norm_fwd": (_I, (
         ("dtype", _I), ("cl", _I), ("x", _P), ("r", _P), ("y", _P), ("w", _P), ("b", _P),
-        ("mean", _P), ("rstd", _P), ("var", _P), ("flag", _P), ("N", _I64), ("C", _I64), ("S", _I64),
+        ("mean", _P), ("rstd", _P), ("var", _P), ("N", _I64), ("C", _I64), ("S", _I64),
         ("stats", _I), ("eps", _F), ("relu", _I), ("nt", _I),
     )),
-    "instyle_instance_norm_bwd": (None, (
+    "instyle_instance_norm_bwd": (_I, (
         ("dtype", _I), ("cl", _I), ("dy", _P), ("x", _P), ("y", _P), ("mean", _P), ("rstd", _P),
-        ("w", _P), ("dx", _P), ("dr", _P), ("sg", _P), ("sgx", _P), ("N", _I64), ("C", _I64), ("S", _I64),
-        ("stats", _I), ("relu", _I), ("nt", _I),
+        ("exponent", _P), ("w", _P), ("dx", _P), ("dr", _P), ("dw", _P), ("db", _P), ("N", _I64), ("C", _I64),
+        ("S", _I64), ("stats", _I), ("relu", _I), ("nt", _I),
     )),
 }  # fmt: skip
 

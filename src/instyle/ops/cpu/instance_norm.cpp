@@ -1014,32 +1014,50 @@ void bwd_t(int cl, const void* dy, const void* x, const void* y, const float* me
 
 extern "C" {
 
-int instyle_abi_version() { return 1; }
+int instyle_abi_version() { return 2; }
 
 // Forward. stats=1: computes Mean/Rstd/Var (N*C fp32) and y; planes whose fp32 statistics are
-// unreliable on finite input (see `unreliable`) get Flag=1 and no output; returns their count.
+// unreliable on finite input (see `unreliable`) are flagged and get no output; returns their count.
 // stats=0: Mean/Rstd are given (N*C), only y is written. r, w, b may be null.
 int instyle_instance_norm_fwd(int dtype, int cl, const void* x, const void* r, void* y, const float* w,
-                              const float* b, float* mean, float* rstd, float* var, uint8_t* flag, int64_t N,
-                              int64_t C, int64_t S, int stats, float eps, int relu, int nt) {
+                              const float* b, float* mean, float* rstd, float* var, int64_t N, int64_t C,
+                              int64_t S, int stats, float eps, int relu, int nt) {
+  std::vector<uint8_t> flag(N * C);  // 1 = the plane is redone with scaled values
+  uint8_t* f = flag.data();
   switch (dtype) {
-    case kF32: return fwd_t<float>(cl, x, r, y, w, b, mean, rstd, var, flag, N, C, S, stats, eps, relu, nt);
-    case kBF16: return fwd_t<bf16>(cl, x, r, y, w, b, mean, rstd, var, flag, N, C, S, stats, eps, relu, nt);
-    case kF16: return fwd_t<f16>(cl, x, r, y, w, b, mean, rstd, var, flag, N, C, S, stats, eps, relu, nt);
+    case kF32: return fwd_t<float>(cl, x, r, y, w, b, mean, rstd, var, f, N, C, S, stats, eps, relu, nt);
+    case kBF16: return fwd_t<bf16>(cl, x, r, y, w, b, mean, rstd, var, f, N, C, S, stats, eps, relu, nt);
+    case kF16: return fwd_t<f16>(cl, x, r, y, w, b, mean, rstd, var, f, N, C, S, stats, eps, relu, nt);
   }
   return -1;
 }
 
 // Backward. y is read only with relu (mask y > 0); dr (= masked dy) only written when
-// non-null and relu. sg, sgx: per-plane sum(g) and sum(g * xhat) (N*C doubles).
-void instyle_instance_norm_bwd(int dtype, int cl, const void* dy, const void* x, const void* y, const float* mean,
-                               const float* rstd, const float* w, void* dx, void* dr, double* sg, double* sgx,
-                               int64_t N, int64_t C, int64_t S, int stats, int relu, int nt) {
+// non-null and relu. dw, db: (C,) sum over the samples of sum(g * xhat) and sum(g), each plane's in
+// double, the samples added in order 0..N-1, then rounded to float once. Statistics scaled by a
+// power of two (any exponent != 0) are not the kernels' units: returns 1 and writes nothing, and
+// the caller takes its torch path; else returns 0.
+int instyle_instance_norm_bwd(int dtype, int cl, const void* dy, const void* x, const void* y, const float* mean,
+                              const float* rstd, const int32_t* exponent, const float* w, void* dx, void* dr,
+                              float* dw, float* db, int64_t N, int64_t C, int64_t S, int stats, int relu, int nt) {
+  for (int64_t p = 0; p < N * C; ++p)
+    if (exponent[p] != 0) return 1;
+  std::vector<double> sg(N * C), sgx(N * C);
   switch (dtype) {
-    case kF32: bwd_t<float>(cl, dy, x, y, mean, rstd, w, dx, dr, sg, sgx, N, C, S, stats, relu, nt); break;
-    case kBF16: bwd_t<bf16>(cl, dy, x, y, mean, rstd, w, dx, dr, sg, sgx, N, C, S, stats, relu, nt); break;
-    case kF16: bwd_t<f16>(cl, dy, x, y, mean, rstd, w, dx, dr, sg, sgx, N, C, S, stats, relu, nt); break;
+    case kF32: bwd_t<float>(cl, dy, x, y, mean, rstd, w, dx, dr, sg.data(), sgx.data(), N, C, S, stats, relu, nt); break;
+    case kBF16: bwd_t<bf16>(cl, dy, x, y, mean, rstd, w, dx, dr, sg.data(), sgx.data(), N, C, S, stats, relu, nt); break;
+    case kF16: bwd_t<f16>(cl, dy, x, y, mean, rstd, w, dx, dr, sg.data(), sgx.data(), N, C, S, stats, relu, nt); break;
   }
+  for (int64_t c = 0; c < C; ++c) {
+    double g = 0, gx = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      g += sg[n * C + c];
+      gx += sgx[n * C + c];
+    }
+    db[c] = static_cast<float>(g);
+    dw[c] = static_cast<float>(gx);
+  }
+  return 0;
 }
 
 }  // extern "C"

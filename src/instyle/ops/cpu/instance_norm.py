@@ -26,7 +26,7 @@ there, and 1 / std may be subnormal). The common case returns e = 0 and runs ker
 from __future__ import annotations
 
 import mmap
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -140,9 +140,8 @@ def _forward_kernels(
             mean, rstd, var, exponent = _scaled_stats(x, eps)
         return _apply_torch(x, weight, bias, residual, mean, rstd, relu, exponent), mean, rstd, var, exponent
     y = _empty_like(x)
-    flags = torch.empty((n, c), dtype=torch.uint8)
     args = {"dtype": _DTYPE_CODES[x.dtype], "cl": int(not x.is_contiguous()), "x": x, "r": residual, "y": y}
-    args.update(w=weight, b=bias, flag=flags, N=n, C=c, S=x.numel() // (n * c), eps=eps, relu=int(relu))
+    args.update(w=weight, b=bias, N=n, C=c, S=x.numel() // (n * c), eps=eps, relu=int(relu))
     if build.launch("instyle_instance_norm_fwd", **args, mean=mean, rstd=rstd, var=var, stats=int(stats),
                     nt=_threads(x)):
         # fp32 statistics failed on finite planes: all planes again, scaled, in torch (rare)
@@ -154,15 +153,18 @@ def _forward_kernels(
 _forward = torch.library.custom_op("instyle::instance_norm_cpu_fwd", mutates_args=())(_forward_kernels)
 
 
-def _plain_eager(*tensors: Optional[Tensor]) -> bool:
-    """True when a call needs nothing the custom op adds: no autograd graph to record, no tracing,
-    compiling or dispatch mode, only plain tensors. Then the kernels are called directly: the custom
-    op's first call imports torch._dynamo (custom ops wrap their kernels in ``_disable_dynamo``),
-    about 2 s of every process's first stylization (measured in docs/performance.md)."""
-    if not _no_mode_and_plain(tensors):
-        return False
-    grad = torch.is_grad_enabled()
-    return not any(t is not None and grad and t.requires_grad for t in tensors)
+def _forward_path(*tensors: Optional[Tensor]) -> Callable:
+    """How a call runs. With no tracing, compiling, dispatch or function mode and only plain tensors:
+    the kernels directly when no autograd graph is recorded (the custom op's first call imports
+    torch._dynamo, since custom ops wrap their kernels in ``_disable_dynamo``: about 2 s of every
+    process's first stylization, measured in docs/performance.md), else through :data:`_EagerFunction`
+    (no functorch transform or JIT tracing either). Otherwise the custom op."""
+    if _no_mode_and_plain(tensors):
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+            return _forward_kernels
+        if not (torch._C._are_functorch_transforms_active() or torch.jit.is_tracing()):
+            return _EagerFunction.apply
+    return torch.ops.instyle.instance_norm_cpu_fwd
 
 
 def _no_mode_and_plain(tensors: tuple[Optional[Tensor], ...]) -> bool:
@@ -199,20 +201,20 @@ def _backward_kernels(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns (dx, dweight, dbias, dres); dweight/dbias (C,) fp32; dres empty unless asked."""
     n, c = x.shape[:2]
-    s = x.numel() // (n * c)
-    if build.load() is None or bool(exponent.any()):  # the kernels take statistics in x's units
-        return _backward_torch(dy, x, y, mean, rstd, exponent, weight, use_input_stats, relu, want_dres)
-    dx = _empty_like(x)
-    dres = _empty_like(x) if want_dres and relu else x.new_empty(0)
-    sum_g = torch.empty((n, c), dtype=torch.float64)
-    sum_gxhat = torch.empty((n, c), dtype=torch.float64)
-    build.launch(
-        "instyle_instance_norm_bwd", dtype=_DTYPE_CODES[x.dtype], cl=int(not x.is_contiguous()), dy=dy, x=x,
-        y=y if relu else None, mean=mean, rstd=rstd, w=weight, dx=dx, dr=dres if dres.numel() else None,
-        sg=sum_g, sgx=sum_gxhat, N=n, C=c, S=s, stats=int(use_input_stats), relu=int(relu),
-        nt=_threads(x),
-    )
-    return dx, sum_gxhat.sum(0).float(), sum_g.sum(0).float(), dres
+    if build.load() is not None:
+        dx = _empty_like(x)
+        dres = _empty_like(x) if want_dres and relu else x.new_empty(0)
+        dweight, dbias = torch.empty(c, dtype=torch.float32), torch.empty(c, dtype=torch.float32)
+        scaled = build.launch(
+            "instyle_instance_norm_bwd", dtype=_DTYPE_CODES[x.dtype], cl=int(not x.is_contiguous()), dy=dy, x=x,
+            y=y if relu else None, mean=mean, rstd=rstd, exponent=exponent, w=weight, dx=dx,
+            dr=dres if dres.numel() else None, dw=dweight, db=dbias, N=n, C=c, S=x.numel() // (n * c),
+            stats=int(use_input_stats), relu=int(relu), nt=_threads(x),
+        )
+        if not scaled:
+            return dx, dweight, dbias, dres
+    # no kernels, or statistics scaled by 2^exponent (the kernels take them in x's units)
+    return _backward_torch(dy, x, y, mean, rstd, exponent, weight, use_input_stats, relu, want_dres)
 
 
 _backward = torch.library.custom_op("instyle::instance_norm_cpu_bwd", mutates_args=())(_backward_kernels)
@@ -277,14 +279,6 @@ _EagerFunction = eager_function(
 )
 
 
-def _eager(*tensors: Optional[Tensor]) -> bool:
-    """True when nothing but autograd needs the custom op: what :func:`_plain_eager` asks, but a graph
-    may be recorded; no functorch transform or JIT tracing either."""
-    if torch._C._are_functorch_transforms_active() or torch.jit.is_tracing():
-        return False
-    return _no_mode_and_plain(tensors)
-
-
 def instance_norm_cpu(
     input: Tensor,
     running_mean: Tensor | None,
@@ -315,12 +309,7 @@ def instance_norm_cpu(
     if not use_input_stats:
         given_mean = running_mean.float().expand(n, c).contiguous()
         given_rstd = torch.rsqrt(running_var.float() + eps).expand(n, c).contiguous()
-    if _plain_eager(x, weight, bias, residual):
-        fwd = _forward_kernels
-    elif _eager(x, weight, bias, residual):
-        fwd = _EagerFunction.apply
-    else:
-        fwd = torch.ops.instyle.instance_norm_cpu_fwd
+    fwd = _forward_path(x, weight, bias, residual)
     y, mean, _, var, exponent = fwd(x, weight, bias, residual, given_mean, given_rstd, float(eps), activation == "relu")
     if use_input_stats and running_mean is not None and running_var is not None:
         mean = torch.ldexp(mean, exponent)  # in x's units
