@@ -27,6 +27,7 @@ from instyle.nn import InstanceNorm2d
 from instyle.ops.cpu import instance_norm as cpu_backend
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
+from bench_instance_norm import parse_shape  # noqa: E402
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
 SHAPES = ((1, 4, 32, 32), (2, 8, 32, 32), (2, 8, 32, 64), (2, 8, 64, 64), (4, 32, 32, 32), (4, 16, 64, 64),
@@ -88,6 +89,18 @@ def contenders(shape, layout):
     }
 
 
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def positive(text: str) -> int:
+    if count(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def measure(shapes, rounds: int, budget: float, info: dict) -> list[dict]:
     rows = []
     for shape in shapes:
@@ -107,13 +120,13 @@ def measure(shapes, rounds: int, budget: float, info: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="*", help="NxCxHxW; default: seven from 4K to 2M elements")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is reported")
+    parser.add_argument("--shapes", nargs="*", type=parse_shape, help="NxCxHxW; default: seven from 4K to 2M elements")
+    parser.add_argument("--rounds", type=positive, default=7, help="interleaved rounds; the median is reported")
     parser.add_argument("--budget", type=float, default=0.15, help="seconds of calls per contender per round")
-    parser.add_argument("--busy", type=int, default=0, help="busy processes running beside the benchmark")
-    parser.add_argument("--csv", default="cpu_threads.csv", help="file name under benchmarks/results/")
+    parser.add_argument("--busy", type=count, default=0, metavar="N", help="busy processes running beside the benchmark")
+    parser.add_argument("--csv", default="cpu_threads.csv", help="file name under benchmarks/results/, or a path")
     args = parser.parse_args(argv)
-    shapes = [tuple(int(s) for s in text.split("x")) for text in args.shapes] if args.shapes else SHAPES
+    shapes = args.shapes or SHAPES
     info = {**provenance(torch.device("cpu")), "threads": torch.get_num_threads(), "busy": args.busy}
     saved = cpu_backend.PARALLEL_MIN_ELEMENTS
     try:
