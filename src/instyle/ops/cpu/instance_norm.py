@@ -56,13 +56,16 @@ HUGE_PAGE_MIN_BYTES = 32 << 20
 _MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
 
 
+def _dense(x: Tensor) -> bool:
+    return sum((size - 1) * stride for size, stride in zip(x.shape, x.stride())) + 1 == x.numel()
+
+
 def _empty_like(x: Tensor) -> Tensor:
     """``torch.empty_like(x)`` for dense CPU x (contiguous or channels_last), in memory advised for
     transparent huge pages when it is large. The tensor owns the mapping through its buffer and, like
     any ``torch.frombuffer`` tensor, cannot be resized in place."""
     nbytes = x.numel() * x.element_size()
-    dense = sum((size - 1) * stride for size, stride in zip(x.shape, x.stride())) + 1 == x.numel()
-    if _MADV_HUGEPAGE is None or nbytes < HUGE_PAGE_MIN_BYTES or not dense:
+    if _MADV_HUGEPAGE is None or nbytes < HUGE_PAGE_MIN_BYTES or not _dense(x):  # small first: cheapest
         return torch.empty_like(x)
     try:
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
