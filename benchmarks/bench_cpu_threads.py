@@ -20,13 +20,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from instyle.nn import InstanceNorm2d
 from instyle.ops.cpu import instance_norm as cpu_backend
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, str(Path(__file__).parent))
 from bench_instance_norm import parse_shape  # noqa: E402
 from common import RESULTS, append_csv, provenance  # noqa: E402
 
